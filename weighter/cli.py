@@ -1,0 +1,213 @@
+"""The ``weighter`` command. Commands parse, call the library and print; no logic lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from weighter import __version__
+from weighter.errors import WeighterError
+
+log = logging.getLogger("weighter")
+
+
+class _Group(click.Group):
+    """Turns any WeighterError into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except WeighterError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="weighter")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or info; errors only.")
+@click.pass_context
+def main(ctx, verbose, quiet):
+    """Index, query and cluster a corpus of recordings by who (or what) is heard in them.
+
+    \b
+    Typical session:
+      weighter synth demo/corpus --files 20        # a labelled synthetic corpus
+      weighter scan demo/corpus                    # check what the audio reader sees
+    """
+    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    ctx.obj = {"progress": not quiet and sys.stderr.isatty() or verbose > 0, "quiet": quiet}
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--min-seconds", default=0.5, show_default=True, help="Shorter files are reported as too short.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout: files and failures.")
+@click.pass_obj
+def scan(obj, inputs, min_seconds, as_json):
+    """Decode every file of INPUTS (files, directories, file lists, manifest CSVs) and report it.
+
+    Each file is read once, in chunks, at 16 kHz mono, exactly as the embedder will read it.
+    Unusable files (unreadable, not audio, empty, too short, silent) get one line each; the
+    rest go on. Exit code 1 when any file failed.
+    """
+    from tqdm import tqdm
+
+    from weighter.audio import discover, scan_audio
+    from weighter.errors import AudioError
+
+    sources = [s for target in inputs for s in discover(target)]
+    ok, failed = [], []
+    for source in tqdm(sources, desc="scanning", unit="file", disable=not obj["progress"]):
+        try:
+            stats = scan_audio(source.path, min_seconds=min_seconds)
+            ok.append({"path": str(source.path), "duration": round(stats.duration, 3),
+                       "sample_rate": stats.sample_rate, "channels": stats.channels,
+                       "peak": round(stats.peak, 4), "rms_db": round(stats.rms_db, 1), "likes": list(source.likes)})
+        except AudioError as error:
+            failed.append({"path": error.path, "reason": error.reason})
+            if not as_json:
+                click.echo(f"error: {error}", err=True)
+    total = sum(f["duration"] for f in ok)
+    if as_json:
+        click.echo(json.dumps({"files": ok, "failed": failed, "total_seconds": round(total, 3)}, indent=1))
+    elif not obj["quiet"]:
+        for f in ok:
+            likes = ";".join(f["likes"])
+            click.echo(f"{f['path']}\t{f['duration']:8.2f} s\t{f['sample_rate']} Hz x{f['channels']}"
+                       f"\t{f['rms_db']:6.1f} dBFS\t{likes}")
+    click.echo(f"{len(ok)} files ok ({total / 60:.1f} min of audio), {len(failed)} failed", err=True)
+    sys.exit(1 if failed else 0)
+
+
+_BANK_OPTIONS = [
+    click.option("--bank", "bank_dir", type=click.Path(path_type=Path), default=None,
+                 help="Utterance bank directory (built there if missing). Default: a cache under "
+                      "$WEIGHTER_CACHE or ~/.cache/weighter, keyed by the bank options."),
+    click.option("--engines", default="espeak,flite", show_default=True,
+                 help="TTS engines for the bank, comma-separated (espeak, flite)."),
+    click.option("--voices", "max_voices", type=int, default=None,
+                 help="Cap on base voices (each gives 3 identities at -3/0/+3 semitones). Default: all."),
+    click.option("--clips", "clips_per_identity", type=int, default=12, show_default=True,
+                 help="Clips per identity in the bank."),
+    click.option("--bank-seed", type=int, default=0, show_default=True, help="Seed of the bank's texts and variation."),
+    click.option("--jobs", type=int, default=2, show_default=True, help="Parallel TTS processes."),
+]
+
+
+def _bank_options(func):
+    for option in reversed(_BANK_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _open_bank(obj, bank_dir, engines, max_voices, clips_per_identity, bank_seed, jobs):
+    from weighter.corpus import BankSpec, open_or_build_bank
+
+    spec = BankSpec(tuple(e.strip() for e in engines.split(",") if e.strip()), clips_per_identity,
+                    max_voices, bank_seed)
+    return open_or_build_bank(spec, bank_dir, jobs=jobs, progress=obj["progress"])
+
+
+@main.command()
+@_bank_options
+@click.option("--json", "as_json", is_flag=True, help="Print the bank summary as JSON.")
+@click.pass_obj
+def bank(obj, as_json, **bank_args):
+    """Build (or open) the utterance bank and print its identities, split and distinctness check.
+
+    The bank holds single-speaker TTS clips per identity (base voice x pitch shift), made once
+    and cached; `weighter synth` and training mix conversations from it. The split into
+    train / validation / heldout is by the person behind a voice, fixed and documented.
+    """
+    b = _open_bank(obj, **bank_args)
+    summary = b.summary()
+    summary["splits"] = b.split_table()
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    click.echo(f"bank: {summary['directory']}")
+    click.echo(f"identities: {summary['identities']} ({', '.join(f'{k} {v}' for k, v in summary['per_split'].items())})"
+               f", clips: {summary['clips']}, audio: {summary['audio_seconds'] / 60:.1f} min")
+    check = summary["check"]
+    click.echo(f"distinctness: clip accuracy {check.get('clip_accuracy')} ({check.get('method')}), "
+               f"confused pairs: {len(check.get('confused_pairs', []))}")
+    for split, persons in summary["splits"].items():
+        click.echo(f"{split:>10}: {' '.join(persons)}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@_bank_options
+@click.option("--split", type=click.Choice(["train", "validation", "heldout"]), default="heldout", show_default=True,
+              help="Which identities speak in the corpus.")
+@click.option("--files", type=int, default=50, show_default=True, help="Number of conversations.")
+@click.option("--min-speakers", type=int, default=1, show_default=True)
+@click.option("--max-speakers", type=int, default=4, show_default=True)
+@click.option("--min-duration", type=float, default=10.0, show_default=True, help="Seconds.")
+@click.option("--max-duration", type=float, default=60.0, show_default=True, help="Seconds.")
+@click.option("--overlap", type=float, default=0.1, show_default=True, help="Probability a turn overlaps the last.")
+@click.option("--snr", default="10:30", show_default=True, help="Background noise SNR range in dB, 'LO:HI', or 'none'.")
+@click.option("--telephone", type=float, default=0.2, show_default=True, help="Probability of a telephone channel.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed and bank: same bytes.")
+@click.option("--vectors", is_flag=True, help="Write the research's vector simulation (OUT/vectors.npz) instead of audio.")
+@click.option("--dim", type=int, default=32, show_default=True, help="--vectors: dimension D.")
+@click.option("--frames", type=int, default=300, show_default=True, help="--vectors: frames per file.")
+@click.option("--pool", type=int, default=200, show_default=True, help="--vectors: speakers in the pool.")
+@click.option("--noise", type=float, default=0.3, show_default=True, help="--vectors: noise std.")
+@click.option("--step", type=float, default=0.1, show_default=True, help="--vectors: random-walk step std.")
+@click.pass_obj
+def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_duration, overlap, snr, telephone,
+          seed, vectors, dim, frames, pool, noise, step, **bank_args):
+    """Generate a labelled multi-speaker corpus in OUT, offline, from TTS voices.
+
+    \b
+    OUT/audio/*.flac      16 kHz mono conversations
+    OUT/manifest.csv      path,likes (the speakers heard, ';'-separated)
+    OUT/reference.rttm    who speaks when (ground truth)
+    OUT/speakers.json     the identity split and the corpus settings
+
+    Speakers come from one split of the utterance bank (default: heldout, never used in
+    training). With --vectors, writes the research's vector simulation instead.
+    """
+    if vectors:
+        import numpy as np
+
+        from weighter.corpus import VectorSimConfig, simulate_vectors, switch_rate
+
+        config = VectorSimConfig(files, pool, dim, frames, max(2, min_speakers) if min_speakers > 1 else min_speakers,
+                                 max_speakers, noise, step, seed)
+        arrays = simulate_vectors(config)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out / "vectors.npz", **arrays)
+        click.echo(json.dumps({"file": str(out / "vectors.npz"), "switches_per_frame": round(switch_rate(arrays["labels"]), 4),
+                               "shape": list(arrays["frames"].shape)}))
+        return
+    from weighter.corpus import MixerConfig, write_corpus
+
+    snr_range = None
+    if snr.lower() != "none":
+        try:
+            lo, hi = (float(v) for v in snr.split(":"))
+        except ValueError:
+            raise click.BadParameter(f"expected 'LO:HI' in dB or 'none', got {snr!r}", param_hint="--snr") from None
+        snr_range = (lo, hi)
+    config = MixerConfig(min_speakers, max_speakers, min_duration, max_duration, overlap=overlap,
+                         snr_db=snr_range, telephone=telephone)
+    b = _open_bank(obj, **bank_args)
+    summary = write_corpus(b, out, split, files, config, seed=seed, progress=obj["progress"])
+    click.echo(json.dumps(summary) if obj["quiet"] else
+               f"wrote {summary['files']} files ({summary['audio_seconds'] / 60:.1f} min, "
+               f"{summary['speakers_heard']} {split} speakers, {summary['channels']['telephone']} telephone) to {out}")
+
+
+if __name__ == "__main__":
+    main()

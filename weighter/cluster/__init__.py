@@ -1,0 +1,1 @@
+"""Discovered groups over a whole corpus (HDBSCAN). Not built yet: see issue 5."""

@@ -1,0 +1,243 @@
+"""The conversation mixer: multi-speaker recordings drawn from an utterance bank, numpy only.
+
+Who holds the floor follows the research's bounded random walk, ``r <- clip(r + N(0, step))``
+in [0, 1], read every ``tick`` seconds; the walk's position picks one of the file's speakers
+(the interval [0, 1] is cut into one bin per speaker). The step shrinks with the number of
+speakers so the mean turn stays a few seconds long whatever the count, as in real calls, and
+turns shorter than ``min_turn`` are merged into the one before (a random walk that has just
+crossed a bin edge tends to cross back at once; people do not hand over the floor for 250 ms).
+
+The same mixer writes corpora to disk (``weighter synth``) and feeds training on the fly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from weighter.corpus.bank import UtteranceBank
+from weighter.errors import CorpusError
+
+
+@dataclass(frozen=True)
+class MixerConfig:
+    min_speakers: int = 1
+    max_speakers: int = 4
+    min_duration: float = 10.0  # seconds per file
+    max_duration: float = 60.0
+    tick: float = 0.25  # seconds between steps of the floor random walk
+    walk_step: float = 0.1  # std of one walk step for two speakers (scaled by 2 / speakers)
+    min_turn: float = 1.0  # seconds; shorter turns are merged into the previous one
+    pause: tuple[float, float] = (0.1, 0.8)  # seconds of silence between turns
+    overlap: float = 0.0  # probability that a turn starts 0.2-1.0 s before the last one ends
+    snr_db: tuple[float, float] | None = (10.0, 30.0)  # background noise; None = clean
+    telephone: float = 0.0  # probability of a telephone channel (300-3400 Hz, 8 kHz mu-law)
+    level_db: float = 4.0  # each speaker's level varies by +- this much per file
+    min_heard: float = 1.0  # seconds a drawn speaker must be heard to count as a like
+
+    def __post_init__(self):
+        if not 1 <= self.min_speakers <= self.max_speakers:
+            raise CorpusError(f"speakers per file: need 1 <= min ({self.min_speakers}) <= max ({self.max_speakers})")
+        if not 0 < self.min_duration <= self.max_duration:
+            raise CorpusError(f"duration: need 0 < min ({self.min_duration}) <= max ({self.max_duration})")
+        if not 0 <= self.overlap <= 1 or not 0 <= self.telephone <= 1:
+            raise CorpusError("overlap and telephone are probabilities in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds
+    end: float  # seconds
+    speaker: str
+
+
+@dataclass
+class Conversation:
+    audio: np.ndarray  # (samples,) float32 at sample_rate
+    sample_rate: int
+    segments: list[Segment]  # where each speaker's speech actually is
+    likes: tuple[str, ...]  # speakers heard at least min_heard seconds, sorted
+    channel: str  # "clean" | "telephone"
+    snr_db: float | None
+    sources: dict[str, np.ndarray] | None = field(default=None, repr=False)  # per speaker, before noise
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    def activity(self, frame_rate: float, speakers: tuple[str, ...] | None = None) -> np.ndarray:
+        """(len(speakers), frames) bool: who speaks in each frame of 1 / frame_rate seconds."""
+        speakers = speakers or self.likes
+        frames = int(np.ceil(self.duration * frame_rate))
+        active = np.zeros((len(speakers), frames), bool)
+        row = {s: i for i, s in enumerate(speakers)}
+        for seg in self.segments:
+            if seg.speaker in row:
+                active[row[seg.speaker], int(seg.start * frame_rate): int(np.ceil(seg.end * frame_rate))] = True
+        return active
+
+
+class ConversationMixer:
+    """Draws conversations among the identities of one split of a bank."""
+
+    def __init__(self, bank: UtteranceBank, split: str, config: MixerConfig = MixerConfig()):
+        self.bank, self.split, self.config = bank, split, config
+        self.speakers = bank.identities(split)
+        if len(self.speakers) < config.max_speakers:
+            raise CorpusError(
+                f"split {split!r} of {bank.directory} has {len(self.speakers)} identities, "
+                f"fewer than --max-speakers {config.max_speakers}"
+            )
+        self.sample_rate = bank.sample_rate
+
+    def sample(self, rng: np.random.Generator, keep_sources: bool = False) -> Conversation:
+        cfg, sr = self.config, self.sample_rate
+        count = int(rng.integers(cfg.min_speakers, cfg.max_speakers + 1))
+        speakers = [self.speakers[i] for i in rng.choice(len(self.speakers), size=count, replace=False)]
+        duration = float(rng.uniform(cfg.min_duration, cfg.max_duration))
+        turns = self._turns(rng, count, duration)
+        total = int(round(duration * sr))
+        gains = 10 ** (rng.uniform(-cfg.level_db, cfg.level_db, size=count) / 20)
+        sources = np.zeros((count, total), np.float32)  # (speakers, samples)
+        segments: list[Segment] = []
+        cursor = 0.0  # seconds
+        for who, length in turns:
+            if cursor >= duration:
+                break
+            turn_end = min(duration, cursor + length)
+            t = cursor
+            while t < turn_end - 0.3:
+                clip = self._clip(rng, speakers[who])
+                n = min(len(clip), int((turn_end - t) * sr))
+                start = int(t * sr)
+                n = min(n, total - start)
+                if n <= 0:
+                    break
+                sources[who, start:start + n] += clip[:n] * gains[who]
+                segments.append(Segment(start / sr, (start + n) / sr, speakers[who]))
+                t = (start + n) / sr + float(rng.uniform(0.05, 0.3))  # breath between sentences
+            gap = (-float(rng.uniform(0.2, 1.0)) if rng.random() < cfg.overlap
+                   else float(rng.uniform(*cfg.pause)))
+            cursor = max(cursor + 0.5, min(t, turn_end) + gap)
+        segments = _merge(sorted(segments, key=lambda s: (s.speaker, s.start)), bridge=0.35)
+        heard = {s: 0.0 for s in speakers}
+        for seg in segments:
+            heard[seg.speaker] += seg.end - seg.start
+        likes = tuple(sorted(s for s in speakers if heard[s] >= cfg.min_heard))
+        segments = sorted((s for s in segments if s.speaker in likes), key=lambda s: (s.start, s.speaker))
+
+        mix = sources.sum(0)  # (samples,)
+        snr = None
+        if cfg.snr_db is not None:
+            snr = float(rng.uniform(*cfg.snr_db))
+            mix = mix + _noise(rng, total, _speech_power(mix, segments, sr) / 10 ** (snr / 10))
+        channel = "clean"
+        if rng.random() < cfg.telephone:
+            mix, channel = _telephone(mix, sr), "telephone"
+        peak = float(np.abs(mix).max(initial=0.0))
+        scale = 0.9 / peak if peak > 0.9 else 1.0  # never clip; all speakers scale together
+        mix = (mix * scale).astype(np.float32)
+        kept = {speakers[i]: sources[i] * scale for i in range(count) if speakers[i] in likes} if keep_sources else None
+        return Conversation(mix, sr, segments, likes, channel, snr, kept)
+
+    def _turns(self, rng: np.random.Generator, count: int, duration: float) -> list[tuple[int, float]]:
+        """(speaker index, seconds) per turn; retried until every speaker gets the floor."""
+        cfg = self.config
+        ticks = int(np.ceil(duration * 1.5 / cfg.tick)) + 1  # spare: pauses and short clips eat time
+        step = cfg.walk_step * 2 / max(count, 2)
+        order = rng.permutation(count)  # which speaker owns which bin of the walk
+        best: list[tuple[int, float]] = []
+        for _ in range(50):
+            r = np.empty(ticks)
+            r[0] = rng.uniform(0, 1)
+            for t in range(1, ticks):
+                x = r[t - 1] + rng.normal(0, step)
+                r[t] = -x if x < 0 else 2 - x if x > 1 else x  # reflect: a bounded walk
+            owner = order[np.minimum((r * count).astype(int), count - 1)]
+            turns = _runs(owner, cfg.tick, cfg.min_turn)
+            heard_early = {w for w, _ in _prefix(turns, duration)}
+            if len(heard_early) == count:
+                return turns
+            if len(heard_early) > len({w for w, _ in _prefix(best, duration)}):
+                best = turns
+        return best
+
+    def _clip(self, rng: np.random.Generator, speaker: str) -> np.ndarray:
+        clips = self.bank.clips(speaker)
+        return clips[int(rng.integers(len(clips)))].astype(np.float32) / 32768.0
+
+
+def write_rttm(handle, file_id: str, segments: list[Segment]) -> None:
+    for seg in segments:
+        handle.write(f"SPEAKER {file_id} 1 {seg.start:.3f} {seg.end - seg.start:.3f} <NA> <NA> {seg.speaker} <NA> <NA>\n")
+
+
+def _runs(owner: np.ndarray, tick: float, min_turn: float) -> list[tuple[int, float]]:
+    turns: list[list] = []
+    for who in owner:
+        if turns and turns[-1][0] == who:
+            turns[-1][1] += tick
+        else:
+            turns.append([int(who), tick])
+    merged: list[list] = []
+    for who, length in turns:
+        if merged and (length < min_turn or merged[-1][0] == who):
+            merged[-1][1] += length
+        else:
+            merged.append([who, length])
+    return [(w, l) for w, l in merged]
+
+
+def _prefix(turns, duration):
+    total = 0.0
+    for w, l in turns:
+        if total >= duration - 1.0:
+            break
+        total += l
+        yield w, l
+
+
+def _merge(segments: list[Segment], bridge: float) -> list[Segment]:
+    """Join one speaker's segments separated by less than ``bridge`` seconds (RTTM convention)."""
+    out: list[Segment] = []
+    for seg in segments:
+        if out and out[-1].speaker == seg.speaker and seg.start - out[-1].end < bridge:
+            out[-1] = Segment(out[-1].start, max(out[-1].end, seg.end), seg.speaker)
+        else:
+            out.append(seg)
+    return out
+
+
+def _speech_power(mix: np.ndarray, segments: list[Segment], sr: int) -> float:
+    mask = np.zeros(len(mix), bool)
+    for seg in segments:
+        mask[int(seg.start * sr):int(seg.end * sr)] = True
+    voiced = mix[mask] if mask.any() else mix
+    return float(np.mean(voiced.astype(np.float64) ** 2)) + 1e-12
+
+
+def _noise(rng: np.random.Generator, n: int, power: float) -> np.ndarray:
+    """Coloured noise of the given mean power: white, pink or brown (1/f^beta spectrum)."""
+    beta = float(rng.choice([0.0, 1.0, 2.0]))
+    spectrum = rng.normal(size=n // 2 + 1) + 1j * rng.normal(size=n // 2 + 1)
+    freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
+    noise = np.fft.irfft(spectrum / freqs ** (beta / 2), n)
+    noise *= np.sqrt(power / (np.mean(noise ** 2) + 1e-20))
+    return noise.astype(np.float32)
+
+
+def _telephone(mix: np.ndarray, sr: int) -> np.ndarray:
+    """Narrowband call: 300-3400 Hz band, 8 kHz sampling, 8-bit mu-law, back to ``sr``."""
+    from scipy.signal import butter, resample_poly, sosfiltfilt
+
+    sos = butter(4, [300, 3400], btype="bandpass", fs=sr, output="sos")
+    band = sosfiltfilt(sos, mix)
+    narrow = resample_poly(band, 8000, sr)
+    peak = max(float(np.abs(narrow).max(initial=0.0)), 1e-9)
+    x = narrow / peak
+    mu = 255.0
+    coded = np.round((np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) + 1) / 2 * mu)
+    y = (2 * coded / mu - 1)
+    decoded = np.sign(y) * ((1 + mu) ** np.abs(y) - 1) / mu * peak
+    return resample_poly(decoded, sr, 8000)[: len(mix)].astype(np.float32)

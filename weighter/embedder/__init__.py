@@ -1,0 +1,1 @@
+"""Audio -> per-file embedding sets (the Weighter model). Not built yet: see issue 3."""

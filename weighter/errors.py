@@ -1,0 +1,22 @@
+"""Errors a user can act on. Each carries one line: the thing and the reason."""
+
+
+class WeighterError(Exception):
+    """Base class: the CLI prints ``str(error)`` as one line and exits non-zero."""
+
+
+class AudioError(WeighterError):
+    """An audio file that cannot be used (unreadable, empty, too short, silent...)."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ManifestError(WeighterError):
+    """A manifest CSV with a missing file, missing columns or malformed rows."""
+
+
+class CorpusError(WeighterError):
+    """A missing TTS engine, a broken utterance bank, or an impossible corpus request."""
