@@ -139,7 +139,7 @@ def bank(obj, as_json, **bank_args):
                f", clips: {summary['clips']}, audio: {summary['audio_seconds'] / 60:.1f} min")
     check = summary["check"]
     click.echo(f"distinctness: clip accuracy {check.get('clip_accuracy')} ({check.get('method')}), "
-               f"confused pairs: {len(check.get('confused_pairs', []))}")
+               f"confused pairs: {len(check.get('confused_pairs', []))}, rejected: {' '.join(check.get('rejected', [])) or 'none'}")
     for split, persons in summary["splits"].items():
         click.echo(f"{split:>10}: {' '.join(persons)}")
 

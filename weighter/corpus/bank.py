@@ -73,10 +73,12 @@ class UtteranceBank:
         self._by_id = {entry["id"]: entry for entry in self.meta["identities"]}
         self._audio: dict[str, list[np.ndarray]] = {}
 
-    def identities(self, split: str | None = None) -> list[str]:
+    def identities(self, split: str | None = None, include_rejected: bool = False) -> list[str]:
+        """Identity ids of a split (all splits when None), without those the check rejected."""
         if split is not None and split not in SPLITS:
             raise CorpusError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
-        return [i for i, e in self._by_id.items() if split is None or e["split"] == split]
+        rejected = set() if include_rejected else set(self.meta.get("check", {}).get("rejected", []))
+        return [i for i, e in self._by_id.items() if (split is None or e["split"] == split) and i not in rejected]
 
     def identity(self, identity_id: str) -> dict:
         return self._by_id[identity_id]
@@ -107,7 +109,7 @@ class UtteranceBank:
 
     def summary(self) -> dict:
         seconds = sum(c["duration"] for e in self._by_id.values() for c in e["clips"])
-        per_split = {s: len(self.identities(s)) for s in SPLITS}
+        per_split = {s: len(self.identities(s)) for s in SPLITS}  # usable identities
         return {"directory": str(self.directory), "identities": len(self._by_id), "per_split": per_split,
                 "clips": sum(len(e["clips"]) for e in self._by_id.values()), "audio_seconds": round(seconds, 1),
                 "check": self.meta.get("check", {}), "duplicates_dropped": self.meta.get("duplicates", {})}
@@ -141,7 +143,7 @@ def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: b
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # the work runs in TTS/sox processes
         work = pool.map(lambda job: _make_clip(partial, spec.seed, *job), jobs_list)
         for (ident, n), seconds in tqdm(zip(jobs_list, work), total=len(jobs_list), disable=not progress,
-                                        desc="utterance bank", unit="clip"):
+                                        desc="utterance bank", unit="clip", mininterval=1.0):
             durations[(ident.id, n)] = seconds
 
     entries = []
@@ -157,8 +159,7 @@ def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: b
         "max_voices": spec.max_voices, "seed": spec.seed}, "pitches": list(PITCHES),
         "duplicates": duplicates, "identities": entries}
     (partial / "bank.json").write_text(json.dumps(meta, indent=1))
-    bank = UtteranceBank(partial)
-    meta["check"] = check_identities(bank)
+    meta["check"] = check_identities(UtteranceBank(partial))
     (partial / "bank.json").write_text(json.dumps(meta, indent=1))
     if directory.exists():
         shutil.rmtree(directory)
@@ -172,10 +173,12 @@ def check_identities(bank: UtteranceBank) -> dict:
 
     Each clip becomes a vector of log-mel statistics (mean and spread of 40 bands); each clip is
     assigned to the nearest identity centroid computed without it. A pair of identities is
-    *confused* when more than half of one's clips land on the other. Exact duplicates were
-    already removed when the voices were listed.
+    *confused* when more than half of one's clips land on the other; of each confused pair the
+    one with the larger id is *rejected* (kept on disk, never drawn), so that no two identities
+    that sound alike are ever told apart as different likes. Exact duplicates were already
+    removed when the voices were listed.
     """
-    ids = bank.identities()
+    ids = bank.identities(include_rejected=True)
     vectors, owners = [], []
     for k, identity in enumerate(ids):
         for clip in bank.clips(identity):
@@ -197,8 +200,10 @@ def check_identities(bank: UtteranceBank) -> dict:
     confusion /= counts[:, None]
     confused = [(ids[i], ids[j], round(float(confusion[i, j]), 3))
                 for i in range(len(ids)) for j in range(len(ids)) if i != j and confusion[i, j] > 0.5]
+    rejected = sorted({max(a, b) for a, b, _ in confused})
     return {"method": "leave-one-out nearest centroid on log-mel statistics",
-            "clip_accuracy": round(float(np.trace(confusion) / len(ids)), 4), "confused_pairs": confused}
+            "clip_accuracy": round(float(np.trace(confusion) / len(ids)), 4), "confused_pairs": confused,
+            "rejected": rejected}
 
 
 def _clip_signature(audio: np.ndarray, sample_rate: int) -> np.ndarray:

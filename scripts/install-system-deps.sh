@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# TTS voices and sox for the synthetic corpus (Debian/Ubuntu). Safe to run twice.
+set -euo pipefail
+need=()
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v flite >/dev/null || need+=(flite)
+command -v sox >/dev/null || need+=(sox libsox-fmt-all)
+[ -f /usr/share/dict/words ] || need+=(wamerican)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "error: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+echo "installing: ${need[*]}"
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"

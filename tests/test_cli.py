@@ -1,0 +1,59 @@
+import json
+
+import numpy as np
+import soundfile as sf
+from click.testing import CliRunner
+
+from weighter import __version__
+from weighter.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_version_and_help_on_every_command():
+    assert __version__ in run("--version").output
+    top = run("--help")
+    assert top.exit_code == 0
+    for command in main.commands:
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output, command
+
+
+def test_synth_writes_a_corpus_that_scan_reads(tiny_bank, tmp_path):
+    out = tmp_path / "corpus"
+    result = run("synth", out, "--bank", tiny_bank.directory, "--files", 3, "--split", "train",
+                 "--min-duration", 5, "--max-duration", 8)
+    assert result.exit_code == 0, result.output
+    assert "wrote 3 files" in result.output
+    scanned = run("scan", out / "manifest.csv", "--json")
+    assert scanned.exit_code == 0
+    report = json.loads(scanned.stdout)
+    assert len(report["files"]) == 3 and not report["failed"]
+    assert all(f["likes"] and 5 <= f["duration"] <= 8.01 for f in report["files"])
+    again = run("synth", out, "--bank", tiny_bank.directory, "--files", 3)
+    assert again.exit_code == 1 and "already holds a corpus" in again.output
+
+
+def test_scan_goes_on_after_bad_files_and_exits_nonzero(tmp_path):
+    sf.write(str(tmp_path / "good.wav"), 0.1 * np.sin(np.arange(16000) / 5.0).astype(np.float32), 16000)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF garbage")
+    sf.write(str(tmp_path / "silent.flac"), np.zeros(16000, np.float32), 16000)
+    result = run("scan", tmp_path)
+    assert result.exit_code == 1
+    assert "1 files ok" in result.output and "2 failed" in result.output
+    assert "bad.wav: not readable as audio" in result.output and "silent.flac: all silent" in result.output
+
+
+def test_errors_are_one_line_with_nonzero_exit(tmp_path):
+    result = run("scan", tmp_path / "missing")
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {tmp_path / 'missing'}: no such file or directory"
+
+
+def test_vectors_mode(tmp_path):
+    result = run("synth", tmp_path / "v", "--vectors", "--files", 20, "--pool", 10, "--frames", 50)
+    assert result.exit_code == 0
+    arrays = np.load(tmp_path / "v" / "vectors.npz")
+    assert arrays["frames"].shape == (20, 50, 32)

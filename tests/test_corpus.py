@@ -1,0 +1,171 @@
+import csv
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from weighter.corpus import (BankSpec, ConversationMixer, MixerConfig, UtteranceBank, VectorSimConfig, build_bank,
+                             simulate_vectors, switch_rate, write_corpus)
+from weighter.corpus.voices import espeak_split
+from weighter.errors import CorpusError
+
+
+def test_bank_has_identities_in_every_split_and_no_person_crosses_splits(tiny_bank):
+    per_split = {s: tiny_bank.identities(s) for s in ("train", "validation", "heldout")}
+    assert all(per_split.values())
+    persons = {s: {tiny_bank.identity(i)["person"] for i in ids} for s, ids in per_split.items()}
+    assert not persons["train"] & persons["heldout"]
+    assert not persons["train"] & persons["validation"]
+    assert not persons["validation"] & persons["heldout"]
+    # every base voice gives three identities, -3 / 0 / +3 semitones
+    pitches = defaultdict(set)
+    for i in tiny_bank.identities():
+        pitches[tiny_bank.identity(i)["person"]].add(tiny_bank.identity(i)["pitch"])
+    assert all(p == {-3, 0, 3} for p in pitches.values())
+
+
+def test_bank_clips_are_16k_mono_speech(tiny_bank):
+    clips = tiny_bank.clips(tiny_bank.identities("train")[0])
+    assert len(clips) == 3
+    for clip in clips:
+        assert clip.dtype == np.int16 and clip.ndim == 1 and len(clip) > 16000 * 0.8
+        assert np.abs(clip).max() > 3000  # normalised to -3 dBFS peak
+
+
+def test_bank_reports_duplicates_and_distinctness(tiny_bank):
+    summary = tiny_bank.summary()
+    assert summary["duplicates_dropped"].get("klatt") == "caleb"  # byte-identical espeak-ng variants
+    assert summary["check"]["clip_accuracy"] > 0.5
+
+
+def test_espeak_split_is_stable_and_proportional():
+    assert espeak_split("adam") == espeak_split("adam")
+    names = [f"voice{i}" for i in range(2000)]
+    share = sum(espeak_split(n) == "train" for n in names) / len(names)
+    assert 0.65 < share < 0.75
+
+
+def test_same_spec_builds_identical_bytes(tmp_path):
+    spec = BankSpec(engines=("espeak",), max_voices=1, clips_per_identity=2, seed=3)
+    a = build_bank(spec, tmp_path / "a", progress=False)
+    b = build_bank(spec, tmp_path / "b", progress=False)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "clips").rglob("*.flac"))
+    assert len(files) == 6
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert not (tmp_path / "a.partial").exists()
+    with pytest.raises(CorpusError, match="already exists"):
+        build_bank(spec, tmp_path / "a", progress=False)
+
+
+def test_corrupt_bank_index_is_named(tmp_path):
+    (tmp_path / "bank.json").write_text("{ not json")
+    with pytest.raises(CorpusError, match="corrupt bank index"):
+        UtteranceBank(tmp_path)
+    with pytest.raises(CorpusError, match="not an utterance bank"):
+        UtteranceBank(tmp_path / "elsewhere")
+
+
+def _corpus(bank, out, seed=0, files=6, split="train", **kw):
+    config = MixerConfig(min_duration=8, max_duration=14, telephone=0.5, overlap=0.2, **kw)
+    return write_corpus(bank, out, split, files, config, seed=seed, progress=False)
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tiny_bank, tmp_path):
+    _corpus(tiny_bank, tmp_path / "a", seed=7)
+    _corpus(tiny_bank, tmp_path / "b", seed=7)
+    _corpus(tiny_bank, tmp_path / "c", seed=8)
+    for name in ("manifest.csv", "reference.rttm", "audio/conv_00000.flac", "audio/conv_00005.flac"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "audio/conv_00000.flac").read_bytes() != (tmp_path / "c" / "audio/conv_00000.flac").read_bytes()
+
+
+def test_manifest_likes_equal_rttm_speakers_and_come_from_the_split(tiny_bank, tmp_path):
+    _corpus(tiny_bank, tmp_path, split="heldout", files=8, max_speakers=3)
+    rttm = defaultdict(set)
+    for line in (tmp_path / "reference.rttm").read_text().splitlines():
+        fields = line.split()
+        rttm[fields[1]].add(fields[7])
+    heldout = set(tiny_bank.identities("heldout"))
+    with open(tmp_path / "manifest.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8
+    for row in rows:
+        likes = set(row["likes"].split(";"))
+        file_id = row["path"].split("/")[-1].removesuffix(".flac")
+        assert likes == rttm[file_id]
+        assert likes <= heldout
+        info = sf.info(str(tmp_path / row["path"]))
+        assert (info.samplerate, info.channels, info.format) == (16000, 1, "FLAC")
+    speakers = json.loads((tmp_path / "speakers.json").read_text())
+    assert speakers["split"] == "heldout" and set(speakers["splits"]) == {"train", "validation", "heldout"}
+
+
+def test_rttm_segments_are_where_each_speakers_audio_is(tiny_bank):
+    mixer = ConversationMixer(tiny_bank, "train", MixerConfig(min_duration=15, max_duration=25, snr_db=None))
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        conv = mixer.sample(rng, keep_sources=True)
+        activity = conv.activity(100.0)  # (speakers, frames of 10 ms)
+        for row, speaker in enumerate(conv.likes):
+            source = conv.sources[speaker]
+            frames = np.abs(source[: len(source) // 160 * 160]).reshape(-1, 160).max(1)  # peak per 10 ms
+            inside, outside = activity[row, : len(frames)], ~activity[row, : len(frames)]
+            assert (frames[outside] < 1e-6).all(), "speaker audible outside its RTTM segments"
+            assert (frames[inside] > 1e-4).mean() > 0.7, "RTTM segment mostly silent"
+        assert np.allclose(sum(conv.sources.values()), conv.audio, atol=1e-5)  # clean mix = sum of sources
+
+
+def test_speaker_counts_span_the_configured_range(tiny_bank):
+    mixer = ConversationMixer(tiny_bank, "train", MixerConfig(min_speakers=1, max_speakers=4, snr_db=None))
+    rng = np.random.default_rng(0)
+    counts = [len(mixer.sample(rng).likes) for _ in range(40)]
+    assert set(counts) == {1, 2, 3, 4}
+
+
+def test_turns_last_seconds_not_frames(tiny_bank):
+    mixer = ConversationMixer(tiny_bank, "train", MixerConfig(min_speakers=2, max_speakers=2, snr_db=None))
+    rng = np.random.default_rng(5)
+    turns = []
+    for _ in range(15):
+        conv = mixer.sample(rng)
+        current, start, end = None, 0.0, 0.0
+        for seg in conv.segments:
+            if seg.speaker != current:
+                if current is not None:
+                    turns.append(end - start)
+                current, start = seg.speaker, seg.start
+            end = seg.end
+    assert np.median(turns) > 1.5
+
+
+def test_telephone_channel_removes_high_band(tiny_bank):
+    rng = np.random.default_rng(2)
+    phone = ConversationMixer(tiny_bank, "train", MixerConfig(telephone=1.0, snr_db=None)).sample(rng)
+    spectrum = np.abs(np.fft.rfft(phone.audio)) ** 2
+    freqs = np.fft.rfftfreq(len(phone.audio), 1 / 16000)
+    assert spectrum[freqs > 4500].sum() < 1e-3 * spectrum.sum()
+    assert phone.channel == "telephone"
+
+
+def test_mixer_refuses_impossible_requests(tiny_bank):
+    with pytest.raises(CorpusError, match="fewer than --max-speakers"):
+        ConversationMixer(tiny_bank, "heldout", MixerConfig(max_speakers=40))
+    with pytest.raises(CorpusError, match="min"):
+        MixerConfig(min_speakers=3, max_speakers=2)
+
+
+def test_vector_simulation_is_consistent():
+    config = VectorSimConfig(files=50, pool=20, dim=8, frames=100, noise=0.1, seed=1)
+    arrays = simulate_vectors(config)
+    assert arrays["frames"].shape == (50, 100, 8)
+    for f in range(50):
+        assert set(np.flatnonzero(arrays["likes"][f])) == set(np.unique(arrays["labels"][f]))
+    residual = arrays["frames"] - arrays["speakers"][arrays["labels"]]
+    assert residual.std() == pytest.approx(0.1, rel=0.05)
+    assert 0.05 < switch_rate(arrays["labels"]) < 0.5  # the research's recipe switches often
+    slow = simulate_vectors(VectorSimConfig(files=50, pool=20, dim=8, frames=100, step=0.01, seed=1))
+    assert switch_rate(slow["labels"]) < switch_rate(arrays["labels"]) / 3
+    again = simulate_vectors(config)
+    assert np.array_equal(again["frames"], arrays["frames"])
