@@ -21,7 +21,7 @@ def test_bank_has_identities_in_every_split_and_no_person_crosses_splits(tiny_ba
     assert not persons["validation"] & persons["heldout"]
     # every base voice gives three identities, -3 / 0 / +3 semitones
     pitches = defaultdict(set)
-    for i in tiny_bank.identities():
+    for i in tiny_bank.identities(include_rejected=True):
         pitches[tiny_bank.identity(i)["person"]].add(tiny_bank.identity(i)["pitch"])
     assert all(p == {-3, 0, 3} for p in pitches.values())
 

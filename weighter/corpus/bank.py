@@ -33,6 +33,7 @@ from weighter.errors import CorpusError
 
 BANK_FORMAT = 1
 DEFAULT_CLIPS = 12
+MIN_CLIPS_TO_JUDGE = 6  # clips per identity below which the distinctness check rejects nothing
 _SPLIT_CYCLE = ("train", "train", "train", "validation", "heldout")  # order when voices are capped
 
 
@@ -200,7 +201,8 @@ def check_identities(bank: UtteranceBank) -> dict:
     confusion /= counts[:, None]
     confused = [(ids[i], ids[j], round(float(confusion[i, j]), 3))
                 for i in range(len(ids)) for j in range(len(ids)) if i != j and confusion[i, j] > 0.5]
-    rejected = sorted({max(a, b) for a, b, _ in confused})
+    enough = min(counts) >= MIN_CLIPS_TO_JUDGE  # with fewer clips, one odd clip decides: report only
+    rejected = sorted({max(a, b) for a, b, _ in confused}) if enough else []
     return {"method": "leave-one-out nearest centroid on log-mel statistics",
             "clip_accuracy": round(float(np.trace(confusion) / len(ids)), 4), "confused_pairs": confused,
             "rejected": rejected}

@@ -127,7 +127,8 @@ class ConversationMixer:
         likes = tuple(sorted(s for s in speakers if heard[s] >= cfg.min_heard))
         segments = sorted((s for s in segments if s.speaker in likes), key=lambda s: (s.start, s.speaker))
 
-        mix = sources.sum(0)  # (samples,)
+        heard_rows = [i for i in range(count) if speakers[i] in likes]
+        mix = sources[heard_rows].sum(0)  # (samples,): a speaker too briefly heard to be a like is not heard at all
         snr = None
         if cfg.snr_db is not None:
             snr = float(rng.uniform(*cfg.snr_db))

@@ -1,0 +1,214 @@
+"""The Weighter model: audio -> a set of N slot embeddings, each with a confidence and a
+weighting over time. One file holds the whole model; ``WeighterConfig`` names every
+hyperparameter.
+
+    wave (B, S) -> log-mel (B, T, M) -> frame encoder -> frames F (B, T, Cf)       100 Hz
+    F -> conv /12 channels, /15 time -> FeatureProjection + WavLM encoder          6.7 Hz
+      -> linear + sigmoid -> X (B, N, T/15) -> repeat_interleave(15) -> X (B, N, T)
+    W = X / sum_t X          weighting of each slot over time
+    C = sum_t X^2 / sum_t X  confidence: X averaged with weights X, in [0, 1]
+    e = normalize(proj([sum_t W F, std_W(F)]))  (B, N, E)  slot embeddings
+
+In training a cosine classifier over the training likes scores every slot; at inference only
+the embeddings, confidences and weightings are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class WeighterConfig:
+    sample_rate: int = 16_000  # Hz
+    n_mels: int = 64
+    hop: int = 160  # samples: frames at 100 Hz
+    window: int = 400  # samples: 25 ms
+    frame_dim: int = 192  # Cf, channels of the frame features
+    channel_shrink: int = 12  # the weighter's first conv: Cf -> Cf / 12 channels
+    time_strides: tuple[int, int] = (3, 5)  # the two convs' strides: time / 15
+    d_model: int = 128  # transformer width
+    layers: int = 2
+    heads: int = 4
+    ff_dim: int = 256
+    pos_conv_kernel: int = 15  # at 6.7 Hz: about 2 s of convolutional position signal
+    pos_conv_groups: int = 8
+    num_buckets: int = 64  # WavLM relative-position buckets
+    max_distance: int = 200  # frames at 6.7 Hz: 30 s
+    dropout: float = 0.1
+    slots: int = 6  # N
+    embed_dim: int = 256  # E
+    num_likes: int = 0  # classification head size (training likes); 0 at inference-only
+    cos_scale: float = 12.0  # scale of the cosine classifier's logits
+    cos_bias: float = -6.0  # initial bias: p = sigmoid(12 cos - 6) is small for strangers
+
+    @property
+    def time_shrink(self) -> int:
+        return self.time_strides[0] * self.time_strides[1]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["time_strides"] = list(self.time_strides)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WeighterConfig":
+        d = dict(d)
+        d["time_strides"] = tuple(d["time_strides"])
+        return cls(**d)
+
+
+class LogMel(nn.Module):
+    """Log-mel filterbank with per-file mean removal (cancels a fixed channel/EQ)."""
+
+    def __init__(self, c: WeighterConfig):
+        super().__init__()
+        import torchaudio
+
+        self.mel = torchaudio.transforms.MelSpectrogram(c.sample_rate, n_fft=512, win_length=c.window,
+                                                        hop_length=c.hop, n_mels=c.n_mels, center=False)
+        self.hop, self.n_fft = c.hop, 512
+
+    def frames(self, samples: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.div(samples - self.n_fft, self.hop, rounding_mode="floor") + 1, min=0)
+
+    def forward(self, wave: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = torch.log(self.mel(wave) + 1e-6).transpose(1, 2)  # (B, T, M)
+        if mask is None:
+            return x - x.mean(1, keepdim=True)
+        m = mask[..., None].to(x.dtype)  # (B, T, 1)
+        mean = (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
+        return (x - mean) * m
+
+
+class FrameEncoder(nn.Module):
+    """Log-mel -> frame features at 100 Hz; about 250 ms receptive field."""
+
+    def __init__(self, c: WeighterConfig):
+        super().__init__()
+        self.inp = nn.Conv1d(c.n_mels, c.frame_dim, 5, padding=2)
+        self.blocks = nn.ModuleList(
+            nn.Conv1d(c.frame_dim, c.frame_dim, 3, padding=d, dilation=d) for d in (2, 3, 4))
+        self.norms = nn.ModuleList(nn.GroupNorm(1, c.frame_dim) for _ in range(3))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.inp(mel.transpose(1, 2)))  # (B, Cf, T)
+        for conv, norm in zip(self.blocks, self.norms):
+            x = x + F.gelu(conv(norm(x)))
+        return x.transpose(1, 2)  # (B, T, Cf)
+
+
+class Weighter(nn.Module):
+    """Frames -> weightings X (B, N, T) in [0, 1] at the frame rate."""
+
+    def __init__(self, c: WeighterConfig):
+        super().__init__()
+        from torchaudio.models.wav2vec2.components import _get_wavlm_encoder
+
+        narrow = max(1, c.frame_dim // c.channel_shrink)
+        s1, s2 = c.time_strides
+        self.shrink1 = nn.Conv1d(c.frame_dim, narrow, s1, stride=s1)
+        self.shrink2 = nn.Conv1d(narrow, narrow, s2, stride=s2)
+        self.encoder = _get_wavlm_encoder(  # FeatureProjection (layer norm, linear, dropout) + WavLM layers
+            in_features=narrow, embed_dim=c.d_model, dropout_input=c.dropout, pos_conv_kernel=c.pos_conv_kernel,
+            pos_conv_groups=c.pos_conv_groups, num_layers=c.layers, num_heads=c.heads, num_buckets=c.num_buckets,
+            max_distance=c.max_distance, attention_dropout=c.dropout, ff_interm_features=c.ff_dim,
+            ff_interm_dropout=c.dropout, dropout=c.dropout, layer_norm_first=True, layer_drop=0.0)
+        self.to_slots = nn.Linear(c.d_model, c.slots)
+        self.shrink = c.time_shrink
+
+    def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The WavLM encoder, run layer by layer: torchaudio's Encoder.forward turns lengths into
+        an attention_mask that WavLM attention refuses; WavLM takes a key_padding_mask instead."""
+        padding = torch.arange(x.shape[1], device=x.device)[None] >= lengths[:, None]  # (B, T') True = pad
+        x = self.encoder.feature_projection(x)  # layer norm, linear, dropout: (B, T', D)
+        x = self.encoder.transformer._preprocess(x)  # + convolutional position embedding
+        bias = None
+        for layer in self.encoder.transformer.layers:
+            x, bias = layer(x, position_bias=bias, key_padding_mask=padding if padding.any() else None)
+        return x
+
+    def forward(self, frames: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        b, t, _ = frames.shape
+        pad = (-t) % self.shrink
+        x = F.pad(frames.transpose(1, 2), (0, pad))  # (B, Cf, T + pad)
+        x = F.gelu(self.shrink2(F.gelu(self.shrink1(x))))  # (B, Cf/12, T'/15)
+        lengths = torch.div(frame_lengths + self.shrink - 1, self.shrink, rounding_mode="floor")
+        h = self._encode(x.transpose(1, 2), lengths)  # (B, T', D)
+        x_slow = torch.sigmoid(self.to_slots(h)).transpose(1, 2)  # (B, N, T')
+        return x_slow.repeat_interleave(self.shrink, dim=2)[:, :, :t]  # (B, N, T)
+
+
+class WeighterModel(nn.Module):
+    def __init__(self, config: WeighterConfig):
+        super().__init__()
+        self.config = c = config
+        self.logmel = LogMel(c)
+        self.frame_encoder = FrameEncoder(c)
+        self.weighter = Weighter(c)
+        self.project = nn.Sequential(nn.Linear(2 * c.frame_dim, c.embed_dim), nn.GELU(),
+                                     nn.Linear(c.embed_dim, c.embed_dim))
+        if c.num_likes:
+            self.like_vectors = nn.Parameter(torch.randn(c.num_likes, c.embed_dim) * 0.05)
+            self.like_bias = nn.Parameter(torch.full((c.num_likes,), c.cos_bias))
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """wave (B, S) at 16 kHz, lengths (B,) in samples. Returns, per slot n and frame t:
+        x (B, N, T), weights W (B, N, T), confidence C (B, N), embeddings (B, N, E), mask (B, T)."""
+        b, s = wave.shape
+        if lengths is None:
+            lengths = torch.full((b,), s, device=wave.device)
+        frame_lengths = self.logmel.frames(lengths)
+        t = int(self.logmel.frames(torch.tensor(s)))
+        mask = torch.arange(t, device=wave.device)[None] < frame_lengths[:, None]  # (B, T)
+        mel = self.logmel(wave, mask)  # (B, T, M)
+        frames = self.frame_encoder(mel)  # (B, T, Cf)
+        x = self.weighter(frames, frame_lengths) * mask[:, None]  # (B, N, T); padding weighs nothing
+        total = x.sum(2, keepdim=True).clamp(min=1e-6)  # (B, N, 1)
+        w = x / total  # W_t = X_t / sum X
+        confidence = (x * x).sum(2) / total[..., 0]  # C = sum X^2 / sum X
+        mean = torch.einsum("bnt,btc->bnc", w, frames)  # (B, N, Cf)
+        second = torch.einsum("bnt,btc->bnc", w, frames * frames)
+        std = (second - mean * mean).clamp(min=1e-5).sqrt()
+        emb = F.normalize(self.project(torch.cat([mean, std], -1)), dim=-1)  # (B, N, E)
+        return {"x": x, "weights": w, "confidence": confidence, "embeddings": emb, "mask": mask}
+
+    def like_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, N, E) -> (B, N, K): scaled cosine to each training like, plus a learned bias."""
+        cos = embeddings @ F.normalize(self.like_vectors, dim=-1).T
+        return self.config.cos_scale * cos + self.like_bias
+
+    @property
+    def frame_rate(self) -> float:  # Hz
+        return self.config.sample_rate / self.config.hop
+
+
+def file_prediction(p: torch.Tensor, confidence: torch.Tensor, combine: str) -> torch.Tensor:
+    """How N slots make one prediction per like. p (B, N, K) per-slot probabilities, confidence
+    (B, N) -> (B, K).
+
+    sum: expected number of slots that hold the like (a Poisson rate, paired with wBCE: a second
+         slot on the same like costs, which fights slot collapse); max: the best slot; noisy_or:
+         1 - prod(1 - C p).
+    """
+    q = confidence[..., None] * p  # (B, N, K)
+    if combine == "sum":
+        return q.sum(1)
+    if combine == "max":
+        return q.max(1).values
+    if combine == "noisy_or":
+        return 1 - torch.prod(1 - q.clamp(max=1 - 1e-6), dim=1)
+    raise ValueError(f"unknown slot combination {combine!r} (sum, max, noisy_or)")
+
+
+def wbce(y: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """-y ln p + p: the minimum of BCE (p = y), and a gradient bounded by 1 where y = 0."""
+    return (-y * torch.log(p.clamp(min=eps)) + p).mean()
+
+
+def bce(y: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return F.binary_cross_entropy(p.clamp(eps, 1 - eps), y)
