@@ -209,5 +209,117 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
                f"{summary['speakers_heard']} {split} speakers, {summary['channels']['telephone']} telephone) to {out}")
 
 
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file. Default: the shipped model.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Directory for one .npz per file (embeddings, confidence, active, weightings) + sets.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the embedding sets as JSON on stdout.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--window", type=float, default=60.0, show_default=True, help="Seconds per model window (bounds memory).")
+@click.pass_obj
+def embed(obj, inputs, model, out, as_json, device, window):
+    """Embed INPUTS (files, directories, file lists, manifests): per file a set of slot embeddings.
+
+    Each slot has a 256-d embedding, a confidence, an active flag (confidence >= the model's
+    calibrated threshold) and a weightings timeline at 10 Hz: who is heard when.
+    Unusable files get one line each; the rest go on; exit code 1 if any failed.
+    """
+    from weighter.audio import discover
+    from weighter.embedder import Embedder
+
+    if not out and not as_json:
+        raise click.UsageError("give --out DIR, --json, or both")
+    sources = [s for target in inputs for s in discover(target)]
+    embedder = Embedder.load(model, device=device, window_seconds=window)
+    errors: list = []
+    sets = embedder.embed(sources, progress=obj["progress"], errors=errors)
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        index = []
+        for s in sets:
+            name = _safe_name(s.path) + ".npz"
+            s.save(out / name)
+            index.append({"path": s.path, "file": name, "active_slots": int(s.active.sum()),
+                          "duration": round(s.duration, 3)})
+        (out / "sets.json").write_text(json.dumps({"model_id": embedder.model_id, "sets": index}, indent=1))
+    if as_json:
+        click.echo(json.dumps({"model_id": embedder.model_id, "sets": [s.to_json() for s in sets]}))
+    elif not obj["quiet"]:
+        for s in sets:
+            spans = "; ".join(f"slot {n}: " + ", ".join(f"{a:.1f}-{b:.1f}s" for a, b in s.spans(n)[:4])
+                              for n in map(int, s.active.nonzero()[0]))
+            click.echo(f"{s.path}\t{int(s.active.sum())} active of {len(s.active)}\t{spans}")
+    click.echo(f"{len(sets)} files embedded, {len(errors)} failed", err=True)
+    sys.exit(1 if errors else 0)
+
+
+def _safe_name(path: str) -> str:
+    import hashlib
+
+    p = Path(path)
+    return f"{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
+
+
+@main.command()
+@click.option("--manifest", type=click.Path(path_type=Path), default=None,
+              help="Train from real files: a manifest CSV with path,likes (file-level labels only).")
+@click.option("--synthetic", is_flag=True, help="Train from the utterance bank, mixing conversations on the fly.")
+@_bank_options
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the model (.pt).")
+@click.option("--steps", type=int, default=3000, show_default=True)
+@click.option("--batch-size", type=int, default=12, show_default=True)
+@click.option("--seconds", default="8:20", show_default=True, help="Training crop length range 'LO:HI' (s).")
+@click.option("--frame-supervision", type=float, default=1.0, show_default=True,
+              help="Weight of the frame-level (RTTM) slot-activity loss, synthetic only; 0 = file-level likes alone.")
+@click.option("--combine", type=click.Choice(["sum", "max", "noisy_or"]), default="sum", show_default=True,
+              help="How slots combine into one file-level prediction per like.")
+@click.option("--loss", type=click.Choice(["wbce", "bce"]), default="wbce", show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validations.")
+@click.option("--patience", type=int, default=6, show_default=True, help="Validations without gain before stopping.")
+@click.option("--slots", type=int, default=6, show_default=True, help="N, slots per file.")
+@click.option("--max-speakers", type=int, default=4, show_default=True, help="Synthetic: speakers per conversation, 1 to this.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
+@click.pass_obj
+def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, combine, loss, lr, eval_every,
+          patience, slots, max_speakers, seed, device, resume, **bank_args):
+    """Train an embedder from file-level likes, validating each --eval-every steps.
+
+    \b
+    From your own files (the usual case; likes = e.g. the speakers of each call):
+      weighter train --manifest calls.csv --out model.pt
+    From the synthetic bank (how the shipped default is made):
+      weighter train --synthetic --out model.pt
+
+    The best model by validation retrieval mAP is kept in OUT; OUT.ckpt lets --resume continue.
+    """
+    from weighter.audio import discover
+    from weighter.embedder.model import WeighterConfig
+    from weighter.embedder.train import TrainConfig, train as run_training
+
+    if bool(manifest) == bool(synthetic):
+        raise click.UsageError("give exactly one of --manifest or --synthetic")
+    try:
+        lo, hi = (float(v) for v in seconds.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"expected 'LO:HI', got {seconds!r}", param_hint="--seconds") from None
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=lo, max_seconds=hi, combine=combine, loss=loss,
+                      frame_supervision=frame_supervision, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
+                      device=device, max_speakers=max_speakers)
+    if synthetic:
+        result = run_training(out, cfg, WeighterConfig(slots=slots), bank=_open_bank(obj, **bank_args), resume=resume,
+                              progress=obj["progress"])
+    else:
+        result = run_training(out, cfg, WeighterConfig(slots=slots), sources=discover(manifest, require_likes=True),
+                              resume=resume, progress=obj["progress"])
+    click.echo(json.dumps(result["history"][-1] if result["history"] else {}) if obj["quiet"] else
+               f"best validation mAP {result['best_map']:.4f} after {result['steps']} steps; model: {out}")
+
+
 if __name__ == "__main__":
     main()

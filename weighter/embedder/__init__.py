@@ -1,1 +1,7 @@
-"""Audio -> per-file embedding sets (the Weighter model). Not built yet: see issue 3."""
+"""Audio -> per-file embedding sets: the Weighter model (model.py), its training (train.py),
+safe model files (checkpoint.py) and inference with windows and batching (inference.py)."""
+
+from weighter.embedder.inference import DEFAULT_MODEL, Embedder
+from weighter.embedder.model import WeighterConfig, WeighterModel
+
+__all__ = ["DEFAULT_MODEL", "Embedder", "WeighterConfig", "WeighterModel"]

@@ -15,11 +15,16 @@ the embeddings, confidences and weightings are used.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+# torchaudio's WavLM attention warns on every padded batch (bool key_padding_mask, no attn_mask).
+warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
 
 
 @dataclass
@@ -206,9 +211,11 @@ def file_prediction(p: torch.Tensor, confidence: torch.Tensor, combine: str) -> 
 
 
 def wbce(y: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """-y ln p + p: the minimum of BCE (p = y), and a gradient bounded by 1 where y = 0."""
-    return (-y * torch.log(p.clamp(min=eps)) + p).mean()
+    """Elementwise -y ln p + p: BCE's minimum (p = y), a gradient bounded by 1 where y = 0, and
+    the Poisson log-loss, so p may exceed 1 (the ``sum`` combination) and is penalised for it."""
+    return -y * torch.log(p.clamp(min=eps)) + p
 
 
 def bce(y: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return F.binary_cross_entropy(p.clamp(eps, 1 - eps), y)
+    """Elementwise binary cross-entropy (p clipped into (0, 1))."""
+    return F.binary_cross_entropy(p.clamp(eps, 1 - eps), y, reduction="none")

@@ -1,0 +1,173 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from weighter.cli import main
+from weighter.corpus import MixerConfig, write_corpus
+from weighter.embedder import Embedder, WeighterConfig, WeighterModel
+from weighter.embedder.checkpoint import load_model, save_model
+from weighter.embedder.model import bce, file_prediction, wbce
+from weighter.embedder.train import TrainConfig, train
+from weighter.errors import AudioError, WeighterError
+
+SMALL = dict(frame_dim=48, d_model=32, layers=1, heads=2, ff_dim=64, slots=4, embed_dim=32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return WeighterModel(WeighterConfig(num_likes=5, **SMALL)).eval()
+
+
+def test_shapes_weights_and_confidence(model):
+    wave = torch.randn(3, 16000 * 4) * 0.1
+    lengths = torch.tensor([16000 * 4, 16000 * 3, 16000 * 2])
+    out = model(wave, lengths)
+    b, n, t = out["x"].shape
+    assert (b, n) == (3, 4) and out["embeddings"].shape == (3, 4, 32)
+    valid = out["mask"]
+    assert torch.allclose(out["weights"].sum(2), torch.ones(3, 4), atol=1e-5)  # W sums to 1 per slot
+    assert (out["weights"] * ~valid[:, None]).abs().max() == 0  # padding weighs nothing
+    assert ((out["confidence"] >= 0) & (out["confidence"] <= 1)).all()
+    assert torch.allclose(out["embeddings"].norm(dim=-1), torch.ones(3, 4), atol=1e-5)
+    # confidence is X averaged with weights X
+    x = out["x"][0]
+    assert torch.allclose(out["confidence"][0], (x * x).sum(1) / x.sum(1), atol=1e-6)
+
+
+def test_repeat_interleave_alignment(model):
+    out = model(torch.randn(1, 16000 * 3) * 0.1)
+    x = out["x"][0]  # (N, T): constant within each block of 15 frames, as X is upsampled by repetition
+    t = x.shape[1] // 15 * 15
+    blocks = x[:, :t].reshape(x.shape[0], -1, 15)
+    assert torch.allclose(blocks, blocks[..., :1].expand_as(blocks))
+    assert not torch.allclose(blocks[:, 0, 0], blocks[:, 1, 0]) or not torch.allclose(blocks[:, 1, 0], blocks[:, 2, 0])
+
+
+def test_wbce_gradient_is_bounded_where_bce_explodes():
+    p = torch.tensor([0.5, 0.9, 0.999, 0.999999], requires_grad=True)
+    wbce(torch.zeros(4), p).sum().backward()
+    assert torch.allclose(p.grad, torch.ones(4))  # d/dp (0 * -ln p + p) = 1 everywhere
+    q = p.detach().clone().requires_grad_(True)
+    bce(torch.zeros(4), q).sum().backward()
+    assert q.grad[2] > 900  # 1 / (1 - p) at p = 0.999
+    # same minimiser as BCE: p = y
+    grid = torch.linspace(0.01, 2.0, 400)
+    assert abs(float(grid[wbce(torch.full_like(grid, 0.7), grid).argmin()]) - 0.7) < 0.01
+
+
+def test_slot_combinations():
+    p = torch.tensor([[[0.9, 0.1], [0.8, 0.2]]])  # (B=1, N=2, K=2)
+    c = torch.tensor([[1.0, 0.5]])
+    assert torch.allclose(file_prediction(p, c, "sum"), torch.tensor([[1.3, 0.2]]))
+    assert torch.allclose(file_prediction(p, c, "max"), torch.tensor([[0.9, 0.1]]))
+    assert torch.allclose(file_prediction(p, c, "noisy_or"), torch.tensor([[1 - 0.1 * 0.6, 1 - 0.9 * 0.9]]))
+    with pytest.raises(ValueError):
+        file_prediction(p, c, "mean")
+
+
+def test_save_load_round_trip(model, tmp_path):
+    path = tmp_path / "m.pt"
+    ident = save_model(path, model, ["a", "b", "c", "d", "e"], 0.42)
+    loaded, payload = load_model(path)
+    assert payload["model_id"] == ident and payload["threshold"] == 0.42 and payload["likes"][0] == "a"
+    wave = torch.randn(1, 16000 * 2) * 0.1
+    assert torch.allclose(loaded(wave)["embeddings"], model(wave)["embeddings"], atol=1e-6)
+
+
+def test_corrupt_truncated_foreign_and_unsafe_files_are_refused(model, tmp_path):
+    good = tmp_path / "m.pt"
+    save_model(good, model, list("abcde"), 0.5)
+    truncated = tmp_path / "t.pt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    text = tmp_path / "x.pt"
+    text.write_text("hello")
+    other = tmp_path / "o.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    unsafe = tmp_path / "u.pt"
+    unsafe.write_bytes(pickle.dumps({"format": 1, "state_dict": Evil()}))
+    for path, reason in [(truncated, "not a readable weighter model"), (text, "not a readable weighter model"),
+                         (other, "not a weighter model file"), (unsafe, "not a readable weighter model"),
+                         (tmp_path / "none.pt", "no such model file")]:
+        with pytest.raises(WeighterError, match=reason):
+            load_model(path)
+    future = tmp_path / "f.pt"
+    payload = torch.load(good, weights_only=True)
+    payload["format"] = 99
+    torch.save(payload, future)
+    with pytest.raises(WeighterError, match="format 99 is not supported"):
+        load_model(future)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bank, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "model.pt"
+    cfg = TrainConfig(steps=6, batch_size=2, min_seconds=4, max_seconds=5, eval_every=3, val_files=4, max_speakers=2)
+    result = train(out, cfg, WeighterConfig(**SMALL), bank=tiny_bank, progress=False)
+    return out, result
+
+
+def test_tiny_train_then_embed_generated_audio(trained, tiny_bank, tmp_path):
+    out, result = trained
+    assert out.exists() and len(result["history"]) == 2
+    assert out.with_name(out.name + ".ckpt").exists()
+    write_corpus(tiny_bank, tmp_path / "c", "heldout", 3, MixerConfig(1, 2, 5, 9), progress=False)
+    embedder = Embedder.load(out, device="cpu")
+    files = sorted((tmp_path / "c" / "audio").glob("*.flac"))
+    sets = embedder.embed(files)
+    assert [s.path for s in sets] == [str(f) for f in files]
+    for s in sets:
+        assert s.embeddings.shape == (4, 32) and s.confidence.shape == (4,)
+        assert s.weightings.shape == (4, int(np.ceil(s.duration * 10)))
+        assert s.model_id == embedder.model_id
+
+
+def test_long_files_are_windowed_and_merged(trained, tiny_bank, tmp_path):
+    out, _ = trained
+    write_corpus(tiny_bank, tmp_path / "c", "train", 1, MixerConfig(1, 2, 13, 13), progress=False)
+    path = next((tmp_path / "c" / "audio").glob("*.flac"))
+    whole = Embedder.load(out).embed([path])[0]
+    windowed = Embedder.load(out, window_seconds=5).embed([path])[0]
+    assert windowed.weightings.shape[1] == whole.weightings.shape[1] == 130
+    assert windowed.active.all() and 1 <= len(windowed.active) <= 3 * 4
+
+
+def test_embed_reports_bad_files_and_goes_on(trained, tmp_path):
+    out, _ = trained
+    good = tmp_path / "good.wav"
+    sf.write(str(good), (0.1 * np.random.default_rng(0).normal(size=32000)).astype(np.float32), 16000)
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(32000, np.float32), 16000)
+    errors = []
+    sets = Embedder.load(out).embed([good, silent, tmp_path / "missing.wav"], errors=errors)
+    assert [s.path for s in sets] == [str(good)]
+    assert sorted(e.reason.split(" ")[0] for e in errors) == ["all", "no"]
+    with pytest.raises(AudioError, match="all silent"):
+        Embedder.load(out).embed([silent])
+
+
+def test_cli_train_and_embed(tiny_bank, tmp_path):
+    runner = CliRunner()
+    model = tmp_path / "m.pt"
+    result = runner.invoke(main, ["-q", "train", "--synthetic", "--bank", str(tiny_bank.directory), "--out", str(model),
+                                  "--steps", "2", "--batch-size", "2", "--seconds", "4:5", "--eval-every", "2",
+                                  "--max-speakers", "2"])
+    assert result.exit_code == 0, result.output
+    write_corpus(tiny_bank, tmp_path / "c", "heldout", 2, MixerConfig(1, 2, 5, 6), progress=False)
+    result = runner.invoke(main, ["embed", str(tmp_path / "c" / "manifest.csv"), "--model", str(model), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert len(payload["sets"]) == 2 and len(payload["sets"][0]["slots"]) == 6
+    assert len(payload["sets"][0]["slots"][0]["embedding"]) == 256
+    result = runner.invoke(main, ["train", "--out", str(model)])
+    assert result.exit_code != 0 and "exactly one of --manifest or --synthetic" in result.output

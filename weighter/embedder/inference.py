@@ -1,0 +1,179 @@
+"""``Embedder.load().embed(paths) -> list[EmbeddingSet]``: batching, windows, device inside.
+
+Files are read in windows of ``window_seconds`` (60 s by default) straight from the decoder, so
+memory stays bounded however long a file is. Short files are batched together, sorted by
+length so little padding is computed. A file longer than one window gets one slot set per
+window; active slots of different windows that embed alike (cosine >= ``merge_cosine``) are
+merged into one slot of the file, whose weightings timeline runs across the whole file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from weighter.audio import SAMPLE_RATE, AudioSource, audio_info, stream_audio
+from weighter.audio.io import SILENCE_PEAK
+from weighter.embedder.checkpoint import load_model
+from weighter.embedder.train import pick_device
+from weighter.embedding_set import EmbeddingSet
+from weighter.errors import AudioError, WeighterError
+
+log = logging.getLogger(__name__)
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
+TIMELINE_RATE = 10.0  # Hz of the stored weightings (frames are 100 Hz: mean over 10)
+
+
+class Embedder:
+    def __init__(self, model, payload: dict, device: torch.device, window_seconds: float = 60.0,
+                 batch_seconds: float = 240.0, merge_cosine: float = 0.7):
+        self.model = model.to(device).eval()
+        self.payload = payload
+        self.device = device
+        self.window_seconds = window_seconds
+        self.batch_seconds = batch_seconds
+        self.merge_cosine = merge_cosine
+        self.threshold = float(payload.get("threshold", 0.5))
+        self.model_id = str(payload["model_id"])
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "auto", **kw) -> "Embedder":
+        """A trained model file, or the default model shipped inside the package."""
+        path = Path(path) if path else DEFAULT_MODEL
+        if not path.exists() and path == DEFAULT_MODEL:
+            raise WeighterError(f"{path}: the bundled default model is missing (reinstall weighter, or pass --model)")
+        model, payload = load_model(path)
+        return cls(model, payload, pick_device(device), **kw)
+
+    def embed(self, inputs: Iterable[str | Path | AudioSource], progress: bool = False,
+              errors: list | None = None) -> list[EmbeddingSet]:
+        """Embedding sets in input order. Unusable files raise AudioError, or, when ``errors``
+        is a list, are appended to it (as AudioError) and skipped."""
+        paths = [Path(i.path if isinstance(i, AudioSource) else i) for i in inputs]
+        durations = {}
+        for p in paths:
+            try:
+                durations[p] = audio_info(p).duration
+            except AudioError as error:
+                if errors is None:
+                    raise
+                errors.append(error)
+        order = sorted(durations, key=lambda p: durations[p])  # batching by length
+        results: dict[Path, EmbeddingSet] = {}
+        bar = tqdm(total=sum(durations.values()), desc="embedding", unit="s", disable=not progress,
+                   mininterval=1.0, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+        pending: list[tuple[Path, int, np.ndarray]] = []
+        windows: dict[Path, list] = {}
+        counts: dict[Path, int] = {}
+
+        def flush():
+            if not pending:
+                return
+            for (p, w, _), out in zip(pending, self._run([a for _, _, a in pending])):
+                windows[p][w] = out
+            pending.clear()
+            for p in [p for p in windows if counts.get(p) is not None and all(x is not None for x in windows[p])]:
+                results[p] = self._assemble(p, windows.pop(p), durations[p])
+
+        for p in order:
+            try:
+                chunks = list(self._windows(p)) if durations[p] <= self.window_seconds else None
+                if chunks is None:  # a long file: stream it window by window, one at a time
+                    flush()
+                    parts, peak = [], 0.0
+                    for chunk in stream_audio(p, SAMPLE_RATE, self.window_seconds):
+                        peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
+                        parts.append(self._run([chunk])[0])
+                        bar.update(len(chunk) / SAMPLE_RATE)
+                    if peak < SILENCE_PEAK:
+                        raise AudioError(p, "all silent")
+                    results[p] = self._assemble(p, parts, durations[p])
+                    continue
+                windows[p] = [None] * len(chunks)
+                counts[p] = len(chunks)
+                for w, chunk in enumerate(chunks):
+                    pending.append((p, w, chunk))
+                    bar.update(len(chunk) / SAMPLE_RATE)
+                if sum(len(a) for _, _, a in pending) >= self.batch_seconds * SAMPLE_RATE:
+                    flush()
+            except AudioError as error:
+                windows.pop(p, None)
+                if errors is None:
+                    raise
+                errors.append(error)
+        flush()
+        bar.close()
+        return [results[p] for p in paths if p in results]
+
+    def embed_audio(self, audio: np.ndarray, name: str = "<array>") -> EmbeddingSet:
+        """One mono float32 signal at 16 kHz."""
+        step = int(self.window_seconds * SAMPLE_RATE)
+        parts = [self._run([audio[i:i + step]])[0] for i in range(0, max(1, len(audio)), step)]
+        return self._assemble(Path(name), parts, len(audio) / SAMPLE_RATE)
+
+    def _windows(self, path: Path):
+        chunks = list(stream_audio(path, SAMPLE_RATE, self.window_seconds))
+        if not chunks or sum(len(c) for c in chunks) < 0.5 * SAMPLE_RATE:
+            raise AudioError(path, "too short (< 0.5 s)")
+        if max(float(np.abs(c).max(initial=0.0)) for c in chunks) < SILENCE_PEAK:
+            raise AudioError(path, "all silent")
+        return chunks
+
+    @torch.no_grad()
+    def _run(self, audios: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Padded batch through the model -> per window (embeddings (N, E), confidence (N,), x (N, T))."""
+        lengths = torch.tensor([max(len(a), 1024) for a in audios])
+        wave = torch.zeros(len(audios), int(lengths.max()))
+        for b, a in enumerate(audios):
+            wave[b, :len(a)] = torch.from_numpy(a)
+        out = self.model(wave.to(self.device), lengths.to(self.device))
+        frames = self.model.logmel.frames(lengths)
+        return [(out["embeddings"][b].float().cpu().numpy(), out["confidence"][b].float().cpu().numpy(),
+                 out["x"][b, :, : int(frames[b])].float().cpu().numpy()) for b in range(len(audios))]
+
+    def _assemble(self, path: Path, parts: list, duration: float) -> EmbeddingSet:
+        pool = int(round(self.model.frame_rate / TIMELINE_RATE))
+        if len(parts) == 1:
+            emb, conf, x = parts[0]
+            return EmbeddingSet(str(path), emb, conf, conf >= self.threshold, _pool(x, pool, duration),
+                                TIMELINE_RATE, duration, self.model_id)
+        slots: list[dict] = []  # merged across windows
+        for w, (emb, conf, _) in enumerate(parts):
+            for n in np.argsort(-conf):
+                if conf[n] < self.threshold:
+                    continue
+                free = [s for s in slots if w not in s["rows"]]
+                sims = [float(emb[n] @ (s["sum"] / np.linalg.norm(s["sum"]))) for s in free]
+                if sims and max(sims) >= self.merge_cosine:
+                    s = free[int(np.argmax(sims))]
+                    s["sum"] = s["sum"] + conf[n] * emb[n]
+                    s["conf"] = max(s["conf"], float(conf[n]))
+                    s["rows"][w] = n
+                else:
+                    slots.append({"sum": conf[n] * emb[n], "conf": float(conf[n]), "rows": {w: n}})
+        if not slots:  # nothing confident anywhere: keep the most confident slot of the file
+            w, n = max(((w, int(np.argmax(c))) for w, (_, c, _) in enumerate(parts)), key=lambda t: parts[t[0]][1][t[1]])
+            slots = [{"sum": parts[w][0][n], "conf": float(parts[w][1][n]), "rows": {w: n}}]
+        timelines = []
+        for s in slots:
+            rows = [parts[w][2][s["rows"][w]] if w in s["rows"] else np.zeros(parts[w][2].shape[1], np.float32)
+                    for w in range(len(parts))]
+            timelines.append(np.concatenate(rows))
+        emb = np.stack([s["sum"] / np.linalg.norm(s["sum"]) for s in slots]).astype(np.float32)
+        conf = np.array([s["conf"] for s in slots], np.float32)
+        return EmbeddingSet(str(path), emb, conf, conf >= self.threshold, _pool(np.stack(timelines), pool, duration),
+                            TIMELINE_RATE, duration, self.model_id)
+
+
+def _pool(x: np.ndarray, factor: int, duration: float) -> np.ndarray:
+    """(N, T) at the frame rate -> (N, ceil(duration * TIMELINE_RATE)) by averaging."""
+    steps = int(np.ceil(duration * TIMELINE_RATE))
+    t = x.shape[1]
+    padded = np.zeros((x.shape[0], steps * factor), np.float32)
+    padded[:, :min(t, steps * factor)] = x[:, : steps * factor]
+    return padded.reshape(x.shape[0], steps, factor).mean(2)

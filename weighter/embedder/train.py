@@ -1,0 +1,255 @@
+"""Training the Weighter: from file-level likes (any manifest of real files) or from the
+synthetic utterance bank with conversations mixed on the fly (how the default model is made).
+
+Losses, per batch of B files, K training likes, N slots:
+- file loss (always): p = sigmoid(cosine logits) (B, N, K); the slots combine into one
+  prediction per like, P = file_prediction(p, C) (B, K); wBCE(y, P) summed over likes.
+- frame supervision (synthetic corpora only, weight ``frame_supervision``; 0 = likes alone):
+  slots are matched one-to-one to the true speakers (Hungarian, on BCE between X and each
+  speaker's activity); matched slots learn that activity and their speaker's identity
+  (cross-entropy), unmatched slots learn silence. This fights the traps WEIGHTER.md lists:
+  several slots on one speaker, and confident slots that cover only a few frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from tqdm import tqdm
+
+from weighter.audio import AudioSource, load_audio
+from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
+from weighter.embedder.checkpoint import save_model
+from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, wbce
+from weighter.errors import AudioError, WeighterError
+from weighter.evaluation import SetTruth, summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 12
+    min_seconds: float = 8.0  # each batch draws one duration in [min, max]
+    max_seconds: float = 20.0
+    max_speakers: int = 4
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 100  # steps
+    combine: str = "sum"  # sum | max | noisy_or
+    loss: str = "wbce"  # wbce | bce
+    frame_supervision: float = 1.0
+    eval_every: int = 250
+    patience: int = 6  # evaluations without a better validation mAP before stopping
+    val_files: int = 60
+    telephone: float = 0.2
+    overlap: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+
+
+class BankBatches:
+    """Fresh conversations from one split of the bank: wave (B, S), likes (B, K), activity."""
+
+    def __init__(self, bank: UtteranceBank, split: str, cfg: TrainConfig):
+        self.bank, self.split, self.cfg = bank, split, cfg
+        self.likes = bank.identities(split)
+        self.index = {s: i for i, s in enumerate(self.likes)}
+
+    def mixer(self, seconds: float, min_speakers: int = 1) -> ConversationMixer:
+        return ConversationMixer(self.bank, self.split, MixerConfig(
+            min_speakers, self.cfg.max_speakers, seconds, seconds, overlap=self.cfg.overlap,
+            telephone=self.cfg.telephone))
+
+    def sample(self, rng: np.random.Generator, frame_rate: float):
+        seconds = float(rng.uniform(self.cfg.min_seconds, self.cfg.max_seconds))
+        mixer = self.mixer(seconds)
+        convs = [mixer.sample(rng) for _ in range(self.cfg.batch_size)]
+        length = min(len(c.audio) for c in convs)
+        wave = torch.from_numpy(np.stack([c.audio[:length] for c in convs]))
+        y = torch.zeros(len(convs), len(self.likes))
+        for b, c in enumerate(convs):
+            y[b, [self.index[s] for s in c.likes]] = 1
+        activity = [torch.from_numpy(c.activity(frame_rate).astype(np.float32)) for c in convs]
+        speakers = [[self.index[s] for s in c.likes] for c in convs]
+        return wave, None, y, activity, speakers
+
+
+class ManifestBatches:
+    """Real files with file-level likes: random crops of at most max_seconds, no activity."""
+
+    def __init__(self, sources: list[AudioSource], cfg: TrainConfig):
+        self.cfg = cfg
+        self.likes = sorted({l for s in sources for l in s.likes})
+        self.index = {s: i for i, s in enumerate(self.likes)}
+        self.audio, self.labels = [], []
+        for source in tqdm(sources, desc="reading training audio", unit="file", mininterval=1.0):
+            try:
+                self.audio.append(load_audio(source.path, min_seconds=0.5))
+                self.labels.append([self.index[l] for l in source.likes])
+            except AudioError as error:
+                log.warning("skipped: %s", error)
+        if not self.audio:
+            raise WeighterError("no usable training audio in the manifest")
+
+    def sample(self, rng: np.random.Generator, frame_rate: float):
+        picks = rng.integers(0, len(self.audio), size=self.cfg.batch_size)
+        limit = int(self.cfg.max_seconds * 16000)
+        crops = []
+        for i in picks:
+            a = self.audio[i]
+            start = int(rng.integers(0, max(1, len(a) - limit + 1)))
+            crops.append(a[start:start + limit])
+        lengths = torch.tensor([len(c) for c in crops])
+        wave = torch.zeros(len(crops), int(lengths.max()))
+        for b, c in enumerate(crops):
+            wave[b, :len(c)] = torch.from_numpy(c)
+        y = torch.zeros(len(crops), len(self.likes))
+        for b, i in enumerate(picks):
+            y[b, self.labels[i]] = 1
+        return wave, lengths, y, None, [self.labels[i] for i in picks]
+
+
+def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers, cfg: TrainConfig) -> dict:
+    logits = model.like_logits(out["embeddings"])  # (B, N, K)
+    p_file = file_prediction(torch.sigmoid(logits), out["confidence"], cfg.combine)  # (B, K)
+    per_like = wbce(y, p_file) if cfg.loss == "wbce" else bce(y, p_file.clamp(max=1.0))
+    result = {"file": per_like.sum(1).mean()}
+    if activity is not None and cfg.frame_supervision > 0:
+        x, mask = out["x"], out["mask"]  # (B, N, T), (B, T)
+        act_loss, id_loss = [], []
+        for b, a in enumerate(activity):
+            t = x.shape[2]
+            a = F.pad(a, (0, max(0, t - a.shape[1])))[:, :t].to(x.device)  # (S_b, T)
+            target = torch.zeros_like(x[b])
+            if len(a):
+                xb = x[b].clamp(1e-5, 1 - 1e-5)
+                cost = -(a[None] * torch.log(xb[:, None]) + (1 - a[None]) * torch.log(1 - xb[:, None])).mean(-1)
+                rows, cols = linear_sum_assignment(cost.detach().float().cpu().numpy())  # (N, S_b)
+                target[rows] = a[cols]
+                id_loss.append(F.cross_entropy(logits[b, rows], torch.tensor(speakers[b], device=x.device)[cols]))
+            act_loss.append((bce(target, x[b]) * mask[b]).sum() / mask[b].sum().clamp(min=1) )
+        result["activity"] = torch.stack(act_loss).mean()
+        if id_loss:
+            result["identity"] = torch.stack(id_loss).mean()
+    result["total"] = result["file"] + cfg.frame_supervision * (result.get("activity", 0) + result.get("identity", 0))
+    return result
+
+
+@torch.no_grad()
+def validate(model: WeighterModel, items: list, device: torch.device, threshold: float | None = None) -> dict:
+    """items: (wave np, likes, activity at 100 Hz or None) -> summary metrics (threshold calibrated)."""
+    model.eval()
+    truths = []
+    for wave, likes, activity in items:
+        out = model(torch.from_numpy(wave)[None].to(device))
+        truths.append(SetTruth(out["embeddings"][0].float().cpu().numpy(), out["confidence"][0].float().cpu().numpy(),
+                               out["x"][0].float().cpu().numpy(), likes, activity))
+    model.train()
+    return summarize(truths, threshold)
+
+
+def validation_items(bank: UtteranceBank, split: str, files: int, seed: int, frame_rate: float,
+                     min_seconds: float = 10, max_seconds: float = 30, telephone: float = 0.2,
+                     max_speakers: int = 4) -> list:
+    mixer = ConversationMixer(bank, split, MixerConfig(1, max_speakers, min_seconds, max_seconds, overlap=0.1,
+                                                       telephone=telephone))
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(files):
+        c = mixer.sample(rng)
+        items.append((c.audio, c.likes, c.activity(frame_rate)))
+    return items
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise WeighterError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: UtteranceBank | None = None,
+          sources: list[AudioSource] | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train and write the best model (by validation mAP) to ``out``; ``out``.ckpt resumes."""
+    out = Path(out)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    frame_rate = model_cfg.sample_rate / model_cfg.hop
+    if bank is not None:
+        data = BankBatches(bank, "train", cfg)
+        val = validation_items(bank, "validation", cfg.val_files, cfg.seed + 1, frame_rate, telephone=cfg.telephone,
+                               max_speakers=cfg.max_speakers)
+    elif sources is not None:
+        cut = max(1, len(sources) // 10)  # a tenth of the manifest (whole files) for validation
+        order = np.random.default_rng(cfg.seed).permutation(len(sources))
+        held = [sources[i] for i in order[:cut]]
+        data = ManifestBatches([sources[i] for i in order[cut:]], cfg)
+        cfg.frame_supervision = 0.0
+        val = []
+        for s in held:
+            try:
+                val.append((load_audio(s.path, min_seconds=0.5)[: int(60 * 16000)], s.likes, None))
+            except AudioError as error:
+                log.warning("skipped: %s", error)
+    else:
+        raise WeighterError("train needs a bank or a manifest")
+    model_cfg.num_likes = len(data.likes)
+    model = WeighterModel(model_cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    step, best, stale, history = 0, -1.0, 0, []
+    ckpt = out.with_name(out.name + ".ckpt")
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, best, stale = int(state["step"]), float(state["best"]), int(state["stale"])
+        log.info("resumed from %s at step %d", ckpt, step)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=not progress, mininterval=1.0)
+    metrics = {}
+    while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, step])  # batch k is the same whether resumed or not
+        wave, lengths, y, activity, speakers = data.sample(rng, frame_rate)
+        with amp:
+            out_t = model(wave.to(device), None if lengths is None else lengths.to(device))
+            parts = losses(model, out_t, y.to(device), activity, speakers, cfg)
+        opt.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        schedule.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in parts.items()} | {"val_map": metrics.get("map", "-")})
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = validate(model, val, device)
+            metrics["step"] = step
+            history.append(metrics)
+            log.info("step %d: %s", step, metrics)
+            if metrics["map"] > best:
+                best, stale = metrics["map"], 0
+                save_model(out, model, data.likes, metrics["threshold"], train=asdict(cfg), metrics=metrics,
+                           extra={"history": history})
+            else:
+                stale += 1
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
+                        "step": step, "best": best, "stale": stale}, ckpt)
+            if stale >= cfg.patience:
+                log.info("early stop at step %d: no better validation mAP in %d evaluations", step, stale)
+                break
+    bar.close()
+    return {"best_map": best, "steps": step, "history": history, "model": str(out)}

@@ -1,0 +1,56 @@
+"""The one data type that flows between embedder, index and cluster: a file's embedding set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class EmbeddingSet:
+    path: str
+    embeddings: np.ndarray  # (N, E) float32, L2-normalised: one per slot
+    confidence: np.ndarray  # (N,) float32 in [0, 1]
+    active: np.ndarray  # (N,) bool: confidence >= the model's calibrated threshold
+    weightings: np.ndarray  # (N, T) float32 in [0, 1]: the slot's X over time, at timeline_rate
+    timeline_rate: float  # Hz of the weightings timeline
+    duration: float  # seconds
+    model_id: str
+
+    def spans(self, slot: int, threshold: float = 0.5, min_seconds: float = 0.5) -> list[tuple[float, float]]:
+        """Where slot ``slot`` is heard: (start, end) seconds where its weighting >= threshold."""
+        on = self.weightings[slot] >= threshold
+        spans, start = [], None
+        for t, flag in enumerate(np.append(on, False)):
+            if flag and start is None:
+                start = t
+            elif not flag and start is not None:
+                if (t - start) / self.timeline_rate >= min_seconds:
+                    spans.append((round(start / self.timeline_rate, 2), round(min(t / self.timeline_rate, self.duration), 2)))
+                start = None
+        return spans
+
+    def to_json(self, spans: bool = True) -> dict:
+        slots = []
+        for n in range(len(self.confidence)):
+            entry = {"slot": n, "confidence": round(float(self.confidence[n]), 4), "active": bool(self.active[n]),
+                     "embedding": [round(float(v), 6) for v in self.embeddings[n]]}
+            if spans:
+                entry["spans"] = self.spans(n)
+            slots.append(entry)
+        return {"path": self.path, "duration": round(self.duration, 3), "model_id": self.model_id,
+                "timeline_rate": self.timeline_rate, "slots": slots,
+                "weightings": [[round(float(v), 3) for v in row] for row in self.weightings]}
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, embeddings=self.embeddings, confidence=self.confidence, active=self.active,
+                            weightings=self.weightings, timeline_rate=self.timeline_rate, duration=self.duration,
+                            model_id=self.model_id, path=self.path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EmbeddingSet":
+        z = np.load(path, allow_pickle=False)
+        return cls(str(z["path"]), z["embeddings"], z["confidence"], z["active"], z["weightings"],
+                   float(z["timeline_rate"]), float(z["duration"]), str(z["model_id"]))
