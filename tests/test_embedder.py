@@ -15,7 +15,7 @@ from weighter.embedder.model import bce, file_prediction, wbce
 from weighter.embedder.train import TrainConfig, train
 from weighter.errors import AudioError, WeighterError
 
-SMALL = dict(frame_dim=48, d_model=32, layers=1, heads=2, ff_dim=64, slots=4, embed_dim=32)
+from conftest import SMALL_MODEL as SMALL
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +109,9 @@ def test_corrupt_truncated_foreign_and_unsafe_files_are_refused(model, tmp_path)
         load_model(future)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_bank, tmp_path_factory):
-    out = tmp_path_factory.mktemp("model") / "model.pt"
-    cfg = TrainConfig(steps=6, batch_size=2, min_seconds=4, max_seconds=5, eval_every=3, val_files=4, max_speakers=2)
-    result = train(out, cfg, WeighterConfig(**SMALL), bank=tiny_bank, progress=False)
-    return out, result
+@pytest.fixture
+def trained(trained_model):
+    return trained_model
 
 
 def test_tiny_train_then_embed_generated_audio(trained, tiny_bank, tmp_path):

@@ -263,6 +263,156 @@ def _safe_name(path: str) -> str:
     return f"{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
 
 
+@main.group(cls=_Group)
+def index():
+    """Build and maintain a store: SQLite (files, slots, timelines) + FAISS (active slot embeddings).
+
+    \b
+      weighter index build corpus/ --store calls.store
+      weighter index add new_calls/ --store calls.store     # new and changed files only
+      weighter index remove old.flac --store calls.store
+      weighter index info --store calls.store --check
+    """
+
+
+_STORE = click.option("--store", "store_dir", type=click.Path(path_type=Path), required=True, help="Store directory.")
+_MODEL = click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file. Default: the shipped model.")
+
+
+def _add(obj, inputs, store_dir, model, index_type, create, as_json):
+    from weighter.audio import discover
+    from weighter.embedder import Embedder
+    from weighter.index import Store, add_files
+
+    sources = [s for target in inputs for s in discover(target)]
+    store = Store(store_dir, create=create)
+    embedder = Embedder.load(model)
+    store.check_model(embedder.model_id)
+    errors: list = []
+    result = add_files(store, embedder, sources, progress=obj["progress"], errors=errors, index_type=index_type)
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+    else:
+        click.echo(f"{result['added']} files embedded and stored, {result['unchanged']} unchanged, "
+                   f"{result['failed']} failed; store: {result['files']} files, {result['active_slots']} active slots, "
+                   f"index {result['index_type']}")
+    sys.exit(1 if errors else 0)
+
+
+@index.command("build")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_STORE
+@_MODEL
+@click.option("--index-type", default=None, help="FAISS factory string (e.g. 'HNSW32,Flat', 'IVF1024,Flat'). "
+              "Default: exact 'Flat' up to 100k active slots, 'HNSW32,Flat' beyond.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def index_build(obj, inputs, store_dir, model, index_type, as_json):
+    """Create a store from INPUTS (audio directory, file list or manifest) and index every file."""
+    from weighter.index import Store
+
+    if (store_dir / "store.sqlite").exists() and Store(store_dir).info()["files"]:
+        raise click.UsageError(f"{store_dir} already holds files: use `weighter index add`")
+    _add(obj, inputs, store_dir, model, index_type, True, as_json)
+
+
+@index.command("add")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_STORE
+@_MODEL
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def index_add(obj, inputs, store_dir, model, as_json):
+    """Add INPUTS to a store: unchanged files (same content hash) are skipped, changed ones replaced."""
+    _add(obj, inputs, store_dir, model, None, False, as_json)
+
+
+@index.command("remove")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_STORE
+@click.pass_obj
+def index_remove(obj, paths, store_dir):
+    """Remove files (by path) from a store."""
+    from weighter.index import Store, remove_files
+
+    result = remove_files(Store(store_dir), list(paths))
+    for p in result["not_in_store"]:
+        click.echo(f"error: {p}: not in the store", err=True)
+    click.echo(f"removed {result['removed']}; store: {result['files']} files, {result['active_slots']} active slots")
+    sys.exit(1 if result["not_in_store"] else 0)
+
+
+@index.command("info")
+@_STORE
+@click.option("--check", is_flag=True, help="Verify that SQLite is intact and FAISS holds exactly the active slots.")
+@click.option("--repair", is_flag=True, help="With --check: rebuild the FAISS index from SQLite if they disagree.")
+@click.option("--json", "as_json", is_flag=True)
+def index_info(store_dir, check, repair, as_json):
+    """What a store holds; --check verifies it."""
+    from weighter.index import Store
+
+    store = Store(store_dir)
+    info = store.info()
+    if check:
+        info["problems"] = store.check()
+        if info["problems"] and repair:
+            with store.writing():
+                store.repair()
+            info["repaired"] = True
+            info["problems_after_repair"] = store.check()
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+    else:
+        for key, value in info.items():
+            click.echo(f"{key}: {value}")
+    remaining = info.get("problems_after_repair", info.get("problems", []))
+    sys.exit(1 if remaining else 0)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@_STORE
+@_MODEL
+@click.option("-k", "k", type=int, default=10, show_default=True, help="How many files to return.")
+@click.option("--slot", type=int, default=None, help="Search with this query slot only (default: all active slots).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"query": ..., "results": [...]} on stdout.')
+@click.pass_obj
+def query(obj, file, store_dir, model, k, slot, as_json):
+    """Files of the store that share a like with FILE, and where it is heard in each.
+
+    FILE may be in the store already or new (it is embedded on the fly). Scores are the best
+    cosine between active slots; 'p' is the calibrated probability that the files share a like.
+    """
+    from weighter.index import Store, matches_json, query_store
+
+    store = Store(store_dir)
+    file_id = store.file_id(file)
+    if file_id is not None:
+        query_set = store.embedding_set(file_id)
+    else:
+        from weighter.embedder import Embedder
+
+        embedder = Embedder.load(model)
+        store.check_model(embedder.model_id)
+        query_set = embedder.embed([file])[0]
+    try:
+        matches = query_store(store, query_set, k=k, slot=slot)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(matches_json(query_set, matches)))
+        return
+    click.echo(f"query {query_set.path}: active slots {[int(n) for n in query_set.active.nonzero()[0]]}")
+    for rank, m in enumerate(matches, 1):
+        p = f"p={m.probability:.2f}" if m.probability is not None else ""
+        spans_q = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in m.query_spans[:3])
+        spans_s = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in m.stored_spans[:3])
+        click.echo(f"{rank:3d}. {m.score:.3f} {p}  {m.file}  slot {m.query_slot}->{m.stored_slot}  "
+                   f"here: {spans_q or '-'} s | there: {spans_s or '-'} s")
+
+
 @main.command()
 @click.option("--manifest", type=click.Path(path_type=Path), default=None,
               help="Train from real files: a manifest CSV with path,likes (file-level labels only).")

@@ -109,3 +109,26 @@ def summarize(items: list[SetTruth], threshold: float | None = None) -> dict:
     return {"threshold": round(threshold, 3), "count_accuracy": round(count_acc, 4),
             "map": round(retrieval_map(items, threshold), 4), "slot_eer": round(slot_eer(items, threshold), 4),
             "files": len(items)}
+
+
+def file_pair_scores(items: list[SetTruth], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """For every pair of files: best cosine between active slots, and whether they share a like."""
+    slots = [it.embeddings[active_slots(it, threshold)] for it in items]
+    scores, same = [], []
+    for a in range(len(items)):
+        for b in range(a + 1, len(items)):
+            scores.append(float((slots[a] @ slots[b].T).max()))
+            same.append(bool(set(items[a].likes) & set(items[b].likes)))
+    return np.array(scores), np.array(same)
+
+
+def pair_calibration(items: list[SetTruth], threshold: float) -> list[float] | None:
+    """Logistic fit P(two files share a like | best slot cosine) = sigmoid(a s + b), or None
+    when the validation data has only one class."""
+    from sklearn.linear_model import LogisticRegression
+
+    scores, same = file_pair_scores(items, threshold)
+    if len(set(same.tolist())) < 2:
+        return None
+    fit = LogisticRegression(C=100.0).fit(scores[:, None], same)
+    return [round(float(fit.coef_[0, 0]), 4), round(float(fit.intercept_[0]), 4)]

@@ -29,7 +29,7 @@ from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
 from weighter.embedder.checkpoint import save_model
 from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, wbce
 from weighter.errors import AudioError, WeighterError
-from weighter.evaluation import SetTruth, summarize
+from weighter.evaluation import SetTruth, pair_calibration, summarize
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,13 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
     return result
 
 
-@torch.no_grad()
 def validate(model: WeighterModel, items: list, device: torch.device, threshold: float | None = None) -> dict:
     """items: (wave np, likes, activity at 100 Hz or None) -> summary metrics (threshold calibrated)."""
+    return summarize(embed_items(model, items, device), threshold)
+
+
+@torch.no_grad()
+def embed_items(model: WeighterModel, items: list, device: torch.device) -> list[SetTruth]:
     model.eval()
     truths = []
     for wave, likes, activity in items:
@@ -154,7 +158,7 @@ def validate(model: WeighterModel, items: list, device: torch.device, threshold:
         truths.append(SetTruth(out["embeddings"][0].float().cpu().numpy(), out["confidence"][0].float().cpu().numpy(),
                                out["x"][0].float().cpu().numpy(), likes, activity))
     model.train()
-    return summarize(truths, threshold)
+    return truths
 
 
 def validation_items(bank: UtteranceBank, split: str, files: int, seed: int, frame_rate: float,
@@ -236,14 +240,16 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
         bar.update(1)
         bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in parts.items()} | {"val_map": metrics.get("map", "-")})
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics = validate(model, val, device)
+            truths = embed_items(model, val, device)
+            metrics = summarize(truths)
             metrics["step"] = step
             history.append(metrics)
             log.info("step %d: %s", step, metrics)
             if metrics["map"] > best:
                 best, stale = metrics["map"], 0
                 save_model(out, model, data.likes, metrics["threshold"], train=asdict(cfg), metrics=metrics,
-                           extra={"history": history})
+                           extra={"history": history,
+                                  "pair_calibration": pair_calibration(truths, metrics["threshold"])})
             else:
                 stale += 1
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
@@ -253,3 +259,21 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                 break
     bar.close()
     return {"best_map": best, "steps": step, "history": history, "model": str(out)}
+
+
+def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1) -> dict:
+    """Re-derive a model's activity threshold and pair calibration on the bank's validation
+    split (never the held-out one), and rewrite the model file in place (atomically)."""
+    from weighter.embedder.checkpoint import load_model
+
+    model, payload = load_model(path)
+    device = torch.device("cpu")
+    items = validation_items(bank, "validation", files, seed, model.frame_rate)
+    truths = embed_items(model, items, device)
+    metrics = summarize(truths)
+    extra = {k: v for k, v in payload.items() if k not in
+             ("format", "version", "model_id", "config", "state_dict", "likes", "threshold", "train", "metrics")}
+    extra["pair_calibration"] = pair_calibration(truths, metrics["threshold"])
+    save_model(path, model, payload["likes"], metrics["threshold"], train=payload.get("train"), metrics=metrics,
+               extra=extra)
+    return {"threshold": metrics["threshold"], "pair_calibration": extra["pair_calibration"], "metrics": metrics}

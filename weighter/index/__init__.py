@@ -1,1 +1,7 @@
-"""Store + nearest-neighbour "like" retrieval (FAISS + SQLite). Not built yet: see issue 4."""
+"""Store + nearest-neighbour "like" retrieval: SQLite (files, slots) + FAISS (active slots)."""
+
+from weighter.index.build import add_files, remove_files
+from weighter.index.query import Match, matches_json, query_store
+from weighter.index.store import Store, StoreError, content_hash
+
+__all__ = ["Match", "Store", "StoreError", "add_files", "content_hash", "matches_json", "query_store", "remove_files"]

@@ -1,0 +1,205 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from weighter.cli import main
+from weighter.embedding_set import EmbeddingSet
+from weighter.index import Store, StoreError, query_store
+
+DIM = 16
+
+
+def make_set(path, speakers, basis, model_id="m1", noise=0.05, seed=0, rate=10.0, seconds=20.0):
+    """An embedding set whose active slots are the given speakers' vectors (+ noise); one
+    inactive slot; speaker i is heard in the i-th quarter of the file."""
+    rng = np.random.default_rng(seed)
+    emb = [basis[s] + rng.normal(0, noise, DIM) for s in speakers] + [rng.normal(0, 1, DIM)]
+    emb = np.stack([e / np.linalg.norm(e) for e in emb]).astype(np.float32)
+    steps = int(seconds * rate)
+    weights = np.zeros((len(emb), steps), np.float32)
+    for i in range(len(speakers)):
+        weights[i, i * steps // 4:(i + 1) * steps // 4] = 0.9
+    conf = np.array([0.9] * len(speakers) + [0.1], np.float32)
+    return EmbeddingSet(str(path), emb, conf, conf >= 0.5, weights, rate, seconds, model_id)
+
+
+@pytest.fixture
+def basis():
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(DIM, DIM)))
+    return q.astype(np.float32)
+
+
+@pytest.fixture
+def store(tmp_path, basis):
+    files = {"a.wav": [0, 1], "b.wav": [1, 2], "c.wav": [3], "d.wav": [0], "e.wav": [4, 5]}
+    s = Store(tmp_path / "store", create=True)
+    with s.writing():
+        s.apply([(make_set(tmp_path / f, spk, basis, seed=i), f"hash-{f}") for i, (f, spk) in enumerate(files.items())])
+    return s
+
+
+def test_query_ranks_files_sharing_a_like_and_gives_spans(store, tmp_path, basis):
+    q = make_set(tmp_path / "new.wav", [1, 3], basis, seed=9)
+    matches = query_store(store, q, k=10)
+    files = [os.path.basename(m.file) for m in matches]
+    assert set(files[:3]) == {"a.wav", "b.wav", "c.wav"}  # share speaker 1 or 3
+    best = {os.path.basename(m.file): m for m in matches}
+    assert best["c.wav"].query_slot == 1 and best["c.wav"].stored_slot == 0
+    assert best["c.wav"].query_spans == [(5.0, 10.0)] and best["c.wav"].stored_spans == [(0.0, 5.0)]
+    assert best["a.wav"].stored_slot == 1 and best["a.wav"].stored_spans == [(5.0, 10.0)]
+    assert all(m.score < 0.5 for m in matches[3:])
+    only = query_store(store, q, k=10, slot=1)  # speaker 3 alone
+    assert os.path.basename(only[0].file) == "c.wav" and only[1].score < 0.5
+
+
+def test_a_stored_file_does_not_find_itself(store, tmp_path):
+    a = store.embedding_set(store.file_id(tmp_path / "a.wav"))
+    files = [os.path.basename(m.file) for m in query_store(store, a, k=3)]
+    assert "a.wav" not in files and set(files[:2]) == {"b.wav", "d.wav"}
+
+
+def test_replace_remove_and_check(store, tmp_path, basis):
+    assert store.info()["files"] == 5 and store.info()["active_slots"] == 8 and store.check() == []
+    with store.writing():
+        store.apply([(make_set(tmp_path / "a.wav", [7], basis), "hash-a2")])  # changed content
+        store.apply([], remove=[tmp_path / "e.wav"])
+    info = store.info()
+    assert info["files"] == 4 and info["active_slots"] == 5 and store.check() == []
+    assert store.known_hash(tmp_path / "a.wav") == "hash-a2"
+    assert len(list((tmp_path / "store").glob("vectors-*.faiss"))) == 1  # old generations deleted
+
+
+def test_other_model_is_refused(store, tmp_path, basis):
+    with store.writing(), pytest.raises(StoreError, match="holds embeddings of model m1, not m2"):
+        store.apply([(make_set(tmp_path / "x.wav", [0], basis, model_id="m2"), "h")])
+
+
+@pytest.mark.parametrize("factory", ["HNSW32,Flat", "IVF2,Flat"])
+def test_index_type_override(store, tmp_path, basis, factory):
+    with store.writing():
+        store.apply([], index_type=factory)
+    assert store.info()["index_type"] == factory and store.check() == []
+    q = make_set(tmp_path / "q.wav", [3], basis)
+    assert os.path.basename(query_store(store, q, k=1)[0].file) == "c.wav"
+
+
+def _python(code: str, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+CHILD_PRELUDE = """
+    import os, signal, sys, time
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    from test_index import make_set, DIM
+    from weighter.index import Store
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(DIM, DIM)))
+    basis = q.astype(np.float32)
+    store = Store({store!r})
+"""
+
+
+def test_kill_9_between_faiss_write_and_commit_keeps_old_state(store, tmp_path):
+    before = store.info()
+    child = _python(CHILD_PRELUDE.format(tests=os.path.dirname(__file__), store=str(store.directory)) + """
+    with store.writing():
+        store.apply([(make_set("/x/new.wav", [9], basis), "h")],
+                    after_faiss_written=lambda: os.kill(os.getpid(), signal.SIGKILL))
+    """, tmp_path)
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    reopened = Store(store.directory)
+    assert reopened.info()["files"] == before["files"] and reopened.generation == before["generation"]
+    assert reopened.check() == []
+    assert len(list(store.directory.glob("vectors-*.faiss"))) == 2  # the orphan of the killed write
+    with reopened.writing():
+        pass
+    assert len(list(store.directory.glob("vectors-*.faiss"))) == 1  # removed by the next writer
+
+
+def test_second_writer_is_refused_while_readers_go_on(store, tmp_path, basis):
+    child = _python(CHILD_PRELUDE.format(tests=os.path.dirname(__file__), store=str(store.directory)) + """
+    with store.writing():
+        print("locked", flush=True)
+        time.sleep(30)
+    """, tmp_path)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        other = Store(store.directory)
+        with pytest.raises(StoreError, match=r"being written by pid [0-9]+"):
+            with other.writing():
+                pass
+        q = make_set(tmp_path / "q.wav", [3], basis)
+        assert os.path.basename(query_store(other, q, k=1)[0].file) == "c.wav"  # reading works
+        assert other.check() == []
+    finally:
+        child.kill()
+        child.wait()
+    with Store(store.directory).writing():  # a killed writer's lock is released by the kernel
+        pass
+
+
+def test_corrupt_files_get_clear_errors_and_repair(store, tmp_path):
+    faiss_file = store.directory / store.info()["faiss_file"]
+    faiss_file.write_bytes(b"garbage")
+    fresh = Store(store.directory)
+    problems = fresh.check()
+    assert problems and "corrupt FAISS index" in problems[0]
+    with fresh.writing():
+        fresh.repair()
+    assert Store(store.directory).check() == []
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "store.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="corrupt or not an SQLite store"):
+        Store(bad)
+    with pytest.raises(StoreError, match="not a weighter store"):
+        Store(tmp_path / "nowhere")
+
+
+def test_cli_build_add_query_remove_with_a_killed_writer(trained_model, tiny_bank, tmp_path):
+    from weighter.corpus import MixerConfig, write_corpus
+
+    model, _ = trained_model
+    write_corpus(tiny_bank, tmp_path / "c", "heldout", 4, MixerConfig(1, 2, 5, 8), progress=False)
+    runner = CliRunner()
+    store = tmp_path / "s"
+    audio = tmp_path / "c" / "audio"
+    r = runner.invoke(main, ["index", "build", str(audio), "--store", str(store), "--model", str(model), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["added"] == 4
+    r = runner.invoke(main, ["index", "add", str(audio), "--store", str(store), "--model", str(model), "--json"])
+    assert json.loads(r.stdout)["unchanged"] == 4 and json.loads(r.stdout)["added"] == 0
+    first = sorted(audio.glob("*.flac"))[0]
+    r = runner.invoke(main, ["query", str(first), "--store", str(store), "--json", "-k", "2"])
+    result = json.loads(r.stdout)
+    assert r.exit_code == 0 and len(result["results"]) == 2
+    assert {"file", "score", "probability", "query_slot", "stored_slot", "query_spans", "stored_spans"} <= set(result["results"][0])
+    # a real process killed with SIGKILL in the middle of adding: nothing stored is lost
+    extra = tmp_path / "more"
+    extra.mkdir()
+    for i in range(30):
+        data, rate = sf.read(str(first))
+        sf.write(str(extra / f"x{i}.wav"), np.roll(data, 1000 * (i + 1)), rate)
+    child = subprocess.Popen([sys.executable, "-m", "weighter.cli", "index", "add", str(extra), "--store", str(store),
+                              "--model", str(model)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(4)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    reopened = Store(store)
+    assert reopened.check() == [] and reopened.info()["files"] >= 4
+    r = runner.invoke(main, ["index", "info", "--store", str(store), "--check"])
+    assert r.exit_code == 0 and "problems: []" in r.output
+    r = runner.invoke(main, ["index", "remove", str(first), "--store", str(store)])
+    assert r.exit_code == 0 and Store(store).file_id(first) is None

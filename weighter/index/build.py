@@ -1,0 +1,60 @@
+"""Filling a store: hash each file, embed the new and changed ones, commit in atomic steps."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from weighter.audio import AudioSource
+from weighter.embedder import Embedder
+from weighter.errors import AudioError
+from weighter.index.store import Store, content_hash
+
+log = logging.getLogger(__name__)
+
+
+def add_files(store: Store, embedder: Embedder, sources: list[AudioSource], progress: bool = False,
+              errors: list | None = None, index_type: str | None = None, commit_every: int = 500) -> dict:
+    """Embed and store every source not already stored with the same content hash.
+
+    Commits every ``commit_every`` files: each commit is atomic, so a kill loses at most the
+    files embedded since the last one, never what was already stored.
+    """
+    errors = [] if errors is None else errors
+    with store.writing():
+        store.check_model(embedder.model_id)
+        todo, unchanged = [], 0
+        for source in sources:
+            path = Path(source.path)
+            try:
+                digest = content_hash(path)
+            except OSError as error:
+                errors.append(AudioError(path, f"unreadable ({error.strerror or error})"))
+                continue
+            if store.known_hash(path) == digest:
+                unchanged += 1
+            else:
+                todo.append((path, digest))
+        if store.meta("pair_calibration") is None and embedder.payload.get("pair_calibration"):
+            store.set_meta("pair_calibration", json.dumps(embedder.payload["pair_calibration"]))
+        added, result = 0, {}
+        for start in range(0, max(len(todo), 1), commit_every):
+            chunk = todo[start:start + commit_every]
+            digests = {str(p): d for p, d in chunk}
+            sets = embedder.embed([p for p, _ in chunk], progress=progress, errors=errors)
+            if sets or index_type:
+                result = store.apply([(s, digests[s.path]) for s in sets], index_type=index_type)
+                index_type = None
+            added += len(sets)
+        return {"added": added, "unchanged": unchanged, "failed": len(errors), **store.info(),
+                **({"index_type": result["index_type"]} if result else {})}
+
+
+def remove_files(store: Store, paths: list[str | Path]) -> dict:
+    with store.writing():
+        known = [p for p in paths if store.file_id(p) is not None]
+        missing = [str(p) for p in paths if store.file_id(p) is None]
+        if known:
+            store.apply([], remove=known)
+        return {"removed": len(known), "not_in_store": missing, **store.info()}

@@ -1,0 +1,70 @@
+"""Set-to-set "like" retrieval: which stored files share a like with this one, and where.
+
+Each active query slot searches its nearest stored slots in FAISS (``fanout`` x k of them);
+the hits are grouped by file; every candidate file is then re-scored exactly: the best cosine
+over all pairs (query slot, stored active slot). The matched pair names the slots, and their
+weightings give the time spans where the like is heard in both files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from weighter.embedding_set import EmbeddingSet
+from weighter.index.store import Store
+
+
+@dataclass
+class Match:
+    file: str
+    score: float  # best cosine over slot pairs, in [-1, 1]
+    probability: float | None  # calibrated P(shares a like), from the model's validation data
+    query_slot: int
+    stored_slot: int
+    query_spans: list[tuple[float, float]]  # seconds, where the like is heard in the query
+    stored_spans: list[tuple[float, float]]  # seconds, where it is heard in the stored file
+
+
+def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None = None,
+                fanout: int = 8, exclude_self: bool = True) -> list[Match]:
+    if slot is not None:
+        if not 0 <= slot < len(query.confidence):
+            raise ValueError(f"--slot {slot}: the query has slots 0 to {len(query.confidence) - 1}")
+        slots = np.array([slot])
+    else:
+        slots = np.flatnonzero(query.active)
+        if not len(slots):
+            slots = np.array([int(np.argmax(query.confidence))])
+    vectors = query.embeddings[slots]  # (Q, E)
+    total = int(store.info()["active_slots"])
+    if total == 0:
+        return []
+    _, ids = store.search(vectors, min(total, max(fanout * k, 64)))
+    own = store.file_id(query.path) if exclude_self else None
+    candidates = {f for f in store.files_of(ids.ravel()).values() if f != own}
+    calibration = json.loads(store.meta("pair_calibration") or "null")
+    matches = []
+    for file_id in candidates:
+        stored = store.embedding_set(file_id)
+        active = np.flatnonzero(stored.active)
+        sims = vectors @ stored.embeddings[active].T  # (Q, A) exact cosines
+        i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
+        score = float(sims[i, j])
+        prob = None
+        if calibration:
+            a, b = calibration
+            prob = round(float(1 / (1 + np.exp(-(a * score + b)))), 4)
+        q_slot, s_slot = int(slots[i]), int(active[j])
+        matches.append(Match(stored.path, round(score, 4), prob, q_slot, s_slot, query.spans(q_slot),
+                             stored.spans(s_slot)))
+    matches.sort(key=lambda m: -m.score)
+    return matches[:k]
+
+
+def matches_json(query: EmbeddingSet, matches: list[Match]) -> dict:
+    return {"query": {"file": query.path, "duration": round(query.duration, 3),
+                      "active_slots": [int(n) for n in np.flatnonzero(query.active)]},
+            "results": [asdict(m) for m in matches]}

@@ -1,0 +1,382 @@
+"""The store: an SQLite database of files and slots plus a FAISS index of the active slots.
+
+Layout of a store directory::
+
+    store.sqlite        files (path, content hash, duration), slots (confidence, active,
+                        embedding, weightings timeline), meta (model id, index type, generation)
+    vectors-<G>.faiss   FAISS index of the active slot embeddings, ids = slots.id
+    write.lock          held (flock) by the one process writing
+
+SQLite is the source of truth: the FAISS file can always be rebuilt from it. A write goes:
+take the lock; write the new FAISS file under a new generation number G+1; then one SQLite
+transaction changes the rows *and* sets meta.generation = G+1; then the old FAISS file is
+deleted. Killed before the commit, the store is in its old state (the orphan file is removed
+on the next write); after it, in its new state. Readers never take the lock: SQLite's WAL
+lets them read during a write, and the FAISS file they were told about stays until the
+commit that replaces it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from weighter.embedding_set import EmbeddingSet
+from weighter.errors import WeighterError
+
+STORE_FORMAT = 1
+EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, HNSW
+HNSW_FACTORY = "HNSW32,Flat"
+HNSW_EF_SEARCH = 128  # measured in benchmarks/index_speed.py: recall@10 >= 0.95 of exact
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, content_hash TEXT NOT NULL,
+    duration REAL NOT NULL, added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slots (
+    id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    slot INTEGER NOT NULL, confidence REAL NOT NULL, active INTEGER NOT NULL,
+    embedding BLOB NOT NULL, weightings BLOB NOT NULL, timeline_rate REAL NOT NULL,
+    UNIQUE (file_id, slot));
+CREATE INDEX IF NOT EXISTS slots_file ON slots(file_id);
+"""
+
+
+class StoreError(WeighterError):
+    pass
+
+
+@dataclass
+class StoredSlot:
+    vector_id: int
+    file: str
+    slot: int
+    confidence: float
+    active: bool
+
+
+def content_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Store:
+    """Open (or, with ``create=True``, create) a store directory."""
+
+    def __init__(self, directory: str | Path, create: bool = False):
+        self.directory = Path(directory)
+        self.db_path = self.directory / "store.sqlite"
+        if not self.db_path.exists():
+            if not create:
+                raise StoreError(f"{self.directory}: not a weighter store (no store.sqlite; create one with "
+                                 "`weighter index build`)")
+            self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+            if self._meta("format") is None:
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(STORE_FORMAT),))
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.db_path}: corrupt or not an SQLite store ({error})") from None
+        if self._meta("format") != str(STORE_FORMAT):
+            raise StoreError(f"{self.directory}: store format {self._meta('format')} is not {STORE_FORMAT}")
+        self._index = None
+        self._index_generation = None
+        self._lock_handle = None
+
+    # -- metadata -------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @property
+    def model_id(self) -> str | None:
+        return self._meta("model_id")
+
+    @property
+    def generation(self) -> int:
+        return int(self._meta("generation") or 0)
+
+    def info(self) -> dict:
+        files, seconds = self.db.execute("SELECT COUNT(*), COALESCE(SUM(duration), 0) FROM files").fetchone()
+        slots, active = self.db.execute("SELECT COUNT(*), COALESCE(SUM(active), 0) FROM slots").fetchone()
+        return {"store": str(self.directory), "model_id": self.model_id, "files": files,
+                "audio_seconds": round(seconds, 2), "slots": slots, "active_slots": active,
+                "index_type": self._meta("index_type"), "generation": self.generation,
+                "faiss_file": self._faiss_name(self.generation) if self.generation else None}
+
+    # -- writing ------------------------------------------------------------------------
+    @contextmanager
+    def writing(self):
+        """Exclusive writer: a second writer is refused at once with a clear message."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        handle = open(self.directory / "write.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StoreError(f"{self.directory}: the store is being written by {holder}; try again when it finishes") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
+        try:
+            self._remove_orphans()
+            yield self
+        finally:
+            self._lock_handle = None
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        return self._meta(key)
+
+    def check_model(self, model_id: str) -> None:
+        if self.model_id is not None and self.model_id != model_id:
+            raise StoreError(f"{self.directory}: holds embeddings of model {self.model_id}, not {model_id}; "
+                             "use a new store (or the same model)")
+
+    def known_hash(self, path: str | Path) -> str | None:
+        row = self.db.execute("SELECT content_hash FROM files WHERE path = ?", (str(Path(path).resolve()),)).fetchone()
+        return row[0] if row else None
+
+    def apply(self, add: list[tuple[EmbeddingSet, str]], remove: list[str | Path] = (), index_type: str | None = None,
+              after_faiss_written=None) -> dict:
+        """Add (or replace) embedding sets with their content hashes and remove paths, atomically.
+
+        Must run inside ``writing()``. ``after_faiss_written`` is a test hook: it runs between
+        writing the new FAISS file and committing SQLite (where a crash must lose nothing).
+        """
+        if self._lock_handle is None:
+            raise StoreError("Store.apply must run inside Store.writing()")
+        for s, _ in add:
+            self.check_model(s.model_id)
+        import faiss
+
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            removed_ids: list[int] = []
+            for path in list(remove) + [s.path for s, _ in add]:
+                key = str(Path(path).resolve())
+                removed_ids += [r[0] for r in db.execute(
+                    "SELECT slots.id FROM slots JOIN files ON files.id = slots.file_id WHERE files.path = ? AND active = 1",
+                    (key,))]
+                db.execute("DELETE FROM files WHERE path = ?", (key,))
+            new_vectors, new_ids = [], []
+            for s, digest in add:
+                cur = db.execute("INSERT INTO files (path, content_hash, duration, added) VALUES (?, ?, ?, ?)",
+                                 (str(Path(s.path).resolve()), digest, float(s.duration), time.time()))
+                file_id = cur.lastrowid
+                for n in range(len(s.confidence)):
+                    cur = db.execute(
+                        "INSERT INTO slots (file_id, slot, confidence, active, embedding, weightings, timeline_rate) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (file_id, n, float(s.confidence[n]), int(bool(s.active[n])),
+                         s.embeddings[n].astype(np.float32).tobytes(), s.weightings[n].astype(np.float16).tobytes(),
+                         float(s.timeline_rate)))
+                    if s.active[n]:
+                        new_vectors.append(s.embeddings[n])
+                        new_ids.append(cur.lastrowid)
+            if add and self.model_id is None:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('model_id', ?)", (add[0][0].model_id,))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('embed_dim', ?)", (str(add[0][0].embeddings.shape[1]),))
+
+            total = db.execute("SELECT COUNT(*) FROM slots WHERE active = 1").fetchone()[0]
+            wanted = index_type or self._meta("index_type_override") or (
+                "Flat" if total <= EXACT_LIMIT else HNSW_FACTORY)
+            if index_type:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('index_type_override', ?)", (index_type,))
+            try:
+                index = self._load_index() if self.generation else None
+            except StoreError:  # a corrupt or missing FAISS file: rebuild it from SQLite
+                index = None
+            incremental = (index is not None and self._meta("index_type") == wanted and
+                           (not removed_ids or wanted == "Flat"))
+            if incremental:
+                if removed_ids:
+                    index.remove_ids(np.array(removed_ids, dtype=np.int64))
+                if new_ids:
+                    index.add_with_ids(np.stack(new_vectors).astype(np.float32), np.array(new_ids, dtype=np.int64))
+            else:
+                index = self._build_index(wanted)
+            generation = self.generation + 1
+            tmp = self.directory / (self._faiss_name(generation) + ".tmp")
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, self.directory / self._faiss_name(generation))
+            if after_faiss_written:
+                after_faiss_written()
+            old = self.generation
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(generation),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('index_type', ?)", (wanted,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if old:
+            (self.directory / self._faiss_name(old)).unlink(missing_ok=True)
+        self._index, self._index_generation = index, generation
+        return {"added": len(add), "removed": len(remove), "active_vectors": int(index.ntotal), "index_type": wanted}
+
+    def _build_index(self, factory: str):
+        import faiss
+
+        dim = int(self._meta("embed_dim") or 256)
+        ids, vectors = self.active_vectors()
+        index = faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:  # IVF and PQ: train on a sample, 30-256 points per list (FAISS guidelines)
+            if len(vectors) == 0:
+                raise StoreError(f"index type {factory!r} needs training vectors; add files first")
+            sample = vectors[np.random.default_rng(0).permutation(len(vectors))[:200_000]]
+            index.train(sample)
+        if len(ids):
+            index.add_with_ids(vectors, ids)
+        _tune(index)
+        return index
+
+    def _remove_orphans(self) -> None:
+        keep = self._faiss_name(self.generation)
+        for path in self.directory.glob("vectors-*.faiss*"):
+            if path.name != keep:
+                path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _faiss_name(generation: int) -> str:
+        return f"vectors-{generation:06d}.faiss"
+
+    # -- reading ------------------------------------------------------------------------
+    def _load_index(self):
+        import faiss
+
+        for _ in range(3):  # a writer may replace the file between reading meta and opening it
+            generation = self.generation
+            if self._index is not None and self._index_generation == generation:
+                return self._index
+            path = self.directory / self._faiss_name(generation)
+            if path.exists():
+                try:
+                    index = faiss.read_index(str(path))
+                except RuntimeError as error:
+                    raise StoreError(f"{path}: corrupt FAISS index ({str(error).splitlines()[0][:120]}); "
+                                     "rebuild it with `weighter index info --check --repair`") from None
+                _tune(index)
+                self._index, self._index_generation = index, generation
+                return index
+            time.sleep(0.05)
+        raise StoreError(f"{self.directory}: FAISS file {self._faiss_name(self.generation)} is missing; "
+                         "rebuild it with `weighter index info --check --repair`")
+
+    def active_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.db.execute("SELECT id, embedding FROM slots WHERE active = 1 ORDER BY id").fetchall()
+        dim = int(self._meta("embed_dim") or 256)
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, dim) if rows else \
+            np.zeros((0, dim), np.float32)
+        return ids, np.ascontiguousarray(vectors)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, E) -> scores (Q, k), vector ids (Q, k); -1 where fewer than k exist."""
+        if not self.generation:
+            return np.zeros((len(vectors), 0)), np.zeros((len(vectors), 0), np.int64)
+        return self._load_index().search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+
+    def files_of(self, vector_ids) -> dict[int, int]:
+        ids = [int(i) for i in vector_ids if i >= 0]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return dict(self.db.execute(f"SELECT id, file_id FROM slots WHERE id IN ({marks})", ids).fetchall())
+
+    def embedding_set(self, file_id: int) -> EmbeddingSet:
+        file = self.db.execute("SELECT path, duration FROM files WHERE id = ?", (file_id,)).fetchone()
+        if file is None:
+            raise StoreError(f"{self.directory}: no file with id {file_id}")
+        rows = self.db.execute("SELECT confidence, active, embedding, weightings, timeline_rate FROM slots "
+                               "WHERE file_id = ? ORDER BY slot", (file_id,)).fetchall()
+        emb = np.stack([np.frombuffer(r[2], np.float32) for r in rows])
+        weights = np.stack([np.frombuffer(r[3], np.float16).astype(np.float32) for r in rows])
+        return EmbeddingSet(file[0], emb, np.array([r[0] for r in rows], np.float32), np.array([bool(r[1]) for r in rows]),
+                            weights, float(rows[0][4]), float(file[1]), self.model_id or "")
+
+    def file_id(self, path: str | Path) -> int | None:
+        row = self.db.execute("SELECT id FROM files WHERE path = ?", (str(Path(path).resolve()),)).fetchone()
+        return row[0] if row else None
+
+    def file_ids(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM files ORDER BY id")]
+
+    def check(self) -> list[str]:
+        """Problems found: SQLite integrity, and FAISS holding exactly the active slots."""
+        problems = []
+        result = self.db.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            problems.append(f"sqlite integrity: {result}")
+        ids, vectors = self.active_vectors()
+        if not self.generation:
+            if len(ids):
+                problems.append("active slots exist but no FAISS index")
+            return problems
+        try:
+            index = self._load_index()
+        except StoreError as error:
+            return problems + [str(error)]
+        if index.ntotal != len(ids):
+            problems.append(f"FAISS holds {index.ntotal} vectors, SQLite {len(ids)} active slots")
+        else:
+            import faiss
+
+            stored = faiss.vector_to_array(index.id_map) if hasattr(index, "id_map") else np.array([])
+            if len(stored) and set(stored.tolist()) != set(ids.tolist()):
+                problems.append("FAISS vector ids differ from SQLite's active slots")
+            elif len(ids):
+                probe = vectors[:: max(1, len(ids) // 50)]
+                _, found = index.search(probe, 1)
+                expected = ids[:: max(1, len(ids) // 50)]
+                if (found[:, 0] != expected).mean() > 0.05:
+                    problems.append("FAISS vectors differ from SQLite's embeddings")
+        return problems
+
+    def repair(self) -> dict:
+        """Rebuild the FAISS index from SQLite (the source of truth). Run inside ``writing()``."""
+        return self.apply([], [])
+
+    def close(self):
+        self.db.close()
+
+
+def _tune(index) -> None:
+    import faiss
+
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
+    ivf = faiss.try_extract_index_ivf(inner) if hasattr(faiss, "try_extract_index_ivf") else None
+    if ivf is not None:
+        ivf.nprobe = max(1, min(ivf.nlist, int(np.sqrt(ivf.nlist)) * 2))
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, indent=1)
