@@ -414,6 +414,86 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 
 
 @main.command()
+@_STORE
+@click.option("--min-cluster-size", type=int, default=None,
+              help="Smallest group, in slots. Default: 3, growing with corpus size (n/2000, at most 100).")
+@click.option("--min-samples", type=int, default=None, help="HDBSCAN min_samples. Default: half the group size, >= 2.")
+@click.option("--pca-dims", type=int, default=16, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
+@click.option("--sample-size", type=int, default=30000, show_default=True,
+              help="Fit HDBSCAN on at most this many slots; assign the rest to the groups found.")
+@click.option("--method", type=click.Choice(["eom", "leaf"]), default="eom", show_default=True,
+              help="HDBSCAN cluster selection.")
+@click.option("--assign-outliers", type=float, default=None,
+              help="Also place outliers in their nearest group when membership >= this (0-1).")
+@click.option("--assign", "assign_file", type=click.Path(path_type=Path), default=None,
+              help="Place FILE's slots into the latest run's groups (no re-clustering) and print them.")
+@click.option("--run", "run_id", type=int, default=None, help="Show (or --assign into) this run instead of clustering anew.")
+@_MODEL
+@click.option("--json", "as_json", is_flag=True, help='Print {"groups": [...], "outliers": [...]}.')
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Export members to CSV.")
+@click.option("--map", "map_path", type=click.Path(path_type=Path), default=None, help="Write a 2-D map PNG.")
+@click.pass_obj
+def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size, method, assign_outliers, assign_file,
+            run_id, model, as_json, csv_path, map_path):
+    """Sort the store's active slots into discovered groups (speakers nobody labelled).
+
+    \b
+      weighter cluster --store S                  # cluster anew, print a summary
+      weighter cluster --store S --json --map groups.png --csv groups.csv
+      weighter cluster --store S --assign new.flac   # into the latest run's groups
+    """
+    from weighter.cluster import SlotClusterer, assign_set, cluster_store, draw_map, export_csv, latest_run, run_result
+    from weighter.index import Store
+
+    store = Store(store_dir)
+    if assign_file is not None:
+        run = latest_run(store, run_id)
+        file_id = store.file_id(assign_file)
+        if file_id is not None:
+            members = assign_set(store, run, store.embedding_set(file_id), persist=True)
+        else:
+            from weighter.embedder import Embedder
+
+            embedder = Embedder.load(model)
+            store.check_model(embedder.model_id)
+            members = assign_set(store, run, embedder.embed([assign_file])[0], persist=False)
+        payload = {"run": run, "file": str(assign_file), "stored": file_id is not None,
+                   "slots": [{"slot": m.slot, "group": m.group, "probability": m.probability, "spans": m.spans}
+                             for m in members]}
+        if as_json:
+            click.echo(json.dumps(payload))
+        else:
+            for m in payload["slots"]:
+                where = ", ".join(f"{a:.1f}-{b:.1f}s" for a, b in m["spans"][:4])
+                group = f"group {m['group']}" if m["group"] >= 0 else "outlier (no group)"
+                click.echo(f"slot {m['slot']}: {group} (membership {m['probability']:.2f}) {where}")
+        return
+    if run_id is None:
+        clusterer = SlotClusterer(min_cluster_size, min_samples, pca_dims, sample_size, method)
+        run = cluster_store(store, clusterer, assign_outliers)
+    else:
+        run = latest_run(store, run_id)
+    result = run_result(store, run)
+    if csv_path:
+        export_csv(result, csv_path)
+    if map_path:
+        draw_map(store, run, map_path)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    r = result["run"]
+    click.echo(f"run {r['id']}: {r['slots']} slots -> {r['groups']} groups, {r['outlier_share']:.1%} outliers "
+               f"(min_cluster_size {r['params']['min_cluster_size_used']}, min_samples {r['params']['min_samples_used']})")
+    click.echo(f"{'group':>6} {'slots':>6} {'files':>6}  example files")
+    for g in result["groups"]:
+        examples = ", ".join(sorted({Path(m['file']).name for m in g["members"]})[:4])
+        click.echo(f"{g['id']:>6} {g['size']:>6} {g['files']:>6}  {examples}")
+    for label, path in (("csv", csv_path), ("map", map_path)):
+        if path:
+            click.echo(f"{label}: {path}")
+
+
+@main.command()
 @click.option("--manifest", type=click.Path(path_type=Path), default=None,
               help="Train from real files: a manifest CSV with path,likes (file-level labels only).")
 @click.option("--synthetic", is_flag=True, help="Train from the utterance bank, mixing conversations on the fly.")

@@ -1,0 +1,124 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import adjusted_rand_score
+
+from weighter.cli import main
+from weighter.cluster import SlotClusterer, assign_set, cluster_store, latest_run, run_result
+from weighter.errors import WeighterError
+from weighter.index import Store
+
+from test_index import DIM, make_set
+
+
+def blobs(n_groups=12, per=30, noise=0.04, dim=64, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_groups, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(n_groups), per)
+    x = centres[labels] + rng.normal(0, noise, (len(labels), dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels, centres
+
+
+def test_recovers_well_separated_groups():
+    x, labels, _ = blobs()
+    c = SlotClusterer().fit(x)
+    assert adjusted_rand_score(labels, c.labels_) > 0.95
+    assert (c.labels_ < 0).mean() < 0.1
+
+
+def test_sample_fit_then_assign_matches_full_fit():
+    x, labels, _ = blobs(per=60)
+    sampled = SlotClusterer(sample_size=200).fit(x)
+    assert len(sampled.sample_) == 200
+    assert adjusted_rand_score(labels, sampled.labels_) > 0.95
+
+
+def test_predict_places_new_points_and_rejects_strangers():
+    x, labels, centres = blobs()
+    c = SlotClusterer().fit(x)
+    fresh, fresh_labels, _ = blobs(seed=0)  # same centres, same noise level
+    predicted, strength = c.predict(fresh[::7])
+    mapping = {l: np.bincount(c.labels_[labels == l][c.labels_[labels == l] >= 0]).argmax() for l in range(12)}
+    assert np.mean([predicted[i] == mapping[fresh_labels[::7][i]] for i in range(len(predicted))]) > 0.95
+    assert strength.mean() > 0.5
+    stranger = np.random.default_rng(5).normal(size=(5, x.shape[1])).astype(np.float32)
+    stranger /= np.linalg.norm(stranger, axis=1, keepdims=True)
+    s_labels, s_strength = c.predict(stranger)
+    assert (s_strength < 0.2).all()
+
+
+def test_state_round_trip_predicts_the_same():
+    x, _, _ = blobs()
+    c = SlotClusterer().fit(x)
+    again = SlotClusterer.from_state(c.state())
+    assert np.array_equal(again.predict(x[:50])[0], c.predict(x[:50])[0])
+
+
+@pytest.fixture
+def store(tmp_path):
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(DIM, DIM)))
+    basis = q.astype(np.float32)
+    rng = np.random.default_rng(3)
+    s = Store(tmp_path / "store", create=True)
+    truth = {}
+    sets = []
+    for f in range(40):
+        speakers = sorted(rng.choice(6, size=int(rng.integers(1, 3)), replace=False).tolist())
+        path = tmp_path / f"f{f:02d}.wav"
+        truth[str(path.resolve())] = speakers
+        sets.append((make_set(path, speakers, basis, seed=f, noise=0.03), f"h{f}"))
+    with s.writing():
+        s.apply(sets)
+    return s, truth, basis
+
+
+def test_store_run_persists_groups_that_match_speakers(store, tmp_path):
+    s, truth, basis = store
+    run = cluster_store(s, SlotClusterer())
+    result = run_result(s, run)
+    assert result["run"]["groups"] == 6 and result["run"]["outlier_share"] < 0.1
+    for group in result["groups"]:  # every group is one speaker: the slot index says which
+        speakers = {truth[m["file"]][m["slot"]] for m in group["members"]}
+        assert len(speakers) == 1
+        assert all(m["spans"] for m in group["members"])
+    assert latest_run(s) == run
+    new = make_set(tmp_path / "new.wav", [2, 4], basis, seed=99, noise=0.03)
+    members = assign_set(s, run, new, persist=False)
+    groups = {g["id"]: {truth[m["file"]][m["slot"]] for m in g["members"]}.pop() for g in result["groups"]}
+    assert [groups[m.group] for m in members] == [2, 4]
+
+
+def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
+    s, truth, basis = store
+    runner = CliRunner()
+    r = runner.invoke(main, ["cluster", "--store", str(s.directory), "--csv", str(tmp_path / "g.csv"),
+                             "--map", str(tmp_path / "map.png")])
+    assert r.exit_code == 0, r.output
+    assert "6 groups" in r.output
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+    with open(tmp_path / "g.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == s.info()["active_slots"]
+    r = runner.invoke(main, ["cluster", "--store", str(s.directory), "--run", "1", "--json"])
+    payload = json.loads(r.stdout)
+    assert set(payload) == {"run", "groups", "outliers"} and payload["run"]["id"] == 1
+    # a file indexed after the run is placed without re-clustering, and kept in the run
+    with s.writing():
+        s.apply([(make_set(tmp_path / "late.wav", [5], basis, seed=77, noise=0.03), "late")])
+    r = runner.invoke(main, ["cluster", "--store", str(s.directory), "--assign", str(tmp_path / "late.wav"), "--json"])
+    assigned = json.loads(r.stdout)
+    assert assigned["stored"] and assigned["slots"][0]["group"] >= 0
+    after = run_result(Store(s.directory), 1)
+    assert any(m["how"] == "added" for g in after["groups"] for m in g["members"])
+
+
+def test_no_run_and_empty_store_are_clear_errors(tmp_path):
+    s = Store(tmp_path / "empty", create=True)
+    with pytest.raises(WeighterError, match="no active slots"):
+        cluster_store(s, SlotClusterer())
+    with pytest.raises(WeighterError, match="no clustering run"):
+        latest_run(s)

@@ -1,0 +1,154 @@
+"""Discovered groups: HDBSCAN over slot embeddings, after PCA, sklearn-style.
+
+``SlotClusterer(...).fit(X)`` sets ``labels_`` (-1 = outlier), ``probabilities_`` and the state
+that ``predict`` needs to place new slots into the fitted groups without re-clustering.
+
+Scale: HDBSCAN is fitted on at most ``sample_size`` slots (a random sample); every other slot
+is then assigned by ``predict``. Prediction follows HDBSCAN's approximate_predict: a new point
+goes to the group of the fitted point nearest to it in *mutual reachability* distance
+max(core(a), core(b), d(a, b)), if that point is in a group; its membership is that point's
+core distance over the mutual reachability distance (1 when it sits inside the core). The
+state is plain arrays (PCA basis, fitted points, core distances, labels), stored in SQLite,
+never pickled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def default_min_cluster_size(n: int) -> int:
+    """3 for small corpora, growing slowly with size: a like must recur in a few files."""
+    return int(min(100, max(3, n // 2000)))
+
+
+class SlotClusterer:
+    def __init__(self, min_cluster_size: int | None = None, min_samples: int | None = None, pca_dims: int = 16,
+                 sample_size: int = 30_000, cluster_selection_method: str = "eom", random_state: int = 0):
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self.pca_dims = pca_dims
+        self.sample_size = sample_size
+        self.cluster_selection_method = cluster_selection_method
+        self.random_state = random_state
+
+    def get_params(self) -> dict:
+        return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples, "pca_dims": self.pca_dims,
+                "sample_size": self.sample_size, "cluster_selection_method": self.cluster_selection_method,
+                "random_state": self.random_state}
+
+    def fit(self, X: np.ndarray) -> "SlotClusterer":
+        import hdbscan
+
+        X = np.asarray(X, dtype=np.float32)
+        n = len(X)
+        if n < 2:
+            raise ValueError(f"clustering needs at least 2 slots, got {n}")
+        rng = np.random.default_rng(self.random_state)
+        sample = np.sort(rng.permutation(n)[: self.sample_size]) if n > self.sample_size else np.arange(n)
+        self.min_cluster_size_ = self.min_cluster_size or default_min_cluster_size(n)
+        self.min_samples_ = self.min_samples or max(2, self.min_cluster_size_ // 2)
+        dims = min(self.pca_dims, X.shape[1], len(sample)) if self.pca_dims else X.shape[1]
+        self.mean_ = X[sample].mean(0)
+        if self.pca_dims and dims < X.shape[1]:
+            _, _, vt = np.linalg.svd(X[sample] - self.mean_, full_matrices=False)
+            self.components_ = vt[:dims].astype(np.float32)  # (d, E)
+        else:
+            self.components_ = np.eye(X.shape[1], dtype=np.float32)
+        Z = self.transform(X)
+        self.residual_ = self._residual(X, Z)[sample]
+        fitted = hdbscan.HDBSCAN(min_cluster_size=min(self.min_cluster_size_, len(sample)),
+                                 min_samples=min(self.min_samples_, len(sample) - 1),
+                                 cluster_selection_method=self.cluster_selection_method,
+                                 core_dist_n_jobs=1).fit(Z[sample])
+        self.points_ = Z[sample]
+        self.point_labels_ = fitted.labels_.astype(np.int64)
+        self.core_ = self._core_distances(self.points_, self.points_, self_included=True)
+        self.reach_ = self._group_reach(fitted, len(sample))
+        labels = np.full(n, -1, np.int64)
+        probs = np.zeros(n, np.float32)
+        labels[sample], probs[sample] = fitted.labels_, fitted.probabilities_
+        rest = np.setdiff1d(np.arange(n), sample)
+        if len(rest):
+            labels[rest], probs[rest] = self._assign(Z[rest], self._residual(X[rest], Z[rest]))
+        self.labels_, self.probabilities_ = labels, probs
+        self.sample_ = sample
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return ((np.asarray(X, np.float32) - self.mean_) @ self.components_.T).astype(np.float32)
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and membership strengths of new slots in the fitted groups (no re-clustering)."""
+        Z = self.transform(X)
+        return self._assign(Z, self._residual(X, Z))
+
+    def _residual(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """Norm of what PCA drops: a slot far from every group in directions the PCA basis does
+        not span must not look close to them."""
+        centred = np.asarray(X, np.float32) - self.mean_
+        return np.sqrt(np.maximum((centred ** 2).sum(1) - (Z ** 2).sum(1), 0)).astype(np.float32)
+
+    def _core_distances(self, queries: np.ndarray, points: np.ndarray, self_included: bool) -> np.ndarray:
+        k = min(self.min_samples_ + (1 if self_included else 0), len(points))
+        dist, _ = _knn(queries, points, k)
+        return dist[:, k - 1]
+
+    def _assign(self, Z: np.ndarray, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = min(max(10, 2 * self.min_samples_), len(self.points_))
+        dist, idx = _knn(Z, self.points_, k)  # (Q, k) euclidean in PCA space
+        dist = np.sqrt(dist ** 2 + (residual[:, None] - self.residual_[idx]) ** 2)  # lower bound of the full distance
+        core_new = dist[:, min(self.min_samples_, k) - 1]
+        reach = np.maximum(np.maximum(dist, self.core_[idx]), core_new[:, None])  # mutual reachability
+        best = np.argmin(reach, axis=1)
+        rows = np.arange(len(Z))
+        nearest = idx[rows, best]
+        labels = self.point_labels_[nearest]
+        strength = np.clip(self.core_[nearest] / np.maximum(reach[rows, best], 1e-12), 0, 1).astype(np.float32)
+        outside = (labels < 0) | (reach[rows, best] > self.reach_[np.maximum(labels, 0)])
+        labels, strength = np.where(outside, -1, labels), np.where(outside, 0.0, strength).astype(np.float32)
+        return labels, strength
+
+    def _group_reach(self, fitted, n: int) -> np.ndarray:
+        """Per group: the largest distance at which any of its members still belonged to it
+        (1 / lambda at which the member left, from the condensed tree). A new slot farther than
+        that (in mutual reachability) from the group's nearest member would never have joined it."""
+        tree = fitted.condensed_tree_.to_numpy()
+        leaves = tree[tree["child"] < n]
+        leave_dist = np.full(n, np.inf)
+        leave_dist[leaves["child"]] = 1.0 / np.maximum(leaves["lambda_val"], 1e-12)
+        groups = int(fitted.labels_.max()) + 1
+        reach = np.zeros(max(groups, 1), np.float32)
+        for g in range(groups):
+            d = leave_dist[fitted.labels_ == g]
+            d = d[np.isfinite(d)]
+            reach[g] = d.max() if len(d) else np.inf
+        return reach
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean_, "components": self.components_, "points": self.points_, "residual": self.residual_, "reach": self.reach_,
+                "point_labels": self.point_labels_, "core": self.core_,
+                "min_samples": np.array(self.min_samples_), "min_cluster_size": np.array(self.min_cluster_size_)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> "SlotClusterer":
+        c = cls()
+        c.mean_, c.components_, c.points_ = state["mean"], state["components"], state["points"]
+        c.point_labels_, c.core_, c.residual_ = state["point_labels"], state["core"], state["residual"]
+        c.reach_ = state["reach"]
+        c.min_samples_, c.min_cluster_size_ = int(state["min_samples"]), int(state["min_cluster_size"])
+        return c
+
+
+def _knn(queries: np.ndarray, points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours (euclidean) with FAISS, in blocks to bound memory."""
+    import faiss
+
+    index = faiss.IndexFlatL2(points.shape[1])
+    index.add(np.ascontiguousarray(points, np.float32))
+    dist, idx = [], []
+    for start in range(0, len(queries), 65_536):
+        d, i = index.search(np.ascontiguousarray(queries[start:start + 65_536], np.float32), k)
+        dist.append(np.sqrt(np.maximum(d, 0)))
+        idx.append(i)
+    return np.concatenate(dist), np.concatenate(idx)

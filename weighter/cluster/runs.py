@@ -1,0 +1,223 @@
+"""Clustering a store's active slots and keeping each run in the store's SQLite database.
+
+Tables (next to the index's own)::
+
+    cluster_runs     id, created, model_id, params (JSON), counts, the clusterer's state (npz)
+    cluster_members  run_id, slot_id, group_id (-1 = outlier), probability, how it got there
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from weighter.cluster.clusterer import SlotClusterer
+from weighter.embedding_set import EmbeddingSet
+from weighter.errors import WeighterError
+from weighter.index.store import Store
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cluster_runs (
+    id INTEGER PRIMARY KEY, created REAL NOT NULL, model_id TEXT, params TEXT NOT NULL,
+    slots INTEGER NOT NULL, groups INTEGER NOT NULL, outlier_share REAL NOT NULL, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS cluster_members (
+    run_id INTEGER NOT NULL REFERENCES cluster_runs(id) ON DELETE CASCADE,
+    slot_id INTEGER NOT NULL, group_id INTEGER NOT NULL, probability REAL NOT NULL,
+    how TEXT NOT NULL,  -- 'fitted' | 'sampled' (assigned at fit time) | 'outlier-assigned' | 'added'
+    PRIMARY KEY (run_id, slot_id));
+"""
+
+
+@dataclass
+class Member:
+    file: str
+    slot: int
+    slot_id: int
+    group: int
+    probability: float
+    how: str
+    spans: list
+
+
+def _active_slots(store: Store):
+    rows = store.db.execute(
+        "SELECT slots.id, files.path, slots.slot, slots.embedding FROM slots JOIN files ON files.id = slots.file_id "
+        "WHERE slots.active = 1 ORDER BY slots.id").fetchall()
+    if not rows:
+        raise WeighterError(f"{store.directory}: no active slots to cluster (index some files first)")
+    emb = np.stack([np.frombuffer(r[3], np.float32) for r in rows])
+    return np.array([r[0] for r in rows]), [r[1] for r in rows], np.array([r[2] for r in rows]), emb
+
+
+def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float | None = None) -> int:
+    """Fit on the store's active slots, persist the run; returns the run id."""
+    with store.writing():
+        store.db.executescript(SCHEMA)
+        ids, _, _, emb = _active_slots(store)
+        clusterer.fit(emb)
+        labels, probs = clusterer.labels_.copy(), clusterer.probabilities_.copy()
+        how = np.where(np.isin(np.arange(len(ids)), clusterer.sample_), "fitted", "sampled").astype(object)
+        if assign_outliers is not None:
+            out = np.flatnonzero(labels < 0)
+            if len(out):
+                lab, strength = _nearest_group(clusterer, emb[out])
+                take = strength >= assign_outliers
+                labels[out[take]], probs[out[take]] = lab[take], strength[take]
+                how[out[take]] = "outlier-assigned"
+        state = io.BytesIO()
+        np.savez_compressed(state, **clusterer.state())
+        params = clusterer.get_params() | {"min_cluster_size_used": clusterer.min_cluster_size_,
+                                            "min_samples_used": clusterer.min_samples_,
+                                            "assign_outliers": assign_outliers}
+        groups = len(set(labels.tolist()) - {-1})
+        db = store.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.execute("INSERT INTO cluster_runs (created, model_id, params, slots, groups, outlier_share, state) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (time.time(), store.model_id, json.dumps(params), len(ids), groups,
+                              float((labels < 0).mean()), state.getvalue()))
+            run = cur.lastrowid
+            db.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?)",
+                           [(run, int(i), int(l), float(p), str(h)) for i, l, p, h in zip(ids, labels, probs, how)])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return run
+
+
+def _nearest_group(clusterer: SlotClusterer, emb: np.ndarray):
+    """For outliers: the group of the nearest clustered point, with the membership strength."""
+    Z = clusterer.transform(emb)
+    residual = clusterer._residual(emb, Z)
+    keep = clusterer.point_labels_ >= 0
+    if not keep.any():
+        return np.full(len(emb), -1), np.zeros(len(emb), np.float32)
+    from weighter.cluster.clusterer import _knn
+
+    dist, idx = _knn(Z, clusterer.points_[keep], 1)
+    dist = np.sqrt(dist ** 2 + (residual[:, None] - clusterer.residual_[keep][idx]) ** 2)
+    core = clusterer.core_[keep][idx[:, 0]]
+    return clusterer.point_labels_[keep][idx[:, 0]], np.clip(core / np.maximum(dist[:, 0], 1e-12), 0, 1)
+
+
+def latest_run(store: Store, run: int | None = None) -> int:
+    store.db.executescript(SCHEMA)
+    row = store.db.execute("SELECT MAX(id) FROM cluster_runs" if run is None else
+                           "SELECT id FROM cluster_runs WHERE id = ?", () if run is None else (run,)).fetchone()
+    if row is None or row[0] is None:
+        raise WeighterError(f"{store.directory}: no clustering run{'' if run is None else f' {run}'} "
+                            "(run `weighter cluster --store DIR` first)")
+    return int(row[0])
+
+
+def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
+    """{"run": ..., "groups": [{"id", "size", "files", "members": [...]}], "outliers": [...]}"""
+    meta = store.db.execute("SELECT id, created, model_id, params, slots, groups, outlier_share FROM cluster_runs "
+                            "WHERE id = ?", (run,)).fetchone()
+    rows = store.db.execute(
+        "SELECT m.slot_id, m.group_id, m.probability, m.how, f.path, s.slot, f.id FROM cluster_members m "
+        "JOIN slots s ON s.id = m.slot_id JOIN files f ON f.id = s.file_id WHERE m.run_id = ? "
+        "ORDER BY m.group_id, f.path, s.slot", (run,)).fetchall()
+    sets: dict[int, EmbeddingSet] = {}
+    groups: dict[int, list] = {}
+    outliers = []
+    for slot_id, group, prob, how, path, slot, file_id in rows:
+        spans = []
+        if with_spans:
+            if file_id not in sets:
+                sets[file_id] = store.embedding_set(file_id)
+            spans = sets[file_id].spans(slot)
+        member = {"file": path, "slot": slot, "probability": round(prob, 4), "how": how, "spans": spans}
+        (outliers if group < 0 else groups.setdefault(group, [])).append(member)
+    total = len(rows)
+    return {"run": {"id": meta[0], "created": meta[1], "model_id": meta[2], "params": json.loads(meta[3]),
+                    "slots": total, "groups": len(groups),
+                    "outlier_share": round(len(outliers) / total, 4) if total else 0.0},
+            "groups": [{"id": g, "size": len(m), "files": len({x["file"] for x in m}), "members": m}
+                       for g, m in sorted(groups.items(), key=lambda kv: -len(kv[1]))],
+            "outliers": outliers}
+
+
+def load_clusterer(store: Store, run: int) -> SlotClusterer:
+    blob = store.db.execute("SELECT state FROM cluster_runs WHERE id = ?", (run,)).fetchone()[0]
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return SlotClusterer.from_state({k: z[k] for k in z.files})
+
+
+def assign_set(store: Store, run: int, embedding_set: EmbeddingSet, persist: bool) -> list[Member]:
+    """Place a file's active slots into the run's groups (no re-clustering)."""
+    clusterer = load_clusterer(store, run)
+    active = np.flatnonzero(embedding_set.active)
+    if not len(active):
+        active = np.array([int(np.argmax(embedding_set.confidence))])
+    labels, strength = clusterer.predict(embedding_set.embeddings[active])
+    members = [Member(embedding_set.path, int(n), -1, int(l), round(float(p), 4), "added", embedding_set.spans(int(n)))
+               for n, l, p in zip(active, labels, strength)]
+    if persist:
+        file_id = store.file_id(embedding_set.path)
+        with store.writing():
+            for m in members:
+                row = store.db.execute("SELECT id FROM slots WHERE file_id = ? AND slot = ?", (file_id, m.slot)).fetchone()
+                m.slot_id = int(row[0])
+                store.db.execute("INSERT OR REPLACE INTO cluster_members VALUES (?, ?, ?, ?, 'added')",
+                                 (run, m.slot_id, m.group, m.probability))
+    return members
+
+
+def export_csv(result: dict, path: str | Path) -> None:
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["group", "file", "slot", "probability", "how", "spans"])
+        for g in result["groups"]:
+            for m in g["members"]:
+                writer.writerow([g["id"], m["file"], m["slot"], m["probability"], m["how"],
+                                 ";".join(f"{a}-{b}" for a, b in m["spans"])])
+        for m in result["outliers"]:
+            writer.writerow([-1, m["file"], m["slot"], m["probability"], m["how"],
+                             ";".join(f"{a}-{b}" for a, b in m["spans"])])
+
+
+def draw_map(store: Store, run: int, path: str | Path) -> None:
+    """A 2-D map of the run's slots coloured by group (t-SNE up to 3000 slots, else PCA)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = store.db.execute("SELECT s.embedding, m.group_id FROM cluster_members m JOIN slots s ON s.id = m.slot_id "
+                            "WHERE m.run_id = ?", (run,)).fetchall()
+    emb = np.stack([np.frombuffer(r[0], np.float32) for r in rows])
+    labels = np.array([r[1] for r in rows])
+    if 10 < len(emb) <= 3000:
+        from sklearn.manifold import TSNE
+
+        xy = TSNE(2, perplexity=min(30, len(emb) // 4), init="pca", random_state=0).fit_transform(emb)
+        how = "t-SNE"
+    else:
+        centred = emb - emb.mean(0)
+        xy = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+        how = "PCA"
+    fig, ax = plt.subplots(figsize=(8, 7), dpi=110)
+    noise = labels < 0
+    ax.scatter(xy[noise, 0], xy[noise, 1], s=8, c="lightgrey", label="outliers")
+    groups = sorted(set(labels[~noise].tolist()))
+    cmap = plt.get_cmap("tab20")
+    for k, g in enumerate(groups):
+        pts = xy[labels == g]
+        ax.scatter(pts[:, 0], pts[:, 1], s=14, color=cmap(k % 20))
+        ax.annotate(str(g), pts.mean(0), fontsize=8, weight="bold")
+    ax.set_title(f"{len(emb)} slots, {len(groups)} groups, {noise.mean():.0%} outliers ({how} map)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
