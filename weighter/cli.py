@@ -494,6 +494,36 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
 
 
 @main.command()
+@_STORE
+@click.option("--manifest", type=click.Path(path_type=Path), required=True, help="The truth: path,likes per file.")
+@click.option("--rttm", type=click.Path(path_type=Path), default=None, help="Frame truth: enables slot EER, DER, ARI.")
+@click.option("--run", "run_id", type=int, default=None, help="Clustering run to score (default: the latest, if any).")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(store_dir, manifest, rttm, run_id, as_json):
+    """Score a store against the truth: count accuracy, retrieval mAP and recall@k, slot EER,
+    diarization error of the weightings, and (with a clustering run) file-linking F1, ARI and
+    outlier share."""
+    from weighter.audio import read_manifest
+    from weighter.cluster import latest_run
+    from weighter.evaluation import evaluate_store, read_rttm
+    from weighter.index import Store
+
+    store = Store(store_dir)
+    try:
+        run = latest_run(store, run_id)
+    except WeighterError:
+        if run_id is not None:
+            raise
+        run = None
+    result = evaluate_store(store, read_manifest(manifest), read_rttm(rttm) if rttm else None, run)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for key, value in result.items():
+        click.echo(f"{key:>20}: {value}")
+
+
+@main.command()
 @click.option("--manifest", type=click.Path(path_type=Path), default=None,
               help="Train from real files: a manifest CSV with path,likes (file-level labels only).")
 @click.option("--synthetic", is_flag=True, help="Train from the utterance bank, mixing conversations on the fly.")

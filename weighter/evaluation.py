@@ -132,3 +132,154 @@ def pair_calibration(items: list[SetTruth], threshold: float) -> list[float] | N
         return None
     fit = LogisticRegression(C=100.0).fit(scores[:, None], same)
     return [round(float(fit.coef_[0, 0]), 4), round(float(fit.intercept_[0]), 4)]
+
+
+def read_rttm(path) -> dict[str, list[tuple[float, float, str]]]:
+    """file id (the audio file's stem) -> [(start, end, speaker)] seconds."""
+    from weighter.errors import WeighterError
+
+    out: dict[str, list] = {}
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            fields = line.split()
+            if not fields or fields[0] != "SPEAKER":
+                continue
+            try:
+                start, length = float(fields[3]), float(fields[4])
+                out.setdefault(fields[1], []).append((start, start + length, fields[7]))
+            except (IndexError, ValueError):
+                raise WeighterError(f"{path}: line {number}: not an RTTM SPEAKER line") from None
+    return out
+
+
+def activity_grid(segments, likes, rate: float, steps: int) -> np.ndarray:
+    """(len(likes), steps) bool from RTTM segments, at ``rate`` Hz."""
+    grid = np.zeros((len(likes), steps), bool)
+    row = {s: i for i, s in enumerate(likes)}
+    for start, end, speaker in segments:
+        if speaker in row:
+            grid[row[speaker], int(start * rate):int(np.ceil(end * rate))] = True
+    return grid
+
+
+def linking_f1(file_groups: list[set], file_likes: list[set]) -> dict:
+    """Pairwise file linking: predicted link = the files share a group; true = they share a like."""
+    tp = fp = fn = 0
+    for a in range(len(file_groups)):
+        for b in range(a + 1, len(file_groups)):
+            pred = bool(file_groups[a] & file_groups[b])
+            true = bool(file_likes[a] & file_likes[b])
+            tp += pred and true
+            fp += pred and not true
+            fn += true and not pred
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+
+
+def diarization_error(items: list[SetTruth], threshold: float, on: float = 0.5) -> float:
+    """Frame-level error of the weightings as "who spoke when": each active slot is mapped
+    one-to-one to a speaker (Hungarian on overlap); a frame is an error per speaker-slot
+    disagreement (missed, false alarm, confusion), over the total speech of the reference.
+    No forgiveness collar; overlapping speech counts for every speaker."""
+    from scipy.optimize import linear_sum_assignment
+
+    errors, speech = 0.0, 0.0
+    for it in items:
+        if it.activity is None:
+            continue
+        ref = it.activity.astype(bool)  # (S, T)
+        slots = active_slots(it, threshold)
+        t = min(ref.shape[1], it.x.shape[1])
+        hyp = it.x[slots, :t] >= on  # (A, T)
+        ref = ref[:, :t]
+        overlap = ref.astype(np.float32) @ hyp.T.astype(np.float32)  # (S, A)
+        rows, cols = linear_sum_assignment(-overlap)
+        mapped = np.zeros_like(ref)
+        for r, c in zip(rows, cols):
+            mapped[r] = hyp[c]
+        unmatched = np.setdiff1d(np.arange(len(slots)), cols)
+        false_alarm_extra = hyp[unmatched].sum() if len(unmatched) else 0
+        errors += float((ref & ~mapped).sum() + (~ref & mapped).sum() + false_alarm_extra)
+        speech += float(ref.sum())
+    return errors / speech if speech else float("nan")
+
+
+def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = None, ks=(1, 5, 10)) -> dict:
+    """All figures for a store against a manifest's likes (and an RTTM when given):
+    speaker-count accuracy, retrieval mAP and recall@k, slot EER, DER of the weightings,
+    and for a clustering run: file-linking F1, ARI of slots against true speakers, outliers."""
+    from pathlib import Path
+
+    from sklearn.metrics import adjusted_rand_score
+
+    from weighter.errors import WeighterError
+
+    items, file_ids, missing = [], [], []
+    for source in sources:
+        file_id = store.file_id(source.path)
+        if file_id is None:
+            missing.append(str(source.path))
+            continue
+        s = store.embedding_set(file_id)
+        activity = None
+        if rttm is not None:
+            activity = activity_grid(rttm.get(Path(source.path).stem, []), source.likes, s.timeline_rate,
+                                     s.weightings.shape[1])
+        items.append(SetTruth(s.embeddings, s.confidence, s.weightings, tuple(source.likes), activity))
+        file_ids.append(file_id)
+    if not items:
+        raise WeighterError("no manifest file is in the store (index the corpus first)")
+    threshold = 0.5  # stored active flags are the truth here: confidence was compared with the model's own
+    for it, fid in zip(items, file_ids):
+        act = np.array([r[0] for r in store.db.execute("SELECT active FROM slots WHERE file_id = ? ORDER BY slot", (fid,))])
+        it.confidence = np.where(act > 0, 1.0, 0.0).astype(np.float32)  # active -> 1, inactive -> 0
+    result = {"files": len(items), "missing_from_store": len(missing),
+              "count_accuracy": round(float(np.mean([(it.confidence >= threshold).sum() == len(it.likes)
+                                                     for it in items])), 4),
+              "map": round(retrieval_map(items, threshold), 4)}
+    result.update({f"recall@{k}": round(recall_at_k(items, threshold, k), 4) for k in ks})
+    if rttm is not None:
+        result["slot_eer"] = round(slot_eer(items, threshold), 4)
+        result["der"] = round(diarization_error(items, threshold), 4)
+    if run is not None:
+        groups = {sid: g for sid, g in store.db.execute(
+            "SELECT slot_id, group_id FROM cluster_members WHERE run_id = ?", (run,))}
+        file_groups, true_labels, pred_labels, outliers, total = [], [], [], 0, 0
+        for it, fid in zip(items, file_ids):
+            slot_rows = {slot: sid for sid, slot in store.db.execute("SELECT id, slot FROM slots WHERE file_id = ?", (fid,))}
+            gs = set()
+            for n in np.flatnonzero(it.confidence >= threshold):
+                g = groups.get(slot_rows[int(n)], -1)
+                total += 1
+                outliers += g < 0
+                if g >= 0:
+                    gs.add(g)
+            file_groups.append(gs)
+            for n, speaker in slot_speakers(it, threshold):
+                g = groups.get(slot_rows[n], -1)
+                true_labels.append(speaker)
+                pred_labels.append(g if g >= 0 else f"outlier-{fid}-{n}")  # each outlier alone
+        result["linking"] = linking_f1(file_groups, [set(it.likes) for it in items])
+        result["outlier_share"] = round(outliers / total, 4) if total else float("nan")
+        if true_labels:
+            result["ari"] = round(float(adjusted_rand_score(true_labels, [str(p) for p in pred_labels])), 4)
+        result["run"] = run
+    return result
+
+
+def recall_at_k(items: list[SetTruth], threshold: float, k: int) -> float:
+    """Share of the relevant files (sharing a like) found in the top k, averaged over queries."""
+    slots = [it.embeddings[active_slots(it, threshold)] for it in items]
+    likes = [set(it.likes) for it in items]
+    recalls = []
+    for q in range(len(items)):
+        others = [f for f in range(len(items)) if f != q]
+        relevant = {f for f in others if likes[q] & likes[f]}
+        if not relevant:
+            continue
+        scores = [float((slots[q] @ slots[f].T).max()) for f in others]
+        top = {others[i] for i in np.argsort(-np.array(scores), kind="stable")[:k]}
+        recalls.append(len(top & relevant) / min(k, len(relevant)))
+    return float(np.mean(recalls)) if recalls else float("nan")

@@ -50,6 +50,7 @@ class WeighterConfig:
     num_likes: int = 0  # classification head size (training likes); 0 at inference-only
     cos_scale: float = 12.0  # scale of the cosine classifier's logits
     cos_bias: float = -6.0  # initial bias: p = sigmoid(12 cos - 6) is small for strangers
+    margin: float = 0.2  # additive cosine margin of the identity cross-entropy (AM-softmax)
 
     @property
     def time_shrink(self) -> int:
@@ -176,11 +177,28 @@ class WeighterModel(nn.Module):
         total = x.sum(2, keepdim=True).clamp(min=1e-6)  # (B, N, 1)
         w = x / total  # W_t = X_t / sum X
         confidence = (x * x).sum(2) / total[..., 0]  # C = sum X^2 / sum X
-        mean = torch.einsum("bnt,btc->bnc", w, frames)  # (B, N, Cf)
-        second = torch.einsum("bnt,btc->bnc", w, frames * frames)
+        emb = self.pool(w, frames)  # (B, N, E)
+        return {"x": x, "weights": w, "confidence": confidence, "embeddings": emb, "mask": mask, "frames": frames}
+
+    def pool(self, weights: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Weighted mean and std of the frames, projected and L2-normalised.
+        weights (B, M, T), each row summing to 1; frames (B, T, Cf) -> (B, M, E)."""
+        mean = torch.einsum("bnt,btc->bnc", weights, frames)  # (B, M, Cf)
+        second = torch.einsum("bnt,btc->bnc", weights, frames * frames)
         std = (second - mean * mean).clamp(min=1e-5).sqrt()
-        emb = F.normalize(self.project(torch.cat([mean, std], -1)), dim=-1)  # (B, N, E)
-        return {"x": x, "weights": w, "confidence": confidence, "embeddings": emb, "mask": mask}
+        return F.normalize(self.project(torch.cat([mean, std], -1)), dim=-1)
+
+    def mean_embedding(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The baseline "one mean embedding per file": every frame weighted alike. (B, E)"""
+        b, s = wave.shape
+        if lengths is None:
+            lengths = torch.full((b,), s, device=wave.device)
+        frame_lengths = self.logmel.frames(lengths)
+        t = int(self.logmel.frames(torch.tensor(s)))
+        mask = (torch.arange(t, device=wave.device)[None] < frame_lengths[:, None]).to(wave.dtype)  # (B, T)
+        frames = self.frame_encoder(self.logmel(wave, mask > 0))  # (B, T, Cf)
+        w = (mask / mask.sum(1, keepdim=True).clamp(min=1))[:, None]  # (B, 1, T)
+        return self.pool(w, frames)[:, 0]  # (B, E)
 
     def like_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, N, E) -> (B, N, K): scaled cosine to each training like, plus a learned bias."""

@@ -135,18 +135,49 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
                 cost = -(a[None] * torch.log(xb[:, None]) + (1 - a[None]) * torch.log(1 - xb[:, None])).mean(-1)
                 rows, cols = linear_sum_assignment(cost.detach().float().cpu().numpy())  # (N, S_b)
                 target[rows] = a[cols]
-                id_loss.append(F.cross_entropy(logits[b, rows], torch.tensor(speakers[b], device=x.device)[cols]))
+                id_loss.append(margin_cross_entropy(model, out["embeddings"][b, rows],
+                                                    torch.tensor(speakers[b], device=x.device)[cols]))
             act_loss.append((bce(target, x[b]) * mask[b]).sum() / mask[b].sum().clamp(min=1) )
         result["activity"] = torch.stack(act_loss).mean()
         if id_loss:
             result["identity"] = torch.stack(id_loss).mean()
-    result["total"] = result["file"] + cfg.frame_supervision * (result.get("activity", 0) + result.get("identity", 0))
+        result["oracle"] = oracle_identity_loss(model, out["frames"], activity, speakers)
+    result["total"] = result["file"] + cfg.frame_supervision * (
+        result.get("activity", 0) + result.get("identity", 0) + result.get("oracle", 0))
     return result
 
 
 def validate(model: WeighterModel, items: list, device: torch.device, threshold: float | None = None) -> dict:
     """items: (wave np, likes, activity at 100 Hz or None) -> summary metrics (threshold calibrated)."""
     return summarize(embed_items(model, items, device), threshold)
+
+
+def margin_cross_entropy(model: WeighterModel, embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """AM-softmax: cross-entropy over the training likes with the target's cosine lowered by a margin."""
+    logits = model.like_logits(embeddings)  # (M, K)
+    margin = torch.zeros_like(logits).scatter_(1, target[:, None], model.config.margin * model.config.cos_scale)
+    return F.cross_entropy(logits - margin, target)
+
+
+def oracle_identity_loss(model: WeighterModel, frames: torch.Tensor, activity, speakers) -> torch.Tensor:
+    """Frame truth as pre-training: pool each speaker's own frames (the RTTM as weights) and
+    classify the result. Teaches frame features and projection speaker identity from step one,
+    before the weighter has learnt to find the speakers."""
+    b, t, _ = frames.shape
+    s_max = max(len(a) for a in activity)
+    if s_max == 0:
+        return frames.sum() * 0
+    weights = torch.zeros(b, s_max, t, device=frames.device)
+    targets, rows = [], []
+    for i, a in enumerate(activity):
+        if len(a):
+            a = F.pad(a, (0, max(0, t - a.shape[1])))[:, :t].to(frames.device)
+            weights[i, :len(a)] = a / a.sum(1, keepdim=True).clamp(min=1)
+            rows += [(i, j) for j in range(len(a)) if a[j].sum() > 0]
+            targets += [speakers[i][j] for j in range(len(a)) if a[j].sum() > 0]
+    emb = model.pool(weights, frames)  # (B, S_max, E)
+    picked = torch.stack([emb[i, j] for i, j in rows])
+    return margin_cross_entropy(model, picked, torch.tensor(targets, device=frames.device))
 
 
 @torch.no_grad()
