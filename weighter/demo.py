@@ -1,58 +1,117 @@
 """The main job on the embedded default, end to end (``make demo``).
 
-What exists so far: the utterance bank (built once, cached), a held-out demo corpus mixed from
-it, and the audio reader's view of that corpus. Later steps (embed, index, query, cluster)
-join here as they land.
+1. the utterance bank (TTS, built once, cached);
+2. a held-out demo corpus mixed from it: speakers the shipped model never heard;
+3. a store built with the shipped model (SQLite + FAISS);
+4. a query: which files share a speaker with the first file, and where;
+5. clustering: the speakers discovered across the corpus;
+6. the figures against the truth, and a Markdown report with pictures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-from weighter.audio import discover, scan_audio
+from weighter.audio import read_manifest
+from weighter.cluster import SlotClusterer, cluster_store, draw_map, run_result
 from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
+from weighter.embedder import Embedder
+from weighter.evaluation import evaluate_store, read_rttm
+from weighter.index import Store, add_files, query_store
+from weighter.report import markdown_report, timeline_png
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo"))
-    parser.add_argument("--files", type=int, default=12)
+    parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-
+    tty = sys.stderr.isatty()
     started = time.time()
+
     print("== 1. utterance bank (TTS, cached after the first run)")
-    bank = open_or_build_bank(BankSpec(), progress=sys.stderr.isatty())
+    bank = open_or_build_bank(BankSpec(), progress=tty)
     summary = bank.summary()
     print(f"   {summary['directory']}: {summary['identities']} identities {summary['per_split']}, "
-          f"{summary['audio_seconds'] / 60:.0f} min of clips; distinctness check: clip accuracy "
-          f"{summary['check']['clip_accuracy']}, {len(summary['check']['confused_pairs'])} confused pairs, "
-          f"rejected {summary['check'].get('rejected', [])}")
-    for split, persons in bank.split_table().items():
-        print(f"   {split:>10}: {len(persons)} persons, e.g. {', '.join(persons[:6])}")
+          f"{summary['audio_seconds'] / 60:.0f} min of clips")
 
-    corpus = args.out / "corpus"
-    shutil.rmtree(corpus, ignore_errors=True)
+    corpus, store_dir = args.out / "corpus", args.out / "store"
+    shutil.rmtree(args.out, ignore_errors=True)
     print(f"\n== 2. held-out demo corpus -> {corpus}")
     info = write_corpus(bank, corpus, "heldout", args.files, MixerConfig(overlap=0.1, telephone=0.2),
                         seed=args.seed, progress=False)
-    print(f"   {info['files']} files, {info['audio_seconds'] / 60:.1f} min, {info['speakers_heard']} held-out "
-          f"speakers never seen in training, {info['channels']['telephone']} over a telephone channel")
+    print(f"   {info['files']} files, {info['audio_seconds'] / 60:.1f} min, {info['speakers_heard']} held-out speakers "
+          f"(never in training), {info['channels']['telephone']} over a telephone channel")
 
-    print("\n== 3. what the audio reader sees (manifest.csv, reference.rttm)")
-    counts = Counter()
-    for source in discover(corpus / "manifest.csv"):
-        stats = scan_audio(source.path)
-        counts[len(source.likes)] += 1
-        print(f"   {source.path.name}  {stats.duration:5.1f} s  {stats.rms_db:6.1f} dBFS  likes: {', '.join(source.likes)}")
-    print(f"   speakers per file: {dict(sorted(counts.items()))}")
-    print(f"\ndone in {time.time() - started:.0f} s; corpus in {corpus}/ "
-          "(manifest.csv, reference.rttm, speakers.json, audio/)")
+    print(f"\n== 3. store with the shipped model -> {store_dir}")
+    embedder = Embedder.load()
+    sources = read_manifest(corpus / "manifest.csv")
+    store = Store(store_dir, create=True)
+    t = time.time()
+    added = add_files(store, embedder, sources, progress=tty)
+    print(f"   model {embedder.model_id}: {added['files']} files, {added['active_slots']} active slots, "
+          f"index {added['index_type']} ({time.time() - t:.0f} s)")
+
+    query = sources[0]
+    qset = store.embedding_set(store.file_id(query.path))
+    matches = query_store(store, qset, k=5)
+    likes = {str(s.path.resolve()): set(s.likes) for s in sources}
+    print(f"\n== 4. weighter query {query.path.name}  (truly heard: {', '.join(query.likes)})")
+    for m in matches:
+        shared = likes[m.file] & set(query.likes)
+        p = f"p={m.probability:.2f}" if m.probability is not None else ""
+        print(f"   {m.score:.3f} {p:7s} {Path(m.file).name}  slot {m.query_slot}->{m.stored_slot}  "
+              f"here {_spans(m.query_spans)} | there {_spans(m.stored_spans)}  "
+              f"[{'shares ' + ', '.join(sorted(shared)) if shared else 'shares nobody'}]")
+
+    print("\n== 5. weighter cluster")
+    run = cluster_store(store, SlotClusterer())
+    result = run_result(store, run)
+    r = result["run"]
+    print(f"   {r['slots']} slots -> {r['groups']} groups, {r['outlier_share']:.0%} outliers")
+    for g in result["groups"][:8]:
+        files = sorted({Path(m["file"]).name for m in g["members"]})
+        print(f"   group {g['id']:>3}: {g['size']} slots in {g['files']} files ({', '.join(files[:4])}"
+              f"{', ...' if len(files) > 4 else ''})")
+    draw_map(store, run, args.out / "groups.png")
+
+    print("\n== 6. against the truth (weighter evaluate)")
+    rttm = read_rttm(corpus / "reference.rttm")
+    figures = evaluate_store(store, sources, rttm, run)
+    for key in ("count_accuracy", "map", "recall@5", "slot_eer", "der", "linking", "ari", "outlier_share"):
+        print(f"   {key:>15}: {figures.get(key)}")
+
+    groups = {}
+    for g in result["groups"]:
+        for m in g["members"]:
+            if m["file"] == str(query.path.resolve()):
+                groups[m["slot"]] = g["id"]
+    timeline_png(qset, args.out / "query_timeline.png", groups, rttm.get(query.path.stem))
+    rows = "\n".join(f"| {m.score:.3f} | {m.probability} | {Path(m.file).name} | {m.query_slot} -> {m.stored_slot} | "
+                     f"{_spans(m.query_spans)} | {_spans(m.stored_spans)} |" for m in matches)
+    group_rows = "\n".join(f"| {g['id']} | {g['size']} | {g['files']} | "
+                           f"{', '.join(sorted({Path(m['file']).name for m in g['members']})[:6])} |"
+                           for g in result["groups"])
+    markdown_report(args.out / "report.md", "weighter demo report", [
+        ("Corpus", f"{info['files']} held-out files, {info['audio_seconds'] / 60:.1f} min; model `{embedder.model_id}`."),
+        (f"Query: {query.path.name}", f"Truly heard: {', '.join(query.likes)}\n\n![timeline](query_timeline.png)\n\n"
+         "| score | p | file | slots | here (s) | there (s) |\n|---|---|---|---|---|---|\n" + rows),
+        ("Discovered groups", f"{r['groups']} groups, {r['outlier_share']:.0%} outliers\n\n![map](groups.png)\n\n"
+         "| group | slots | files | examples |\n|---|---|---|---|\n" + group_rows),
+        ("Figures (weighter evaluate)", "```\n" + json.dumps(figures, indent=1) + "\n```"),
+    ])
+    print(f"\ndone in {time.time() - started:.0f} s. Report: {args.out / 'report.md'} "
+          f"(pictures {args.out / 'query_timeline.png'}, {args.out / 'groups.png'}); store: {store_dir}")
+
+
+def _spans(spans) -> str:
+    return ", ".join(f"{a:.0f}-{b:.0f}s" for a, b in spans[:3]) or "-"
 
 
 if __name__ == "__main__":

@@ -39,29 +39,35 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
         if not len(slots):
             slots = np.array([int(np.argmax(query.confidence))])
     vectors = query.embeddings[slots]  # (Q, E)
-    total = int(store.info()["active_slots"])
+    total = store.vector_count()
     if total == 0:
         return []
     _, ids = store.search(vectors, min(total, max(fanout * k, 64)))
     own = store.file_id(query.path) if exclude_self else None
     candidates = {f for f in store.files_of(ids.ravel()).values() if f != own}
+    if not candidates:
+        return []
+    slot_rows = store.active_slots_of(sorted(candidates))  # one query: (file ids, slot numbers, embeddings)
+    file_of, slot_of, emb = slot_rows
+    sims = vectors @ emb.T  # (Q, S) exact cosines against every active slot of every candidate
+    best_per_slot = sims.max(0)  # (S,)
+    which_query = sims.argmax(0)
+    order = np.lexsort((-best_per_slot, file_of))  # by file, best first
+    first = order[np.r_[True, file_of[order][1:] != file_of[order][:-1]]]  # best slot of each file
+    first = first[np.argsort(-best_per_slot[first], kind="stable")][:k]
     calibration = json.loads(store.meta("pair_calibration") or "null")
     matches = []
-    for file_id in candidates:
-        stored = store.embedding_set(file_id)
-        active = np.flatnonzero(stored.active)
-        sims = vectors @ stored.embeddings[active].T  # (Q, A) exact cosines
-        i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
-        score = float(sims[i, j])
+    for row in first:
+        stored = store.embedding_set(int(file_of[row]))
+        score = float(best_per_slot[row])
         prob = None
         if calibration:
             a, b = calibration
             prob = round(float(1 / (1 + np.exp(-(a * score + b)))), 4)
-        q_slot, s_slot = int(slots[i]), int(active[j])
+        q_slot, s_slot = int(slots[which_query[row]]), int(slot_of[row])
         matches.append(Match(stored.path, round(score, 4), prob, q_slot, s_slot, query.spans(q_slot),
                              stored.spans(s_slot)))
-    matches.sort(key=lambda m: -m.score)
-    return matches[:k]
+    return matches
 
 
 def matches_json(query: EmbeddingSet, matches: list[Match]) -> dict:

@@ -34,9 +34,19 @@ from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
 
 STORE_FORMAT = 1
-EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, HNSW
-HNSW_FACTORY = "HNSW32,Flat"
-HNSW_EF_SEARCH = 128  # measured in benchmarks/index_speed.py: recall@10 >= 0.95 of exact
+EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, IVF
+HNSW_EF_SEARCH = 128  # for a user's 'HNSW..' factory string
+IVF_NPROBE_SHARE = 1 / 64  # lists probed: measured in benchmarks/index_speed.py for recall@10 >= 0.95
+
+
+def auto_factory(active: int) -> str:
+    """Flat (exact) up to EXACT_LIMIT; beyond, IVF with nlist = 4 sqrt(n) rounded to a power of
+    two (the FAISS guideline for up to ~1M vectors). It changes only when n grows 4x, so the
+    index is retrained (rebuilt) rarely."""
+    if active <= EXACT_LIMIT:
+        return "Flat"
+    nlist = 2 ** int(round(np.log2(4 * np.sqrt(active))))
+    return f"IVF{nlist},Flat"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -206,8 +216,7 @@ class Store:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('embed_dim', ?)", (str(add[0][0].embeddings.shape[1]),))
 
             total = db.execute("SELECT COUNT(*) FROM slots WHERE active = 1").fetchone()[0]
-            wanted = index_type or self._meta("index_type_override") or (
-                "Flat" if total <= EXACT_LIMIT else HNSW_FACTORY)
+            wanted = index_type or self._meta("index_type_override") or auto_factory(total)
             if index_type:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('index_type_override', ?)", (index_type,))
             try:
@@ -250,7 +259,8 @@ class Store:
         if not index.is_trained:  # IVF and PQ: train on a sample, 30-256 points per list (FAISS guidelines)
             if len(vectors) == 0:
                 raise StoreError(f"index type {factory!r} needs training vectors; add files first")
-            sample = vectors[np.random.default_rng(0).permutation(len(vectors))[:200_000]]
+            nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 256
+            sample = vectors[np.random.default_rng(0).permutation(len(vectors))[: 64 * nlist]]
             index.train(sample)
         if len(ids):
             index.add_with_ids(vectors, ids)
@@ -297,6 +307,10 @@ class Store:
             np.zeros((0, dim), np.float32)
         return ids, np.ascontiguousarray(vectors)
 
+    def vector_count(self) -> int:
+        """Active vectors in the FAISS index (cheap: no table scan)."""
+        return int(self._load_index().ntotal) if self.generation else 0
+
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, E) -> scores (Q, k), vector ids (Q, k); -1 where fewer than k exist."""
         if not self.generation:
@@ -309,6 +323,17 @@ class Store:
             return {}
         marks = ",".join("?" * len(ids))
         return dict(self.db.execute(f"SELECT id, file_id FROM slots WHERE id IN ({marks})", ids).fetchall())
+
+    def active_slots_of(self, file_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Active slots of these files: file ids (S,), slot numbers (S,), embeddings (S, E)."""
+        rows = []
+        for start in range(0, len(file_ids), 900):  # SQLite's limit on bound parameters
+            part = file_ids[start:start + 900]
+            rows += self.db.execute(f"SELECT file_id, slot, embedding FROM slots WHERE active = 1 AND file_id IN "
+                                    f"({','.join('?' * len(part))})", part).fetchall()
+        dim = int(self._meta("embed_dim") or 256)
+        emb = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
+        return np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), emb
 
     def embedding_set(self, file_id: int) -> EmbeddingSet:
         file = self.db.execute("SELECT path, duration FROM files WHERE id = ?", (file_id,)).fetchone()
@@ -375,7 +400,7 @@ def _tune(index) -> None:
         inner.hnsw.efSearch = HNSW_EF_SEARCH
     ivf = faiss.try_extract_index_ivf(inner) if hasattr(faiss, "try_extract_index_ivf") else None
     if ivf is not None:
-        ivf.nprobe = max(1, min(ivf.nlist, int(np.sqrt(ivf.nlist)) * 2))
+        ivf.nprobe = max(1, min(ivf.nlist, int(round(ivf.nlist * IVF_NPROBE_SHARE)) or 1, ivf.nlist))
 
 
 def to_json(obj) -> str:

@@ -1,0 +1,97 @@
+"""Embedder speed (x real time, frontend included) and peak memory on long files.
+
+Speed: ``Embedder.embed`` over a corpus of 30-60 s files (decode, resample, log-mel, model,
+merge). Memory: peak RSS while embedding one synthetic 1-hour and one 3-hour FLAC file, each
+in a fresh process (so the peaks do not mix). Side by side in the same run when the optional
+``resemblyzer`` package is installed: its sliding-window partial embeddings on the same audio.
+
+    python benchmarks/embed_speed.py [--model M] [--hours 1 3] [--threads 2]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+
+def make_long_file(path: Path, hours: float) -> None:
+    """A long FLAC written block by block (never whole in memory): a held-out conversation repeated."""
+    from weighter.corpus import BankSpec, ConversationMixer, MixerConfig, open_or_build_bank
+
+    bank = open_or_build_bank(BankSpec(), progress=False)
+    conv = ConversationMixer(bank, "heldout", MixerConfig(2, 3, 60, 60)).sample(np.random.default_rng(0))
+    with sf.SoundFile(str(path), "w", 16000, 1, format="FLAC", subtype="PCM_16") as handle:
+        for _ in range(int(hours * 60)):
+            handle.write(conv.audio)
+
+
+def child_peak(model: str | None, path: Path) -> dict:
+    code = f"""
+import json, resource, time, sys
+from weighter.embedder import Embedder
+e = Embedder.load({model!r})
+t = time.perf_counter()
+s = e.embed([{str(path)!r}])[0]
+print(json.dumps({{"seconds": time.perf_counter() - t, "slots": int(s.active.sum()), "duration": s.duration,
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--hours", type=float, nargs="*", default=[1.0, 3.0])
+    parser.add_argument("--files", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
+    from weighter.embedder import Embedder
+
+    bank = open_or_build_bank(BankSpec(), progress=False)
+    embedder = Embedder.load(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        info = write_corpus(bank, Path(tmp) / "c", "heldout", args.files, MixerConfig(1, 4, 30, 60), progress=False)
+        files = sorted((Path(tmp) / "c" / "audio").glob("*.flac"))
+        embedder.embed(files[:1])  # warm-up
+        started = time.perf_counter()
+        embedder.embed(files)
+        seconds = time.perf_counter() - started
+        print(json.dumps({"what": "weighter embed (decode + log-mel + model + merge)", "threads": args.threads,
+                          "audio_s": info["audio_seconds"], "wall_s": round(seconds, 2),
+                          "x_realtime": round(info["audio_seconds"] / seconds, 1),
+                          "device": str(embedder.device)}), flush=True)
+        try:
+            from resemblyzer import VoiceEncoder, preprocess_wav
+
+            encoder = VoiceEncoder("cpu", verbose=False)
+            started = time.perf_counter()
+            for f in files:
+                wav = preprocess_wav(f)
+                encoder.embed_utterance(wav, return_partials=True, rate=1.6)
+            seconds = time.perf_counter() - started
+            print(json.dumps({"what": "resemblyzer partial embeddings (1.6 s windows, rate 1.6/s)",
+                              "audio_s": info["audio_seconds"], "wall_s": round(seconds, 2),
+                              "x_realtime": round(info["audio_seconds"] / seconds, 1)}), flush=True)
+        except ImportError:
+            print(json.dumps({"what": "resemblyzer", "skipped": "not installed (pip install 'weighter[resemblyzer]')"}))
+        for hours in args.hours:
+            path = Path(tmp) / f"long_{hours:g}h.flac"
+            make_long_file(path, hours)
+            result = child_peak(args.model, path)
+            result.update({"what": f"one {hours:g}-hour file", "x_realtime": round(result["duration"] / result["seconds"], 1)})
+            print(json.dumps(result), flush=True)
+            path.unlink()
+
+
+if __name__ == "__main__":
+    main()
