@@ -24,6 +24,8 @@ from weighter.embedder import Embedder
 from weighter.evaluation import SetTruth, evaluate_store, read_rttm, retrieval_map
 from weighter.index import Store, add_files
 
+VAL_FILES = 30  # validation files that calibrate the baselines' clustering threshold
+
 
 def main():
     parser = argparse.ArgumentParser()
@@ -31,7 +33,11 @@ def main():
     parser.add_argument("--files", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", dest="json_out", default=None)
+    parser.add_argument("--baselines", nargs="*", default=["classic-weighter", "classic-resemblyzer"],
+                        help="diarize-then-link baselines to run side by side (classic-weighter, classic-resemblyzer)")
+    parser.add_argument("--val-files", type=int, default=VAL_FILES)
     args = parser.parse_args()
+    globals()["VAL_FILES"] = args.val_files
     bank = open_or_build_bank(BankSpec(), progress=False)
     embedder = Embedder.load(args.model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,12 +59,42 @@ def main():
                 e = embedder.model.mean_embedding(wave)[0].numpy()
                 means.append(SetTruth(e[None], np.ones(1, np.float32), np.zeros((1, 1)), s.likes))
         result["map_mean_embedding_baseline"] = round(retrieval_map(means, 0.5), 4)
+        for name in args.baselines:
+            result[name] = classic_baseline(name, embedder, bank, sources, corpus, Path(tmp), args.seed)
         audio = sum(load_audio(s.path).shape[0] for s in sources) / 16000
         result.update({"model_id": embedder.model_id, "corpus_files": args.files, "corpus_seconds": round(audio, 1),
                        "embed_and_index_x_realtime": round(audio / embed_seconds, 1), "seed": args.seed})
     print(json.dumps(result, indent=1))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1))
+
+
+def classic_baseline(name, embedder, bank, sources, corpus, tmp, seed) -> dict:
+    """Diarize-then-link: window embeddings, per-file agglomerative clustering, centroids as the
+    set; its threshold calibrated on the *validation* split; then the same store, clustering
+    and figures as the Weighter."""
+    from weighter.baselines import calibrate_distance, classic_set, resemblyzer_windows, weighter_windows
+
+    try:
+        windows = weighter_windows(embedder.model) if name == "classic-weighter" else resemblyzer_windows()
+    except ImportError:
+        return {"skipped": "resemblyzer is not installed (pip install 'weighter[resemblyzer]')"}
+    val_dir = tmp / f"val-{name}"
+    write_corpus(bank, val_dir, "validation", VAL_FILES, MixerConfig(overlap=0.1, telephone=0.2), seed=seed + 100,
+                 progress=False)
+    threshold, val_acc = calibrate_distance([(s.path, s.likes) for s in read_manifest(val_dir / "manifest.csv")],
+                                            windows)
+    started = time.perf_counter()
+    sets = [classic_set(s.path, windows, threshold, name) for s in sources]
+    seconds = time.perf_counter() - started
+    store = Store(tmp / f"store-{name}", create=True)
+    with store.writing():
+        store.apply([(s, f"{name}-{i}") for i, s in enumerate(sets)])
+    run = cluster_store(store, SlotClusterer())
+    figures = evaluate_store(store, sources, read_rttm(corpus / "reference.rttm"), run)
+    audio = sum(s.duration for s in sets)
+    return figures | {"distance_threshold": threshold, "validation_count_accuracy": round(val_acc, 4),
+                      "x_realtime": round(audio / seconds, 1)}
 
 
 if __name__ == "__main__":

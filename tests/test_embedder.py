@@ -168,3 +168,28 @@ def test_cli_train_and_embed(tiny_bank, tmp_path):
     assert len(payload["sets"][0]["slots"][0]["embedding"]) == 256
     result = runner.invoke(main, ["train", "--out", str(model)])
     assert result.exit_code != 0 and "exactly one of --manifest or --synthetic" in result.output
+
+
+def test_resume_continues_from_the_checkpoint(tiny_bank, tmp_path):
+    out = tmp_path / "r.pt"
+    cfg = dict(batch_size=2, min_seconds=4, max_seconds=4, eval_every=2, val_files=3, max_speakers=2)
+    first = train(out, TrainConfig(steps=2, **cfg), WeighterConfig(**SMALL), bank=tiny_bank, progress=False)
+    assert first["steps"] == 2
+    state = torch.load(out.with_name("r.pt.ckpt"), weights_only=True)
+    assert state["step"] == 2
+    resumed = train(out, TrainConfig(steps=4, **cfg), WeighterConfig(**SMALL), bank=tiny_bank, resume=True,
+                    progress=False)
+    assert resumed["steps"] == 4 and [h["step"] for h in resumed["history"]] == [4]
+
+
+def test_train_from_a_manifest_of_real_files(tiny_bank, tmp_path):
+    write_corpus(tiny_bank, tmp_path / "c", "train", 12, MixerConfig(1, 2, 4, 6), progress=False)
+    from weighter.audio import discover
+
+    out = tmp_path / "m.pt"
+    result = train(out, TrainConfig(steps=2, batch_size=2, max_seconds=5, eval_every=2),
+                   WeighterConfig(**SMALL), sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True),
+                   progress=False)
+    _, payload = load_model(out)
+    assert result["steps"] == 2 and payload["train"]["frame_supervision"] == 0.0  # likes only: no frame truth
+    assert set(payload["likes"]) <= set(tiny_bank.identities("train"))

@@ -276,8 +276,9 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
             metrics["step"] = step
             history.append(metrics)
             log.info("step %d: %s", step, metrics)
-            if metrics["map"] > best:
-                best, stale = metrics["map"], 0
+            score = metrics["map"] if math.isfinite(metrics["map"]) else 0.0  # nan: too few validation files
+            if score > best:
+                best, stale = score, 0
                 save_model(out, model, data.likes, metrics["threshold"], train=asdict(cfg), metrics=metrics,
                            extra={"history": history,
                                   "pair_calibration": pair_calibration(truths, metrics["threshold"])})
