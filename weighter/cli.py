@@ -542,12 +542,14 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--patience", type=int, default=6, show_default=True, help="Validations without gain before stopping.")
 @click.option("--slots", type=int, default=6, show_default=True, help="N, slots per file.")
 @click.option("--max-speakers", type=int, default=4, show_default=True, help="Synthetic: speakers per conversation, 1 to this.")
+@click.option("--pretrain-steps", type=int, default=0, show_default=True,
+              help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, combine, loss, lr, eval_every,
-          patience, slots, max_speakers, seed, device, resume, **bank_args):
+          patience, slots, max_speakers, pretrain_steps, seed, device, resume, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -570,7 +572,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
         raise click.BadParameter(f"expected 'LO:HI', got {seconds!r}", param_hint="--seconds") from None
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=lo, max_seconds=hi, combine=combine, loss=loss,
                       frame_supervision=frame_supervision, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
-                      device=device, max_speakers=max_speakers)
+                      device=device, max_speakers=max_speakers, pretrain_steps=pretrain_steps)
     if synthetic:
         result = run_training(out, cfg, WeighterConfig(slots=slots), bank=_open_bank(obj, **bank_args), resume=resume,
                               progress=obj["progress"])

@@ -54,6 +54,37 @@ class TrainConfig:
     overlap: float = 0.1
     seed: int = 0
     device: str = "auto"
+    pretrain_steps: int = 0  # synthetic only: first steps on single-speaker clips (speaker ID of the frames)
+    pretrain_batch: int = 64
+    pretrain_seconds: float = 3.0
+
+
+class BankClips:
+    """Pre-training batches: one identity per item, a random crop of one of its clips, with the
+    same noise and telephone channel as the conversations. Every item is a labelled speaker, so
+    the frame encoder learns identity several times faster per CPU-second than from mixtures."""
+
+    def __init__(self, bank: UtteranceBank, cfg: TrainConfig, likes: list[str]):
+        self.bank, self.cfg, self.likes = bank, cfg, likes
+
+    def sample(self, rng: np.random.Generator):
+        from weighter.corpus.mixer import _noise, _telephone
+
+        n = int(self.cfg.pretrain_seconds * 16000)
+        who = rng.integers(0, len(self.likes), size=self.cfg.pretrain_batch)
+        wave = np.zeros((len(who), n), np.float32)
+        for b, k in enumerate(who):
+            clips = self.bank.clips(self.likes[k])
+            clip = clips[int(rng.integers(len(clips)))].astype(np.float32) / 32768.0
+            start = int(rng.integers(0, max(1, len(clip) - n + 1)))
+            piece = clip[start:start + n] * float(10 ** (rng.uniform(-6, 6) / 20))
+            x = np.zeros(n, np.float32)
+            x[:len(piece)] = piece
+            x += _noise(rng, n, float(np.mean(piece ** 2)) / 10 ** (rng.uniform(10, 30) / 10))
+            if rng.random() < self.cfg.telephone:
+                x = _telephone(x, 16000)
+            wave[b] = x
+        return torch.from_numpy(wave), torch.from_numpy(who)
 
 
 class BankBatches:
@@ -256,12 +287,20 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=not progress, mininterval=1.0)
     metrics = {}
+    clips = BankClips(bank, cfg, data.likes) if bank is not None and cfg.pretrain_steps else None
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])  # batch k is the same whether resumed or not
-        wave, lengths, y, activity, speakers = data.sample(rng, frame_rate)
         with amp:
-            out_t = model(wave.to(device), None if lengths is None else lengths.to(device))
-            parts = losses(model, out_t, y.to(device), activity, speakers, cfg)
+            if clips is not None and step < cfg.pretrain_steps:
+                wave, who = clips.sample(rng)
+                frames = model.frame_encoder(model.logmel(wave.to(device)))  # (B, T, Cf)
+                uniform = torch.full((len(who), 1, frames.shape[1]), 1.0 / frames.shape[1], device=device)
+                parts = {"pretrain": margin_cross_entropy(model, model.pool(uniform, frames)[:, 0], who.to(device))}
+                parts["total"] = parts["pretrain"]
+            else:
+                wave, lengths, y, activity, speakers = data.sample(rng, frame_rate)
+                out_t = model(wave.to(device), None if lengths is None else lengths.to(device))
+                parts = losses(model, out_t, y.to(device), activity, speakers, cfg)
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -270,7 +309,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
         step += 1
         bar.update(1)
         bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in parts.items()} | {"val_map": metrics.get("map", "-")})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if (step % cfg.eval_every == 0 or step == cfg.steps) and step > cfg.pretrain_steps * (clips is not None):
             truths = embed_items(model, val, device)
             metrics = summarize(truths)
             metrics["step"] = step
