@@ -193,3 +193,12 @@ def test_train_from_a_manifest_of_real_files(tiny_bank, tmp_path):
     _, payload = load_model(out)
     assert result["steps"] == 2 and payload["train"]["frame_supervision"] == 0.0  # likes only: no frame truth
     assert set(payload["likes"]) <= set(tiny_bank.identities("train"))
+
+
+def test_pretraining_on_single_speaker_clips_then_conversations(tiny_bank, tmp_path):
+    out = tmp_path / "p.pt"
+    cfg = TrainConfig(steps=4, pretrain_steps=2, pretrain_batch=4, pretrain_seconds=1.0, batch_size=2, min_seconds=4,
+                      max_seconds=4, eval_every=2, val_files=3, max_speakers=2)
+    result = train(out, cfg, WeighterConfig(**SMALL), bank=tiny_bank, progress=False)
+    assert [h["step"] for h in result["history"]] == [4]  # no validation while only the frames are trained
+    assert out.exists()
