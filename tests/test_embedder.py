@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from weighter.cli import main
@@ -202,3 +203,22 @@ def test_pretraining_on_single_speaker_clips_then_conversations(tiny_bank, tmp_p
     result = train(out, cfg, WeighterConfig(**SMALL), bank=tiny_bank, progress=False)
     assert [h["step"] for h in result["history"]] == [4]  # no validation while only the frames are trained
     assert out.exists()
+
+
+def test_resemblyzer_frontend_is_frozen_small_on_disk_and_hears_speakers(tiny_bank, tmp_path):
+    pytest.importorskip("resemblyzer")
+    model = WeighterModel(WeighterConfig(frontend="resemblyzer", num_likes=3, **{**SMALL, "frame_dim": 256})).eval()
+    assert not any(k.startswith("resemblyzer") for k in model.state_dict())  # frozen encoder stays in its package
+    path = tmp_path / "r.pt"
+    save_model(path, model, ["a", "b", "c"], 0.5)
+    assert path.stat().st_size < 2_000_000
+    loaded, _ = load_model(path)
+    ids = tiny_bank.identities("train")
+    a1, a2 = (torch.from_numpy(c.astype(np.float32) / 32768)[None] for c in tiny_bank.clips(ids[0])[:2])
+    b1 = torch.from_numpy(tiny_bank.clips(ids[3])[0].astype(np.float32) / 32768)[None]
+    with torch.no_grad():
+        fa1, fa2, fb1 = (loaded.frames(w).mean(1)[0] for w in (a1, a2, b1))
+        out = loaded(a1)
+    same, other = float(F.cosine_similarity(fa1, fa2, 0)), float(F.cosine_similarity(fa1, fb1, 0))
+    assert same > other  # pretrained frames: two clips of one voice are closer than two voices
+    assert out["embeddings"].shape == (1, 4, 32)

@@ -541,6 +541,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validations.")
 @click.option("--patience", type=int, default=6, show_default=True, help="Validations without gain before stopping.")
 @click.option("--slots", type=int, default=6, show_default=True, help="N, slots per file.")
+@click.option("--frontend", type=click.Choice(["logmel", "resemblyzer"]), default="logmel", show_default=True,
+              help="Frame features: learnt from log-mel, or Resemblyzer's frozen pretrained speaker encoder.")
 @click.option("--max-speakers", type=int, default=4, show_default=True, help="Synthetic: speakers per conversation, 1 to this.")
 @click.option("--pretrain-steps", type=int, default=0, show_default=True,
               help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
@@ -549,7 +551,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, combine, loss, lr, eval_every,
-          patience, slots, max_speakers, pretrain_steps, seed, device, resume, **bank_args):
+          patience, slots, frontend, max_speakers, pretrain_steps, seed, device, resume, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -574,10 +576,10 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
                       frame_supervision=frame_supervision, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
                       device=device, max_speakers=max_speakers, pretrain_steps=pretrain_steps)
     if synthetic:
-        result = run_training(out, cfg, WeighterConfig(slots=slots), bank=_open_bank(obj, **bank_args), resume=resume,
+        result = run_training(out, cfg, WeighterConfig(slots=slots, frontend=frontend), bank=_open_bank(obj, **bank_args), resume=resume,
                               progress=obj["progress"])
     else:
-        result = run_training(out, cfg, WeighterConfig(slots=slots), sources=discover(manifest, require_likes=True),
+        result = run_training(out, cfg, WeighterConfig(slots=slots, frontend=frontend), sources=discover(manifest, require_likes=True),
                               resume=resume, progress=obj["progress"])
     click.echo(json.dumps(result["history"][-1] if result["history"] else {}) if obj["quiet"] else
                f"best validation mAP {result['best_map']:.4f} after {result['steps']} steps; model: {out}")

@@ -132,7 +132,7 @@ class Embedder:
         for b, a in enumerate(audios):
             wave[b, :len(a)] = torch.from_numpy(a)
         out = self.model(wave.to(self.device), lengths.to(self.device))
-        frames = self.model.logmel.frames(lengths)
+        frames = self.model.frame_count(lengths)
         return [(out["embeddings"][b].float().cpu().numpy(), out["confidence"][b].float().cpu().numpy(),
                  out["x"][b, :, : int(frames[b])].float().cpu().numpy()) for b in range(len(audios))]
 

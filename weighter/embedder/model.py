@@ -30,6 +30,7 @@ warnings.filterwarnings("ignore", message="Support for mismatched key_padding_ma
 @dataclass
 class WeighterConfig:
     sample_rate: int = 16_000  # Hz
+    frontend: str = "logmel"  # "logmel": frames learnt jointly; "resemblyzer": frozen pretrained speaker encoder
     n_mels: int = 64
     hop: int = 160  # samples: frames at 100 Hz
     window: int = 400  # samples: 25 ms
@@ -64,6 +65,7 @@ class WeighterConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "WeighterConfig":
         d = dict(d)
+        d.setdefault("frontend", "logmel")
         d["time_strides"] = tuple(d["time_strides"])
         return cls(**d)
 
@@ -106,6 +108,61 @@ class FrameEncoder(nn.Module):
         for conv, norm in zip(self.blocks, self.norms):
             x = x + F.gelu(conv(norm(x)))
         return x.transpose(1, 2)  # (B, T, Cf)
+
+
+class ResemblyzerFrontend:
+    """Frames from Resemblyzer's pretrained GE2E speaker encoder (3-layer LSTM, 256-d; trained
+    on thousands of real voices; its weights ship inside the ``resemblyzer`` package).
+
+    Its mel (40 bands, 25 ms / 10 ms) is recomputed with torchaudio on audio normalised to
+    -30 dBFS, as the encoder expects; the LSTM runs over consecutive 1.6 s chunks (the length it
+    was trained on) and every frame's output, through its linear + ReLU + L2 norm, is that
+    frame's feature: a speaker embedding of the speech up to it. Frozen: not trained, and not
+    stored in weighter's model files (a plain attribute, not a submodule).
+    """
+
+    chunk = 160  # frames: the encoder's training length
+
+    def __init__(self, c: WeighterConfig):
+        import torchaudio
+
+        try:
+            import resemblyzer
+        except ImportError:
+            from weighter.errors import WeighterError
+
+            raise WeighterError("this model uses the Resemblyzer frontend: pip install 'weighter[resemblyzer]'") from None
+        from pathlib import Path
+
+        state = torch.load(Path(resemblyzer.__file__).parent / "pretrained.pt", map_location="cpu", weights_only=True)
+        self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
+        self.linear = nn.Linear(256, 256)
+        self.lstm.load_state_dict({k[5:]: v for k, v in state["model_state"].items() if k.startswith("lstm.")})
+        self.linear.load_state_dict({k[7:]: v for k, v in state["model_state"].items() if k.startswith("linear.")})
+        for module in (self.lstm, self.linear):
+            module.eval().requires_grad_(False)
+        self.mel = torchaudio.transforms.MelSpectrogram(c.sample_rate, n_fft=400, hop_length=c.hop, n_mels=40,
+                                                        norm="slaney", mel_scale="slaney", center=False)
+        self.hop = c.hop
+
+    def frames(self, samples: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.div(samples - 400, self.hop, rounding_mode="floor") + 1, min=0)
+
+    @torch.no_grad()
+    def __call__(self, wave: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        device = wave.device
+        for module in (self.lstm, self.linear, self.mel):
+            module.to(device)
+        valid = mask.sum(1).clamp(min=1)  # (B,) frames
+        rms = torch.sqrt((wave ** 2).sum(1) / (valid * self.hop) + 1e-10)  # (B,)
+        wave = wave * (10 ** (-30 / 20) / rms)[:, None]  # -30 dBFS, as resemblyzer's preprocessing
+        mel = self.mel(wave).transpose(1, 2)[:, : mask.shape[1]]  # (B, T, 40), power mel
+        b, t, _ = mel.shape
+        pad = (-t) % self.chunk
+        chunks = F.pad(mel, (0, 0, 0, pad)).reshape(b * (t + pad) // self.chunk, self.chunk, 40)
+        out, _ = self.lstm(chunks)  # (B * n, 160, 256)
+        out = F.relu(self.linear(out)).reshape(b, t + pad, 256)[:, :t]
+        return F.normalize(out, dim=-1) * mask[..., None]  # (B, T, 256)
 
 
 class Weighter(nn.Module):
@@ -153,8 +210,14 @@ class WeighterModel(nn.Module):
     def __init__(self, config: WeighterConfig):
         super().__init__()
         self.config = c = config
-        self.logmel = LogMel(c)
-        self.frame_encoder = FrameEncoder(c)
+        if c.frontend == "logmel":
+            self.logmel = LogMel(c)
+            self.frame_encoder = FrameEncoder(c)
+        elif c.frontend == "resemblyzer":
+            c.frame_dim = 256
+            object.__setattr__(self, "resemblyzer", ResemblyzerFrontend(c))  # frozen, outside state_dict
+        else:
+            raise ValueError(f"unknown frontend {c.frontend!r} (logmel, resemblyzer)")
         self.weighter = Weighter(c)
         self.project = nn.Sequential(nn.Linear(2 * c.frame_dim, c.embed_dim), nn.GELU(),
                                      nn.Linear(c.embed_dim, c.embed_dim))
@@ -168,17 +231,29 @@ class WeighterModel(nn.Module):
         b, s = wave.shape
         if lengths is None:
             lengths = torch.full((b,), s, device=wave.device)
-        frame_lengths = self.logmel.frames(lengths)
-        t = int(self.logmel.frames(torch.tensor(s)))
+        frame_lengths = self.frame_count(lengths)
+        t = int(self.frame_count(torch.tensor(s)))
         mask = torch.arange(t, device=wave.device)[None] < frame_lengths[:, None]  # (B, T)
-        mel = self.logmel(wave, mask)  # (B, T, M)
-        frames = self.frame_encoder(mel)  # (B, T, Cf)
+        frames = self.frames(wave, mask)  # (B, T, Cf)
         x = self.weighter(frames, frame_lengths) * mask[:, None]  # (B, N, T); padding weighs nothing
         total = x.sum(2, keepdim=True).clamp(min=1e-6)  # (B, N, 1)
         w = x / total  # W_t = X_t / sum X
         confidence = (x * x).sum(2) / total[..., 0]  # C = sum X^2 / sum X
         emb = self.pool(w, frames)  # (B, N, E)
         return {"x": x, "weights": w, "confidence": confidence, "embeddings": emb, "mask": mask, "frames": frames}
+
+    def frame_count(self, samples: torch.Tensor) -> torch.Tensor:
+        """Frames (at 100 Hz) that ``samples`` samples give."""
+        return (self.logmel if self.config.frontend == "logmel" else self.resemblyzer).frames(samples)
+
+    def frames(self, wave: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """wave (B, S) -> frame features (B, T, Cf), zero where mask (B, T) is False."""
+        if mask is None:
+            t = int(self.frame_count(torch.tensor(wave.shape[1])))
+            mask = torch.ones(wave.shape[0], t, dtype=torch.bool, device=wave.device)
+        if self.config.frontend == "logmel":
+            return self.frame_encoder(self.logmel(wave, mask))
+        return self.resemblyzer(wave, mask)
 
     def pool(self, weights: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """Weighted mean and std of the frames, projected and L2-normalised.
@@ -193,10 +268,10 @@ class WeighterModel(nn.Module):
         b, s = wave.shape
         if lengths is None:
             lengths = torch.full((b,), s, device=wave.device)
-        frame_lengths = self.logmel.frames(lengths)
-        t = int(self.logmel.frames(torch.tensor(s)))
+        frame_lengths = self.frame_count(lengths)
+        t = int(self.frame_count(torch.tensor(s)))
         mask = (torch.arange(t, device=wave.device)[None] < frame_lengths[:, None]).to(wave.dtype)  # (B, T)
-        frames = self.frame_encoder(self.logmel(wave, mask > 0))  # (B, T, Cf)
+        frames = self.frames(wave, mask > 0)  # (B, T, Cf)
         w = (mask / mask.sum(1, keepdim=True).clamp(min=1))[:, None]  # (B, 1, T)
         return self.pool(w, frames)[:, 0]  # (B, E)
 

@@ -293,7 +293,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
         with amp:
             if clips is not None and step < cfg.pretrain_steps:
                 wave, who = clips.sample(rng)
-                frames = model.frame_encoder(model.logmel(wave.to(device)))  # (B, T, Cf)
+                frames = model.frames(wave.to(device))  # (B, T, Cf)
                 uniform = torch.full((len(who), 1, frames.shape[1]), 1.0 / frames.shape[1], device=device)
                 parts = {"pretrain": margin_cross_entropy(model, model.pool(uniform, frames)[:, 0], who.to(device))}
                 parts["total"] = parts["pretrain"]
