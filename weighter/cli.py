@@ -39,8 +39,11 @@ def main(ctx, verbose, quiet):
 
     \b
     Typical session:
-      weighter synth demo/corpus --files 20        # a labelled synthetic corpus
-      weighter scan demo/corpus                    # check what the audio reader sees
+      weighter synth corpus --files 50                     # a labelled synthetic corpus (or your audio)
+      weighter index build corpus/audio --store s          # embed every file into a store
+      weighter query corpus/audio/conv_00001.flac --store s    # files sharing a speaker, and where
+      weighter cluster --store s --map groups.png          # speakers discovered across the corpus
+      weighter evaluate --store s --manifest corpus/manifest.csv --rttm corpus/reference.rttm
     """
     level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)

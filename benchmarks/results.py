@@ -1,0 +1,77 @@
+"""Runs the benchmarks and writes docs/results.md: every figure next to the command that
+produced it, copied from the command's own output (nothing typed by hand).
+
+    python benchmarks/results.py [--only synth embed index cluster quality real]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = "python"
+RUNS = {
+    "synth": [f"{PY} benchmarks/synth_speed.py"],
+    "embed": [f"{PY} benchmarks/embed_speed.py --hours 1 3"],
+    "index": [f"{PY} benchmarks/index_speed.py --vectors 100000 1000000"],
+    "cluster": [f"{PY} benchmarks/cluster_speed.py --slots 100000 1000000"],
+    "quality": [f"{PY} benchmarks/quality.py --files 100"],
+    "real": [f"{PY} benchmarks/real_speech.py"],
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", default=list(RUNS))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    sections = _read_sections(out)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    for name in args.only:
+        blocks = []
+        for command in RUNS[name]:
+            started = time.time()
+            done = subprocess.run(command.replace(PY, sys.executable, 1), shell=True, cwd=ROOT, capture_output=True,
+                                  text=True, env=env)
+            lines = [l for l in done.stdout.splitlines() if l.strip()]
+            if done.returncode != 0:
+                lines.append(f"FAILED (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+            blocks.append(f"```\n$ {command}\n" + "\n".join(lines) + f"\n```\n({time.time() - started:.0f} s wall)")
+        sections[name] = "\n\n".join(blocks)
+        _write(out, sections)
+        print(f"{name}: done", flush=True)
+
+
+def _read_sections(path: Path) -> dict:
+    sections = {}
+    if path.exists():
+        current = None
+        for line in path.read_text().splitlines():
+            if line.startswith("## "):
+                current = line[3:].strip()
+                sections[current] = []
+            elif current:
+                sections[current].append(line)
+        sections = {k: "\n".join(v).strip() for k, v in sections.items() if k in RUNS}
+    return sections
+
+
+def _write(path: Path, sections: dict) -> None:
+    head = ["# Measured results", "",
+            "Written by `python benchmarks/results.py`: each block is a command and its own output, run on",
+            f"this project's machine ({os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()});",
+            f"last written {datetime.date.today().isoformat()}. JSON lines are the scripts' figures.", ""]
+    body = [f"## {name}\n\n{sections[name]}\n" for name in RUNS if name in sections]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(head + body))
+
+
+if __name__ == "__main__":
+    main()
