@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from weighter.evaluation import (SetTruth, calibrate_threshold, diarization_error, equal_error_rate, linking_f1,
+from weighter.evaluation import (SetTruth, calibrate_threshold, diarization_error, distinct_active, equal_error_rate,
+                                 linking_f1,
                                  pair_calibration, read_rttm, recall_at_k, retrieval_map, slot_eer)
 
 
@@ -35,8 +36,18 @@ def test_map_perfect_and_reversed():
 
 def test_count_threshold_calibration():
     items = [item([[1, 0], [0, 1]], ["a", "b"], conf=[0.9, 0.7]), item([[1, 0], [0, 1]], ["a"], conf=[0.9, 0.3])]
-    thr, acc = calibrate_threshold(items)
+    thr, acc, _ = calibrate_threshold(items, merge_grid=(None,))
     assert acc == 1.0 and 0.3 < thr <= 0.7
+
+
+def test_alike_active_slots_count_once():
+    emb = unit([[1, 0, 0], [0.98, 0.2, 0], [0, 1, 0]])
+    conf = np.array([0.9, 0.8, 0.7], np.float32)
+    assert distinct_active(conf, emb, 0.5).tolist() == [0, 1, 2]
+    assert distinct_active(conf, emb, 0.5, merge_cosine=0.9).tolist() == [0, 2]  # slot 1 repeats slot 0
+    items = [item(emb, ["a", "b"], conf=conf), item(emb[[0, 2]], ["a", "b"], conf=conf[[0, 2]])]
+    thr, acc, merge = calibrate_threshold(items)
+    assert acc == 1.0 and merge is not None and merge > 0.2
 
 
 def test_slot_eer_uses_rttm_overlap_to_name_slots():

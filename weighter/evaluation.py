@@ -20,18 +20,37 @@ class SetTruth:
     activity: np.ndarray | None = None  # (len(likes), T) bool on the same grid, when known
 
 
-def calibrate_threshold(items: list[SetTruth], grid=np.linspace(0.05, 0.95, 91)) -> tuple[float, float]:
-    """The confidence threshold that best counts the likes per file: (threshold, accuracy)."""
-    best = (0.5, -1.0)
-    for thr in grid:
-        acc = float(np.mean([(it.confidence >= thr).sum() == len(it.likes) for it in items]))
-        if acc > best[1] + 1e-9:
-            best = (float(thr), acc)
+def distinct_active(confidence: np.ndarray, embeddings: np.ndarray, threshold: float,
+                    merge_cosine: float | None = None) -> np.ndarray:
+    """Active slots: confidence >= threshold, and (with ``merge_cosine``) no two alike: of two
+    active slots whose embeddings have cosine >= merge_cosine the less confident is dropped, as
+    a like is present in a file once (WEIGHTER.md's trap: several slots latch onto one speaker)."""
+    active = np.flatnonzero(confidence >= threshold)
+    if merge_cosine is None or len(active) < 2:
+        return active
+    keep: list[int] = []
+    for n in active[np.argsort(-confidence[active], kind="stable")]:
+        if all(float(embeddings[n] @ embeddings[k]) < merge_cosine for k in keep):
+            keep.append(int(n))
+    return np.array(sorted(keep), dtype=int)
+
+
+def calibrate_threshold(items: list[SetTruth], grid=np.linspace(0.05, 0.95, 91),
+                        merge_grid=(None, 0.5, 0.6, 0.7, 0.8, 0.9)) -> tuple[float, float, float | None]:
+    """The confidence threshold (and duplicate-merge cosine) that best count the likes per
+    file: (threshold, accuracy, merge_cosine)."""
+    best = (0.5, -1.0, None)
+    for merge in merge_grid:
+        for thr in grid:
+            acc = float(np.mean([len(distinct_active(it.confidence, it.embeddings, thr, merge)) == len(it.likes)
+                                 for it in items]))
+            if acc > best[1] + 1e-9:
+                best = (float(thr), acc, merge)
     return best
 
 
-def active_slots(item: SetTruth, threshold: float) -> np.ndarray:
-    active = np.flatnonzero(item.confidence >= threshold)
+def active_slots(item: SetTruth, threshold: float, merge_cosine: float | None = None) -> np.ndarray:
+    active = distinct_active(item.confidence, item.embeddings, threshold, merge_cosine)
     return active if len(active) else np.array([int(np.argmax(item.confidence))])
 
 
@@ -100,20 +119,31 @@ def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> float:
     return float((frr[k] + far[k]) / 2)
 
 
-def summarize(items: list[SetTruth], threshold: float | None = None) -> dict:
-    """count accuracy (threshold calibrated here when None), retrieval mAP, slot EER."""
+def summarize(items: list[SetTruth], threshold: float | None = None, merge_cosine: float | None = None) -> dict:
+    """count accuracy (threshold and merge cosine calibrated here when threshold is None),
+    retrieval mAP, slot EER."""
     if threshold is None:
-        threshold, count_acc = calibrate_threshold(items)
+        threshold, count_acc, merge_cosine = calibrate_threshold(items)
     else:
-        count_acc = float(np.mean([(it.confidence >= threshold).sum() == len(it.likes) for it in items]))
-    return {"threshold": round(threshold, 3), "count_accuracy": round(count_acc, 4),
-            "map": round(retrieval_map(items, threshold), 4), "slot_eer": round(slot_eer(items, threshold), 4),
+        count_acc = float(np.mean([len(distinct_active(it.confidence, it.embeddings, threshold, merge_cosine))
+                                   == len(it.likes) for it in items]))
+    deduped = [SetTruth(it.embeddings, _mask(it, threshold, merge_cosine), it.x, it.likes, it.activity) for it in items]
+    return {"threshold": round(threshold, 3), "merge_cosine": merge_cosine, "count_accuracy": round(count_acc, 4),
+            "map": round(retrieval_map(deduped, 0.5), 4), "slot_eer": round(slot_eer(deduped, 0.5), 4),
             "files": len(items)}
 
 
-def file_pair_scores(items: list[SetTruth], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _mask(item: SetTruth, threshold: float, merge_cosine: float | None) -> np.ndarray:
+    """Confidence replaced by 1 on the distinct active slots, 0 elsewhere."""
+    out = np.zeros_like(item.confidence)
+    out[distinct_active(item.confidence, item.embeddings, threshold, merge_cosine)] = 1.0
+    return out
+
+
+def file_pair_scores(items: list[SetTruth], threshold: float,
+                     merge_cosine: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every pair of files: best cosine between active slots, and whether they share a like."""
-    slots = [it.embeddings[active_slots(it, threshold)] for it in items]
+    slots = [it.embeddings[active_slots(it, threshold, merge_cosine)] for it in items]
     scores, same = [], []
     for a in range(len(items)):
         for b in range(a + 1, len(items)):
@@ -122,12 +152,12 @@ def file_pair_scores(items: list[SetTruth], threshold: float) -> tuple[np.ndarra
     return np.array(scores), np.array(same)
 
 
-def pair_calibration(items: list[SetTruth], threshold: float) -> list[float] | None:
+def pair_calibration(items: list[SetTruth], threshold: float, merge_cosine: float | None = None) -> list[float] | None:
     """Logistic fit P(two files share a like | best slot cosine) = sigmoid(a s + b), or None
     when the validation data has only one class."""
     from sklearn.linear_model import LogisticRegression
 
-    scores, same = file_pair_scores(items, threshold)
+    scores, same = file_pair_scores(items, threshold, merge_cosine)
     if len(set(same.tolist())) < 2:
         return None
     fit = LogisticRegression(C=100.0).fit(scores[:, None], same)

@@ -23,6 +23,7 @@ from weighter.embedder.checkpoint import load_model
 from weighter.embedder.train import pick_device
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import AudioError, WeighterError
+from weighter.evaluation import distinct_active
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
@@ -39,6 +40,7 @@ class Embedder:
         self.batch_seconds = batch_seconds
         self.merge_cosine = merge_cosine
         self.threshold = float(payload.get("threshold", 0.5))
+        self.distinct_cosine = payload.get("merge_cosine")  # two active slots this alike are one like
         self.model_id = str(payload["model_id"])
 
     @classmethod
@@ -140,7 +142,9 @@ class Embedder:
         pool = int(round(self.model.frame_rate / TIMELINE_RATE))
         if len(parts) == 1:
             emb, conf, x = parts[0]
-            return EmbeddingSet(str(path), emb, conf, conf >= self.threshold, _pool(x, pool, duration),
+            active = np.zeros(len(conf), bool)
+            active[distinct_active(conf, emb, self.threshold, self.distinct_cosine)] = True
+            return EmbeddingSet(str(path), emb, conf, active, _pool(x, pool, duration),
                                 TIMELINE_RATE, duration, self.model_id)
         slots: list[dict] = []  # merged across windows
         for w, (emb, conf, _) in enumerate(parts):

@@ -319,8 +319,9 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
             if score > best:
                 best, stale = score, 0
                 save_model(out, model, data.likes, metrics["threshold"], train=asdict(cfg), metrics=metrics,
-                           extra={"history": history,
-                                  "pair_calibration": pair_calibration(truths, metrics["threshold"])})
+                           extra={"history": history, "merge_cosine": metrics["merge_cosine"],
+                                  "pair_calibration": pair_calibration(truths, metrics["threshold"],
+                                                                       metrics["merge_cosine"])})
             else:
                 stale += 1
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
@@ -344,7 +345,9 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     metrics = summarize(truths)
     extra = {k: v for k, v in payload.items() if k not in
              ("format", "version", "model_id", "config", "state_dict", "likes", "threshold", "train", "metrics")}
-    extra["pair_calibration"] = pair_calibration(truths, metrics["threshold"])
+    extra["merge_cosine"] = metrics["merge_cosine"]
+    extra["pair_calibration"] = pair_calibration(truths, metrics["threshold"], metrics["merge_cosine"])
     save_model(path, model, payload["likes"], metrics["threshold"], train=payload.get("train"), metrics=metrics,
                extra=extra)
-    return {"threshold": metrics["threshold"], "pair_calibration": extra["pair_calibration"], "metrics": metrics}
+    return {"threshold": metrics["threshold"], "merge_cosine": metrics["merge_cosine"],
+            "pair_calibration": extra["pair_calibration"], "metrics": metrics}
