@@ -497,6 +497,22 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
 
 
 @main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@_bank_options
+@click.option("--files", type=int, default=120, show_default=True, help="Validation conversations to calibrate on.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Take the weights of this training checkpoint's last step (MODEL.ckpt) instead of MODEL's.")
+@click.pass_obj
+def calibrate(obj, model, files, checkpoint, **bank_args):
+    """Re-fit MODEL's activity threshold, merge cosine and match-probability calibration on the
+    synthetic bank's validation split, and rewrite MODEL (atomically)."""
+    from weighter.embedder.train import recalibrate
+
+    result = recalibrate(model, _open_bank(obj, **bank_args), files=files, checkpoint=checkpoint)
+    click.echo(json.dumps(result))
+
+
+@main.command()
 @_STORE
 @click.option("--manifest", type=click.Path(path_type=Path), required=True, help="The truth: path,likes per file.")
 @click.option("--rttm", type=click.Path(path_type=Path), default=None, help="Frame truth: enables slot EER, DER, ARI.")

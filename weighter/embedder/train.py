@@ -333,12 +333,18 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     return {"best_map": best, "steps": step, "history": history, "model": str(out)}
 
 
-def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1) -> dict:
-    """Re-derive a model's activity threshold and pair calibration on the bank's validation
-    split (never the held-out one), and rewrite the model file in place (atomically)."""
+def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
+                checkpoint: str | Path | None = None) -> dict:
+    """Re-derive a model's activity threshold, merge cosine and pair calibration on the bank's
+    validation split (never the held-out one), and rewrite the model file in place (atomically).
+    With ``checkpoint`` (a training OUT.ckpt), the weights of its last step replace the file's."""
     from weighter.embedder.checkpoint import load_model
 
     model, payload = load_model(path)
+    if checkpoint is not None:  # take the weights of a training checkpoint's last step instead
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        payload["metrics"] = {"step": int(state["step"])}
     device = torch.device("cpu")
     items = validation_items(bank, "validation", files, seed, model.frame_rate)
     truths = embed_items(model, items, device)
