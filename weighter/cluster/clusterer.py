@@ -17,13 +17,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def default_min_cluster_size(n: int) -> int:
-    """3 for small corpora, growing slowly with size: a like must recur in a few files."""
-    return int(min(100, max(3, n // 2000)))
+GROUP_SLACK = 1.5  # see SlotClusterer._group_reach
+
+
+def default_min_cluster_size(n_fit: int) -> int:
+    """Smallest group, in slots of the fitted sample: 3 up to 4k slots, then growing with
+    log2 of the sample (5 at 30k). A like must recur in a few files; much larger minima would
+    hide the speakers heard in few files (at 100k slots of 2000 speakers, a 30k sample holds
+    about 15 slots of each)."""
+    return int(max(3, int(np.log2(max(n_fit, 2))) - 9))
 
 
 class SlotClusterer:
-    def __init__(self, min_cluster_size: int | None = None, min_samples: int | None = None, pca_dims: int = 16,
+    def __init__(self, min_cluster_size: int | None = None, min_samples: int | None = None, pca_dims: int = 64,
                  sample_size: int = 30_000, cluster_selection_method: str = "eom", random_state: int = 0):
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
@@ -46,7 +52,7 @@ class SlotClusterer:
             raise ValueError(f"clustering needs at least 2 slots, got {n}")
         rng = np.random.default_rng(self.random_state)
         sample = np.sort(rng.permutation(n)[: self.sample_size]) if n > self.sample_size else np.arange(n)
-        self.min_cluster_size_ = self.min_cluster_size or default_min_cluster_size(n)
+        self.min_cluster_size_ = self.min_cluster_size or default_min_cluster_size(len(sample))
         self.min_samples_ = self.min_samples or max(2, self.min_cluster_size_ // 2)
         dims = min(self.pca_dims, X.shape[1], len(sample)) if self.pca_dims else X.shape[1]
         self.mean_ = X[sample].mean(0)
@@ -110,19 +116,28 @@ class SlotClusterer:
         return labels, strength
 
     def _group_reach(self, fitted, n: int) -> np.ndarray:
-        """Per group: the largest distance at which any of its members still belonged to it
-        (1 / lambda at which the member left, from the condensed tree). A new slot farther than
-        that (in mutual reachability) from the group's nearest member would never have joined it."""
+        """Per group: how far (mutual reachability) a new slot may be from the group's nearest
+        member and still join it. hdbscan's approximate_predict accepts up to the distance at
+        which the group was born in the condensed tree; for well separated groups that is the
+        whole gap between them, so an unseen speaker would join one. The limit here is also
+        capped at GROUP_SLACK x the farthest distance at which any member still belonged (1 /
+        the lambda where it left the group): a new slot must look like a member."""
         tree = fitted.condensed_tree_.to_numpy()
-        leaves = tree[tree["child"] < n]
-        leave_dist = np.full(n, np.inf)
-        leave_dist[leaves["child"]] = 1.0 / np.maximum(leaves["lambda_val"], 1e-12)
         groups = int(fitted.labels_.max()) + 1
-        reach = np.zeros(max(groups, 1), np.float32)
+        reach = np.full(max(groups, 1), np.inf, np.float32)
+        selected = sorted(int(c) for c in fitted.condensed_tree_._select_clusters())  # label g = selected[g]
+        leaves = tree[tree["child"] < n]
+        leave = np.full(n, np.inf)
+        leave[leaves["child"]] = 1.0 / np.maximum(leaves["lambda_val"], 1e-12)
         for g in range(groups):
-            d = leave_dist[fitted.labels_ == g]
-            d = d[np.isfinite(d)]
-            reach[g] = d.max() if len(d) else np.inf
+            own = leave[fitted.labels_ == g]
+            own = own[np.isfinite(own)]
+            limit = GROUP_SLACK * own.max() if len(own) else np.inf
+            if len(selected) == groups:
+                birth = tree["lambda_val"][tree["child"] == selected[g]]
+                if len(birth) and birth[0] > 0:
+                    limit = min(limit, 1.0 / birth[0])
+            reach[g] = limit
         return reach
 
     def state(self) -> dict[str, np.ndarray]:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from weighter.audio import AudioSource
-from weighter.embedder import Embedder
 from weighter.errors import AudioError
 from weighter.index.store import Store, content_hash
+
+if TYPE_CHECKING:  # torch is not imported by the store's readers
+    from weighter.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
 
-def add_files(store: Store, embedder: Embedder, sources: list[AudioSource], progress: bool = False,
+def add_files(store: Store, embedder: "Embedder", sources: list[AudioSource], progress: bool = False,
               errors: list | None = None, index_type: str | None = None, commit_every: int = 500) -> dict:
     """Embed and store every source not already stored with the same content hash.
 

@@ -1,9 +1,11 @@
 """Set-to-set "like" retrieval: which stored files share a like with this one, and where.
 
-Each active query slot searches its nearest stored slots in FAISS (``fanout`` x k of them);
-the hits are grouped by file; every candidate file is then re-scored exactly: the best cosine
-over all pairs (query slot, stored active slot). The matched pair names the slots, and their
-weightings give the time spans where the like is heard in both files.
+Each active query slot searches its nearest stored slots in FAISS; the hits are grouped by
+file and each file scores the best cosine over its (query slot, stored slot) pairs. FAISS
+Flat and IVF-Flat return exact cosines, so that is the exact set-to-set score; with
+compressed vectors (PQ, SQ) every candidate file is re-scored exactly from SQLite. The
+matched pair names the slots, and their weightings give the time spans where the like is
+heard in both files.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Match:
 
 
 def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None = None,
-                fanout: int = 8, exclude_self: bool = True) -> list[Match]:
+                exclude_self: bool = True) -> list[Match]:
     if slot is not None:
         if not 0 <= slot < len(query.confidence):
             raise ValueError(f"--slot {slot}: the query has slots 0 to {len(query.confidence) - 1}")
@@ -42,32 +44,48 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     total = store.vector_count()
     if total == 0:
         return []
-    _, ids = store.search(vectors, min(total, max(fanout * k, 64)))
+    # Each stored file has at most max_slots vectors, so the top k * max_slots hits of a query
+    # slot hold its k best distinct files: the file ranking below is then the exact set-to-set
+    # ranking for that index's recall.
+    scores, ids = store.search(vectors, min(total, max(k * store.max_slots(), 32)))  # (Q, K) each
+    owner = store.files_of(ids.ravel())  # vector id -> (file id, slot number)
     own = store.file_id(query.path) if exclude_self else None
-    candidates = {f for f in store.files_of(ids.ravel()).values() if f != own}
-    if not candidates:
-        return []
-    slot_rows = store.active_slots_of(sorted(candidates))  # one query: (file ids, slot numbers, embeddings)
-    file_of, slot_of, emb = slot_rows
-    sims = vectors @ emb.T  # (Q, S) exact cosines against every active slot of every candidate
-    best_per_slot = sims.max(0)  # (S,)
-    which_query = sims.argmax(0)
-    order = np.lexsort((-best_per_slot, file_of))  # by file, best first
-    first = order[np.r_[True, file_of[order][1:] != file_of[order][:-1]]]  # best slot of each file
-    first = first[np.argsort(-best_per_slot[first], kind="stable")][:k]
+    best: dict[int, tuple[float, int, int]] = {}  # file id -> (score, query row, stored slot)
+    for q in range(len(slots)):
+        for score, vid in zip(scores[q], ids[q]):
+            if vid < 0:
+                continue
+            file_id, slot = owner[int(vid)]
+            if file_id != own and (file_id not in best or score > best[file_id][0]):
+                best[file_id] = (float(score), q, slot)
+    if not store.exact_scores():  # compressed vectors (PQ, SQ): re-score the candidates exactly
+        best = _rescore(store, vectors, best)
+    top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
     calibration = json.loads(store.meta("pair_calibration") or "null")
     matches = []
-    for row in first:
-        stored = store.embedding_set(int(file_of[row]))
-        score = float(best_per_slot[row])
+    for file_id, (score, q, s_slot) in top:
+        stored = store.embedding_set(file_id)
         prob = None
         if calibration:
             a, b = calibration
             prob = round(float(1 / (1 + np.exp(-(a * score + b)))), 4)
-        q_slot, s_slot = int(slots[which_query[row]]), int(slot_of[row])
-        matches.append(Match(stored.path, round(score, 4), prob, q_slot, s_slot, query.spans(q_slot),
-                             stored.spans(s_slot)))
+        q_slot = int(slots[q])
+        matches.append(Match(stored.path, round(score, 4), prob, q_slot, int(s_slot), query.spans(q_slot),
+                             stored.spans(int(s_slot))))
     return matches
+
+
+def _rescore(store: Store, vectors: np.ndarray, best: dict) -> dict:
+    """Exact best cosine over (query slot, stored active slot) pairs for every candidate file."""
+    file_of, slot_of, emb = store.active_slots_of(sorted(best))
+    sims = vectors @ emb.T  # (Q, S)
+    out: dict[int, tuple[float, int, int]] = {}
+    for col in range(len(file_of)):
+        q = int(np.argmax(sims[:, col]))
+        f = int(file_of[col])
+        if f not in out or sims[q, col] > out[f][0]:
+            out[f] = (float(sims[q, col]), q, int(slot_of[col]))
+    return out
 
 
 def matches_json(query: EmbeddingSet, matches: list[Match]) -> dict:

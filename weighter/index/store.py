@@ -36,7 +36,7 @@ from weighter.errors import WeighterError
 STORE_FORMAT = 1
 EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, IVF
 HNSW_EF_SEARCH = 128  # for a user's 'HNSW..' factory string
-IVF_NPROBE_SHARE = 1 / 64  # lists probed: measured in benchmarks/index_speed.py for recall@10 >= 0.95
+IVF_NPROBE_SHARE = 1 / 32  # lists probed: at 1M, 1/64 gave recall@10 0.90, 1/32 gave 0.95 (benchmarks/index_speed.py)
 
 
 def auto_factory(active: int) -> str:
@@ -108,6 +108,7 @@ class Store:
         self._index = None
         self._index_generation = None
         self._lock_handle = None
+        self._max_slots = None
 
     # -- metadata -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
@@ -248,6 +249,7 @@ class Store:
         if old:
             (self.directory / self._faiss_name(old)).unlink(missing_ok=True)
         self._index, self._index_generation = index, generation
+        self._max_slots = None
         return {"added": len(add), "removed": len(remove), "active_vectors": int(index.ntotal), "index_type": wanted}
 
     def _build_index(self, factory: str):
@@ -317,12 +319,26 @@ class Store:
             return np.zeros((len(vectors), 0)), np.zeros((len(vectors), 0), np.int64)
         return self._load_index().search(np.ascontiguousarray(vectors, dtype=np.float32), k)
 
-    def files_of(self, vector_ids) -> dict[int, int]:
-        ids = [int(i) for i in vector_ids if i >= 0]
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        return dict(self.db.execute(f"SELECT id, file_id FROM slots WHERE id IN ({marks})", ids).fetchall())
+    def files_of(self, vector_ids) -> dict[int, tuple[int, int]]:
+        """vector id -> (file id, slot number)."""
+        ids = sorted({int(i) for i in vector_ids if i >= 0})
+        out = {}
+        for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
+            part = ids[start:start + 900]
+            out.update({r[0]: (r[1], r[2]) for r in self.db.execute(
+                f"SELECT id, file_id, slot FROM slots WHERE id IN ({','.join('?' * len(part))})", part)})
+        return out
+
+    def max_slots(self) -> int:
+        """Most slots any stored file has (the embedder's N for one-window files)."""
+        if self._max_slots is None:
+            self._max_slots = int(self.db.execute("SELECT COALESCE(MAX(slot), 0) + 1 FROM slots").fetchone()[0])
+        return self._max_slots
+
+    def exact_scores(self) -> bool:
+        """Does the FAISS index return exact inner products (uncompressed vectors)?"""
+        kind = self._meta("index_type") or "Flat"
+        return not any(tag in kind for tag in ("PQ", "SQ", "LSH", "RaBitQ"))
 
     def active_slots_of(self, file_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Active slots of these files: file ids (S,), slot numbers (S,), embeddings (S, E)."""
