@@ -111,7 +111,7 @@ def main() -> None:
 
 
 def _spans(spans) -> str:
-    return ", ".join(f"{a:.0f}-{b:.0f}s" for a, b in spans[:3]) or "-"
+    return ", ".join(f"{a:.1f}-{b:.1f}s" for a, b in spans[:3]) or "-"
 
 
 if __name__ == "__main__":
