@@ -257,14 +257,12 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
         if rttm is not None:
             activity = activity_grid(rttm.get(Path(source.path).stem, []), source.likes, s.timeline_rate,
                                      s.weightings.shape[1])
-        items.append(SetTruth(s.embeddings, s.confidence, s.weightings, tuple(source.likes), activity))
+        # the stored active flags decide (the model's own threshold and merge): active -> 1, else 0
+        items.append(SetTruth(s.embeddings, s.active.astype(np.float32), s.weightings, tuple(source.likes), activity))
         file_ids.append(file_id)
     if not items:
         raise WeighterError("no manifest file is in the store (index the corpus first)")
-    threshold = 0.5  # stored active flags are the truth here: confidence was compared with the model's own
-    for it, fid in zip(items, file_ids):
-        act = np.array([r[0] for r in store.db.execute("SELECT active FROM slots WHERE file_id = ? ORDER BY slot", (fid,))])
-        it.confidence = np.where(act > 0, 1.0, 0.0).astype(np.float32)  # active -> 1, inactive -> 0
+    threshold = 0.5
     result = {"files": len(items), "missing_from_store": len(missing),
               "count_accuracy": round(float(np.mean([(it.confidence >= threshold).sum() == len(it.likes)
                                                      for it in items])), 4),

@@ -102,8 +102,7 @@ class SlotClusterer:
 
     def _assign(self, Z: np.ndarray, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = min(max(10, 2 * self.min_samples_), len(self.points_))
-        dist, idx = _knn(Z, self.points_, k)  # (Q, k) euclidean in PCA space
-        dist = np.sqrt(dist ** 2 + (residual[:, None] - self.residual_[idx]) ** 2)  # lower bound of the full distance
+        dist, idx = self._neighbours(Z, residual, k)
         core_new = dist[:, min(self.min_samples_, k) - 1]
         reach = np.maximum(np.maximum(dist, self.core_[idx]), core_new[:, None])  # mutual reachability
         best = np.argmin(reach, axis=1)
@@ -114,6 +113,25 @@ class SlotClusterer:
         outside = (labels < 0) | (reach[rows, best] > self.reach_[np.maximum(labels, 0)])
         labels, strength = np.where(outside, -1, labels), np.where(outside, 0.0, strength).astype(np.float32)
         return labels, strength
+
+    def nearest_group(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The group of the nearest grouped fitted point and the membership strength, however far
+        (``--assign-outliers`` then keeps those above a chosen strength)."""
+        grouped = self.point_labels_ >= 0
+        if not grouped.any():
+            return np.full(len(X), -1), np.zeros(len(X), np.float32)
+        Z = self.transform(X)
+        dist, idx = self._neighbours(Z, self._residual(X, Z), 1, among=grouped)
+        nearest = idx[:, 0]
+        return self.point_labels_[nearest], np.clip(self.core_[nearest] / np.maximum(dist[:, 0], 1e-12), 0, 1)
+
+    def _neighbours(self, Z: np.ndarray, residual: np.ndarray, k: int, among: np.ndarray | None = None):
+        """k nearest fitted points (indices into points_), with distances corrected by the PCA
+        residuals: a lower bound of the full-space distance."""
+        pool = np.arange(len(self.points_)) if among is None else np.flatnonzero(among)
+        dist, idx = _knn(Z, self.points_[pool], k)  # (Q, k) euclidean in PCA space
+        idx = pool[idx]
+        return np.sqrt(dist ** 2 + (residual[:, None] - self.residual_[idx]) ** 2), idx
 
     def _group_reach(self, fitted, n: int) -> np.ndarray:
         """Per group: how far (mutual reachability) a new slot may be from the group's nearest

@@ -65,7 +65,7 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
         if assign_outliers is not None:
             out = np.flatnonzero(labels < 0)
             if len(out):
-                lab, strength = _nearest_group(clusterer, emb[out])
+                lab, strength = clusterer.nearest_group(emb[out])
                 take = strength >= assign_outliers
                 labels[out[take]], probs[out[take]] = lab[take], strength[take]
                 how[out[take]] = "outlier-assigned"
@@ -90,21 +90,6 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
             db.execute("ROLLBACK")
             raise
         return run
-
-
-def _nearest_group(clusterer: SlotClusterer, emb: np.ndarray):
-    """For outliers: the group of the nearest clustered point, with the membership strength."""
-    Z = clusterer.transform(emb)
-    residual = clusterer._residual(emb, Z)
-    keep = clusterer.point_labels_ >= 0
-    if not keep.any():
-        return np.full(len(emb), -1), np.zeros(len(emb), np.float32)
-    from weighter.cluster.clusterer import _knn
-
-    dist, idx = _knn(Z, clusterer.points_[keep], 1)
-    dist = np.sqrt(dist ** 2 + (residual[:, None] - clusterer.residual_[keep][idx]) ** 2)
-    core = clusterer.core_[keep][idx[:, 0]]
-    return clusterer.point_labels_[keep][idx[:, 0]], np.clip(core / np.maximum(dist[:, 0], 1e-12), 0, 1)
 
 
 def latest_run(store: Store, run: int | None = None) -> int:

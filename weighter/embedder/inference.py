@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from weighter.audio import SAMPLE_RATE, AudioSource, audio_info, stream_audio
+from weighter.audio import SAMPLE_RATE, AudioSource, audio_info, load_audio, stream_audio
 from weighter.audio.io import SILENCE_PEAK
 from weighter.embedder.checkpoint import load_model
 from weighter.embedder.train import pick_device
@@ -69,42 +69,24 @@ class Embedder:
         results: dict[Path, EmbeddingSet] = {}
         bar = tqdm(total=sum(durations.values()), desc="embedding", unit="s", disable=not progress,
                    mininterval=1.0, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
-        pending: list[tuple[Path, int, np.ndarray]] = []
-        windows: dict[Path, list] = {}
-        counts: dict[Path, int] = {}
+        pending: list[tuple[Path, np.ndarray]] = []  # short files waiting for a batch
 
         def flush():
-            if not pending:
-                return
-            for (p, w, _), out in zip(pending, self._run([a for _, _, a in pending])):
-                windows[p][w] = out
-            pending.clear()
-            for p in [p for p in windows if counts.get(p) is not None and all(x is not None for x in windows[p])]:
-                results[p] = self._assemble(p, windows.pop(p), durations[p])
+            if pending:
+                for (p, _), out in zip(pending, self._run([a for _, a in pending])):
+                    results[p] = self._assemble(p, [out], durations[p])
+                pending.clear()
 
         for p in order:
             try:
-                chunks = list(self._windows(p)) if durations[p] <= self.window_seconds else None
-                if chunks is None:  # a long file: stream it window by window, one at a time
-                    flush()
-                    parts, peak = [], 0.0
-                    for chunk in stream_audio(p, SAMPLE_RATE, self.window_seconds):
-                        peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
-                        parts.append(self._run([chunk])[0])
-                        bar.update(len(chunk) / SAMPLE_RATE)
-                    if peak < SILENCE_PEAK:
-                        raise AudioError(p, "all silent")
-                    results[p] = self._assemble(p, parts, durations[p])
-                    continue
-                windows[p] = [None] * len(chunks)
-                counts[p] = len(chunks)
-                for w, chunk in enumerate(chunks):
-                    pending.append((p, w, chunk))
-                    bar.update(len(chunk) / SAMPLE_RATE)
-                if sum(len(a) for _, _, a in pending) >= self.batch_seconds * SAMPLE_RATE:
-                    flush()
+                if durations[p] <= self.window_seconds:  # one window: batched with its neighbours in length
+                    pending.append((p, load_audio(p, SAMPLE_RATE, min_seconds=0.5)))
+                    if sum(len(a) for _, a in pending) >= self.batch_seconds * SAMPLE_RATE:
+                        flush()
+                else:  # a long file: streamed window by window, never whole in memory
+                    results[p] = self._long_file(p, durations[p])
+                bar.update(durations[p])
             except AudioError as error:
-                windows.pop(p, None)
                 if errors is None:
                     raise
                 errors.append(error)
@@ -118,13 +100,14 @@ class Embedder:
         parts = [self._run([audio[i:i + step]])[0] for i in range(0, max(1, len(audio)), step)]
         return self._assemble(Path(name), parts, len(audio) / SAMPLE_RATE)
 
-    def _windows(self, path: Path):
-        chunks = list(stream_audio(path, SAMPLE_RATE, self.window_seconds))
-        if not chunks or sum(len(c) for c in chunks) < 0.5 * SAMPLE_RATE:
-            raise AudioError(path, "too short (< 0.5 s)")
-        if max(float(np.abs(c).max(initial=0.0)) for c in chunks) < SILENCE_PEAK:
-            raise AudioError(path, "all silent")
-        return chunks
+    def _long_file(self, path: Path, duration: float) -> EmbeddingSet:
+        parts, peak = [], 0.0
+        for chunk in stream_audio(path, SAMPLE_RATE, self.window_seconds):
+            peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
+            parts.append(self._run([chunk])[0])
+        if peak < SILENCE_PEAK:
+            raise AudioError(path, f"all silent (peak {peak:.1e} < {SILENCE_PEAK:.0e} full scale)")
+        return self._assemble(path, parts, duration)
 
     @torch.no_grad()
     def _run(self, audios: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

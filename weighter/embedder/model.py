@@ -228,12 +228,7 @@ class WeighterModel(nn.Module):
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """wave (B, S) at 16 kHz, lengths (B,) in samples. Returns, per slot n and frame t:
         x (B, N, T), weights W (B, N, T), confidence C (B, N), embeddings (B, N, E), mask (B, T)."""
-        b, s = wave.shape
-        if lengths is None:
-            lengths = torch.full((b,), s, device=wave.device)
-        frame_lengths = self.frame_count(lengths)
-        t = int(self.frame_count(torch.tensor(s)))
-        mask = torch.arange(t, device=wave.device)[None] < frame_lengths[:, None]  # (B, T)
+        frame_lengths, mask = self._frame_mask(wave, lengths)  # (B,), (B, T)
         frames = self.frames(wave, mask)  # (B, T, Cf)
         x = self.weighter(frames, frame_lengths) * mask[:, None]  # (B, N, T); padding weighs nothing
         total = x.sum(2, keepdim=True).clamp(min=1e-6)  # (B, N, 1)
@@ -241,6 +236,15 @@ class WeighterModel(nn.Module):
         confidence = (x * x).sum(2) / total[..., 0]  # C = sum X^2 / sum X
         emb = self.pool(w, frames)  # (B, N, E)
         return {"x": x, "weights": w, "confidence": confidence, "embeddings": emb, "mask": mask, "frames": frames}
+
+    def _frame_mask(self, wave: torch.Tensor, lengths: torch.Tensor | None):
+        """Valid frames of each row of a padded batch: frame counts (B,) and mask (B, T)."""
+        b, s = wave.shape
+        if lengths is None:
+            lengths = torch.full((b,), s, device=wave.device)
+        frame_lengths = self.frame_count(lengths)
+        t = int(self.frame_count(torch.tensor(s)))
+        return frame_lengths, torch.arange(t, device=wave.device)[None] < frame_lengths[:, None]
 
     def frame_count(self, samples: torch.Tensor) -> torch.Tensor:
         """Frames (at 100 Hz) that ``samples`` samples give."""
@@ -265,14 +269,10 @@ class WeighterModel(nn.Module):
 
     def mean_embedding(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The baseline "one mean embedding per file": every frame weighted alike. (B, E)"""
-        b, s = wave.shape
-        if lengths is None:
-            lengths = torch.full((b,), s, device=wave.device)
-        frame_lengths = self.frame_count(lengths)
-        t = int(self.frame_count(torch.tensor(s)))
-        mask = (torch.arange(t, device=wave.device)[None] < frame_lengths[:, None]).to(wave.dtype)  # (B, T)
-        frames = self.frames(wave, mask > 0)  # (B, T, Cf)
-        w = (mask / mask.sum(1, keepdim=True).clamp(min=1))[:, None]  # (B, 1, T)
+        _, mask = self._frame_mask(wave, lengths)  # (B, T)
+        frames = self.frames(wave, mask)  # (B, T, Cf)
+        m = mask.to(frames.dtype)
+        w = (m / m.sum(1, keepdim=True).clamp(min=1))[:, None]  # (B, 1, T)
         return self.pool(w, frames)[:, 0]  # (B, E)
 
     def like_logits(self, embeddings: torch.Tensor) -> torch.Tensor:

@@ -178,11 +178,6 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
     return result
 
 
-def validate(model: WeighterModel, items: list, device: torch.device, threshold: float | None = None) -> dict:
-    """items: (wave np, likes, activity at 100 Hz or None) -> summary metrics (threshold calibrated)."""
-    return summarize(embed_items(model, items, device), threshold)
-
-
 def margin_cross_entropy(model: WeighterModel, embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """AM-softmax: cross-entropy over the training likes with the target's cosine lowered by a margin."""
     logits = model.like_logits(embeddings)  # (M, K)
