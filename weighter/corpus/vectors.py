@@ -37,25 +37,38 @@ def simulate_vectors(config: VectorSimConfig) -> dict[str, np.ndarray]:
     likes (F, P) bool; walk (F, T) the walk's position."""
     c = config
     rng = np.random.default_rng(c.seed)
-    speakers = rng.normal(size=(c.pool, c.dim))
-    speakers /= np.linalg.norm(speakers, axis=1, keepdims=True)
-    labels = np.empty((c.files, c.frames), np.int32)
-    walk = np.empty((c.files, c.frames), np.float32)
-    likes = np.zeros((c.files, c.pool), bool)
-    for f in range(c.files):
-        k = int(rng.integers(c.min_speakers, c.max_speakers + 1))
-        chosen = rng.choice(c.pool, size=k, replace=False)
-        r = np.empty(c.frames)
+    speakers = speaker_pool(rng, c.pool, c.dim)
+    labels, walk, likes = draw_turns(rng, c.files, c.pool, c.frames, c.min_speakers, c.max_speakers, c.step)
+    frames = speakers[labels] + rng.normal(0, c.noise, size=(c.files, c.frames, c.dim))
+    return {"speakers": speakers, "frames": frames.astype(np.float32),
+            "labels": labels, "likes": likes, "walk": walk}
+
+
+def speaker_pool(rng: np.random.Generator, pool: int, dim: int) -> np.ndarray:
+    """(P, D) random unit vectors, float32."""
+    speakers = rng.normal(size=(pool, dim))
+    return (speakers / np.linalg.norm(speakers, axis=1, keepdims=True)).astype(np.float32)
+
+
+def draw_turns(rng: np.random.Generator, files: int, pool: int, frames: int, min_speakers: int,
+               max_speakers: int, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Who speaks at each frame: labels (F, T) speaker index, walk (F, T), likes (F, P) bool.
+    Per file k speakers out of the pool; the active one follows the bounded random walk."""
+    labels = np.empty((files, frames), np.int32)
+    walk = np.empty((files, frames), np.float32)
+    likes = np.zeros((files, pool), bool)
+    for f in range(files):
+        k = int(rng.integers(min_speakers, max_speakers + 1))
+        chosen = rng.choice(pool, size=k, replace=False)
+        r = np.empty(frames)
         r[0] = rng.uniform()
-        steps = rng.normal(0, c.step, size=c.frames)
-        for t in range(1, c.frames):
+        steps = rng.normal(0, step, size=frames)
+        for t in range(1, frames):
             r[t] = min(1.0, max(0.0, r[t - 1] + steps[t]))
         labels[f] = chosen[np.minimum((r * k).astype(int), k - 1)]
         walk[f] = r
         likes[f, np.unique(labels[f])] = True  # a drawn speaker the walk never reached is not heard
-    frames = speakers[labels] + rng.normal(0, c.noise, size=(c.files, c.frames, c.dim))
-    return {"speakers": speakers.astype(np.float32), "frames": frames.astype(np.float32),
-            "labels": labels, "likes": likes, "walk": walk}
+    return labels, walk, likes
 
 
 def switch_rate(labels: np.ndarray) -> float:

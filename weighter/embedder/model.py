@@ -47,6 +47,10 @@ class WeighterConfig:
     max_distance: int = 200  # frames at 6.7 Hz: 30 s
     dropout: float = 0.1
     slots: int = 6  # N
+    confidence: str = "x"  # "x": X averaged with weights X; "y_mean" / "y_weighted": a separate output Y
+    #                        averaged over time / with weights W (the research's earlier variants)
+    upsample: str = "repeat"  # "repeat": repeat_interleave back to the frame rate; "transposed": a
+    #                           transposed convolution (the research found it worse)
     embed_dim: int = 256  # E
     num_likes: int = 0  # classification head size (training likes); 0 at inference-only
     cos_scale: float = 12.0  # scale of the cosine classifier's logits
@@ -66,6 +70,8 @@ class WeighterConfig:
     def from_dict(cls, d: dict) -> "WeighterConfig":
         d = dict(d)
         d.setdefault("frontend", "logmel")
+        d.setdefault("confidence", "x")
+        d.setdefault("upsample", "repeat")
         d["time_strides"] = tuple(d["time_strides"])
         return cls(**d)
 
@@ -181,8 +187,16 @@ class Weighter(nn.Module):
             pos_conv_groups=c.pos_conv_groups, num_layers=c.layers, num_heads=c.heads, num_buckets=c.num_buckets,
             max_distance=c.max_distance, attention_dropout=c.dropout, ff_interm_features=c.ff_dim,
             ff_interm_dropout=c.dropout, dropout=c.dropout, layer_norm_first=True, layer_drop=0.0)
-        self.to_slots = nn.Linear(c.d_model, c.slots)
-        self.shrink = c.time_shrink
+        outputs = c.slots * (1 if c.confidence == "x" else 2)  # X, and Y for the older confidence variants
+        if c.confidence not in ("x", "y_mean", "y_weighted"):
+            raise ValueError(f"unknown confidence {c.confidence!r} (x, y_mean, y_weighted)")
+        if c.upsample == "repeat":
+            self.to_slots = nn.Linear(c.d_model, outputs)
+        elif c.upsample == "transposed":
+            self.to_slots = nn.ConvTranspose1d(c.d_model, outputs, c.time_shrink, stride=c.time_shrink)
+        else:
+            raise ValueError(f"unknown upsample {c.upsample!r} (repeat, transposed)")
+        self.shrink, self.slots, self.upsample = c.time_shrink, c.slots, c.upsample
 
     def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The WavLM encoder, run layer by layer: torchaudio's Encoder.forward turns lengths into
@@ -195,15 +209,36 @@ class Weighter(nn.Module):
             x, bias = layer(x, position_bias=bias, key_padding_mask=padding if padding.any() else None)
         return x
 
-    def forward(self, frames: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weightings X (B, N, T) and, for the older confidence variants, Y (B, N, T); else None."""
         b, t, _ = frames.shape
         pad = (-t) % self.shrink
         x = F.pad(frames.transpose(1, 2), (0, pad))  # (B, Cf, T + pad)
         x = F.gelu(self.shrink2(F.gelu(self.shrink1(x))))  # (B, Cf/12, T'/15)
         lengths = torch.div(frame_lengths + self.shrink - 1, self.shrink, rounding_mode="floor")
         h = self._encode(x.transpose(1, 2), lengths)  # (B, T', D)
-        x_slow = torch.sigmoid(self.to_slots(h)).transpose(1, 2)  # (B, N, T')
-        return x_slow.repeat_interleave(self.shrink, dim=2)[:, :, :t]  # (B, N, T)
+        if self.upsample == "repeat":
+            out = torch.sigmoid(self.to_slots(h)).transpose(1, 2).repeat_interleave(self.shrink, dim=2)
+        else:
+            out = torch.sigmoid(self.to_slots(h.transpose(1, 2)))  # (B, N or 2N, T' * 15)
+        out = out[:, :, :t]  # (B, N or 2N, T)
+        return out[:, : self.slots], (out[:, self.slots:] if out.shape[1] > self.slots else None)
+
+
+def weigh(x: torch.Tensor, y: torch.Tensor | None, mask: torch.Tensor, confidence: str = "x"):
+    """Weightings W (B, N, T) and confidences C (B, N) from X (and Y), padding masked out.
+    W = X / sum_t X. C = sum X^2 / sum X ("x"), mean_t Y ("y_mean") or sum_t W Y ("y_weighted")."""
+    m = mask[:, None].to(x.dtype)  # (B, 1, T)
+    x = x * m
+    total = x.sum(2, keepdim=True).clamp(min=1e-6)  # (B, N, 1)
+    w = x / total
+    if confidence == "x":
+        c = (x * x).sum(2) / total[..., 0]
+    elif confidence == "y_mean":
+        c = (y * m).sum(2) / m.sum(2).clamp(min=1)
+    else:
+        c = (w * y).sum(2)
+    return x, w, c
 
 
 class WeighterModel(nn.Module):
@@ -230,10 +265,8 @@ class WeighterModel(nn.Module):
         x (B, N, T), weights W (B, N, T), confidence C (B, N), embeddings (B, N, E), mask (B, T)."""
         frame_lengths, mask = self._frame_mask(wave, lengths)  # (B,), (B, T)
         frames = self.frames(wave, mask)  # (B, T, Cf)
-        x = self.weighter(frames, frame_lengths) * mask[:, None]  # (B, N, T); padding weighs nothing
-        total = x.sum(2, keepdim=True).clamp(min=1e-6)  # (B, N, 1)
-        w = x / total  # W_t = X_t / sum X
-        confidence = (x * x).sum(2) / total[..., 0]  # C = sum X^2 / sum X
+        x, y = self.weighter(frames, frame_lengths)  # (B, N, T)
+        x, w, confidence = weigh(x, y, mask, self.config.confidence)  # padding weighs nothing
         emb = self.pool(w, frames)  # (B, N, E)
         return {"x": x, "weights": w, "confidence": confidence, "embeddings": emb, "mask": mask, "frames": frames}
 
