@@ -41,6 +41,38 @@ def test_shapes_weights_and_confidence(model):
     assert torch.allclose(out["confidence"][0], (x * x).sum(1) / x.sum(1), atol=1e-6)
 
 
+def test_window_pooling_averages_window_embeddings_by_slot_mass(model):
+    frames = torch.randn(2, 700, model.config.frame_dim)
+    mask = torch.arange(700)[None] < torch.tensor([700, 400])[:, None]
+    frames = frames * mask[..., None]
+    w = torch.rand(2, 3, 700) * mask[:, None]
+    w = w / w.sum(2, keepdim=True)
+    fast = model.window_pool(w, frames, mask)
+    size, hop = model.config.pool_window, model.config.pool_hop
+    starts = list(range(0, 700 - size + 1, hop)) + [700 - size]  # the last window ends at the last frame
+    for b in range(2):  # the slow way: each window pooled with model.pool, then weighted by slot mass
+        windows = torch.zeros(len(starts), 700)
+        for i, s in enumerate(starts):
+            windows[i, s:s + size] = mask[b, s:s + size] / max(int(mask[b, s:s + size].sum()), 1)
+        inside = windows.sum(1) > 0
+        emb = model.pool(windows[inside][None], frames[b:b + 1])[0]
+        mass = torch.stack([w[b, :, s:s + size].sum(1) for s in starts], 1)[:, inside]
+        assert torch.allclose(fast[b], torch.nn.functional.normalize(mass @ emb, dim=-1), atol=1e-5)
+
+
+def test_window_pooling_model_and_its_distinct_id(tmp_path):
+    torch.manual_seed(0)
+    frames_model = WeighterModel(WeighterConfig(**SMALL)).eval()
+    windows_model = WeighterModel(WeighterConfig(**SMALL, pooling="windows")).eval()
+    windows_model.load_state_dict(frames_model.state_dict())
+    wave = torch.randn(1, 16000 * 5) * 0.1
+    a, b = frames_model(wave), windows_model(wave)
+    assert torch.equal(a["weights"], b["weights"]) and not torch.allclose(a["embeddings"], b["embeddings"])
+    assert torch.allclose(b["embeddings"].norm(dim=-1), torch.ones(1, SMALL["slots"]), atol=1e-5)
+    ids = {save_model(tmp_path / f"{m.config.pooling}.pt", m, [], 0.5) for m in (frames_model, windows_model)}
+    assert len(ids) == 2  # same weights, other embeddings: another model id, so stores keep them apart
+
+
 def test_repeat_interleave_alignment(model):
     out = model(torch.randn(1, 16000 * 3) * 0.1)
     x = out["x"][0]  # (N, T): constant within each block of 15 frames, as X is upsampled by repetition

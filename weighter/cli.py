@@ -502,13 +502,17 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
 @click.option("--files", type=int, default=120, show_default=True, help="Validation conversations to calibrate on.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Take the weights of this training checkpoint's last step (MODEL.ckpt) instead of MODEL's.")
+@click.option("--pooling", type=click.Choice(["frames", "windows"]), default=None,
+              help="Set how slots pool frames into embeddings: 'frames' (the W-weighted mean and std of all "
+                   "frames, as trained) or 'windows' (the W-mass-weighted mean of 1.6 s window embeddings). "
+                   "Changes the model id: stores built with the old setting refuse the new file.")
 @click.pass_obj
-def calibrate(obj, model, files, checkpoint, **bank_args):
+def calibrate(obj, model, files, checkpoint, pooling, **bank_args):
     """Re-fit MODEL's activity threshold, merge cosine and match-probability calibration on the
     synthetic bank's validation split, and rewrite MODEL (atomically)."""
     from weighter.embedder.train import recalibrate
 
-    result = recalibrate(model, _open_bank(obj, **bank_args), files=files, checkpoint=checkpoint)
+    result = recalibrate(model, _open_bank(obj, **bank_args), files=files, checkpoint=checkpoint, pooling=pooling)
     click.echo(json.dumps(result))
 
 

@@ -7,6 +7,7 @@ config, the training likes, the calibrated activity threshold, training settings
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import os
 from pathlib import Path
@@ -20,8 +21,11 @@ from weighter.errors import WeighterError
 MODEL_FORMAT = 1
 
 
-def model_id(state_dict: dict) -> str:
+def model_id(state_dict: dict, config: dict | None = None) -> str:
+    """Weights and the configuration (pooling changes the embeddings of the same weights)."""
     digest = hashlib.sha256()
+    if config is not None:
+        digest.update(json.dumps(config, sort_keys=True).encode())
     for key in sorted(state_dict):
         digest.update(key.encode())
         digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
@@ -32,7 +36,7 @@ def save_model(path: str | Path, model: WeighterModel, likes: list[str], thresho
                train: dict | None = None, metrics: dict | None = None, extra: dict | None = None) -> str:
     """Write atomically (temp file + rename): a killed save leaves the old file intact."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    ident = model_id(state)
+    ident = model_id(state, model.config.to_dict())
     payload = {"format": MODEL_FORMAT, "version": __version__, "model_id": ident, "config": model.config.to_dict(),
                "state_dict": state, "likes": list(likes), "threshold": float(threshold),
                "train": train or {}, "metrics": metrics or {}}

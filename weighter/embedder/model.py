@@ -52,6 +52,10 @@ class WeighterConfig:
     upsample: str = "repeat"  # "repeat": repeat_interleave back to the frame rate; "transposed": a
     #                           transposed convolution (the research found it worse)
     embed_dim: int = 256  # E
+    pooling: str = "frames"  # "frames": project the W-weighted mean and std of all frames; "windows": the
+    #                          W-mass-weighted mean of window embeddings (each window's frames pooled alike)
+    pool_window: int = 160  # frames (1.6 s) per window for pooling = "windows"
+    pool_hop: int = 50  # frames between window starts
     num_likes: int = 0  # classification head size (training likes); 0 at inference-only
     cos_scale: float = 12.0  # scale of the cosine classifier's logits
     cos_bias: float = -6.0  # initial bias: p = sigmoid(12 cos - 6) is small for strangers
@@ -72,6 +76,7 @@ class WeighterConfig:
         d.setdefault("frontend", "logmel")
         d.setdefault("confidence", "x")
         d.setdefault("upsample", "repeat")
+        d.setdefault("pooling", "frames")
         d["time_strides"] = tuple(d["time_strides"])
         return cls(**d)
 
@@ -267,7 +272,7 @@ class WeighterModel(nn.Module):
         frames = self.frames(wave, mask)  # (B, T, Cf)
         x, y = self.weighter(frames, frame_lengths)  # (B, N, T)
         x, w, confidence = weigh(x, y, mask, self.config.confidence)  # padding weighs nothing
-        emb = self.pool(w, frames)  # (B, N, E)
+        emb = self.pool(w, frames) if self.config.pooling == "frames" else self.window_pool(w, frames, mask)
         return {"x": x, "weights": w, "confidence": confidence, "embeddings": emb, "mask": mask, "frames": frames}
 
     def _frame_mask(self, wave: torch.Tensor, lengths: torch.Tensor | None):
@@ -299,6 +304,31 @@ class WeighterModel(nn.Module):
         second = torch.einsum("bnt,btc->bnc", weights, frames * frames)
         std = (second - mean * mean).clamp(min=1e-5).sqrt()
         return F.normalize(self.project(torch.cat([mean, std], -1)), dim=-1)
+
+    def window_pool(self, weights: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Slot embeddings as averages of window embeddings: every window of ``pool_window`` frames
+        (every ``pool_hop``) is embedded with its frames weighted alike, and slot n averages them
+        weighted by its mass in each window, sum_{t in window} W_n,t. Short windows, each of one
+        voice, embed more reliably than one pooling over a whole, imperfectly weighted file.
+        weights (B, N, T), frames (B, T, Cf), mask (B, T) -> (B, N, E)."""
+        b, t, _ = frames.shape
+        size, hop = min(self.config.pool_window, t), self.config.pool_hop
+        starts = torch.arange(0, t - size + 1, hop, device=frames.device)
+        if starts[-1] + size < t:  # the last window ends at the last frame
+            starts = torch.cat([starts, starts.new_tensor([t - size])])
+        ends = starts + size
+
+        def window_sums(v):  # (B, T, C) -> (B, windows, C), exact in float64
+            c = F.pad(v.double().cumsum(1), (0, 0, 1, 0))
+            return c[:, ends] - c[:, starts]
+
+        m = mask[..., None].to(frames.dtype)
+        count = window_sums(m).clamp(min=1)  # (B, windows, 1)
+        mean = window_sums(frames * m) / count
+        std = (window_sums(frames * frames * m) / count - mean * mean).clamp(min=1e-5).sqrt()
+        windows = F.normalize(self.project(torch.cat([mean, std], -1).to(frames.dtype)), dim=-1)  # (B, W, E)
+        mass = window_sums(weights.transpose(1, 2)).transpose(1, 2).to(frames.dtype)  # (B, N, W)
+        return F.normalize(torch.einsum("bnw,bwe->bne", mass, windows), dim=-1)
 
     def mean_embedding(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The baseline "one mean embedding per file": every frame weighted alike. (B, E)"""

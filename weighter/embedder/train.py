@@ -329,10 +329,11 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
 
 
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
-                checkpoint: str | Path | None = None) -> dict:
+                checkpoint: str | Path | None = None, pooling: str | None = None) -> dict:
     """Re-derive a model's activity threshold, merge cosine and pair calibration on the bank's
     validation split (never the held-out one), and rewrite the model file in place (atomically).
-    With ``checkpoint`` (a training OUT.ckpt), the weights of its last step replace the file's."""
+    With ``checkpoint`` (a training OUT.ckpt), the weights of its last step replace the file's;
+    with ``pooling``, the slot pooling of the model's config changes first (a new model id)."""
     from weighter.embedder.checkpoint import load_model
 
     model, payload = load_model(path)
@@ -340,6 +341,10 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         payload["metrics"] = {"step": int(state["step"])}
+    if pooling is not None:
+        if pooling not in ("frames", "windows"):
+            raise WeighterError(f"unknown pooling {pooling!r} (frames, windows)")
+        model.config.pooling = pooling
     device = torch.device("cpu")
     items = validation_items(bank, "validation", files, seed, model.frame_rate)
     truths = embed_items(model, items, device)
