@@ -420,7 +420,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @_STORE
 @click.option("--min-cluster-size", type=int, default=None,
               help="Smallest group, in slots. Default: 3, growing with the fitted sample (5 at 30k slots).")
-@click.option("--min-samples", type=int, default=None, help="HDBSCAN min_samples. Default: half the group size, >= 2.")
+@click.option("--min-samples", type=int, default=None, help="HDBSCAN min_samples (larger: more conservative, more outliers). Default: 1.")
 @click.option("--pca-dims", type=int, default=64, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
 @click.option("--sample-size", type=int, default=30000, show_default=True,
               help="Fit HDBSCAN on at most this many slots; assign the rest to the groups found.")
