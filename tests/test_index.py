@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from weighter.cli import main
 from weighter.embedding_set import EmbeddingSet
 from weighter.index import Store, StoreError, query_store
+from weighter.index.store import EXACT_LIMIT, auto_factory
 
 DIM = 16
 
@@ -83,13 +84,28 @@ def test_other_model_is_refused(store, tmp_path, basis):
         store.apply([(make_set(tmp_path / "x.wav", [0], basis, model_id="m2"), "h")])
 
 
-@pytest.mark.parametrize("factory", ["HNSW32,Flat", "IVF2,Flat"])
+@pytest.mark.parametrize("factory", ["HNSW32,Flat", "IVF2,Flat", "IVF2,SQfp16", "IVF2,SQ8"])
 def test_index_type_override(store, tmp_path, basis, factory):
+    q = make_set(tmp_path / "q.wav", [3], basis)
+    exact = {m.file: m.score for m in query_store(store, q, k=10)}  # Flat: every file, exact scores
     with store.writing():
         store.apply([], index_type=factory)
     assert store.info()["index_type"] == factory and store.check() == []
-    q = make_set(tmp_path / "q.wav", [3], basis)
-    assert os.path.basename(query_store(store, q, k=1)[0].file) == "c.wav"
+    assert store.exact_scores() == (factory != "IVF2,SQ8")  # float16 counts as exact, 8-bit codes are re-scored
+    found = query_store(store, q, k=3)
+    assert os.path.basename(found[0].file) == "c.wav"
+    assert abs(found[0].score - exact[found[0].file]) < 1e-3  # the strong match: its best slot pair is found
+    # an approximate search may miss a weak file's best slot pair, never invent a better one;
+    # 8-bit codes are re-scored from SQLite over all slot pairs: exact
+    assert all(m.score <= exact[m.file] + 1e-3 for m in found)
+    if factory == "IVF2,SQ8":
+        assert all(abs(m.score - exact[m.file]) < 1e-4 for m in found)
+
+
+def test_automatic_index_type_by_size():
+    assert auto_factory(1000) == auto_factory(EXACT_LIMIT) == "Flat"
+    assert auto_factory(EXACT_LIMIT + 1) == "IVF1024,SQfp16"  # 4 sqrt(n) = 1265, the nearest power of two
+    assert auto_factory(1_000_000) == "IVF4096,SQfp16"
 
 
 def _python(code: str, tmp_path):

@@ -1,9 +1,11 @@
 """Set-to-set "like" retrieval: which stored files share a like with this one, and where.
 
 Each active query slot searches its nearest stored slots in FAISS; the hits are grouped by
-file and each file scores the best cosine over its (query slot, stored slot) pairs. FAISS
-Flat and IVF-Flat return exact cosines, so that is the exact set-to-set score; with
-compressed vectors (PQ, SQ) every candidate file is re-scored exactly from SQLite. The
+file and each file scores the best cosine over its (query slot, stored slot) pairs. Flat
+search finds every pair that can matter, with exact cosines: the exact set-to-set score. IVF
+and HNSW (float32 or float16 vectors, cosines within 1e-4) may miss a weak file's best pair,
+so a weak file may score a little low, never high; with 8-bit or product-quantised vectors
+every candidate file is re-scored exactly from SQLite. The
 matched pair names the slots, and their weightings give the time spans where the like is
 heard in both files.
 """
