@@ -140,6 +140,11 @@ def test_corrupt_truncated_foreign_and_unsafe_files_are_refused(model, tmp_path)
     torch.save(payload, future)
     with pytest.raises(WeighterError, match="format 99 is not supported"):
         load_model(future)
+    payload["format"] = 1
+    payload["config"]["pooling"] = "attention"  # a choice this version does not know
+    torch.save(payload, future)
+    with pytest.raises(WeighterError, match="does not match this weighter version.*unknown pooling 'attention'"):
+        load_model(future)
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ def load_model(path: str | Path) -> tuple[WeighterModel, dict]:
     try:
         model = WeighterModel(WeighterConfig.from_dict(payload["config"]))
         model.load_state_dict(payload["state_dict"])
-    except (TypeError, KeyError, RuntimeError) as error:
+    except (TypeError, KeyError, ValueError, RuntimeError) as error:  # ValueError: an unknown config choice
         reason = str(error).strip().splitlines()[0][:160]
         raise WeighterError(f"{path}: model does not match this weighter version ({reason})") from None
     model.eval()

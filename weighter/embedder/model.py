@@ -7,7 +7,8 @@ hyperparameter.
       -> linear + sigmoid -> X (B, N, T/15) -> repeat_interleave(15) -> X (B, N, T)
     W = X / sum_t X          weighting of each slot over time
     C = sum_t X^2 / sum_t X  confidence: X averaged with weights X, in [0, 1]
-    e = normalize(proj([sum_t W F, std_W(F)]))  (B, N, E)  slot embeddings
+    e = normalize(proj([sum_t W F, std_W(F)]))  (B, N, E)  slot embeddings (pooling "frames")
+    e = normalize(sum_w mass_w(W) e_w)  e_w: 1.6 s windows embedded alike (pooling "windows")
 
 In training a cosine classifier over the training likes scores every slot; at inference only
 the embeddings, confidences and weightings are used.
@@ -258,6 +259,8 @@ class WeighterModel(nn.Module):
             object.__setattr__(self, "resemblyzer", ResemblyzerFrontend(c))  # frozen, outside state_dict
         else:
             raise ValueError(f"unknown frontend {c.frontend!r} (logmel, resemblyzer)")
+        if c.pooling not in ("frames", "windows"):
+            raise ValueError(f"unknown pooling {c.pooling!r} (frames, windows)")
         self.weighter = Weighter(c)
         self.project = nn.Sequential(nn.Linear(2 * c.frame_dim, c.embed_dim), nn.GELU(),
                                      nn.Linear(c.embed_dim, c.embed_dim))
