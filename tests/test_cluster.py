@@ -90,6 +90,20 @@ def test_store_run_persists_groups_that_match_speakers(store, tmp_path):
     members = assign_set(s, run, new, persist=False)
     groups = {g["id"]: {truth[m["file"]][m["slot"]] for m in g["members"]}.pop() for g in result["groups"]}
     assert [groups[m.group] for m in members] == [2, 4]
+    # assigning a file the run already placed keeps its fitted membership
+    fitted = s.db.execute("SELECT slot_id, group_id, how FROM cluster_members WHERE run_id = ? ORDER BY slot_id",
+                          (run,)).fetchall()
+    first = s.embedding_set(s.file_id(tmp_path / "f00.wav"))
+    assign_set(s, run, first, persist=True)
+    assert s.db.execute("SELECT slot_id, group_id, how FROM cluster_members WHERE run_id = ? ORDER BY slot_id",
+                        (run,)).fetchall() == fitted
+    # a removed file takes its memberships with it, and its slot ids are never given to new slots
+    gone = {r[0] for r in s.db.execute("SELECT id FROM slots WHERE file_id = ?", (s.file_id(tmp_path / "f39.wav"),))}
+    with s.writing():
+        s.apply([(make_set(tmp_path / "late.wav", [1], basis, seed=7, noise=0.03), "late")], [tmp_path / "f39.wav"])
+    members = {r[0] for r in s.db.execute("SELECT slot_id FROM cluster_members WHERE run_id = ?", (run,))}
+    new_ids = {r[0] for r in s.db.execute("SELECT id FROM slots WHERE file_id = ?", (s.file_id(tmp_path / "late.wav"),))}
+    assert not gone & members and not gone & new_ids
 
 
 def test_cli_summary_json_csv_map_and_assign(store, tmp_path):

@@ -175,6 +175,10 @@ def test_long_files_are_windowed_and_merged(trained, tiny_bank, tmp_path):
     windowed = Embedder.load(out, window_seconds=5).embed([path])[0]
     assert windowed.weightings.shape[1] == whole.weightings.shape[1] == 130
     assert windowed.active.all() and 1 <= len(windowed.active) <= 3 * 4
+    # every window's weightings span its whole length, so later windows do not drift early
+    embedder = Embedder.load(out, window_seconds=5)
+    parts = [embedder._run([np.zeros(n, np.float32) + 0.01])[0][2] for n in (5 * 16000, 3 * 16000)]
+    assert [x.shape[1] for x in parts] == [500, 300]
 
 
 def test_embed_reports_bad_files_and_goes_on(trained, tmp_path):

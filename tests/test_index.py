@@ -175,6 +175,17 @@ def test_corrupt_files_get_clear_errors_and_repair(store, tmp_path):
     with fresh.writing():
         fresh.repair()
     assert Store(store.directory).check() == []
+    # a readable FAISS file that disagrees with SQLite (a vector missing) is rebuilt too
+    import faiss
+
+    index = faiss.read_index(str(faiss_file.parent / Store(store.directory).info()["faiss_file"]))
+    index.remove_ids(np.array([int(faiss.vector_to_array(index.id_map)[0])], dtype=np.int64))
+    faiss.write_index(index, str(faiss_file.parent / Store(store.directory).info()["faiss_file"]))
+    assert Store(store.directory).check()
+    fresh = Store(store.directory)
+    with fresh.writing():
+        fresh.repair()
+    assert Store(store.directory).check() == []
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "store.sqlite").write_bytes(b"not a database at all" * 100)

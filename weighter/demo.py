@@ -42,7 +42,8 @@ def main() -> None:
           f"{summary['audio_seconds'] / 60:.0f} min of clips")
 
     corpus, store_dir = args.out / "corpus", args.out / "store"
-    shutil.rmtree(args.out, ignore_errors=True)
+    for previous in (corpus, store_dir):  # only what the demo itself writes
+        shutil.rmtree(previous, ignore_errors=True)
     print(f"\n== 2. held-out demo corpus -> {corpus}")
     info = write_corpus(bank, corpus, "heldout", args.files, MixerConfig(overlap=0.1, telephone=0.2),
                         seed=args.seed, progress=False)

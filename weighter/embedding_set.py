@@ -51,6 +51,6 @@ class EmbeddingSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "EmbeddingSet":
-        z = np.load(path, allow_pickle=False)
-        return cls(str(z["path"]), z["embeddings"], z["confidence"], z["active"], z["weightings"],
-                   float(z["timeline_rate"]), float(z["duration"]), str(z["model_id"]))
+        with np.load(path, allow_pickle=False) as z:
+            return cls(str(z["path"]), z["embeddings"], z["confidence"], z["active"], z["weightings"],
+                       float(z["timeline_rate"]), float(z["duration"]), str(z["model_id"]))

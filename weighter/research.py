@@ -29,7 +29,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from weighter.corpus.vectors import draw_turns, speaker_pool
-from weighter.embedder.model import Weighter, WeighterConfig, bce, file_prediction, wbce, weigh
+from weighter.embedder.model import Weighter, WeighterConfig, bce, file_prediction, match_slots, wbce, weigh
 
 SEPARATED_COSINE = 0.9
 
@@ -272,13 +272,11 @@ def activity_loss(x: torch.Tensor, files: Files) -> torch.Tensor:
     """Slots matched one-to-one to the file's speakers (Hungarian on BCE); matched slots learn
     their speaker's activity, the others silence."""
     target = torch.zeros_like(x)
-    xc = x.detach().clamp(1e-5, 1 - 1e-5).numpy()
     for b in range(len(x)):
         who = np.flatnonzero(files.likes[b])
-        act = (files.labels[b][None] == who[:, None]).astype(np.float32)  # (S, T)
-        cost = -(act[None] * np.log(xc[b][:, None]) + (1 - act[None]) * np.log(1 - xc[b][:, None])).mean(-1)
-        rows, cols = linear_sum_assignment(cost)
-        target[b, torch.from_numpy(rows)] = torch.from_numpy(act[cols])
+        act = torch.from_numpy((files.labels[b][None] == who[:, None]).astype(np.float32))  # (S, T)
+        rows, cols = match_slots(x[b], act)
+        target[b, torch.from_numpy(rows)] = act[cols]
     return F.binary_cross_entropy(x.clamp(1e-5, 1 - 1e-5), target)
 
 

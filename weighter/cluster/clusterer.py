@@ -69,7 +69,8 @@ class SlotClusterer:
         else:
             self.components_ = np.eye(X.shape[1], dtype=np.float32)
         Z = self.transform(X)
-        self.residual_ = self._residual(X, Z)[sample]
+        residual = self._residual(X, Z)
+        self.residual_ = residual[sample]
         fitted = hdbscan.HDBSCAN(min_cluster_size=min(self.min_cluster_size_, len(sample)),
                                  min_samples=min(self.min_samples_, len(sample) - 1),
                                  cluster_selection_method=self.cluster_selection_method,
@@ -83,7 +84,7 @@ class SlotClusterer:
         labels[sample], probs[sample] = fitted.labels_, fitted.probabilities_
         rest = np.setdiff1d(np.arange(n), sample)
         if len(rest):
-            labels[rest], probs[rest] = self._assign(Z[rest], self._residual(X[rest], Z[rest]))
+            labels[rest], probs[rest] = self._assign(Z[rest], residual[rest])
         self.labels_, self.probabilities_ = labels, probs
         self.sample_ = sample
         return self

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS cluster_runs (
     slots INTEGER NOT NULL, groups INTEGER NOT NULL, outlier_share REAL NOT NULL, state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cluster_members (
     run_id INTEGER NOT NULL REFERENCES cluster_runs(id) ON DELETE CASCADE,
-    slot_id INTEGER NOT NULL, group_id INTEGER NOT NULL, probability REAL NOT NULL,
+    slot_id INTEGER NOT NULL REFERENCES slots(id) ON DELETE CASCADE, group_id INTEGER NOT NULL, probability REAL NOT NULL,
     how TEXT NOT NULL,  -- 'fitted' | 'sampled' (assigned at fit time) | 'outlier-assigned' | 'added'
     PRIMARY KEY (run_id, slot_id));
 """
@@ -44,21 +44,13 @@ class Member:
     spans: list
 
 
-def _active_slots(store: Store):
-    rows = store.db.execute(
-        "SELECT slots.id, files.path, slots.slot, slots.embedding FROM slots JOIN files ON files.id = slots.file_id "
-        "WHERE slots.active = 1 ORDER BY slots.id").fetchall()
-    if not rows:
-        raise WeighterError(f"{store.directory}: no active slots to cluster (index some files first)")
-    emb = np.stack([np.frombuffer(r[3], np.float32) for r in rows])
-    return np.array([r[0] for r in rows]), [r[1] for r in rows], np.array([r[2] for r in rows]), emb
-
-
 def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float | None = None) -> int:
     """Fit on the store's active slots, persist the run; returns the run id."""
     with store.writing():
         store.db.executescript(SCHEMA)
-        ids, _, _, emb = _active_slots(store)
+        ids, emb = store.active_vectors()
+        if not len(ids):
+            raise WeighterError(f"{store.directory}: no active slots to cluster (index some files first)")
         clusterer.fit(emb)
         labels, probs = clusterer.labels_.copy(), clusterer.probabilities_.copy()
         how = np.where(np.isin(np.arange(len(ids)), clusterer.sample_), "fitted", "sampled").astype(object)
@@ -147,12 +139,15 @@ def assign_set(store: Store, run: int, embedding_set: EmbeddingSet, persist: boo
                for n, l, p in zip(active, labels, strength)]
     if persist:
         file_id = store.file_id(embedding_set.path)
+        slot_ids = dict(store.db.execute("SELECT slot, id FROM slots WHERE file_id = ?", (file_id,)))
         with store.writing():
+            store.db.execute("BEGIN")
             for m in members:
-                row = store.db.execute("SELECT id FROM slots WHERE file_id = ? AND slot = ?", (file_id, m.slot)).fetchone()
-                m.slot_id = int(row[0])
-                store.db.execute("INSERT OR REPLACE INTO cluster_members VALUES (?, ?, ?, ?, 'added')",
+                m.slot_id = int(slot_ids[m.slot])
+                # a slot this run already placed (fitted, sampled) keeps that membership
+                store.db.execute("INSERT OR IGNORE INTO cluster_members VALUES (?, ?, ?, ?, 'added')",
                                  (run, m.slot_id, m.group, m.probability))
+            store.db.execute("COMMIT")
     return members
 
 

@@ -117,9 +117,14 @@ class Embedder:
         for b, a in enumerate(audios):
             wave[b, :len(a)] = torch.from_numpy(a)
         out = self.model(wave.to(self.device), lengths.to(self.device))
-        frames = self.model.frame_count(lengths)
+        frames = out["mask"].sum(1).tolist()
+        hop = self.model.config.hop
+        # the frontend yields a few frames fewer than len / hop (its window overhangs the end);
+        # padding each window back to len / hop keeps the windows of a long file aligned in time
         return [(out["embeddings"][b].float().cpu().numpy(), out["confidence"][b].float().cpu().numpy(),
-                 out["x"][b, :, : int(frames[b])].float().cpu().numpy()) for b in range(len(audios))]
+                 np.pad(out["x"][b, :, : frames[b]].float().cpu().numpy(),
+                        ((0, 0), (0, max(0, len(a) // hop - frames[b])))))
+                for b, a in enumerate(audios)]
 
     def _assemble(self, path: Path, parts: list, duration: float) -> EmbeddingSet:
         pool = int(round(self.model.frame_rate / TIMELINE_RATE))

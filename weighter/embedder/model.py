@@ -75,9 +75,6 @@ class WeighterConfig:
     def from_dict(cls, d: dict) -> "WeighterConfig":
         d = dict(d)
         d.setdefault("frontend", "logmel")
-        d.setdefault("confidence", "x")
-        d.setdefault("upsample", "repeat")
-        d.setdefault("pooling", "frames")
         d["time_strides"] = tuple(d["time_strides"])
         return cls(**d)
 
@@ -378,3 +375,14 @@ def wbce(y: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 def bce(y: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Elementwise binary cross-entropy (p clipped into (0, 1))."""
     return F.binary_cross_entropy(p.clamp(eps, 1 - eps), y, reduction="none")
+
+
+def match_slots(x: torch.Tensor, activity: torch.Tensor) -> tuple:
+    """Slots matched one-to-one to speakers (Hungarian) by the BCE between each slot's X (N, T)
+    and each speaker's activity (S, T): index arrays (rows, cols), slot rows[i] <-> speaker cols[i]."""
+    from scipy.optimize import linear_sum_assignment
+
+    xc = x.detach().float().clamp(1e-5, 1 - 1e-5)[:, None]  # (N, 1, T)
+    a = activity.to(xc)[None]  # (1, S, T)
+    cost = -(a * torch.log(xc) + (1 - a) * torch.log(1 - xc)).mean(-1)  # (N, S)
+    return linear_sum_assignment(cost.cpu().numpy())

@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from weighter.audio import AudioSource, load_audio
 from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
 from weighter.embedder.checkpoint import save_model
-from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, wbce
+from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
 from weighter.errors import AudioError, WeighterError
 from weighter.evaluation import SetTruth, pair_calibration, summarize
 
@@ -162,9 +161,7 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
             a = F.pad(a, (0, max(0, t - a.shape[1])))[:, :t].to(x.device)  # (S_b, T)
             target = torch.zeros_like(x[b])
             if len(a):
-                xb = x[b].clamp(1e-5, 1 - 1e-5)
-                cost = -(a[None] * torch.log(xb[:, None]) + (1 - a[None]) * torch.log(1 - xb[:, None])).mean(-1)
-                rows, cols = linear_sum_assignment(cost.detach().float().cpu().numpy())  # (N, S_b)
+                rows, cols = match_slots(x[b], a)
                 target[rows] = a[cols]
                 id_loss.append(margin_cross_entropy(model, out["embeddings"][b, rows],
                                                     torch.tensor(speakers[b], device=x.device)[cols]))

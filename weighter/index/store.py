@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,7 @@ import numpy as np
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: slot ids are never reused (AUTOINCREMENT)
 EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, IVF
 HNSW_EF_SEARCH = 128  # for a user's 'HNSW..' factory string
 IVF_NPROBE_SHARE = 1 / 32  # lists probed: at 1M, 1/64 gave recall@10 0.90, 1/32 gave 0.95 (benchmarks/index_speed.py)
@@ -56,7 +54,7 @@ CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, content_hash TEXT NOT NULL,
     duration REAL NOT NULL, added REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (
-    id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
     slot INTEGER NOT NULL, confidence REAL NOT NULL, active INTEGER NOT NULL,
     embedding BLOB NOT NULL, weightings BLOB NOT NULL, timeline_rate REAL NOT NULL,
     UNIQUE (file_id, slot));
@@ -66,15 +64,6 @@ CREATE INDEX IF NOT EXISTS slots_file ON slots(file_id);
 
 class StoreError(WeighterError):
     pass
-
-
-@dataclass
-class StoredSlot:
-    vector_id: int
-    file: str
-    slot: int
-    confidence: float
-    active: bool
 
 
 def content_hash(path: str | Path) -> str:
@@ -106,7 +95,8 @@ class Store:
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.db_path}: corrupt or not an SQLite store ({error})") from None
         if self._meta("format") != str(STORE_FORMAT):
-            raise StoreError(f"{self.directory}: store format {self._meta('format')} is not {STORE_FORMAT}")
+            raise StoreError(f"{self.directory}: store format {self._meta('format')} is not {STORE_FORMAT}; "
+                             "build it again with `weighter index build`")
         self._index = None
         self._index_generation = None
         self._lock_handle = None
@@ -177,8 +167,9 @@ class Store:
         return row[0] if row else None
 
     def apply(self, add: list[tuple[EmbeddingSet, str]], remove: list[str | Path] = (), index_type: str | None = None,
-              after_faiss_written=None) -> dict:
+              after_faiss_written=None, rebuild: bool = False) -> dict:
         """Add (or replace) embedding sets with their content hashes and remove paths, atomically.
+        ``rebuild``: build the FAISS index from SQLite even where an incremental update would do.
 
         Must run inside ``writing()``. ``after_faiss_written`` is a test hook: it runs between
         writing the new FAISS file and committing SQLite (where a crash must lose nothing).
@@ -215,18 +206,18 @@ class Store:
                         new_vectors.append(s.embeddings[n])
                         new_ids.append(cur.lastrowid)
             if add and self.model_id is None:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('model_id', ?)", (add[0][0].model_id,))
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('embed_dim', ?)", (str(add[0][0].embeddings.shape[1]),))
+                self.set_meta("model_id", add[0][0].model_id)
+                self.set_meta("embed_dim", str(add[0][0].embeddings.shape[1]))
 
             total = db.execute("SELECT COUNT(*) FROM slots WHERE active = 1").fetchone()[0]
             wanted = index_type or self._meta("index_type_override") or auto_factory(total)
             if index_type:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('index_type_override', ?)", (index_type,))
+                self.set_meta("index_type_override", index_type)
             try:
                 index = self._load_index() if self.generation else None
             except StoreError:  # a corrupt or missing FAISS file: rebuild it from SQLite
                 index = None
-            incremental = (index is not None and self._meta("index_type") == wanted and
+            incremental = (not rebuild and index is not None and self._meta("index_type") == wanted and
                            (not removed_ids or wanted == "Flat"))
             if incremental:
                 if removed_ids:
@@ -242,11 +233,12 @@ class Store:
             if after_faiss_written:
                 after_faiss_written()
             old = self.generation
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(generation),))
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('index_type', ?)", (wanted,))
+            self.set_meta("generation", str(generation))
+            self.set_meta("index_type", wanted)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            self._index = None  # an incremental update may have changed the cached index in place
             raise
         if old:
             (self.directory / self._faiss_name(old)).unlink(missing_ok=True)
@@ -369,9 +361,6 @@ class Store:
         row = self.db.execute("SELECT id FROM files WHERE path = ?", (str(Path(path).resolve()),)).fetchone()
         return row[0] if row else None
 
-    def file_ids(self) -> list[int]:
-        return [r[0] for r in self.db.execute("SELECT id FROM files ORDER BY id")]
-
     def check(self) -> list[str]:
         """Problems found: SQLite integrity, and FAISS holding exactly the active slots."""
         problems = []
@@ -405,7 +394,7 @@ class Store:
 
     def repair(self) -> dict:
         """Rebuild the FAISS index from SQLite (the source of truth). Run inside ``writing()``."""
-        return self.apply([], [])
+        return self.apply([], [], rebuild=True)
 
     def close(self):
         self.db.close()
@@ -425,7 +414,3 @@ def _tune(index) -> None:
     ivf = faiss.try_extract_index_ivf(inner) if hasattr(faiss, "try_extract_index_ivf") else None
     if ivf is not None:
         ivf.nprobe = max(1, min(ivf.nlist, int(round(ivf.nlist * IVF_NPROBE_SHARE)) or 1, ivf.nlist))
-
-
-def to_json(obj) -> str:
-    return json.dumps(obj, indent=1)
