@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import pickle
 
 import numpy as np
@@ -179,6 +180,13 @@ def test_long_files_are_windowed_and_merged(trained, tiny_bank, tmp_path):
     embedder = Embedder.load(out, window_seconds=5)
     parts = [embedder._run([np.zeros(n, np.float32) + 0.01])[0][2] for n in (5 * 16000, 3 * 16000)]
     assert [x.shape[1] for x in parts] == [500, 300]
+    # within a window, two active slots alike are one like, as for a short file
+    embedder.threshold, embedder.distinct_cosine = 0.5, 0.9
+    e = np.eye(3, 8, dtype=np.float32)
+    parts = [(np.stack([e[0], e[0], e[1]]), np.array([0.9, 0.8, 0.9], np.float32), np.ones((3, 500), np.float32)),
+             (np.stack([e[1], e[2], e[0]]), np.array([0.9, 0.1, 0.1], np.float32), np.ones((3, 300), np.float32))]
+    merged = embedder._assemble(Path("two-windows.flac"), parts, 8.0)
+    assert merged.active.sum() == 2 and merged.weightings.shape == (2, 80)
 
 
 def test_embed_reports_bad_files_and_goes_on(trained, tmp_path):

@@ -374,6 +374,18 @@ def index_info(store_dir, check, repair, as_json):
     sys.exit(1 if remaining else 0)
 
 
+def _stored_or_embedded(store, path: Path, model):
+    """FILE's embedding set from the store when it is there (True), else embedded now (False)."""
+    file_id = store.file_id(path)
+    if file_id is not None:
+        return store.embedding_set(file_id), True
+    from weighter.embedder import Embedder
+
+    embedder = Embedder.load(model)
+    store.check_model(embedder.model_id)
+    return embedder.embed([path])[0], False
+
+
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @_STORE
@@ -391,15 +403,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
     from weighter.index import Store, matches_json, query_store
 
     store = Store(store_dir)
-    file_id = store.file_id(file)
-    if file_id is not None:
-        query_set = store.embedding_set(file_id)
-    else:
-        from weighter.embedder import Embedder
-
-        embedder = Embedder.load(model)
-        store.check_model(embedder.model_id)
-        query_set = embedder.embed([file])[0]
+    query_set, _ = _stored_or_embedded(store, file, model)
     try:
         matches = query_store(store, query_set, k=k, slot=slot)
     except ValueError as error:
@@ -451,16 +455,9 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
     store = Store(store_dir)
     if assign_file is not None:
         run = latest_run(store, run_id)
-        file_id = store.file_id(assign_file)
-        if file_id is not None:
-            members = assign_set(store, run, store.embedding_set(file_id), persist=True)
-        else:
-            from weighter.embedder import Embedder
-
-            embedder = Embedder.load(model)
-            store.check_model(embedder.model_id)
-            members = assign_set(store, run, embedder.embed([assign_file])[0], persist=False)
-        payload = {"run": run, "file": str(assign_file), "stored": file_id is not None,
+        file_set, stored = _stored_or_embedded(store, assign_file, model)
+        members = assign_set(store, run, file_set, persist=stored)
+        payload = {"run": run, "file": str(assign_file), "stored": stored,
                    "slots": [{"slot": m.slot, "group": m.group, "probability": m.probability, "spans": m.spans}
                              for m in members]}
         if as_json:

@@ -136,9 +136,8 @@ class Embedder:
                                 TIMELINE_RATE, duration, self.model_id)
         slots: list[dict] = []  # merged across windows
         for w, (emb, conf, _) in enumerate(parts):
-            for n in np.argsort(-conf):
-                if conf[n] < self.threshold:
-                    continue
+            distinct = distinct_active(conf, emb, self.threshold, self.distinct_cosine)  # as for one window
+            for n in distinct[np.argsort(-conf[distinct], kind="stable")]:
                 free = [s for s in slots if w not in s["rows"]]
                 sims = [float(emb[n] @ (s["sum"] / np.linalg.norm(s["sum"]))) for s in free]
                 if sims and max(sims) >= self.merge_cosine:

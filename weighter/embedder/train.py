@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -316,8 +317,10 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                                                                        metrics["merge_cosine"])})
             else:
                 stale += 1
+            partial = ckpt.with_name(ckpt.name + ".tmp")  # a killed save leaves the previous checkpoint
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
-                        "step": step, "best": best, "stale": stale}, ckpt)
+                        "step": step, "best": best, "stale": stale}, partial)
+            os.replace(partial, ckpt)
             if stale >= cfg.patience:
                 log.info("early stop at step %d: no better validation mAP in %d evaluations", step, stale)
                 break
@@ -343,7 +346,9 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
             raise WeighterError(f"unknown pooling {pooling!r} (frames, windows)")
         model.config.pooling = pooling
     device = torch.device("cpu")
-    items = validation_items(bank, "validation", files, seed, model.frame_rate)
+    trained = payload.get("train") or {}  # the conversations it was validated on while training
+    items = validation_items(bank, "validation", files, seed, model.frame_rate,
+                             telephone=trained.get("telephone", 0.2), max_speakers=trained.get("max_speakers", 4))
     truths = embed_items(model, items, device)
     metrics = summarize(truths)
     extra = {k: v for k, v in payload.items() if k not in

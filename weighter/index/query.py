@@ -46,10 +46,11 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     total = store.vector_count()
     if total == 0:
         return []
-    # Each stored file has at most max_slots vectors, so the top k * max_slots hits of a query
-    # slot hold its k best distinct files: the file ranking below is then the exact set-to-set
-    # ranking for that index's recall.
-    scores, ids = store.search(vectors, min(total, max(k * store.max_slots(), 32)))  # (Q, K) each
+    # Each stored file has at most max_slots vectors, so the top (k + 1) * max_slots hits of a
+    # query slot hold its k best distinct files other than the query's own: the file ranking
+    # below is then the exact set-to-set ranking for that index's recall.
+    wanted = (k + int(exclude_self)) * store.max_slots()
+    scores, ids = store.search(vectors, min(total, max(wanted, 32)))  # (Q, K) each
     owner = store.files_of(ids.ravel())  # vector id -> (file id, slot number)
     own = store.file_id(query.path) if exclude_self else None
     best: dict[int, tuple[float, int, int]] = {}  # file id -> (score, query row, stored slot)
