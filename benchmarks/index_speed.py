@@ -64,9 +64,8 @@ def run(n: int, queries: int = 200) -> dict:
         probe = qs[: queries]
         _, truth = exact.search(probe, 10)
         _, found = store.search(probe, 10)
-        ids, _ = store.active_vectors()
-        order = ids  # vector ids are assigned in insertion order: row i of vectors -> ids[i]
-        found_rows = np.searchsorted(order, found)
+        ids = np.array([r[0] for r in store.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")])
+        found_rows = np.searchsorted(ids, found)  # ids follow insertion order: row i of vectors -> ids[i]
         recall = float(np.mean([len(set(found_rows[i]) & set(truth[i])) / 10 for i in range(len(probe))]))
     return {"vectors": n, "index_type": info["index_type"], "build_s": round(build, 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),

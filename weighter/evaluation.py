@@ -54,25 +54,37 @@ def active_slots(item: SetTruth, threshold: float, merge_cosine: float | None = 
     return active if len(active) else np.array([int(np.argmax(item.confidence))])
 
 
+def file_scores(items: list[SetTruth], threshold: float,
+                merge_cosine: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of files: the best cosine between their active slots (F, F), -inf on the
+    diagonal, and whether they share a like (F, F)."""
+    slots = [it.embeddings[active_slots(it, threshold, merge_cosine)] for it in items]
+    vectors = np.concatenate(slots)  # (S, E), file by file
+    starts = np.cumsum([0] + [len(x) for x in slots[:-1]])
+    scores = np.stack([np.maximum.reduceat((x @ vectors.T).max(0), starts) for x in slots])
+    np.fill_diagonal(scores, -np.inf)
+    vocab = {like: i for i, like in enumerate(sorted({l for it in items for l in it.likes}))}
+    hot = np.zeros((len(items), max(len(vocab), 1)), np.float32)
+    for f, it in enumerate(items):
+        hot[f, [vocab[l] for l in it.likes]] = 1
+    return scores, (hot @ hot.T) > 0
+
+
+def _ranked(items: list[SetTruth], threshold: float):
+    """Per query file with at least one relevant file: whether each other file is relevant, in
+    score order (the query itself last, dropped)."""
+    scores, shared = file_scores(items, threshold)
+    for q in range(len(items)):
+        order = np.argsort(-scores[q], kind="stable")[:-1]
+        relevant = shared[q, order]
+        if relevant.any():
+            yield relevant
+
+
 def retrieval_map(items: list[SetTruth], threshold: float) -> float:
     """File retrieval mAP: score(a, b) = best cosine between their active slots; relevant = a
     shared like. Averaged over queries that have at least one relevant file."""
-    slots = [it.embeddings[active_slots(it, threshold)] for it in items]
-    likes = [set(it.likes) for it in items]
-    aps = []
-    for q in range(len(items)):
-        scores, relevant = [], []
-        for f in range(len(items)):
-            if f == q:
-                continue
-            scores.append(float((slots[q] @ slots[f].T).max()))
-            relevant.append(bool(likes[q] & likes[f]))
-        if not any(relevant):
-            continue
-        order = np.argsort(-np.array(scores), kind="stable")
-        rel = np.array(relevant)[order]
-        hits = np.cumsum(rel)
-        aps.append(float((hits[rel] / (np.flatnonzero(rel) + 1)).mean()))
+    aps = [float((np.cumsum(rel)[rel] / (np.flatnonzero(rel) + 1)).mean()) for rel in _ranked(items, threshold)]
     return float(np.mean(aps)) if aps else float("nan")
 
 
@@ -143,13 +155,9 @@ def _mask(item: SetTruth, threshold: float, merge_cosine: float | None) -> np.nd
 def file_pair_scores(items: list[SetTruth], threshold: float,
                      merge_cosine: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every pair of files: best cosine between active slots, and whether they share a like."""
-    slots = [it.embeddings[active_slots(it, threshold, merge_cosine)] for it in items]
-    scores, same = [], []
-    for a in range(len(items)):
-        for b in range(a + 1, len(items)):
-            scores.append(float((slots[a] @ slots[b].T).max()))
-            same.append(bool(set(items[a].likes) & set(items[b].likes)))
-    return np.array(scores), np.array(same)
+    scores, shared = file_scores(items, threshold, merge_cosine)
+    upper = np.triu_indices(len(items), 1)
+    return scores[upper], shared[upper]
 
 
 def pair_calibration(items: list[SetTruth], threshold: float, merge_cosine: float | None = None) -> list[float] | None:
@@ -299,15 +307,5 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
 
 def recall_at_k(items: list[SetTruth], threshold: float, k: int) -> float:
     """Share of the relevant files (sharing a like) found in the top k, averaged over queries."""
-    slots = [it.embeddings[active_slots(it, threshold)] for it in items]
-    likes = [set(it.likes) for it in items]
-    recalls = []
-    for q in range(len(items)):
-        others = [f for f in range(len(items)) if f != q]
-        relevant = {f for f in others if likes[q] & likes[f]}
-        if not relevant:
-            continue
-        scores = [float((slots[q] @ slots[f].T).max()) for f in others]
-        top = {others[i] for i in np.argsort(-np.array(scores), kind="stable")[:k]}
-        recalls.append(len(top & relevant) / min(k, len(relevant)))
+    recalls = [rel[:k].sum() / min(k, rel.sum()) for rel in _ranked(items, threshold)]
     return float(np.mean(recalls)) if recalls else float("nan")

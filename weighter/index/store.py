@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS slots (
     embedding BLOB NOT NULL, weightings BLOB NOT NULL, timeline_rate REAL NOT NULL,
     UNIQUE (file_id, slot));
 CREATE INDEX IF NOT EXISTS slots_file ON slots(file_id);
+CREATE INDEX IF NOT EXISTS slots_active ON slots(active);  -- counting active slots reads no embeddings
 """
 
 
