@@ -79,6 +79,39 @@ def test_replace_remove_and_check(store, tmp_path, basis):
     assert len(list((tmp_path / "store").glob("vectors-*.faiss"))) == 1  # old generations deleted
 
 
+def test_vector_ids_name_their_file_and_slot_and_are_never_reused(store, tmp_path, basis):
+    rows = store.db.execute("SELECT id, file_id, slot FROM slots").fetchall()
+    files, slots = store.owners(np.array([r[0] for r in rows]))
+    assert files.tolist() == [r[1] for r in rows] and slots.tolist() == [r[2] for r in rows]
+    before = {r[0] for r in rows}
+    with store.writing():
+        store.apply([], remove=[tmp_path / "e.wav"])  # the highest file id goes ...
+        store.apply([(make_set(tmp_path / "f.wav", [4], basis), "hash-f")])  # ... and a new file comes
+    new = {r[0] for r in store.db.execute("SELECT slots.id FROM slots JOIN files ON files.id = slots.file_id "
+                                          "WHERE files.path LIKE '%f.wav'")}
+    assert new and not new & before and store.check() == []
+
+
+def test_a_set_with_more_slots_than_a_store_holds_is_refused(store, tmp_path, basis):
+    from weighter.index.store import MAX_SLOTS
+
+    n = MAX_SLOTS + 1
+    big = EmbeddingSet(str(tmp_path / "big.wav"), np.tile(basis[:1], (n, 1)), np.ones(n, np.float32),
+                       np.ones(n, bool), np.zeros((n, 4), np.float32), 10.0, 0.4, "m1")
+    with store.writing(), pytest.raises(StoreError, match=f"at most {MAX_SLOTS} per file"):
+        store.apply([(big, "hash-big")])
+    assert store.info()["files"] == 5 and store.check() == []
+
+
+def test_spans_are_runs_above_threshold_long_enough():
+    from weighter.embedding_set import spans
+
+    w = np.array([0.9, 0.9, 0.1, 0.6, 0.2, 0.7, 0.7, 0.7, 0.7, 0.8])  # 10 Hz
+    assert spans(w, 10.0, 0.95, min_seconds=0.2) == [(0.0, 0.2), (0.5, 0.95)]  # the last run ends at the duration
+    assert spans(w, 10.0, 1.0, min_seconds=0.1) == [(0.0, 0.2), (0.3, 0.4), (0.5, 1.0)]
+    assert spans(np.zeros(5), 10.0, 0.5) == []
+
+
 def test_other_model_is_refused(store, tmp_path, basis):
     with store.writing(), pytest.raises(StoreError, match="holds embeddings of model m1, not m2"):
         store.apply([(make_set(tmp_path / "x.wav", [0], basis, model_id="m2"), "h")])

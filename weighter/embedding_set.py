@@ -8,6 +8,16 @@ from pathlib import Path
 import numpy as np
 
 
+def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float = 0.5,
+          min_seconds: float = 0.5) -> list[tuple[float, float]]:
+    """(start, end) seconds of the runs where one slot's weighting (T,) at ``rate`` Hz is >= threshold,
+    runs shorter than ``min_seconds`` left out."""
+    edges = np.diff(np.concatenate([[0], (np.asarray(weighting) >= threshold).astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    keep = (ends - starts) / rate >= min_seconds
+    return [(round(a / rate, 2), round(min(b / rate, duration), 2)) for a, b in zip(starts[keep], ends[keep])]
+
+
 @dataclass
 class EmbeddingSet:
     path: str
@@ -21,16 +31,7 @@ class EmbeddingSet:
 
     def spans(self, slot: int, threshold: float = 0.5, min_seconds: float = 0.5) -> list[tuple[float, float]]:
         """Where slot ``slot`` is heard: (start, end) seconds where its weighting >= threshold."""
-        on = self.weightings[slot] >= threshold
-        spans, start = [], None
-        for t, flag in enumerate(np.append(on, False)):
-            if flag and start is None:
-                start = t
-            elif not flag and start is not None:
-                if (t - start) / self.timeline_rate >= min_seconds:
-                    spans.append((round(start / self.timeline_rate, 2), round(min(t / self.timeline_rate, self.duration), 2)))
-                start = None
-        return spans
+        return spans(self.weightings[slot], self.timeline_rate, self.duration, threshold, min_seconds)
 
     def to_json(self, spans: bool = True) -> dict:
         slots = []

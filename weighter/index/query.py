@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from weighter.embedding_set import EmbeddingSet
+from weighter.embedding_set import EmbeddingSet, spans
 from weighter.index.store import Store
 
 
@@ -51,30 +51,30 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     # below is then the exact set-to-set ranking for that index's recall.
     wanted = (k + int(exclude_self)) * store.max_slots()
     scores, ids = store.search(vectors, min(total, max(wanted, 32)))  # (Q, K) each
-    owner = store.files_of(ids.ravel())  # vector id -> (file id, slot number)
+    files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
     own = store.file_id(query.path) if exclude_self else None
-    best: dict[int, tuple[float, int, int]] = {}  # file id -> (score, query row, stored slot)
-    for q in range(len(slots)):
-        for score, vid in zip(scores[q], ids[q]):
-            if vid < 0:
-                continue
-            file_id, slot = owner[int(vid)]
-            if file_id != own and (file_id not in best or score > best[file_id][0]):
-                best[file_id] = (float(score), q, slot)
+    keep = (ids >= 0) & (files != (-1 if own is None else own))
+    rows = np.nonzero(keep)[0]
+    files, scores, stored_slots = files[keep], scores[keep], stored_slots[keep]
+    order = np.argsort(-scores, kind="stable")
+    _, first = np.unique(files[order], return_index=True)  # each file's best hit
+    best: dict[int, tuple[float, int, int]] = {  # file id -> (score, query row, stored slot)
+        int(files[i]): (float(scores[i]), int(rows[i]), int(stored_slots[i])) for i in order[first]}
     if not store.exact_scores():  # compressed vectors (PQ, SQ): re-score the candidates exactly
         best = _rescore(store, vectors, best)
     top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
     calibration = json.loads(store.meta("pair_calibration") or "null")
+    timelines = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, s_slot) in top])
     matches = []
     for file_id, (score, q, s_slot) in top:
-        stored = store.embedding_set(file_id)
+        path, duration, weighting, rate = timelines[store.slot_id(file_id, s_slot)]
         prob = None
         if calibration:
             a, b = calibration
             prob = round(float(1 / (1 + np.exp(-(a * score + b)))), 4)
         q_slot = int(slots[q])
-        matches.append(Match(stored.path, round(score, 4), prob, q_slot, int(s_slot), query.spans(q_slot),
-                             stored.spans(int(s_slot))))
+        matches.append(Match(path, round(score, 4), prob, q_slot, int(s_slot), query.spans(q_slot),
+                             spans(weighting, rate, duration)))
     return matches
 
 

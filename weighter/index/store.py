@@ -31,7 +31,9 @@ import numpy as np
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
 
-STORE_FORMAT = 2  # 2: slot ids are never reused (AUTOINCREMENT)
+STORE_FORMAT = 3  # 2: slot ids never reused; 3: a slot's id encodes its file and slot number
+SLOT_BITS = 12  # slot id = file id * 2**SLOT_BITS + slot number: a FAISS hit names its file with no lookup
+MAX_SLOTS = 1 << SLOT_BITS
 EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, IVF
 HNSW_EF_SEARCH = 128  # for a user's 'HNSW..' factory string
 IVF_NPROBE_SHARE = 1 / 32  # lists probed: at 1M, 1/64 gave recall@10 0.90, 1/32 gave 0.95 (benchmarks/index_speed.py)
@@ -51,10 +53,10 @@ def auto_factory(active: int) -> str:
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, content_hash TEXT NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE, content_hash TEXT NOT NULL,
     duration REAL NOT NULL, added REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
     slot INTEGER NOT NULL, confidence REAL NOT NULL, active INTEGER NOT NULL,
     embedding BLOB NOT NULL, weightings BLOB NOT NULL, timeline_rate REAL NOT NULL,
     UNIQUE (file_id, slot));
@@ -193,19 +195,22 @@ class Store:
                 db.execute("DELETE FROM files WHERE path = ?", (key,))
             new_vectors, new_ids = [], []
             for s, digest in add:
+                if len(s.confidence) > MAX_SLOTS:
+                    raise StoreError(f"{s.path}: {len(s.confidence)} slots; a store holds at most {MAX_SLOTS} per file")
                 cur = db.execute("INSERT INTO files (path, content_hash, duration, added) VALUES (?, ?, ?, ?)",
                                  (str(Path(s.path).resolve()), digest, float(s.duration), time.time()))
                 file_id = cur.lastrowid
                 for n in range(len(s.confidence)):
-                    cur = db.execute(
-                        "INSERT INTO slots (file_id, slot, confidence, active, embedding, weightings, timeline_rate) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (file_id, n, float(s.confidence[n]), int(bool(s.active[n])),
+                    slot_id = self.slot_id(file_id, n)
+                    db.execute(
+                        "INSERT INTO slots (id, file_id, slot, confidence, active, embedding, weightings, timeline_rate) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (slot_id, file_id, n, float(s.confidence[n]), int(bool(s.active[n])),
                          s.embeddings[n].astype(np.float32).tobytes(), s.weightings[n].astype(np.float16).tobytes(),
                          float(s.timeline_rate)))
                     if s.active[n]:
                         new_vectors.append(s.embeddings[n])
-                        new_ids.append(cur.lastrowid)
+                        new_ids.append(slot_id)
             if add and self.model_id is None:
                 self.set_meta("model_id", add[0][0].model_id)
                 self.set_meta("embed_dim", str(add[0][0].embeddings.shape[1]))
@@ -314,15 +319,23 @@ class Store:
             return np.zeros((len(vectors), 0)), np.zeros((len(vectors), 0), np.int64)
         return self._load_index().search(np.ascontiguousarray(vectors, dtype=np.float32), k)
 
-    def files_of(self, vector_ids) -> dict[int, tuple[int, int]]:
-        """vector id -> (file id, slot number)."""
-        ids = sorted({int(i) for i in vector_ids if i >= 0})
-        out = {}
-        for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
-            part = ids[start:start + 900]
-            out.update({r[0]: (r[1], r[2]) for r in self.db.execute(
-                f"SELECT id, file_id, slot FROM slots WHERE id IN ({','.join('?' * len(part))})", part)})
-        return out
+    @staticmethod
+    def owners(vector_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vector (slot) ids -> file ids, slot numbers: arithmetic, no lookup (ids encode both)."""
+        vector_ids = np.asarray(vector_ids, dtype=np.int64)
+        return vector_ids >> SLOT_BITS, vector_ids & (MAX_SLOTS - 1)
+
+    @staticmethod
+    def slot_id(file_id: int, slot: int) -> int:
+        return (int(file_id) << SLOT_BITS) + int(slot)
+
+    def slot_timelines(self, slot_ids: list[int]) -> dict[int, tuple[str, float, np.ndarray, float]]:
+        """Slot id -> (file path, duration, weightings (T,), timeline rate), in one query."""
+        rows = self.db.execute(
+            f"SELECT s.id, f.path, f.duration, s.weightings, s.timeline_rate FROM slots s JOIN files f "
+            f"ON f.id = s.file_id WHERE s.id IN ({','.join('?' * len(slot_ids))})", [int(i) for i in slot_ids])
+        return {r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]))
+                for r in rows}
 
     def max_slots(self) -> int:
         """Most slots any stored file has (the embedder's N for one-window files)."""
