@@ -4,7 +4,7 @@ Synthetic slot embeddings (2000 speakers, unit vectors plus noise) go through th
 ``SlotClusterer`` that ``weighter cluster`` uses (PCA, HDBSCAN on a sample of at most 30k,
 the rest assigned); ARI against the true speakers shows it still finds them.
 
-    python benchmarks/cluster_speed.py --slots 100000 1000000
+    python benchmarks/cluster_speed.py --slots 100000 1000000 [--pca-dims 64]
 """
 
 import argparse
@@ -26,7 +26,7 @@ def outliers_alone(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def run(n: int) -> dict:
+def run(n: int, pca_dims: int) -> dict:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(2000, 256)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -34,9 +34,9 @@ def run(n: int) -> dict:
     x = centres[truth] + rng.normal(0, 0.04, (n, 256)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     started = time.perf_counter()
-    c = SlotClusterer().fit(x)
+    c = SlotClusterer(pca_dims=pca_dims).fit(x)
     seconds = time.perf_counter() - started
-    return {"slots": n, "seconds": round(seconds, 1), "groups": int(c.labels_.max() + 1),
+    return {"slots": n, "pca_dims": pca_dims, "seconds": round(seconds, 1), "groups": int(c.labels_.max() + 1),
             "outlier_share": round(float((c.labels_ < 0).mean()), 4),
             "ari": round(float(adjusted_rand_score(truth, outliers_alone(c.labels_))), 4),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
@@ -45,5 +45,7 @@ def run(n: int) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--slots", type=int, nargs="+", default=[100_000])
-    for n in parser.parse_args().slots:
-        print(json.dumps(run(n)), flush=True)
+    parser.add_argument("--pca-dims", type=int, default=SlotClusterer().pca_dims)
+    args = parser.parse_args()
+    for n in args.slots:
+        print(json.dumps(run(n, args.pca_dims)), flush=True)

@@ -57,14 +57,17 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     rows = np.nonzero(keep)[0]
     files, scores, stored_slots = files[keep], scores[keep], stored_slots[keep]
     order = np.argsort(-scores, kind="stable")
-    _, first = np.unique(files[order], return_index=True)  # each file's best hit
-    best: dict[int, tuple[float, int, int]] = {  # file id -> (score, query row, stored slot)
-        int(files[i]): (float(scores[i]), int(rows[i]), int(stored_slots[i])) for i in order[first]}
-    if not store.exact_scores():  # compressed vectors (PQ, SQ): re-score the candidates exactly
-        best = _rescore(store, vectors, best)
-    top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+    _, first = np.unique(files[order], return_index=True)
+    pick = order[first]  # each file's best hit, files in ascending id order
+    if store.exact_scores():
+        pick = pick[np.argsort(-scores[pick], kind="stable")[:k]]
+        top = [(int(files[i]), (float(scores[i]), int(rows[i]), int(stored_slots[i]))) for i in pick]
+    else:  # compressed vectors (PQ, SQ): re-score every candidate file exactly
+        best = _rescore(store, vectors, files[pick].tolist())
+        top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
     calibration = json.loads(store.meta("pair_calibration") or "null")
     timelines = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, s_slot) in top])
+    query_spans = {q: query.spans(int(slots[q])) for q in {q for _, (_, q, _) in top}}
     matches = []
     for file_id, (score, q, s_slot) in top:
         path, duration, weighting, rate = timelines[store.slot_id(file_id, s_slot)]
@@ -72,15 +75,14 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
         if calibration:
             a, b = calibration
             prob = round(float(1 / (1 + np.exp(-(a * score + b)))), 4)
-        q_slot = int(slots[q])
-        matches.append(Match(path, round(score, 4), prob, q_slot, int(s_slot), query.spans(q_slot),
+        matches.append(Match(path, round(score, 4), prob, int(slots[q]), int(s_slot), query_spans[q],
                              spans(weighting, rate, duration)))
     return matches
 
 
-def _rescore(store: Store, vectors: np.ndarray, best: dict) -> dict:
+def _rescore(store: Store, vectors: np.ndarray, file_ids: list[int]) -> dict:
     """Exact best cosine over (query slot, stored active slot) pairs for every candidate file."""
-    file_of, slot_of, emb = store.active_slots_of(sorted(best))
+    file_of, slot_of, emb = store.active_slots_of(file_ids)
     sims = vectors @ emb.T  # (Q, S)
     out: dict[int, tuple[float, int, int]] = {}
     for col in range(len(file_of)):
