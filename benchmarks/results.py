@@ -28,6 +28,7 @@ RUNS = {
     "quality": [f"{PY} benchmarks/quality.py --files 100"],
     "real": [f"{PY} benchmarks/real_speech.py"],
     "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py"],
+    "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
     "claims": [f"{PY} benchmarks/claims.py --json docs/claims.json"],
 }
 
