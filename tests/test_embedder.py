@@ -245,6 +245,27 @@ def test_train_from_a_manifest_of_real_files(tiny_bank, tmp_path):
     assert set(payload["likes"]) <= set(tiny_bank.identities("train"))
 
 
+def test_fine_tuning_starts_from_a_trained_model_with_a_new_head(trained_model, tiny_bank, tmp_path):
+    from weighter.audio import discover
+
+    write_corpus(tiny_bank, tmp_path / "c", "validation", 8, MixerConfig(1, 2, 4, 6), progress=False)
+    base, base_payload = load_model(trained_model[0])
+    out = tmp_path / "tuned.pt"
+    train(out, TrainConfig(steps=1, batch_size=2, max_seconds=5, eval_every=1, lr=0.0),  # lr 0: weights stay
+          WeighterConfig(slots=3), sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True),
+          progress=False, init=trained_model[0])
+    tuned, payload = load_model(out)
+    assert payload["config"]["slots"] == base_payload["config"]["slots"]  # the init's architecture, not slots=3
+    assert set(payload["likes"]) <= set(tiny_bank.identities("validation"))  # likes never seen by the base
+    assert payload["train"]["init"] == str(trained_model[0])
+    for key, value in base.state_dict().items():
+        if not key.startswith("like_"):
+            assert torch.equal(tuned.state_dict()[key], value), key
+    with pytest.raises(WeighterError, match="no such model file"):
+        train(tmp_path / "x.pt", TrainConfig(steps=1), WeighterConfig(), sources=discover(tmp_path / "c" / "manifest.csv",
+              require_likes=True), progress=False, init=tmp_path / "missing.pt")
+
+
 def test_pretraining_on_single_speaker_clips_then_conversations(tiny_bank, tmp_path):
     out = tmp_path / "p.pt"
     cfg = TrainConfig(steps=4, pretrain_steps=2, pretrain_batch=4, pretrain_seconds=1.0, batch_size=2, min_seconds=4,

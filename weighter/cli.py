@@ -569,14 +569,19 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
+@click.option("--init", "init", default=None, metavar="MODEL",
+              help="Fine-tune: start from a trained model file ('default' = the shipped one). Its architecture "
+                   "replaces --slots/--frontend; a new classifier head is learnt for your likes.")
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, combine, loss, lr, eval_every,
-          patience, slots, frontend, max_speakers, pretrain_steps, seed, device, resume, **bank_args):
+          patience, slots, frontend, max_speakers, pretrain_steps, seed, device, resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
     From your own files (the usual case; likes = e.g. the speakers of each call):
       weighter train --manifest calls.csv --out model.pt
+    Fine-tuning the shipped model on them instead of starting from scratch:
+      weighter train --manifest calls.csv --init default --out model.pt --steps 500
     From the synthetic bank (how the shipped default is made):
       weighter train --synthetic --out model.pt
 
@@ -595,12 +600,16 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=lo, max_seconds=hi, combine=combine, loss=loss,
                       frame_supervision=frame_supervision, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
                       device=device, max_speakers=max_speakers, pretrain_steps=pretrain_steps)
+    from weighter.embedder import DEFAULT_MODEL
+
+    init = DEFAULT_MODEL if init == "default" else init
+    model_cfg = WeighterConfig(slots=slots, frontend=frontend)
     if synthetic:
-        result = run_training(out, cfg, WeighterConfig(slots=slots, frontend=frontend), bank=_open_bank(obj, **bank_args), resume=resume,
-                              progress=obj["progress"])
+        result = run_training(out, cfg, model_cfg, bank=_open_bank(obj, **bank_args), resume=resume,
+                              progress=obj["progress"], init=init)
     else:
-        result = run_training(out, cfg, WeighterConfig(slots=slots, frontend=frontend), sources=discover(manifest, require_likes=True),
-                              resume=resume, progress=obj["progress"])
+        result = run_training(out, cfg, model_cfg, sources=discover(manifest, require_likes=True),
+                              resume=resume, progress=obj["progress"], init=init)
     click.echo(json.dumps(result["history"][-1] if result["history"] else {}) if obj["quiet"] else
                f"best validation mAP {result['best_map']:.4f} after {result['steps']} steps; model: {out}")
 

@@ -238,8 +238,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: UtteranceBank | None = None,
-          sources: list[AudioSource] | None = None, resume: bool = False, progress: bool = True) -> dict:
-    """Train and write the best model (by validation mAP) to ``out``; ``out``.ckpt resumes."""
+          sources: list[AudioSource] | None = None, resume: bool = False, progress: bool = True,
+          init: str | Path | None = None) -> dict:
+    """Train and write the best model (by validation mAP) to ``out``; ``out``.ckpt resumes.
+    ``init``: a trained model file to start from (fine-tuning): its configuration replaces
+    ``model_cfg`` and its weights are loaded, all but the classifier head when its likes differ."""
     out = Path(out)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
@@ -262,8 +265,21 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                 log.warning("skipped: %s", error)
     else:
         raise WeighterError("train needs a bank or a manifest")
+    start = None
+    if init is not None:
+        from weighter.embedder.checkpoint import load_model
+
+        start, payload = load_model(init)
+        model_cfg = WeighterConfig.from_dict(payload["config"])
+        same_likes = list(payload["likes"]) == list(data.likes)
     model_cfg.num_likes = len(data.likes)
     model = WeighterModel(model_cfg).to(device)
+    if start is not None:
+        weights = {k: v for k, v in start.state_dict().items() if same_likes or not k.startswith("like_")}
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if unexpected or any(not k.startswith("like_") for k in missing):
+            raise WeighterError(f"{init}: its weights do not fit its own configuration")
+        log.info("started from %s (%s)", init, "all weights" if same_likes else "a new classifier head for these likes")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
@@ -311,7 +327,8 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
             score = metrics["map"] if math.isfinite(metrics["map"]) else 0.0  # nan: too few validation files
             if score > best:
                 best, stale = score, 0
-                save_model(out, model, data.likes, metrics["threshold"], train=asdict(cfg), metrics=metrics,
+                save_model(out, model, data.likes, metrics["threshold"], train=asdict(cfg) | {"init": str(init or "")},
+                           metrics=metrics,
                            extra={"history": history, "merge_cosine": metrics["merge_cosine"],
                                   "pair_calibration": pair_calibration(truths, metrics["threshold"],
                                                                        metrics["merge_cosine"])})
