@@ -330,12 +330,15 @@ class Store:
         return (int(file_id) << SLOT_BITS) + int(slot)
 
     def slot_timelines(self, slot_ids: list[int]) -> dict[int, tuple[str, float, np.ndarray, float]]:
-        """Slot id -> (file path, duration, weightings (T,), timeline rate), in one query."""
-        rows = self.db.execute(
-            f"SELECT s.id, f.path, f.duration, s.weightings, s.timeline_rate FROM slots s JOIN files f "
-            f"ON f.id = s.file_id WHERE s.id IN ({','.join('?' * len(slot_ids))})", [int(i) for i in slot_ids])
-        return {r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]))
-                for r in rows}
+        """Slot id -> (file path, duration, weightings (T,), timeline rate), in one query per 900 ids."""
+        out = {}
+        for start in range(0, len(slot_ids), 900):  # SQLite's limit on bound parameters
+            part = [int(i) for i in slot_ids[start:start + 900]]
+            out.update({r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]))
+                        for r in self.db.execute(
+                            f"SELECT s.id, f.path, f.duration, s.weightings, s.timeline_rate FROM slots s JOIN files f "
+                            f"ON f.id = s.file_id WHERE s.id IN ({','.join('?' * len(part))})", part)})
+        return out
 
     def max_slots(self) -> int:
         """Most slots any stored file has (the embedder's N for one-window files)."""
