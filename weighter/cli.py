@@ -588,6 +588,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     The best model by validation retrieval mAP is kept in OUT; OUT.ckpt lets --resume continue.
     """
     from weighter.audio import discover
+    from weighter.embedder import DEFAULT_MODEL
     from weighter.embedder.model import WeighterConfig
     from weighter.embedder.train import TrainConfig, train as run_training
 
@@ -600,8 +601,6 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=lo, max_seconds=hi, combine=combine, loss=loss,
                       frame_supervision=frame_supervision, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
                       device=device, max_speakers=max_speakers, pretrain_steps=pretrain_steps)
-    from weighter.embedder import DEFAULT_MODEL
-
     init = DEFAULT_MODEL if init == "default" else init
     model_cfg = WeighterConfig(slots=slots, frontend=frontend)
     if synthetic:

@@ -100,24 +100,35 @@ def slot_speakers(item: SetTruth, threshold: float) -> list[tuple[int, str]]:
     return out
 
 
-def slot_eer(items: list[SetTruth], threshold: float) -> float:
-    """Equal error rate of same- vs different-speaker over pairs of active slots of different files."""
-    vectors, labels, owners = [], [], []
+def slot_pairs(items: list[SetTruth], threshold: float):
+    """Active slots mapped to speakers, and all their pairs from different files.
+    Returns (who, speakers, a, b, scores, same): who[i] = (item index, slot) of slot vector i,
+    its speaker speakers[i]; pair p joins vectors a[p] and b[p], with cosine scores[p] and
+    same[p] when both are the same speaker."""
+    who, vectors, speakers = [], [], []
     for i, it in enumerate(items):
         for n, speaker in slot_speakers(it, threshold):
+            who.append((i, n))
             vectors.append(it.embeddings[n])
-            labels.append(speaker)
-            owners.append(i)
-    if len(vectors) < 3:
-        return float("nan")
+            speakers.append(speaker)
+    speakers = np.array(speakers)
+    if not vectors:
+        empty = np.zeros(0, np.int64)
+        return who, speakers, empty, empty, np.zeros(0, np.float32), np.zeros(0, bool)
     v = np.stack(vectors)
-    scores = v @ v.T
-    labels, owners = np.array(labels), np.array(owners)
-    iu = np.triu_indices(len(v), 1)
-    keep = owners[iu[0]] != owners[iu[1]]
-    s = scores[iu][keep]
-    same = (labels[iu[0]] == labels[iu[1]])[keep]
-    return equal_error_rate(s[same], s[~same])
+    owners = np.array([i for i, _ in who])
+    a, b = np.triu_indices(len(v), 1)
+    keep = owners[a] != owners[b]
+    a, b = a[keep], b[keep]
+    return who, speakers, a, b, np.einsum("pe,pe->p", v[a], v[b]), speakers[a] == speakers[b]
+
+
+def slot_eer(items: list[SetTruth], threshold: float) -> float:
+    """Equal error rate of same- vs different-speaker over pairs of active slots of different files."""
+    who, _, _, _, scores, same = slot_pairs(items, threshold)
+    if len(who) < 3:
+        return float("nan")
+    return equal_error_rate(scores[same], scores[~same])
 
 
 def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> float:
@@ -244,15 +255,11 @@ def diarization_error(items: list[SetTruth], threshold: float, on: float = 0.5) 
     return errors / speech if speech else float("nan")
 
 
-def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = None, ks=(1, 5, 10)) -> dict:
-    """All figures for a store against a manifest's likes (and an RTTM when given):
-    speaker-count accuracy, retrieval mAP and recall@k, slot EER, DER of the weightings,
-    and for a clustering run: file-linking F1, ARI of slots against true speakers, outliers."""
+def store_items(store, sources, rttm: dict | None = None) -> tuple[list[SetTruth], list[int], list[str]]:
+    """The stored sets of a manifest's files as SetTruth (likes, and activity from the RTTM when
+    given), their file ids, and the paths not in the store. The stored active flags decide (the
+    model's own threshold and merge): confidence 1 on active slots, 0 elsewhere."""
     from pathlib import Path
-
-    from sklearn.metrics import adjusted_rand_score
-
-    from weighter.errors import WeighterError
 
     items, file_ids, missing = [], [], []
     for source in sources:
@@ -265,9 +272,20 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
         if rttm is not None:
             activity = activity_grid(rttm.get(Path(source.path).stem, []), source.likes, s.timeline_rate,
                                      s.weightings.shape[1])
-        # the stored active flags decide (the model's own threshold and merge): active -> 1, else 0
         items.append(SetTruth(s.embeddings, s.active.astype(np.float32), s.weightings, tuple(source.likes), activity))
         file_ids.append(file_id)
+    return items, file_ids, missing
+
+
+def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = None, ks=(1, 5, 10)) -> dict:
+    """All figures for a store against a manifest's likes (and an RTTM when given):
+    speaker-count accuracy, retrieval mAP and recall@k, slot EER, DER of the weightings,
+    and for a clustering run: file-linking F1, ARI of slots against true speakers, outliers."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from weighter.errors import WeighterError
+
+    items, file_ids, missing = store_items(store, sources, rttm)
     if not items:
         raise WeighterError("no manifest file is in the store (index the corpus first)")
     threshold = 0.5

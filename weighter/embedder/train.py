@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from weighter.audio import AudioSource, load_audio
 from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
-from weighter.embedder.checkpoint import save_model
+from weighter.embedder.checkpoint import load_model, save_model
 from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
 from weighter.errors import AudioError, WeighterError
 from weighter.evaluation import SetTruth, pair_calibration, summarize
@@ -265,21 +265,16 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                 log.warning("skipped: %s", error)
     else:
         raise WeighterError("train needs a bank or a manifest")
-    start = None
-    if init is not None:
-        from weighter.embedder.checkpoint import load_model
-
+    if init is not None:  # fine-tuning: the init's architecture and weights, the head only if the likes match
         start, payload = load_model(init)
         model_cfg = WeighterConfig.from_dict(payload["config"])
-        same_likes = list(payload["likes"]) == list(data.likes)
+        keep_head = list(payload["likes"]) == list(data.likes)
     model_cfg.num_likes = len(data.likes)
     model = WeighterModel(model_cfg).to(device)
-    if start is not None:
-        weights = {k: v for k, v in start.state_dict().items() if same_likes or not k.startswith("like_")}
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if unexpected or any(not k.startswith("like_") for k in missing):
-            raise WeighterError(f"{init}: its weights do not fit its own configuration")
-        log.info("started from %s (%s)", init, "all weights" if same_likes else "a new classifier head for these likes")
+    if init is not None:
+        model.load_state_dict({k: v for k, v in start.state_dict().items() if keep_head or not k.startswith("like_")},
+                              strict=keep_head)
+        log.info("started from %s (%s)", init, "all weights" if keep_head else "a new classifier head for these likes")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
@@ -351,8 +346,6 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     validation split (never the held-out one), and rewrite the model file in place (atomically).
     With ``checkpoint`` (a training OUT.ckpt), the weights of its last step replace the file's;
     with ``pooling``, the slot pooling of the model's config changes first (a new model id)."""
-    from weighter.embedder.checkpoint import load_model
-
     model, payload = load_model(path)
     if checkpoint is not None:  # take the weights of a training checkpoint's last step instead
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -329,16 +329,21 @@ class Store:
     def slot_id(file_id: int, slot: int) -> int:
         return (int(file_id) << SLOT_BITS) + int(slot)
 
+    def _rows_in(self, query: str, ids) -> list[tuple]:
+        """Rows of ``query`` (with one ``{}`` for the placeholders of an ``IN (...)``) for all
+        ``ids``, bound at most 900 at a time (SQLite's limit on bound parameters in old builds)."""
+        ids, rows = [int(i) for i in ids], []
+        for start in range(0, len(ids), 900):
+            part = ids[start:start + 900]
+            rows += self.db.execute(query.format(",".join("?" * len(part))), part).fetchall()
+        return rows
+
     def slot_timelines(self, slot_ids: list[int]) -> dict[int, tuple[str, float, np.ndarray, float]]:
-        """Slot id -> (file path, duration, weightings (T,), timeline rate), in one query per 900 ids."""
-        out = {}
-        for start in range(0, len(slot_ids), 900):  # SQLite's limit on bound parameters
-            part = [int(i) for i in slot_ids[start:start + 900]]
-            out.update({r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]))
-                        for r in self.db.execute(
-                            f"SELECT s.id, f.path, f.duration, s.weightings, s.timeline_rate FROM slots s JOIN files f "
-                            f"ON f.id = s.file_id WHERE s.id IN ({','.join('?' * len(part))})", part)})
-        return out
+        """Slot id -> (file path, duration, weightings (T,), timeline rate)."""
+        rows = self._rows_in("SELECT s.id, f.path, f.duration, s.weightings, s.timeline_rate FROM slots s "
+                             "JOIN files f ON f.id = s.file_id WHERE s.id IN ({})", slot_ids)
+        return {r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]))
+                for r in rows}
 
     def max_slots(self) -> int:
         """Most slots any stored file has (the embedder's N for one-window files)."""
@@ -354,11 +359,7 @@ class Store:
 
     def active_slots_of(self, file_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Active slots of these files: file ids (S,), slot numbers (S,), embeddings (S, E)."""
-        rows = []
-        for start in range(0, len(file_ids), 900):  # SQLite's limit on bound parameters
-            part = file_ids[start:start + 900]
-            rows += self.db.execute(f"SELECT file_id, slot, embedding FROM slots WHERE active = 1 AND file_id IN "
-                                    f"({','.join('?' * len(part))})", part).fetchall()
+        rows = self._rows_in("SELECT file_id, slot, embedding FROM slots WHERE active = 1 AND file_id IN ({})", file_ids)
         dim = int(self._meta("embed_dim") or 256)
         emb = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
         return np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), emb
