@@ -4,7 +4,8 @@ Synthetic unit vectors stand in for slot embeddings at scale (clustered, like sp
 centres plus noise). Build = one atomic ``Store.apply`` of all sets (SQLite rows + FAISS
 index). Query = ``query_store`` for one file of 8 active slots (FAISS search, grouping by file,
 spans of the 10 best), timed whole and its FAISS search alone. Recall@10 of the FAISS search
-against exact (brute-force) search.
+against exact (brute-force) search. Then the removal of one file (an atomic ``apply``: SQLite
+rows, FAISS update, the FAISS file written again).
 
     python benchmarks/index_speed.py --vectors 100000 1000000
 """
@@ -74,7 +75,11 @@ def run(n: int, queries: int = 200) -> dict:
         ids = np.array([r[0] for r in store.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")])
         found_rows = np.searchsorted(ids, found)  # ids follow insertion order: row i of vectors -> ids[i]
         recall = float(np.mean([len(set(found_rows[i]) & set(truth[i])) / 10 for i in range(len(probe))]))
-    return {"vectors": n, "index_type": info["index_type"], "build_s": round(build, 1),
+        started = time.perf_counter()
+        with store.writing():
+            store.apply([], ["/bench/f0000000.flac"])
+        remove = time.perf_counter() - started
+    return {"vectors": n, "index_type": info["index_type"], "build_s": round(build, 1), "remove_one_file_s": round(remove, 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "query_p50_ms": round(float(np.percentile(latencies, 50)), 2),
             "query_p99_ms": round(float(np.percentile(latencies, 99)), 2),

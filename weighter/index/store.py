@@ -224,7 +224,7 @@ class Store:
             except StoreError:  # a corrupt or missing FAISS file: rebuild it from SQLite
                 index = None
             incremental = (not rebuild and index is not None and self._meta("index_type") == wanted and
-                           (not removed_ids or wanted == "Flat"))
+                           (not removed_ids or _removes_in_place(index)))
             if incremental:
                 if removed_ids:
                     index.remove_ids(np.array(removed_ids, dtype=np.int64))
@@ -257,7 +257,9 @@ class Store:
 
         dim = int(self._meta("embed_dim") or 256)
         ids, vectors = self.active_vectors()
-        index = faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)  # already its concrete class
+        if not isinstance(index, faiss.IndexIVF):  # IVF keeps ids itself (removal in place); others need a map
+            index = faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:  # IVF and PQ: train on a sample, 30-256 points per list (FAISS guidelines)
             if len(vectors) == 0:
                 raise StoreError(f"index type {factory!r} needs training vectors; add files first")
@@ -399,8 +401,8 @@ class Store:
         else:
             import faiss
 
-            stored = faiss.vector_to_array(index.id_map) if hasattr(index, "id_map") else np.array([])
-            if len(stored) and set(stored.tolist()) != set(ids.tolist()):
+            stored = _stored_ids(index)
+            if stored is not None and set(stored.tolist()) != set(ids.tolist()):
                 problems.append("FAISS vector ids differ from SQLite's active slots")
             elif len(ids):
                 probe = vectors[:: max(1, len(ids) // 50)]
@@ -416,6 +418,30 @@ class Store:
 
     def close(self):
         self.db.close()
+
+
+def _removes_in_place(index) -> bool:
+    """Can this index drop vectors without a rebuild? A Flat one under its id map can; an IVF
+    holding its own ids can (it drops them from its lists, the trained centroids stay); HNSW
+    and an id map over IVF (stores before IVF kept its own ids) cannot."""
+    import faiss
+
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+    return isinstance(inner, faiss.IndexFlat) or (not hasattr(index, "id_map") and isinstance(index, faiss.IndexIVF))
+
+
+def _stored_ids(index) -> np.ndarray | None:
+    """The vector ids an index holds: its id map's, or an IVF's inverted lists'; None if unknown."""
+    import faiss
+
+    if hasattr(index, "id_map"):
+        return faiss.vector_to_array(index.id_map)
+    if isinstance(index, faiss.IndexIVF):
+        lists = index.invlists
+        parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                 for i in range(index.nlist) if lists.list_size(i)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return None
 
 
 def _tune(index) -> None:
