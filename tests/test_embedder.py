@@ -275,10 +275,54 @@ def test_pretraining_on_single_speaker_clips_then_conversations(tiny_bank, tmp_p
     assert out.exists()
 
 
+def test_ssl_frontend_loads_a_torchaudio_bundle_from_the_hub_cache(tmp_path, monkeypatch):
+    """The "ssl" frontend's loading code, offline: a small randomly initialised WavLM, saved where
+    torch.hub keeps downloaded weights, is loaded through torchaudio's own bundle code (no
+    download: the file is already cached, as after a user's first run with internet)."""
+    import torchaudio
+    from torchaudio.pipelines import Wav2Vec2Bundle
+
+    from weighter.errors import WeighterError
+
+    params = dict(torchaudio.pipelines.WAVLM_BASE_PLUS._params, encoder_embed_dim=32, encoder_num_layers=2,
+                  encoder_num_heads=2, encoder_ff_interm_features=64, encoder_pos_conv_kernel=16,
+                  encoder_pos_conv_groups=4, encoder_num_buckets=32, encoder_max_distance=100,
+                  extractor_conv_layer_config=[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2)
+    random = torchaudio.models.wavlm_model(**params).eval()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(random.state_dict(), tmp_path / "hub" / "checkpoints" / "weighter-test-wavlm.pth")
+    monkeypatch.setattr(torchaudio.pipelines, "TEST_WAVLM",
+                        Wav2Vec2Bundle("weighter-test-wavlm.pth", params, 16000, False, "WavLM"), raising=False)
+    cfg = WeighterConfig(frontend="ssl", ssl_bundle="TEST_WAVLM", ssl_layer=1, num_likes=3, **SMALL)
+    model = WeighterModel(cfg).eval()
+    assert cfg.frame_dim == 32 and not any(k.startswith("frozen") for k in model.state_dict())
+    wave = torch.randn(2, 32000)
+    lengths = torch.tensor([32000, 20000])
+    with torch.no_grad():
+        out = model(wave, lengths)
+        # the short file alone, up to its last whole 20 ms frame: 61 * 320 + 400 samples
+        expected, _ = random.extract_features(wave[1:, :19920], num_layers=1)
+    frames = out["frames"]
+    assert frames.shape[1] == model.frame_count(torch.tensor(32000)) == 2 * 99  # 50 Hz, twice: the 100 Hz grid
+    short = int(out["mask"][1].sum())
+    assert short == 2 * expected[-1].shape[1]
+    torch.testing.assert_close(frames[1, :short:2], expected[-1][0], atol=1e-4, rtol=1e-4)  # layer 1, unpadded
+    assert float(frames[1, short:].abs().sum()) == 0
+    assert out["embeddings"].shape == (2, SMALL["slots"], SMALL["embed_dim"])
+    path = tmp_path / "ssl.pt"
+    save_model(path, model, ["a", "b", "c"], 0.5)
+    loaded, _ = load_model(path)  # the frontend reloads from the hub cache
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(wave, lengths)["embeddings"], out["embeddings"])
+    with pytest.raises(WeighterError, match="not a wav2vec2/HuBERT/WavLM bundle"):
+        WeighterModel(WeighterConfig(frontend="ssl", ssl_bundle="NO_SUCH_BUNDLE", **SMALL))
+
+
 def test_resemblyzer_frontend_is_frozen_small_on_disk_and_hears_speakers(tiny_bank, tmp_path):
     pytest.importorskip("resemblyzer")
     model = WeighterModel(WeighterConfig(frontend="resemblyzer", num_likes=3, **{**SMALL, "frame_dim": 256})).eval()
-    assert not any(k.startswith("resemblyzer") for k in model.state_dict())  # frozen encoder stays in its package
+    assert not any(k.startswith(("resemblyzer", "frozen")) for k in model.state_dict())  # stays in its package
     path = tmp_path / "r.pt"
     save_model(path, model, ["a", "b", "c"], 0.5)
     assert path.stat().st_size < 2_000_000

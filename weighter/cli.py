@@ -561,8 +561,13 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validations.")
 @click.option("--patience", type=int, default=6, show_default=True, help="Validations without gain before stopping.")
 @click.option("--slots", type=int, default=6, show_default=True, help="N, slots per file.")
-@click.option("--frontend", type=click.Choice(["logmel", "resemblyzer"]), default="logmel", show_default=True,
-              help="Frame features: learnt from log-mel, or Resemblyzer's frozen pretrained speaker encoder.")
+@click.option("--frontend", type=click.Choice(["logmel", "resemblyzer", "ssl"]), default="logmel", show_default=True,
+              help="Frame features: learnt from log-mel; Resemblyzer's frozen pretrained speaker encoder; or a "
+                   "frozen self-supervised model of torchaudio (--ssl-bundle; its weights download once).")
+@click.option("--ssl-bundle", default="WAVLM_BASE_PLUS", show_default=True,
+              help="--frontend ssl: a torchaudio.pipelines bundle (WAVLM_BASE, WAVLM_LARGE, HUBERT_BASE, ...).")
+@click.option("--ssl-layer", type=int, default=6, show_default=True,
+              help="--frontend ssl: the transformer layer whose output are the frame features.")
 @click.option("--max-speakers", type=int, default=4, show_default=True, help="Synthetic: speakers per conversation, 1 to this.")
 @click.option("--pretrain-steps", type=int, default=0, show_default=True,
               help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
@@ -574,7 +579,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "replaces --slots/--frontend; a new classifier head is learnt for your likes.")
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, combine, loss, lr, eval_every,
-          patience, slots, frontend, max_speakers, pretrain_steps, seed, device, resume, init, **bank_args):
+          patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, pretrain_steps, seed, device, resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -602,7 +607,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
                       frame_supervision=frame_supervision, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
                       device=device, max_speakers=max_speakers, pretrain_steps=pretrain_steps)
     init = DEFAULT_MODEL if init == "default" else init
-    model_cfg = WeighterConfig(slots=slots, frontend=frontend)
+    model_cfg = WeighterConfig(slots=slots, frontend=frontend, ssl_bundle=ssl_bundle, ssl_layer=ssl_layer)
     if synthetic:
         result = run_training(out, cfg, model_cfg, bank=_open_bank(obj, **bank_args), resume=resume,
                               progress=obj["progress"], init=init)

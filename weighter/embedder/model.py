@@ -3,6 +3,7 @@ weighting over time. One file holds the whole model; ``WeighterConfig`` names ev
 hyperparameter.
 
     wave (B, S) -> log-mel (B, T, M) -> frame encoder -> frames F (B, T, Cf)       100 Hz
+                   (or a frozen frontend: Resemblyzer's LSTM, torchaudio's WavLM)
     F -> conv /12 channels, /15 time -> FeatureProjection + WavLM encoder          6.7 Hz
       -> linear + sigmoid -> X (B, N, T/15) -> repeat_interleave(15) -> X (B, N, T)
     W = X / sum_t X          weighting of each slot over time
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weighter.errors import WeighterError
+
 
 # torchaudio's WavLM attention warns on every padded batch (bool key_padding_mask, no attn_mask).
 warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
@@ -31,7 +34,11 @@ warnings.filterwarnings("ignore", message="Support for mismatched key_padding_ma
 @dataclass
 class WeighterConfig:
     sample_rate: int = 16_000  # Hz
-    frontend: str = "logmel"  # "logmel": frames learnt jointly; "resemblyzer": frozen pretrained speaker encoder
+    frontend: str = "logmel"  # "logmel": frames learnt jointly; "resemblyzer": frozen pretrained speaker encoder;
+    #                           "ssl": a frozen self-supervised speech model of torchaudio (WavLM by default)
+    ssl_bundle: str = "WAVLM_BASE_PLUS"  # frontend "ssl": the torchaudio.pipelines bundle (weights download once)
+    ssl_layer: int = 6  # frontend "ssl": the transformer layer whose output are the frames (speaker
+    #                     identity is strongest in the middle layers of WavLM)
     n_mels: int = 64
     hop: int = 160  # samples: frames at 100 Hz
     window: int = 400  # samples: 25 ms
@@ -119,6 +126,67 @@ class FrameEncoder(nn.Module):
         return x.transpose(1, 2)  # (B, T, Cf)
 
 
+def wavlm_encode(encoder: nn.Module, x: torch.Tensor, lengths: torch.Tensor, layers: int | None = None) -> torch.Tensor:
+    """torchaudio's WavLM Encoder (feature projection, position convolution, transformer layers),
+    run layer by layer up to ``layers``: its own forward turns lengths into an attention_mask
+    that WavLM attention refuses; WavLM takes a key_padding_mask instead. x (B, T', C) -> (B, T', D)."""
+    padding = torch.arange(x.shape[1], device=x.device)[None] >= lengths[:, None]  # (B, T') True = pad
+    x = encoder.feature_projection(x)  # layer norm, linear, dropout: (B, T', D)
+    x = encoder.transformer._preprocess(x)  # + convolutional position embedding
+    bias = None
+    for layer in list(encoder.transformer.layers)[:layers]:
+        x, bias = layer(x, position_bias=bias, key_padding_mask=padding if padding.any() else None)
+    return x
+
+
+class SSLFrontend:
+    """Frames from a pretrained self-supervised speech model of torchaudio (``ssl_bundle``, a
+    ``torchaudio.pipelines`` bundle: WavLM Base+ by default): the output of transformer layer
+    ``ssl_layer``, 768-d at 50 Hz, each frame repeated twice onto the 100 Hz frame grid.
+
+    For users with internet access: the bundle's weights download once from
+    download.pytorch.org into torch.hub's cache (``$TORCH_HOME/hub/checkpoints``) and load from
+    there afterwards. Frozen, and not stored in weighter's model files (a plain attribute).
+    """
+
+    receptive, stride = 400, 320  # samples: the convolutional feature extractor's window and hop
+
+    def __init__(self, c: WeighterConfig):
+        import torchaudio
+
+        bundle = getattr(torchaudio.pipelines, c.ssl_bundle, None)
+        if not isinstance(bundle, torchaudio.pipelines.Wav2Vec2Bundle):
+            raise WeighterError(f"ssl_bundle {c.ssl_bundle!r} is not a wav2vec2/HuBERT/WavLM bundle of torchaudio.pipelines")
+        if not 1 <= c.ssl_layer <= bundle._params["encoder_num_layers"]:
+            raise WeighterError(f"ssl_layer {c.ssl_layer} outside 1..{bundle._params['encoder_num_layers']} "
+                                f"of {c.ssl_bundle}")
+        try:
+            self.model = bundle.get_model().eval().requires_grad_(False)
+        except (OSError, RuntimeError) as error:  # URLError is an OSError
+            raise WeighterError(f"{c.ssl_bundle}: could not load its weights ({str(error).splitlines()[0][:160]}); "
+                                f"they download once from download.pytorch.org into {torch.hub.get_dir()}") from None
+        self.layer = c.ssl_layer
+        c.frame_dim = self.dim = int(bundle._params["encoder_embed_dim"])
+
+    def frames(self, samples: torch.Tensor) -> torch.Tensor:
+        """Frames on the 100 Hz grid: two per 20 ms output frame of the model."""
+        return 2 * torch.clamp(torch.div(samples - self.receptive, self.stride, rounding_mode="floor") + 1, min=0)
+
+    @torch.no_grad()
+    def __call__(self, wave: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.model.to(wave.device)
+        own = mask.sum(1) // 2  # (B,) the model's frames
+        samples = torch.where(own > 0, (own - 1) * self.stride + self.receptive, torch.zeros_like(own))
+        out = wave.new_zeros(*mask.shape, self.dim)
+        for n in torch.unique(samples[own > 0]).tolist():  # rows of one length together, unpadded: the
+            rows = torch.nonzero(samples == n)[:, 0]        # group norm and position conv see no padding
+            features, lengths = self.model.feature_extractor(wave[rows, :n], None)
+            h = wavlm_encode(self.model.encoder, features, torch.full((len(rows),), features.shape[1]), self.layer)
+            h = h.repeat_interleave(2, dim=1)[:, : mask.shape[1]]  # 100 Hz
+            out[rows, : h.shape[1]] = h
+        return out
+
+
 class ResemblyzerFrontend:
     """Frames from Resemblyzer's pretrained GE2E speaker encoder (3-layer LSTM, 256-d; trained
     on thousands of real voices; its weights ship inside the ``resemblyzer`` package).
@@ -138,8 +206,6 @@ class ResemblyzerFrontend:
         try:
             import resemblyzer
         except ImportError:
-            from weighter.errors import WeighterError
-
             raise WeighterError("this model uses the Resemblyzer frontend: pip install 'weighter[resemblyzer]'") from None
         from pathlib import Path
 
@@ -201,17 +267,6 @@ class Weighter(nn.Module):
             raise ValueError(f"unknown upsample {c.upsample!r} (repeat, transposed)")
         self.shrink, self.slots, self.upsample = c.time_shrink, c.slots, c.upsample
 
-    def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The WavLM encoder, run layer by layer: torchaudio's Encoder.forward turns lengths into
-        an attention_mask that WavLM attention refuses; WavLM takes a key_padding_mask instead."""
-        padding = torch.arange(x.shape[1], device=x.device)[None] >= lengths[:, None]  # (B, T') True = pad
-        x = self.encoder.feature_projection(x)  # layer norm, linear, dropout: (B, T', D)
-        x = self.encoder.transformer._preprocess(x)  # + convolutional position embedding
-        bias = None
-        for layer in self.encoder.transformer.layers:
-            x, bias = layer(x, position_bias=bias, key_padding_mask=padding if padding.any() else None)
-        return x
-
     def forward(self, frames: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Weightings X (B, N, T) and, for the older confidence variants, Y (B, N, T); else None."""
         b, t, _ = frames.shape
@@ -219,7 +274,7 @@ class Weighter(nn.Module):
         x = F.pad(frames.transpose(1, 2), (0, pad))  # (B, Cf, T + pad)
         x = F.gelu(self.shrink2(F.gelu(self.shrink1(x))))  # (B, Cf/12, T'/15)
         lengths = torch.div(frame_lengths + self.shrink - 1, self.shrink, rounding_mode="floor")
-        h = self._encode(x.transpose(1, 2), lengths)  # (B, T', D)
+        h = wavlm_encode(self.encoder, x.transpose(1, 2), lengths)  # (B, T', D)
         if self.upsample == "repeat":
             out = torch.sigmoid(self.to_slots(h)).transpose(1, 2).repeat_interleave(self.shrink, dim=2)
         else:
@@ -253,9 +308,11 @@ class WeighterModel(nn.Module):
             self.frame_encoder = FrameEncoder(c)
         elif c.frontend == "resemblyzer":
             c.frame_dim = 256
-            object.__setattr__(self, "resemblyzer", ResemblyzerFrontend(c))  # frozen, outside state_dict
+            object.__setattr__(self, "frozen", ResemblyzerFrontend(c))  # frozen, outside state_dict
+        elif c.frontend == "ssl":
+            object.__setattr__(self, "frozen", SSLFrontend(c))  # sets c.frame_dim
         else:
-            raise ValueError(f"unknown frontend {c.frontend!r} (logmel, resemblyzer)")
+            raise ValueError(f"unknown frontend {c.frontend!r} (logmel, resemblyzer, ssl)")
         if c.pooling not in ("frames", "windows"):
             raise ValueError(f"unknown pooling {c.pooling!r} (frames, windows)")
         self.weighter = Weighter(c)
@@ -286,7 +343,7 @@ class WeighterModel(nn.Module):
 
     def frame_count(self, samples: torch.Tensor) -> torch.Tensor:
         """Frames (at 100 Hz) that ``samples`` samples give."""
-        return (self.logmel if self.config.frontend == "logmel" else self.resemblyzer).frames(samples)
+        return (self.logmel if self.config.frontend == "logmel" else self.frozen).frames(samples)
 
     def frames(self, wave: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """wave (B, S) -> frame features (B, T, Cf), zero where mask (B, T) is False."""
@@ -295,7 +352,7 @@ class WeighterModel(nn.Module):
             mask = torch.ones(wave.shape[0], t, dtype=torch.bool, device=wave.device)
         if self.config.frontend == "logmel":
             return self.frame_encoder(self.logmel(wave, mask))
-        return self.resemblyzer(wave, mask)
+        return self.frozen(wave, mask)
 
     def pool(self, weights: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """Weighted mean and std of the frames, projected and L2-normalised.
