@@ -64,6 +64,9 @@ class WeighterConfig:
     #                          W-mass-weighted mean of window embeddings (each window's frames pooled alike)
     pool_window: int = 160  # frames (1.6 s) per window for pooling = "windows"
     pool_hop: int = 50  # frames between window starts
+    split_cosine: float | None = None  # pooling "windows": a slot whose windows form two groups this unalike
+    split_min_share: float = 0.25  # (cosine), each with this share of its mass, is two slots; None: never.
+    #                                Set by `weighter calibrate` on validation data (embedder/slots.py)
     num_likes: int = 0  # classification head size (training likes); 0 at inference-only
     cos_scale: float = 12.0  # scale of the cosine classifier's logits
     cos_bias: float = -6.0  # initial bias: p = sigmoid(12 cos - 6) is small for strangers
@@ -329,8 +332,14 @@ class WeighterModel(nn.Module):
         frames = self.frames(wave, mask)  # (B, T, Cf)
         x, y = self.weighter(frames, frame_lengths)  # (B, N, T)
         x, w, confidence = weigh(x, y, mask, self.config.confidence)  # padding weighs nothing
-        emb = self.pool(w, frames) if self.config.pooling == "frames" else self.window_pool(w, frames, mask)
-        return {"x": x, "weights": w, "confidence": confidence, "embeddings": emb, "mask": mask, "frames": frames}
+        out = {"x": x, "weights": w, "confidence": confidence, "mask": mask, "frames": frames}
+        if self.config.pooling == "frames":
+            out["embeddings"] = self.pool(w, frames)
+        else:  # the windows too, for splitting a slot that holds two voices (embedder/slots.py)
+            windows, mass, starts, ends = self.window_parts(w, frames, mask)
+            out.update(embeddings=F.normalize(torch.einsum("bnw,bwe->bne", mass, windows), dim=-1), windows=windows,
+                       mass=mass, window_starts=starts, window_ends=ends)
+        return out
 
     def _frame_mask(self, wave: torch.Tensor, lengths: torch.Tensor | None):
         """Valid frames of each row of a padded batch: frame counts (B,) and mask (B, T)."""
@@ -368,6 +377,12 @@ class WeighterModel(nn.Module):
         weighted by its mass in each window, sum_{t in window} W_n,t. Short windows, each of one
         voice, embed more reliably than one pooling over a whole, imperfectly weighted file.
         weights (B, N, T), frames (B, T, Cf), mask (B, T) -> (B, N, E)."""
+        windows, mass, _, _ = self.window_parts(weights, frames, mask)
+        return F.normalize(torch.einsum("bnw,bwe->bne", mass, windows), dim=-1)
+
+    def window_parts(self, weights: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor):
+        """What ``window_pool`` averages: window embeddings (B, W, E), each slot's mass in each
+        window (B, N, W), and the windows' first and past-the-last frames (W,), (W,)."""
         b, t, _ = frames.shape
         size, hop = min(self.config.pool_window, t), self.config.pool_hop
         starts = torch.arange(0, t - size + 1, hop, device=frames.device)
@@ -385,7 +400,7 @@ class WeighterModel(nn.Module):
         std = (window_sums(frames * frames * m) / count - mean * mean).clamp(min=1e-5).sqrt()
         windows = F.normalize(self.project(torch.cat([mean, std], -1).to(frames.dtype)), dim=-1)  # (B, W, E)
         mass = window_sums(weights.transpose(1, 2)).transpose(1, 2).to(frames.dtype)  # (B, N, W)
-        return F.normalize(torch.einsum("bnw,bwe->bne", mass, windows), dim=-1)
+        return windows, mass, starts, ends
 
     def mean_embedding(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The baseline "one mean embedding per file": every frame weighted alike. (B, E)"""
