@@ -50,8 +50,10 @@ def test_window_pooling_averages_window_embeddings_by_slot_mass(model):
     w = w / w.sum(2, keepdim=True)
     fast = model.window_pool(w, frames, mask)
     size, hop = model.config.pool_window, model.config.pool_hop
-    starts = list(range(0, 700 - size + 1, hop)) + [700 - size]  # the last window ends at the last frame
-    for b in range(2):  # the slow way: each window pooled with model.pool, then weighted by slot mass
+    for b, length in enumerate([700, 400]):  # the slow way: each of the row's own windows (every hop
+        starts = list(range(0, length - size + 1, hop))  # from its start, the last ending at its last
+        if starts[-1] + size < length:                   # frame) pooled with model.pool, then weighted
+            starts.append(length - size)                 # by slot mass
         windows = torch.zeros(len(starts), 700)
         for i, s in enumerate(starts):
             windows[i, s:s + size] = mask[b, s:s + size] / max(int(mask[b, s:s + size].sum()), 1)
@@ -59,6 +61,25 @@ def test_window_pooling_averages_window_embeddings_by_slot_mass(model):
         emb = model.pool(windows[inside][None], frames[b:b + 1])[0]
         mass = torch.stack([w[b, :, s:s + size].sum(1) for s in starts], 1)[:, inside]
         assert torch.allclose(fast[b], torch.nn.functional.normalize(mass @ emb, dim=-1), atol=1e-5)
+
+
+def test_a_padded_batch_gives_each_file_what_it_gives_alone():
+    """Batching files of different lengths (as the embedder does) must not change any file's
+    slots: norms, convolutions, position embedding and pooling windows see only its frames."""
+    torch.manual_seed(1)
+    model = WeighterModel(WeighterConfig(**SMALL, pooling="windows")).eval()
+    lengths = [16000 * 9, 16000 * 6 + 1234, 16000 * 1]  # the last is shorter than one pooling window
+    wave = torch.zeros(3, lengths[0])
+    for b, n in enumerate(lengths):
+        wave[b, :n] = torch.randn(n) * 0.1
+    with torch.no_grad():
+        batch = model(wave, torch.tensor(lengths))
+        for b, n in enumerate(lengths):
+            alone = model(wave[b:b + 1, :n])
+            t = alone["x"].shape[2]
+            torch.testing.assert_close(batch["x"][b, :, :t], alone["x"][0], atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(batch["confidence"][b], alone["confidence"][0], atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(batch["embeddings"][b], alone["embeddings"][0], atol=2e-5, rtol=1e-4)
 
 
 def test_window_pooling_model_and_its_distinct_id(tmp_path):

@@ -127,8 +127,8 @@ class Embedder:
             x = out["x"][b, :, : frames[b]].float().cpu().numpy()
             if "windows" in out:  # a slot holding two voices becomes two (slots.py)
                 emb, conf, x = split_mixed(emb, conf, x, out["windows"][b].float().cpu().numpy(),
-                                           out["mass"][b].float().cpu().numpy(), out["window_starts"].cpu().numpy(),
-                                           out["window_ends"].cpu().numpy(), config.split_cosine,
+                                           out["mass"][b].float().cpu().numpy(), out["window_starts"][b].cpu().numpy(),
+                                           out["window_ends"][b].cpu().numpy(), config.split_cosine,
                                            config.split_min_share)
             # the frontend yields a few frames fewer than len / hop (its window overhangs the end);
             # padding each window back to len / hop keeps the windows of a long file aligned in time

@@ -122,11 +122,26 @@ class FrameEncoder(nn.Module):
             nn.Conv1d(c.frame_dim, c.frame_dim, 3, padding=d, dilation=d) for d in (2, 3, 4))
         self.norms = nn.ModuleList(nn.GroupNorm(1, c.frame_dim) for _ in range(3))
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.inp(mel.transpose(1, 2)))  # (B, Cf, T)
+    def forward(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """mel (B, T, M), mask (B, T) of valid frames -> (B, T, Cf), zero on padding. A padded
+        row gives what it gives alone: the norms see only its frames, the convs read zeros past
+        its end (as their own padding would be)."""
+        if mask is None:
+            mask = torch.ones(mel.shape[:2], dtype=torch.bool, device=mel.device)
+        m = mask[:, None].to(mel.dtype)  # (B, 1, T)
+        x = F.gelu(self.inp(mel.transpose(1, 2))) * m  # (B, Cf, T)
         for conv, norm in zip(self.blocks, self.norms):
-            x = x + F.gelu(conv(norm(x)))
+            x = x + F.gelu(conv(_masked_group_norm(norm, x, m))) * m
         return x.transpose(1, 2)  # (B, T, Cf)
+
+
+def _masked_group_norm(norm: nn.GroupNorm, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``norm`` (one group) over the valid frames only; zero on padding. x (B, C, T), m (B, 1, T)."""
+    count = (m.sum((1, 2)) * x.shape[1]).clamp(min=1)[:, None, None]
+    mean = (x * m).sum((1, 2), keepdim=True) / count
+    var = (((x - mean) * m) ** 2).sum((1, 2), keepdim=True) / count
+    y = (x - mean) / torch.sqrt(var + norm.eps)
+    return (y * norm.weight[None, :, None] + norm.bias[None, :, None]) * m
 
 
 def wavlm_encode(encoder: nn.Module, x: torch.Tensor, lengths: torch.Tensor, layers: int | None = None) -> torch.Tensor:
@@ -135,6 +150,7 @@ def wavlm_encode(encoder: nn.Module, x: torch.Tensor, lengths: torch.Tensor, lay
     that WavLM attention refuses; WavLM takes a key_padding_mask instead. x (B, T', C) -> (B, T', D)."""
     padding = torch.arange(x.shape[1], device=x.device)[None] >= lengths[:, None]  # (B, T') True = pad
     x = encoder.feature_projection(x)  # layer norm, linear, dropout: (B, T', D)
+    x = x.masked_fill(padding[..., None], 0.0)  # the position conv reads zeros past a row's end, as alone
     x = encoder.transformer._preprocess(x)  # + convolutional position embedding
     bias = None
     for layer in list(encoder.transformer.layers)[:layers]:
@@ -360,7 +376,7 @@ class WeighterModel(nn.Module):
             t = int(self.frame_count(torch.tensor(wave.shape[1])))
             mask = torch.ones(wave.shape[0], t, dtype=torch.bool, device=wave.device)
         if self.config.frontend == "logmel":
-            return self.frame_encoder(self.logmel(wave, mask))
+            return self.frame_encoder(self.logmel(wave, mask), mask)
         return self.frozen(wave, mask)
 
     def pool(self, weights: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -382,25 +398,37 @@ class WeighterModel(nn.Module):
 
     def window_parts(self, weights: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor):
         """What ``window_pool`` averages: window embeddings (B, W, E), each slot's mass in each
-        window (B, N, W), and the windows' first and past-the-last frames (W,), (W,)."""
-        b, t, _ = frames.shape
-        size, hop = min(self.config.pool_window, t), self.config.pool_hop
-        starts = torch.arange(0, t - size + 1, hop, device=frames.device)
-        if starts[-1] + size < t:  # the last window ends at the last frame
-            starts = torch.cat([starts, starts.new_tensor([t - size])])
-        ends = starts + size
+        window (B, N, W), and the windows' first and past-the-last frames (B, W), (B, W).
 
-        def window_sums(v):  # (B, T, C) -> (B, windows, C), exact in float64
+        A row's windows are those it has alone: every ``pool_hop`` frames from its start, the
+        last one ending at its last valid frame (and one window, of its whole length, if it is
+        shorter than ``pool_window``). On a padded batch the shared grid's windows that run into
+        a row's padding get no mass in that row, and each row's own last window is one more
+        column (no mass in the other rows)."""
+        b, t, _ = frames.shape
+        size, hop = self.config.pool_window, self.config.pool_hop
+        device = frames.device
+        grid = torch.arange(0, max(t - size, 0) + 1, hop, device=device)  # starts on the shared grid
+        length = mask.sum(1)  # (B,) valid frames
+        last_start = (length - size).clamp(min=0)  # (B,) each row's own last window
+        starts = torch.cat([grid[None].expand(b, -1), last_start[:, None]], 1)  # (B, W + 1)
+        ends = torch.cat([(grid + size)[None].expand(b, -1), length[:, None]], 1)
+        on_grid = (length >= size) & (last_start % hop == 0)  # the row's last window is a grid window
+        valid = torch.cat([ends[:, :-1] <= length[:, None], ~on_grid[:, None]], 1)  # (B, W + 1)
+        ends = ends.clamp(max=t)  # a grid window longer than the batch (t < size) has no mass anyway
+        rows = torch.arange(b, device=device)[:, None]
+
+        def window_sums(v):  # (B, T, C) -> (B, W + 1, C), exact in float64
             c = F.pad(v.double().cumsum(1), (0, 0, 1, 0))
-            return c[:, ends] - c[:, starts]
+            return c[rows, ends] - c[rows, starts]
 
         m = mask[..., None].to(frames.dtype)
-        count = window_sums(m).clamp(min=1)  # (B, windows, 1)
+        count = window_sums(m).clamp(min=1)  # (B, W + 1, 1)
         mean = window_sums(frames * m) / count
         std = (window_sums(frames * frames * m) / count - mean * mean).clamp(min=1e-5).sqrt()
-        windows = F.normalize(self.project(torch.cat([mean, std], -1).to(frames.dtype)), dim=-1)  # (B, W, E)
-        mass = window_sums(weights.transpose(1, 2)).transpose(1, 2).to(frames.dtype)  # (B, N, W)
-        return windows, mass, starts, ends
+        windows = F.normalize(self.project(torch.cat([mean, std], -1).to(frames.dtype)), dim=-1)  # (B, W + 1, E)
+        mass = window_sums(weights.transpose(1, 2)).transpose(1, 2).to(frames.dtype)  # (B, N, W + 1)
+        return windows, mass * valid[:, None].to(mass.dtype), starts, ends
 
     def mean_embedding(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The baseline "one mean embedding per file": every frame weighted alike. (B, E)"""

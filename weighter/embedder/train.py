@@ -225,7 +225,7 @@ def embed_parts(model: WeighterModel, items: list, device: torch.device) -> list
         for wave, likes, activity in items:
             out = model(torch.from_numpy(wave)[None].to(device))
             part = {k: out[k][0].float().cpu().numpy() for k in keys if k in out}
-            part.update({k: out[k].cpu().numpy() for k in ("window_starts", "window_ends") if k in out})
+            part.update({k: out[k][0].cpu().numpy() for k in ("window_starts", "window_ends") if k in out})
             parts.append(part | {"likes": likes, "activity": activity})
     model.train()
     return parts
