@@ -3,9 +3,11 @@ produced it, copied from the command's own output (nothing typed by hand).
 
     python benchmarks/results.py [--only synth embed index cluster quality real claims]
 
-``claims`` trains 14 small models (over an hour on 2 cores); ``--stdout-from FILE`` records
-a run's saved standard output (``python benchmarks/claims.py > FILE``) instead of running it
-again, for one name given with ``--only``.
+``claims`` trains 14 small models (over an hour on 2 cores) and the ``combine ablation``
+runs train 4 and 2 (25 and 53 min, variants side by side); these run only when named in
+``--only``. ``--stdout-from FILE`` records a run's saved standard output
+(``python benchmarks/claims.py > FILE``) instead of running it again, for one name given
+with ``--only``.
 """
 
 import argparse
@@ -30,12 +32,15 @@ RUNS = {
     "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
     "claims": [f"{PY} benchmarks/claims.py --json docs/claims.json"],
+    "combine ablation 500": [f"{PY} benchmarks/combine_ablation.py --variants sum max noisy_or sum:bce"],
+    "combine ablation 1500": [f"{PY} benchmarks/combine_ablation.py --variants sum max --steps 1500 --eval-every 500"],
 }
+SLOW = ("claims", "combine ablation 500", "combine ablation 1500")  # run only when named in --only
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", nargs="*", default=[name for name in RUNS if name != "claims"])
+    parser.add_argument("--only", nargs="*", default=[name for name in RUNS if name not in SLOW])
     parser.add_argument("--stdout-from", help="the saved stdout of the one run named by --only (not run again)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     args = parser.parse_args()
