@@ -20,7 +20,7 @@ from tqdm import tqdm
 from weighter.audio import SAMPLE_RATE, AudioSource, audio_info, load_audio, stream_audio
 from weighter.audio.io import SILENCE_PEAK
 from weighter.embedder.checkpoint import load_model
-from weighter.embedder.slots import split_mixed
+from weighter.embedder.slots import output_row, row_slots
 from weighter.embedder.train import pick_device
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import AudioError, WeighterError
@@ -122,14 +122,8 @@ class Embedder:
         hop = self.model.config.hop
         config = self.model.config
         parts = []
-        for b, a in enumerate(audios):
-            emb, conf = out["embeddings"][b].float().cpu().numpy(), out["confidence"][b].float().cpu().numpy()
-            x = out["x"][b, :, : frames[b]].float().cpu().numpy()
-            if "windows" in out:  # a slot holding two voices becomes two (slots.py)
-                emb, conf, x = split_mixed(emb, conf, x, out["windows"][b].float().cpu().numpy(),
-                                           out["mass"][b].float().cpu().numpy(), out["window_starts"][b].cpu().numpy(),
-                                           out["window_ends"][b].cpu().numpy(), config.split_cosine,
-                                           config.split_min_share)
+        for b, a in enumerate(audios):  # a slot holding two voices becomes two (slots.py)
+            emb, conf, x = row_slots(output_row(out, b, frames[b]), config.split_cosine, config.split_min_share)
             # the frontend yields a few frames fewer than len / hop (its window overhangs the end);
             # padding each window back to len / hop keeps the windows of a long file aligned in time
             parts.append((emb, conf, np.pad(x, ((0, 0), (0, max(0, len(a) // hop - frames[b]))))))

@@ -144,6 +144,11 @@ def _masked_group_norm(norm: nn.GroupNorm, x: torch.Tensor, m: torch.Tensor) -> 
     return (y * norm.weight[None, :, None] + norm.bias[None, :, None]) * m
 
 
+def _mass_average(mass: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """Slot embeddings from window embeddings (B, W, E) weighted by each slot's mass (B, N, W)."""
+    return F.normalize(torch.einsum("bnw,bwe->bne", mass, windows), dim=-1)
+
+
 def wavlm_encode(encoder: nn.Module, x: torch.Tensor, lengths: torch.Tensor, layers: int | None = None) -> torch.Tensor:
     """torchaudio's WavLM Encoder (feature projection, position convolution, transformer layers),
     run layer by layer up to ``layers``: its own forward turns lengths into an attention_mask
@@ -353,8 +358,8 @@ class WeighterModel(nn.Module):
             out["embeddings"] = self.pool(w, frames)
         else:  # the windows too, for splitting a slot that holds two voices (embedder/slots.py)
             windows, mass, starts, ends = self.window_parts(w, frames, mask)
-            out.update(embeddings=F.normalize(torch.einsum("bnw,bwe->bne", mass, windows), dim=-1), windows=windows,
-                       mass=mass, window_starts=starts, window_ends=ends)
+            out.update(embeddings=_mass_average(mass, windows), windows=windows, mass=mass, window_starts=starts,
+                       window_ends=ends)
         return out
 
     def _frame_mask(self, wave: torch.Tensor, lengths: torch.Tensor | None):
@@ -394,7 +399,7 @@ class WeighterModel(nn.Module):
         voice, embed more reliably than one pooling over a whole, imperfectly weighted file.
         weights (B, N, T), frames (B, T, Cf), mask (B, T) -> (B, N, E)."""
         windows, mass, _, _ = self.window_parts(weights, frames, mask)
-        return F.normalize(torch.einsum("bnw,bwe->bne", mass, windows), dim=-1)
+        return _mass_average(mass, windows)
 
     def window_parts(self, weights: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor):
         """What ``window_pool`` averages: window embeddings (B, W, E), each slot's mass in each

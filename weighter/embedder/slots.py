@@ -78,5 +78,24 @@ def split_mixed(embeddings: np.ndarray, confidence: np.ndarray, x: np.ndarray, w
             np.stack(out_x).astype(np.float32))
 
 
+WINDOW_KEYS = ("windows", "mass", "window_starts", "window_ends")
+
+
+def output_row(out: dict, b: int, frames: int) -> dict:
+    """Row ``b`` of a model's output as numpy: embeddings, confidence, x (its ``frames`` valid
+    frames) and, when the model pools by windows, what ``split_mixed`` needs."""
+    row = {"embeddings": out["embeddings"][b], "confidence": out["confidence"][b], "x": out["x"][b, :, :frames]}
+    row.update({k: out[k][b] for k in WINDOW_KEYS if k in out})
+    return {k: (v.float() if v.is_floating_point() else v).cpu().numpy() for k, v in row.items()}
+
+
+def row_slots(row: dict, split_cosine: float | None, min_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A row's embeddings, confidence and x, two-voice slots split when it has windows."""
+    if "windows" not in row:
+        return row["embeddings"], row["confidence"], row["x"]
+    return split_mixed(row["embeddings"], row["confidence"], row["x"], row["windows"], row["mass"],
+                       row["window_starts"], row["window_ends"], split_cosine, min_share)
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)

@@ -427,7 +427,7 @@ def _removes_in_place(index) -> bool:
     import faiss
 
     inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-    return isinstance(inner, faiss.IndexFlat) or (not hasattr(index, "id_map") and isinstance(index, faiss.IndexIVF))
+    return isinstance(inner, faiss.IndexFlat) or isinstance(index, faiss.IndexIVF)  # an id map is no IVF
 
 
 def _stored_ids(index) -> np.ndarray | None:
