@@ -193,10 +193,12 @@ def test_kill_9_between_faiss_write_and_commit_keeps_old_state(store, tmp_path):
     reopened = Store(store.directory)
     assert reopened.info()["files"] == before["files"] and reopened.generation == before["generation"]
     assert reopened.check() == []
-    assert len(list(store.directory.glob("vectors-*.faiss"))) == 2  # the orphan of the killed write
+    assert len(list(store.directory.glob("vectors-*.faiss"))) == 2  # the orphans of the killed write
+    assert len(list(store.directory.glob("cohort-*.npz"))) == 2
     with reopened.writing():
         pass
     assert len(list(store.directory.glob("vectors-*.faiss"))) == 1  # removed by the next writer
+    assert len(list(store.directory.glob("cohort-*.npz"))) == 1
 
 
 def test_second_writer_is_refused_while_readers_go_on(store, tmp_path, basis):
@@ -267,7 +269,8 @@ def test_cli_build_add_query_remove_with_a_killed_writer(trained_model, tiny_ban
     r = runner.invoke(main, ["query", str(first), "--store", str(store), "--json", "-k", "2"])
     result = json.loads(r.stdout)
     assert r.exit_code == 0 and len(result["results"]) == 2
-    assert {"file", "score", "probability", "query_slot", "stored_slot", "query_spans", "stored_spans"} <= set(result["results"][0])
+    assert {"file", "score", "cosine", "probability", "query_slot", "stored_slot", "query_spans",
+            "stored_spans"} <= set(result["results"][0])
     # a real process killed with SIGKILL in the middle of adding: nothing stored is lost
     extra = tmp_path / "more"
     extra.mkdir()

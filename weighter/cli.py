@@ -397,8 +397,10 @@ def _stored_or_embedded(store, path: Path, model):
 def query(obj, file, store_dir, model, k, slot, as_json):
     """Files of the store that share a like with FILE, and where it is heard in each.
 
-    FILE may be in the store already or new (it is embedded on the fly). Scores are the best
-    cosine between active slots; 'p' is the calibrated probability that the files share a like.
+    FILE may be in the store already or new (it is embedded on the fly). A file's score is its
+    best pair of active slots: their cosine, normalised against a cohort of the store's own
+    slots (how close each slot sits to strangers; the raw cosine in a store of under 20 active
+    slots), shown next to it; 'p' is the calibrated probability that the files share a like.
     """
     from weighter.index import Store, matches_json, query_store
 
@@ -416,7 +418,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
         p = f"p={m.probability:.2f}" if m.probability is not None else ""
         spans_q = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in m.query_spans[:3])
         spans_s = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in m.stored_spans[:3])
-        click.echo(f"{rank:3d}. {m.score:.3f} {p}  {m.file}  slot {m.query_slot}->{m.stored_slot}  "
+        click.echo(f"{rank:3d}. {m.score:6.2f} (cos {m.cosine:.3f}) {p}  {m.file}  slot {m.query_slot}->{m.stored_slot}  "
                    f"here: {spans_q or '-'} s | there: {spans_s or '-'} s")
 
 

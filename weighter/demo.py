@@ -67,7 +67,7 @@ def main() -> None:
     for m in matches:
         shared = likes[m.file] & set(query.likes)
         p = f"p={m.probability:.2f}" if m.probability is not None else ""
-        print(f"   {m.score:.3f} {p:7s} {Path(m.file).name}  slot {m.query_slot}->{m.stored_slot}  "
+        print(f"   {m.score:6.2f} (cos {m.cosine:.3f}) {p:7s} {Path(m.file).name}  slot {m.query_slot}->{m.stored_slot}  "
               f"here {_spans(m.query_spans)} | there {_spans(m.stored_spans)}  "
               f"[{'shares ' + ', '.join(sorted(shared)) if shared else 'shares nobody'}]")
 
@@ -85,7 +85,7 @@ def main() -> None:
     print("\n== 6. against the truth (weighter evaluate)")
     rttm = read_rttm(corpus / "reference.rttm")
     figures = evaluate_store(store, sources, rttm, run)
-    for key in ("count_accuracy", "map", "recall@5", "slot_eer", "der", "linking", "ari", "outlier_share"):
+    for key in ("count_accuracy", "map", "map_cosine", "recall@5", "slot_eer", "der", "linking", "ari", "outlier_share"):
         print(f"   {key:>15}: {figures.get(key)}")
 
     groups = {}
@@ -94,7 +94,7 @@ def main() -> None:
             if m["file"] == str(query.path.resolve()):
                 groups[m["slot"]] = g["id"]
     timeline_png(qset, args.out / "query_timeline.png", groups, rttm.get(query.path.stem))
-    rows = "\n".join(f"| {m.score:.3f} | {m.probability} | {Path(m.file).name} | {m.query_slot} -> {m.stored_slot} | "
+    rows = "\n".join(f"| {m.score:.2f} | {m.cosine:.3f} | {m.probability} | {Path(m.file).name} | {m.query_slot} -> {m.stored_slot} | "
                      f"{_spans(m.query_spans)} | {_spans(m.stored_spans)} |" for m in matches)
     group_rows = "\n".join(f"| {g['id']} | {g['size']} | {g['files']} | "
                            f"{', '.join(sorted({Path(m['file']).name for m in g['members']})[:6])} |"
@@ -102,7 +102,7 @@ def main() -> None:
     markdown_report(args.out / "report.md", "weighter demo report", [
         ("Corpus", f"{info['files']} held-out files, {info['audio_seconds'] / 60:.1f} min; model `{embedder.model_id}`."),
         (f"Query: {query.path.name}", f"Truly heard: {', '.join(query.likes)}\n\n![timeline](query_timeline.png)\n\n"
-         "| score | p | file | slots | here (s) | there (s) |\n|---|---|---|---|---|---|\n" + rows),
+         "| score | cosine | p | file | slots | here (s) | there (s) |\n|---|---|---|---|---|---|---|\n" + rows),
         ("Discovered groups", f"{r['groups']} groups, {r['outlier_share']:.0%} outliers\n\n![map](groups.png)\n\n"
          "| group | slots | files | examples |\n|---|---|---|---|\n" + group_rows),
         ("Figures (weighter evaluate)", "```\n" + json.dumps(figures, indent=1) + "\n```"),

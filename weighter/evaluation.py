@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from weighter.scoring import cohort_stats, draw_cohort, normalised
+
 
 @dataclass
 class SetTruth:
@@ -54,14 +56,23 @@ def active_slots(item: SetTruth, threshold: float, merge_cosine: float | None = 
     return active if len(active) else np.array([int(np.argmax(item.confidence))])
 
 
-def file_scores(items: list[SetTruth], threshold: float,
-                merge_cosine: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair of files: the best cosine between their active slots (F, F), -inf on the
-    diagonal, and whether they share a like (F, F)."""
+def file_scores(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
+                normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of files: the best score between their active slots (F, F), -inf on the
+    diagonal, and whether they share a like (F, F). The score is the slots' cosine, normalised
+    (``weighter.scoring``) with these files' active slots as the cohort, as a store does."""
     slots = [it.embeddings[active_slots(it, threshold, merge_cosine)] for it in items]
     vectors = np.concatenate(slots)  # (S, E), file by file
-    starts = np.cumsum([0] + [len(x) for x in slots[:-1]])
-    scores = np.stack([np.maximum.reduceat((x @ vectors.T).max(0), starts) for x in slots])
+    counts = [len(x) for x in slots]
+    sims = vectors @ vectors.T  # (S, S)
+    if normalise:
+        owners = np.repeat(np.arange(len(items)), counts)
+        pick = draw_cohort(len(vectors))
+        mean, spread = cohort_stats(vectors, owners, vectors[pick], owners[pick])
+        sims = normalised(sims, mean[:, None], spread[:, None], mean[None, :], spread[None, :])
+    starts = np.cumsum([0] + counts[:-1])
+    rows = np.maximum.reduceat(sims, starts, axis=0)  # (F, S): each file's best per slot
+    scores = np.maximum.reduceat(rows, starts, axis=1)
     np.fill_diagonal(scores, -np.inf)
     vocab = {like: i for i, like in enumerate(sorted({l for it in items for l in it.likes}))}
     hot = np.zeros((len(items), max(len(vocab), 1)), np.float32)
@@ -70,10 +81,10 @@ def file_scores(items: list[SetTruth], threshold: float,
     return scores, (hot @ hot.T) > 0
 
 
-def _ranked(items: list[SetTruth], threshold: float):
+def _ranked(items: list[SetTruth], threshold: float, normalise: bool = True):
     """Per query file with at least one relevant file: whether each other file is relevant, in
     score order (the query itself last, dropped)."""
-    scores, shared = file_scores(items, threshold)
+    scores, shared = file_scores(items, threshold, normalise=normalise)
     for q in range(len(items)):
         order = np.argsort(-scores[q], kind="stable")[:-1]
         relevant = shared[q, order]
@@ -81,10 +92,11 @@ def _ranked(items: list[SetTruth], threshold: float):
             yield relevant
 
 
-def retrieval_map(items: list[SetTruth], threshold: float) -> float:
-    """File retrieval mAP: score(a, b) = best cosine between their active slots; relevant = a
-    shared like. Averaged over queries that have at least one relevant file."""
-    aps = [float((np.cumsum(rel)[rel] / (np.flatnonzero(rel) + 1)).mean()) for rel in _ranked(items, threshold)]
+def retrieval_map(items: list[SetTruth], threshold: float, normalise: bool = True) -> float:
+    """File retrieval mAP: score(a, b) = best (normalised) cosine between their active slots;
+    relevant = a shared like. Averaged over queries that have at least one relevant file."""
+    aps = [float((np.cumsum(rel)[rel] / (np.flatnonzero(rel) + 1)).mean())
+           for rel in _ranked(items, threshold, normalise)]
     return float(np.mean(aps)) if aps else float("nan")
 
 
@@ -152,7 +164,8 @@ def summarize(items: list[SetTruth], threshold: float | None = None, merge_cosin
                                    == len(it.likes) for it in items]))
     deduped = [SetTruth(it.embeddings, _mask(it, threshold, merge_cosine), it.x, it.likes, it.activity) for it in items]
     return {"threshold": round(threshold, 3), "merge_cosine": merge_cosine, "count_accuracy": round(count_acc, 4),
-            "map": round(retrieval_map(deduped, 0.5), 4), "slot_eer": round(slot_eer(deduped, 0.5), 4),
+            "map": round(retrieval_map(deduped, 0.5), 4),
+            "map_cosine": round(retrieval_map(deduped, 0.5, normalise=False), 4), "slot_eer": round(slot_eer(deduped, 0.5), 4),
             "files": len(items)}
 
 
@@ -163,24 +176,33 @@ def _mask(item: SetTruth, threshold: float, merge_cosine: float | None) -> np.nd
     return out
 
 
-def file_pair_scores(items: list[SetTruth], threshold: float,
-                     merge_cosine: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For every pair of files: best cosine between active slots, and whether they share a like."""
-    scores, shared = file_scores(items, threshold, merge_cosine)
+def file_pair_scores(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
+                     normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """For every pair of files: best score between active slots, and whether they share a like."""
+    scores, shared = file_scores(items, threshold, merge_cosine, normalise)
     upper = np.triu_indices(len(items), 1)
     return scores[upper], shared[upper]
 
 
-def pair_calibration(items: list[SetTruth], threshold: float, merge_cosine: float | None = None) -> list[float] | None:
-    """Logistic fit P(two files share a like | best slot cosine) = sigmoid(a s + b), or None
-    when the validation data has only one class."""
+def pair_calibration(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
+                     normalise: bool = True) -> list[float] | None:
+    """Logistic fit P(two files share a like | best slot score) = sigmoid(a s + b), for the
+    normalised score or (``normalise=False``) the raw cosine; None when the validation data
+    has only one class."""
     from sklearn.linear_model import LogisticRegression
 
-    scores, same = file_pair_scores(items, threshold, merge_cosine)
+    scores, same = file_pair_scores(items, threshold, merge_cosine, normalise)
     if len(set(same.tolist())) < 2:
         return None
     fit = LogisticRegression(C=100.0).fit(scores[:, None], same)
     return [round(float(fit.coef_[0, 0]), 4), round(float(fit.intercept_[0]), 4)]
+
+
+def pair_calibrations(items: list[SetTruth], threshold: float, merge_cosine: float | None = None) -> dict:
+    """Both calibrations a model file carries: for stores that score raw cosines
+    ("pair_calibration") and for those that normalise them ("pair_calibration_snorm")."""
+    return {"pair_calibration": pair_calibration(items, threshold, merge_cosine, normalise=False),
+            "pair_calibration_snorm": pair_calibration(items, threshold, merge_cosine, normalise=True)}
 
 
 def read_rttm(path) -> dict[str, list[tuple[float, float, str]]]:
@@ -292,7 +314,8 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
     result = {"files": len(items), "missing_from_store": len(missing),
               "count_accuracy": round(float(np.mean([(it.confidence >= threshold).sum() == len(it.likes)
                                                      for it in items])), 4),
-              "map": round(retrieval_map(items, threshold), 4)}
+              "map": round(retrieval_map(items, threshold), 4),
+              "map_cosine": round(retrieval_map(items, threshold, normalise=False), 4)}
     result.update({f"recall@{k}": round(recall_at_k(items, threshold, k), 4) for k in ks})
     if rttm is not None:
         result["slot_eer"] = round(slot_eer(items, threshold), 4)

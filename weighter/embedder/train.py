@@ -30,7 +30,7 @@ from weighter.embedder.checkpoint import load_model, save_model
 from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
 from weighter.embedder.slots import output_row, row_slots
 from weighter.errors import AudioError, WeighterError
-from weighter.evaluation import SetTruth, pair_calibration, summarize
+from weighter.evaluation import SetTruth, pair_calibrations, summarize
 
 log = logging.getLogger(__name__)
 # (split cosine, min share) tried by recalibrate; (None, .) = never split. On 120 validation
@@ -339,8 +339,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                 save_model(out, model, data.likes, metrics["threshold"], train=asdict(cfg) | {"init": str(init or "")},
                            metrics=metrics,
                            extra={"history": history, "merge_cosine": metrics["merge_cosine"],
-                                  "pair_calibration": pair_calibration(truths, metrics["threshold"],
-                                                                       metrics["merge_cosine"])})
+                                  **pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"])})
             else:
                 stale += 1
             partial = ckpt.with_name(ckpt.name + ".tmp")  # a killed save leaves the previous checkpoint
@@ -388,8 +387,9 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     extra = {k: v for k, v in payload.items() if k not in
              ("format", "version", "model_id", "config", "state_dict", "likes", "threshold", "train", "metrics")}
     extra["merge_cosine"] = metrics["merge_cosine"]
-    extra["pair_calibration"] = pair_calibration(truths, metrics["threshold"], metrics["merge_cosine"])
+    extra.update(pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"]))
     save_model(path, model, payload["likes"], metrics["threshold"], train=payload.get("train"), metrics=metrics,
                extra=extra)
     return {"threshold": metrics["threshold"], "merge_cosine": metrics["merge_cosine"], "split_cosine": split[0],
-            "split_min_share": split[1], "pair_calibration": extra["pair_calibration"], "metrics": metrics}
+            "split_min_share": split[1], "pair_calibration": extra["pair_calibration"],
+            "pair_calibration_snorm": extra["pair_calibration_snorm"], "metrics": metrics}

@@ -39,8 +39,9 @@ def add_files(store: Store, embedder: "Embedder", sources: list[AudioSource], pr
                 unchanged += 1
             else:
                 todo.append((path, digest))
-        if store.meta("pair_calibration") is None and embedder.payload.get("pair_calibration"):
-            store.set_meta("pair_calibration", json.dumps(embedder.payload["pair_calibration"]))
+        for key in ("pair_calibration", "pair_calibration_snorm"):  # P(like shared) for cosines, normalised scores
+            if store.meta(key) is None and embedder.payload.get(key):
+                store.set_meta(key, json.dumps(embedder.payload[key]))
         added, result = 0, {}
         for start in range(0, max(len(todo), 1), commit_every):
             chunk = todo[start:start + commit_every]

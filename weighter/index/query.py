@@ -1,13 +1,14 @@
 """Set-to-set "like" retrieval: which stored files share a like with this one, and where.
 
 Each active query slot searches its nearest stored slots in FAISS; the hits are grouped by
-file and each file scores the best cosine over its (query slot, stored slot) pairs. Flat
-search finds every pair that can matter, with exact cosines: the exact set-to-set score. IVF
-and HNSW (float32 or float16 vectors, cosines within 1e-4) may miss a weak file's best pair,
-so a weak file may score a little low, never high; with 8-bit or product-quantised vectors
-every candidate file is re-scored exactly from SQLite. The
-matched pair names the slots, and their weightings give the time spans where the like is
-heard in both files.
+file and each file scores the best over its (query slot, stored slot) pairs of the pair's
+cosine normalised against the store's cohort (``weighter.scoring``; the raw cosine in a store
+too small for a cohort). The search goes twice as deep as the k best files need, so a pair
+whose normalised score beats a higher cosine's is found; IVF and HNSW (float32 or float16
+vectors, cosines within 1e-4) may miss a weak file's best pair, so a weak file may score a
+little low, never high; with 8-bit or product-quantised vectors every candidate file is
+re-scored exactly from SQLite. The matched pair names the slots, and their weightings give
+the time spans where the like is heard in both files.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from weighter.embedding_set import EmbeddingSet, spans
-from weighter.index.store import Store
+from weighter.index.store import SLOT_BITS, Store
+from weighter.scoring import normalised
 
 
 @dataclass
 class Match:
     file: str
-    score: float  # best cosine over slot pairs, in [-1, 1]
+    score: float  # best slot-pair score: the cosine normalised against the store's cohort
+    cosine: float  # that pair's cosine, in [-1, 1]
     probability: float | None  # calibrated P(shares a like), from the model's validation data
     query_slot: int
     stored_slot: int
@@ -46,50 +49,68 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     total = store.vector_count()
     if total == 0:
         return []
+    own = store.file_id(query.path)
+    query_stats = store.query_stats(vectors, own)  # None: raw cosines
     # Each stored file has at most max_slots vectors, so the top (k + 1) * max_slots hits of a
-    # query slot hold its k best distinct files other than the query's own: the file ranking
-    # below is then the exact set-to-set ranking for that index's recall.
-    wanted = (k + int(exclude_self)) * store.max_slots()
-    scores, ids = store.search(vectors, min(total, max(wanted, 32)))  # (Q, K) each
+    # query slot hold its k best distinct files other than the query's own by cosine: the file
+    # ranking below is then the exact set-to-set ranking for that index's recall. Normalised,
+    # twice as deep, as a stored slot's statistics can lift a lower cosine above a higher one.
+    wanted = (k + int(exclude_self)) * store.max_slots() * (1 if query_stats is None else 2)
+    cosines, ids = store.search(vectors, min(total, max(wanted, 32)))  # (Q, K) each
     files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
-    own = store.file_id(query.path) if exclude_self else None
-    keep = (ids >= 0) & (files != (-1 if own is None else own))
+    keep = (ids >= 0) & (files != (own if exclude_self and own is not None else -1))
     rows = np.nonzero(keep)[0]
-    files, scores, stored_slots = files[keep], scores[keep], stored_slots[keep]
+    files, cosines, stored_slots = files[keep], cosines[keep], stored_slots[keep]
+    scores = _scores(store, cosines, query_stats, rows, ids[keep])
     order = np.argsort(-scores, kind="stable")
     _, first = np.unique(files[order], return_index=True)
     pick = order[first]  # each file's best hit, files in ascending id order
     if store.exact_scores():
         pick = pick[np.argsort(-scores[pick], kind="stable")[:k]]
-        top = [(int(files[i]), (float(scores[i]), int(rows[i]), int(stored_slots[i]))) for i in pick]
+        top = [(int(files[i]), (float(scores[i]), float(cosines[i]), int(rows[i]), int(stored_slots[i])))
+               for i in pick]
     else:  # compressed vectors (PQ, SQ): re-score every candidate file exactly
-        best = _rescore(store, vectors, files[pick].tolist())
+        best = _rescore(store, vectors, query_stats, files[pick].tolist())
         top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
-    calibration = json.loads(store.meta("pair_calibration") or "null")
-    timelines = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, s_slot) in top])
-    query_spans = {q: query.spans(int(slots[q])) for q in {q for _, (_, q, _) in top}}
+    key = "pair_calibration" if query_stats is None else "pair_calibration_snorm"
+    calibration = json.loads(store.meta(key) or "null")
+    timelines = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
+    query_spans = {q: query.spans(int(slots[q])) for q in {q for _, (_, _, q, _) in top}}
     matches = []
-    for file_id, (score, q, s_slot) in top:
+    for file_id, (score, cosine, q, s_slot) in top:
         path, duration, weighting, rate = timelines[store.slot_id(file_id, s_slot)]
         prob = None
         if calibration:
             a, b = calibration
             prob = round(float(1 / (1 + np.exp(-(a * score + b)))), 4)
-        matches.append(Match(path, round(score, 4), prob, int(slots[q]), int(s_slot), query_spans[q],
-                             spans(weighting, rate, duration)))
+        matches.append(Match(path, round(score, 4), round(cosine, 4), prob, int(slots[q]), int(s_slot),
+                             query_spans[q], spans(weighting, rate, duration)))
     return matches
 
 
-def _rescore(store: Store, vectors: np.ndarray, file_ids: list[int]) -> dict:
-    """Exact best cosine over (query slot, stored active slot) pairs for every candidate file."""
+def _scores(store: Store, cosines: np.ndarray, query_stats, rows: np.ndarray, vector_ids: np.ndarray) -> np.ndarray:
+    """Pair scores of hits (query slot ``rows``, stored ``vector_ids``): their cosines,
+    normalised where the store has a cohort."""
+    if query_stats is None:
+        return cosines
+    mean, spread = store.slot_stats(vector_ids)
+    return normalised(cosines, query_stats[0][rows], query_stats[1][rows], mean, spread)
+
+
+def _rescore(store: Store, vectors: np.ndarray, query_stats, file_ids: list[int]) -> dict:
+    """Exact best pair score over (query slot, stored active slot) pairs for every candidate
+    file: file id -> (score, cosine, query slot row, stored slot)."""
     file_of, slot_of, emb = store.active_slots_of(file_ids)
     sims = vectors @ emb.T  # (Q, S)
-    out: dict[int, tuple[float, int, int]] = {}
+    q_rows, cols = np.indices(sims.shape).reshape(2, -1)
+    vector_ids = (file_of.astype(np.int64)[cols] << SLOT_BITS) + slot_of[cols]
+    scores = _scores(store, sims.ravel(), query_stats, q_rows, vector_ids).reshape(sims.shape)
+    out: dict[int, tuple[float, float, int, int]] = {}
     for col in range(len(file_of)):
-        q = int(np.argmax(sims[:, col]))
+        q = int(np.argmax(scores[:, col]))
         f = int(file_of[col])
-        if f not in out or sims[q, col] > out[f][0]:
-            out[f] = (float(sims[q, col]), q, int(slot_of[col]))
+        if f not in out or scores[q, col] > out[f][0]:
+            out[f] = (float(scores[q, col]), float(sims[q, col]), q, int(slot_of[col]))
     return out
 
 

@@ -5,15 +5,18 @@ Layout of a store directory::
     store.sqlite        files (path, content hash, duration), slots (confidence, active,
                         embedding, weightings timeline), meta (model id, index type, generation)
     vectors-<G>.faiss   FAISS index of the active slot embeddings, ids = slots.id
+    cohort-<G>.npz      score normalisation (weighter.scoring): the cohort (a sample of the
+                        active slots) and every active slot's mean and spread against it
     write.lock          held (flock) by the one process writing
 
-SQLite is the source of truth: the FAISS file can always be rebuilt from it. A write goes:
-take the lock; write the new FAISS file under a new generation number G+1; then one SQLite
+SQLite is the source of truth: the FAISS and cohort files can always be rebuilt from it. A
+write goes: take the lock; write the new FAISS and cohort files under a new generation number
+G+1; then one SQLite
 transaction changes the rows *and* sets meta.generation = G+1; then the old FAISS file is
-deleted. Killed before the commit, the store is in its old state (the orphan file is removed
+deleted. Killed before the commit, the store is in its old state (the orphan files are removed
 on the next write); after it, in its new state. Readers never take the lock: SQLite's WAL
-lets them read during a write, and the FAISS file they were told about stays until the
-commit that replaces it.
+lets them read during a write, and the files they were told about stay until the commit
+that replaces them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
+from weighter.scoring import MIN_COHORT, cohort_stats, draw_cohort
 
 STORE_FORMAT = 3  # 2: slot ids never reused; 3: a slot's id encodes its file and slot number
 SLOT_BITS = 12  # slot id = file id * 2**SLOT_BITS + slot number: a FAISS hit names its file with no lookup
@@ -37,6 +41,7 @@ MAX_SLOTS = 1 << SLOT_BITS
 EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, IVF
 HNSW_EF_SEARCH = 128  # for a user's 'HNSW..' factory string
 IVF_NPROBE_SHARE = 1 / 32  # lists probed: at 1M, 1/64 gave recall@10 0.90, 1/32 gave 0.95 (benchmarks/index_speed.py)
+COHORT_REDRAW = 1.25  # the cohort is drawn anew when the active slots grow or shrink by this factor
 
 
 def auto_factory(active: int) -> str:
@@ -102,6 +107,8 @@ class Store:
                              "build it again with `weighter index build`")
         self._index = None
         self._index_generation = None
+        self._cohort = None
+        self._cohort_generation = None
         self._lock_handle = None
         self._max_slots = None
 
@@ -124,7 +131,8 @@ class Store:
         return {"store": str(self.directory), "model_id": self.model_id, "files": files,
                 "audio_seconds": round(seconds, 2), "slots": slots, "active_slots": active,
                 "index_type": self._meta("index_type"), "generation": self.generation,
-                "faiss_file": self._faiss_name(self.generation) if self.generation else None}
+                "faiss_file": self._faiss_name(self.generation) if self.generation else None,
+                "scoring": self.scoring()}
 
     # -- writing ------------------------------------------------------------------------
     @contextmanager
@@ -236,6 +244,11 @@ class Store:
             tmp = self.directory / (self._faiss_name(generation) + ".tmp")
             faiss.write_index(index, str(tmp))
             os.replace(tmp, self.directory / self._faiss_name(generation))
+            cohort = self._next_cohort(generation, new_ids, new_vectors, removed_ids, total, rebuild)
+            tmp = self.directory / (self._cohort_name(generation) + ".tmp")
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **cohort)
+            os.replace(tmp, self.directory / self._cohort_name(generation))
             if after_faiss_written:
                 after_faiss_written()
             old = self.generation
@@ -248,7 +261,9 @@ class Store:
             raise
         if old:
             (self.directory / self._faiss_name(old)).unlink(missing_ok=True)
+            (self.directory / self._cohort_name(old)).unlink(missing_ok=True)
         self._index, self._index_generation = index, generation
+        self._cohort, self._cohort_generation = cohort, generation
         self._max_slots = None
         return {"added": len(add), "removed": len(remove), "active_vectors": int(index.ntotal), "index_type": wanted}
 
@@ -271,15 +286,48 @@ class Store:
         _tune(index)
         return index
 
+    def _next_cohort(self, generation: int, new_ids: list[int], new_vectors: list[np.ndarray],
+                     removed_ids: list[int], total: int, redraw: bool) -> dict:
+        """The cohort and every active slot's statistics after this write: the current cohort
+        with the new slots' statistics added and the removed slots' dropped; or, when there is
+        none yet, one of its slots is removed, the active slots grew or shrank by COHORT_REDRAW
+        since it was drawn, or ``redraw``: a new cohort and everyone's statistics."""
+        try:
+            old = None if redraw else self._load_cohort()
+        except StoreError:  # a corrupt cohort file: draw a new one
+            old = None
+        removed = np.array(removed_ids, np.int64)
+        if (old is not None and not np.isin(old["cohort_ids"], removed).any()
+                and old["drawn_from"] / COHORT_REDRAW <= total <= old["drawn_from"] * COHORT_REDRAW):
+            dim = old["cohort"].shape[1]
+            ids = np.array(new_ids, np.int64)
+            vectors = np.stack(new_vectors).astype(np.float32) if new_ids else np.zeros((0, dim), np.float32)
+            mean, spread = cohort_stats(vectors, ids >> SLOT_BITS, old["cohort"], old["cohort_ids"] >> SLOT_BITS)
+            keep = ~np.isin(old["ids"], removed)
+            ids = np.concatenate([old["ids"][keep], ids])
+            order = np.argsort(ids, kind="stable")
+            return {"ids": ids[order], "mean": np.concatenate([old["mean"][keep], mean])[order],
+                    "spread": np.concatenate([old["spread"][keep], spread])[order], "cohort": old["cohort"],
+                    "cohort_ids": old["cohort_ids"], "drawn_from": old["drawn_from"]}
+        ids, vectors = self.active_vectors()  # sorted by id
+        pick = draw_cohort(len(ids), seed=generation)
+        mean, spread = cohort_stats(vectors, ids >> SLOT_BITS, vectors[pick], ids[pick] >> SLOT_BITS)
+        return {"ids": ids, "mean": mean, "spread": spread, "cohort": vectors[pick], "cohort_ids": ids[pick],
+                "drawn_from": np.int64(len(ids))}
+
     def _remove_orphans(self) -> None:
-        keep = self._faiss_name(self.generation)
-        for path in self.directory.glob("vectors-*.faiss*"):
-            if path.name != keep:
+        keep = {self._faiss_name(self.generation), self._cohort_name(self.generation)}
+        for path in [*self.directory.glob("vectors-*.faiss*"), *self.directory.glob("cohort-*.npz*")]:
+            if path.name not in keep:
                 path.unlink(missing_ok=True)
 
     @staticmethod
     def _faiss_name(generation: int) -> str:
         return f"vectors-{generation:06d}.faiss"
+
+    @staticmethod
+    def _cohort_name(generation: int) -> str:
+        return f"cohort-{generation:06d}.npz"
 
     # -- reading ------------------------------------------------------------------------
     def _load_index(self):
@@ -302,6 +350,65 @@ class Store:
             time.sleep(0.05)
         raise StoreError(f"{self.directory}: FAISS file {self._faiss_name(self.generation)} is missing; "
                          "rebuild it with `weighter index info --check --repair`")
+
+    def _load_cohort(self) -> dict | None:
+        """The current generation's cohort file as arrays; None for a store written before
+        stores had one (its scores are raw cosines until `weighter index info --check --repair`)."""
+        import zipfile
+
+        for _ in range(3):  # a writer may replace the file between reading meta and opening it
+            generation = self.generation
+            if self._cohort_generation == generation:
+                return self._cohort
+            path = self.directory / self._cohort_name(generation)
+            if not generation or not path.exists():
+                if self.generation != generation:
+                    continue
+                cohort = None
+            else:
+                try:
+                    with np.load(path) as arrays:
+                        cohort = {key: arrays[key] for key in arrays.files}
+                    cohort["drawn_from"] = int(cohort["drawn_from"])
+                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+                    raise StoreError(f"{path}: corrupt cohort file ({error}); rebuild it with "
+                                     "`weighter index info --check --repair`") from None
+            self._cohort, self._cohort_generation = cohort, generation
+            return cohort
+        return None
+
+    def _normalising(self) -> dict | None:
+        """The cohort when queries normalise scores (a cohort file with enough slots), else None."""
+        cohort = self._load_cohort()
+        return cohort if cohort is not None and len(cohort["cohort_ids"]) >= MIN_COHORT else None
+
+    def scoring(self) -> str:
+        """How queries score slot pairs: "s-norm" or "cosine" (a store too small for a cohort)."""
+        try:
+            return "cosine" if self._normalising() is None else "s-norm"
+        except StoreError:
+            return "corrupt cohort file"
+
+    def slot_stats(self, vector_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Stored slots' normalisation statistics (mean, spread), or None where queries score
+        raw cosines (``scoring()``)."""
+        cohort = self._normalising()
+        if cohort is None:
+            return None
+        vector_ids = np.asarray(vector_ids, np.int64)
+        pos = np.minimum(np.searchsorted(cohort["ids"], vector_ids), max(len(cohort["ids"]) - 1, 0))
+        found = cohort["ids"][pos] == vector_ids if len(cohort["ids"]) else np.zeros(vector_ids.shape, bool)
+        return (np.where(found, cohort["mean"][pos], 0.0).astype(np.float32),
+                np.where(found, cohort["spread"][pos], 1.0).astype(np.float32))
+
+    def query_stats(self, vectors: np.ndarray, own_file: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Normalisation statistics of query slots against the cohort, leaving out the slots of
+        ``own_file`` (a stored query file); None where queries score raw cosines."""
+        cohort = self._normalising()
+        if cohort is None:
+            return None
+        owners = np.full(len(vectors), -1 if own_file is None else own_file, np.int64)
+        return cohort_stats(vectors, owners, cohort["cohort"], cohort["cohort_ids"] >> SLOT_BITS)
 
     def active_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         rows = self.db.execute("SELECT id, embedding FROM slots WHERE active = 1 ORDER BY id").fetchall()
@@ -396,6 +503,15 @@ class Store:
             index = self._load_index()
         except StoreError as error:
             return problems + [str(error)]
+        try:
+            cohort = self._load_cohort()
+        except StoreError as error:
+            problems.append(str(error))
+        else:
+            if cohort is None:
+                problems.append("no cohort file: queries score raw cosines (written before stores kept one)")
+            elif not np.array_equal(cohort["ids"], ids):
+                problems.append("the cohort file's slots differ from SQLite's active slots")
         if index.ntotal != len(ids):
             problems.append(f"FAISS holds {index.ntotal} vectors, SQLite {len(ids)} active slots")
         else:
