@@ -1,9 +1,10 @@
 """Store build time, peak memory, query latency and recall at 100k and 1M vectors.
 
 Synthetic unit vectors stand in for slot embeddings at scale (clustered, like speakers: 2000
-centres plus noise). Build = one atomic ``Store.apply`` of all sets (SQLite rows + FAISS
-index). Query = ``query_store`` for one file of 8 active slots (FAISS search, grouping by file,
-spans of the 10 best), timed whole and its FAISS search alone. Recall@10 of the FAISS search
+centres plus noise). Build = one atomic ``Store.apply`` of all sets (SQLite rows, FAISS
+index, the cohort's statistics of every slot). Query = ``query_store`` for one file of 8
+active slots (the query slots' cohort statistics, FAISS search, normalised scores, grouping by
+file, spans of the 10 best), timed whole and its FAISS search alone. Recall@10 of the FAISS search
 against exact (brute-force) search. Then the removal of one file (an atomic ``apply``: SQLite
 rows, FAISS update, the FAISS file written again).
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from weighter.embedding_set import EmbeddingSet
 from weighter.index import Store, query_store
+from weighter.index.query import search_depth
 
 DIM = 256
 SLOTS = 8
@@ -62,7 +64,7 @@ def run(n: int, queries: int = 200) -> dict:
             query_store(store, qset, k=10)
             latencies.append((time.perf_counter() - t) * 1000)
         search_only = []  # the FAISS search alone, as query_store calls it
-        wanted = 11 * store.max_slots()
+        wanted = search_depth(store, 10, normalising=store.scoring() == "s-norm")
         for q in range(queries):
             t = time.perf_counter()
             store.search(qs[q * SLOTS:(q + 1) * SLOTS], wanted)
@@ -84,7 +86,7 @@ def run(n: int, queries: int = 200) -> dict:
             "query_p50_ms": round(float(np.percentile(latencies, 50)), 2),
             "query_p99_ms": round(float(np.percentile(latencies, 99)), 2),
             "faiss_search_p50_ms": round(float(np.percentile(search_only, 50)), 2), "recall@10": round(recall, 4),
-            "query_slots": SLOTS}
+            "query_slots": SLOTS, "scoring": info["scoring"]}
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ RUNS = {
     "index": [f"{PY} benchmarks/index_speed.py --vectors 100000 1000000"],
     "cluster": [f"{PY} benchmarks/cluster_speed.py --slots 100000 1000000"],
     "quality": [f"{PY} benchmarks/quality.py --files 100"],
+    "score norm": [f"{PY} benchmarks/score_norm.py"],
     "real": [f"{PY} benchmarks/real_speech.py"],
     "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],

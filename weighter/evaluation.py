@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weighter.scoring import cohort_stats, draw_cohort, normalised
+from weighter.scoring import cohort_stats, normalised
 
 
 @dataclass
@@ -57,18 +57,16 @@ def active_slots(item: SetTruth, threshold: float, merge_cosine: float | None = 
 
 
 def file_scores(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
-                normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                cohort: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every pair of files: the best score between their active slots (F, F), -inf on the
     diagonal, and whether they share a like (F, F). The score is the slots' cosine, normalised
-    (``weighter.scoring``) with these files' active slots as the cohort, as a store does."""
+    against ``cohort`` (``weighter.scoring``, as a store with that cohort does) when given."""
     slots = [it.embeddings[active_slots(it, threshold, merge_cosine)] for it in items]
     vectors = np.concatenate(slots)  # (S, E), file by file
     counts = [len(x) for x in slots]
     sims = vectors @ vectors.T  # (S, S)
-    if normalise:
-        owners = np.repeat(np.arange(len(items)), counts)
-        pick = draw_cohort(len(vectors))
-        mean, spread = cohort_stats(vectors, owners, vectors[pick], owners[pick])
+    if cohort is not None:
+        mean, spread = cohort_stats(vectors, cohort)
         sims = normalised(sims, mean[:, None], spread[:, None], mean[None, :], spread[None, :])
     starts = np.cumsum([0] + counts[:-1])
     rows = np.maximum.reduceat(sims, starts, axis=0)  # (F, S): each file's best per slot
@@ -81,10 +79,10 @@ def file_scores(items: list[SetTruth], threshold: float, merge_cosine: float | N
     return scores, (hot @ hot.T) > 0
 
 
-def _ranked(items: list[SetTruth], threshold: float, normalise: bool = True):
+def _ranked(items: list[SetTruth], threshold: float, cohort: np.ndarray | None = None):
     """Per query file with at least one relevant file: whether each other file is relevant, in
     score order (the query itself last, dropped)."""
-    scores, shared = file_scores(items, threshold, normalise=normalise)
+    scores, shared = file_scores(items, threshold, cohort=cohort)
     for q in range(len(items)):
         order = np.argsort(-scores[q], kind="stable")[:-1]
         relevant = shared[q, order]
@@ -92,11 +90,12 @@ def _ranked(items: list[SetTruth], threshold: float, normalise: bool = True):
             yield relevant
 
 
-def retrieval_map(items: list[SetTruth], threshold: float, normalise: bool = True) -> float:
-    """File retrieval mAP: score(a, b) = best (normalised) cosine between their active slots;
-    relevant = a shared like. Averaged over queries that have at least one relevant file."""
+def retrieval_map(items: list[SetTruth], threshold: float, cohort: np.ndarray | None = None) -> float:
+    """File retrieval mAP: score(a, b) = best cosine (normalised against ``cohort`` when given)
+    between their active slots; relevant = a shared like. Averaged over queries that have at
+    least one relevant file."""
     aps = [float((np.cumsum(rel)[rel] / (np.flatnonzero(rel) + 1)).mean())
-           for rel in _ranked(items, threshold, normalise)]
+           for rel in _ranked(items, threshold, cohort)]
     return float(np.mean(aps)) if aps else float("nan")
 
 
@@ -154,9 +153,10 @@ def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> float:
     return float((frr[k] + far[k]) / 2)
 
 
-def summarize(items: list[SetTruth], threshold: float | None = None, merge_cosine: float | None = None) -> dict:
+def summarize(items: list[SetTruth], threshold: float | None = None, merge_cosine: float | None = None,
+              cohort: np.ndarray | None = None) -> dict:
     """count accuracy (threshold and merge cosine calibrated here when threshold is None),
-    retrieval mAP, slot EER."""
+    retrieval mAP (raw cosines; also normalised against ``cohort`` when given), slot EER."""
     if threshold is None:
         threshold, count_acc, merge_cosine = calibrate_threshold(items)
     else:
@@ -164,9 +164,8 @@ def summarize(items: list[SetTruth], threshold: float | None = None, merge_cosin
                                    == len(it.likes) for it in items]))
     deduped = [SetTruth(it.embeddings, _mask(it, threshold, merge_cosine), it.x, it.likes, it.activity) for it in items]
     return {"threshold": round(threshold, 3), "merge_cosine": merge_cosine, "count_accuracy": round(count_acc, 4),
-            "map": round(retrieval_map(deduped, 0.5), 4),
-            "map_cosine": round(retrieval_map(deduped, 0.5, normalise=False), 4), "slot_eer": round(slot_eer(deduped, 0.5), 4),
-            "files": len(items)}
+            "map": round(retrieval_map(deduped, 0.5), 4), "slot_eer": round(slot_eer(deduped, 0.5), 4),
+            "files": len(items)} | ({} if cohort is None else {"map_snorm": round(retrieval_map(deduped, 0.5, cohort), 4)})
 
 
 def _mask(item: SetTruth, threshold: float, merge_cosine: float | None) -> np.ndarray:
@@ -177,32 +176,35 @@ def _mask(item: SetTruth, threshold: float, merge_cosine: float | None) -> np.nd
 
 
 def file_pair_scores(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
-                     normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     cohort: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every pair of files: best score between active slots, and whether they share a like."""
-    scores, shared = file_scores(items, threshold, merge_cosine, normalise)
+    scores, shared = file_scores(items, threshold, merge_cosine, cohort)
     upper = np.triu_indices(len(items), 1)
     return scores[upper], shared[upper]
 
 
 def pair_calibration(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
-                     normalise: bool = True) -> list[float] | None:
+                     cohort: np.ndarray | None = None) -> list[float] | None:
     """Logistic fit P(two files share a like | best slot score) = sigmoid(a s + b), for the
-    normalised score or (``normalise=False``) the raw cosine; None when the validation data
-    has only one class."""
+    raw cosine or, with ``cohort``, the normalised score; None when the validation data has
+    only one class."""
     from sklearn.linear_model import LogisticRegression
 
-    scores, same = file_pair_scores(items, threshold, merge_cosine, normalise)
+    scores, same = file_pair_scores(items, threshold, merge_cosine, cohort)
     if len(set(same.tolist())) < 2:
         return None
     fit = LogisticRegression(C=100.0).fit(scores[:, None], same)
     return [round(float(fit.coef_[0, 0]), 4), round(float(fit.intercept_[0]), 4)]
 
 
-def pair_calibrations(items: list[SetTruth], threshold: float, merge_cosine: float | None = None) -> dict:
-    """Both calibrations a model file carries: for stores that score raw cosines
-    ("pair_calibration") and for those that normalise them ("pair_calibration_snorm")."""
-    return {"pair_calibration": pair_calibration(items, threshold, merge_cosine, normalise=False),
-            "pair_calibration_snorm": pair_calibration(items, threshold, merge_cosine, normalise=True)}
+def pair_calibrations(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
+                      cohort: np.ndarray | None = None) -> dict:
+    """The calibrations a model file carries: for raw cosines ("pair_calibration") and, when
+    it carries a score cohort, for scores normalised against it ("pair_calibration_snorm")."""
+    out = {"pair_calibration": pair_calibration(items, threshold, merge_cosine)}
+    if cohort is not None:
+        out["pair_calibration_snorm"] = pair_calibration(items, threshold, merge_cosine, cohort)
+    return out
 
 
 def read_rttm(path) -> dict[str, list[tuple[float, float, str]]]:
@@ -314,9 +316,9 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
     result = {"files": len(items), "missing_from_store": len(missing),
               "count_accuracy": round(float(np.mean([(it.confidence >= threshold).sum() == len(it.likes)
                                                      for it in items])), 4),
-              "map": round(retrieval_map(items, threshold), 4),
-              "map_cosine": round(retrieval_map(items, threshold, normalise=False), 4)}
-    result.update({f"recall@{k}": round(recall_at_k(items, threshold, k), 4) for k in ks})
+              "map": round(retrieval_map(items, threshold, store.score_cohort()), 4),
+              "map_cosine": round(retrieval_map(items, threshold), 4)}
+    result.update({f"recall@{k}": round(recall_at_k(items, threshold, k, store.score_cohort()), 4) for k in ks})
     if rttm is not None:
         result["slot_eer"] = round(slot_eer(items, threshold), 4)
         result["der"] = round(diarization_error(items, threshold), 4)
@@ -346,7 +348,7 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
     return result
 
 
-def recall_at_k(items: list[SetTruth], threshold: float, k: int) -> float:
+def recall_at_k(items: list[SetTruth], threshold: float, k: int, cohort: np.ndarray | None = None) -> float:
     """Share of the relevant files (sharing a like) found in the top k, averaged over queries."""
-    recalls = [rel[:k].sum() / min(k, rel.sum()) for rel in _ranked(items, threshold)]
+    recalls = [rel[:k].sum() / min(k, rel.sum()) for rel in _ranked(items, threshold, cohort)]
     return float(np.mean(recalls)) if recalls else float("nan")

@@ -43,6 +43,8 @@ class Embedder:
         self.threshold = float(payload.get("threshold", 0.5))
         self.distinct_cosine = payload.get("merge_cosine")  # two active slots this alike are one like
         self.model_id = str(payload["model_id"])
+        cohort = payload.get("score_cohort")  # (C, E) slots of training voices: weighter.scoring
+        self.score_cohort = None if cohort is None else cohort.float().numpy()
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", **kw) -> "Embedder":

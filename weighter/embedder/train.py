@@ -30,7 +30,8 @@ from weighter.embedder.checkpoint import load_model, save_model
 from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
 from weighter.embedder.slots import output_row, row_slots
 from weighter.errors import AudioError, WeighterError
-from weighter.evaluation import SetTruth, pair_calibrations, summarize
+from weighter.evaluation import SetTruth, distinct_active, pair_calibrations, summarize
+from weighter.scoring import draw_cohort
 
 log = logging.getLogger(__name__)
 # (split cosine, min share) tried by recalibrate; (None, .) = never split. On 120 validation
@@ -243,6 +244,18 @@ def validation_items(bank: UtteranceBank, split: str, files: int, seed: int, fra
     return items
 
 
+def score_cohort(model: WeighterModel, bank: UtteranceBank, threshold: float, merge_cosine: float | None,
+                 files: int = 300, seed: int = 2, telephone: float = 0.2, max_speakers: int = 4) -> torch.Tensor:
+    """The model's score cohort (weighter.scoring): distinct active slots of conversations of
+    the bank's *train* voices (never a user's), at most COHORT_SIZE of them, float16 (C, E)."""
+    items = validation_items(bank, "train", files, seed, model.frame_rate, telephone=telephone,
+                             max_speakers=max_speakers)
+    truths = embed_items(model, items, torch.device("cpu"))
+    vectors = np.concatenate([t.embeddings[distinct_active(t.confidence, t.embeddings, threshold, merge_cosine)]
+                              for t in truths])
+    return torch.from_numpy(vectors[draw_cohort(len(vectors), seed)]).half()
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -383,13 +396,18 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
         tried.append(((metrics["count_accuracy"], metrics["map"]), candidate, truths, metrics))
     _, split, truths, metrics = max(tried, key=lambda t: t[0])  # the first of equals, as the grid is ordered
     model.config.split_cosine, model.config.split_min_share = split
+    cohort = score_cohort(model, bank, metrics["threshold"], metrics["merge_cosine"], seed=seed + 1,
+                          telephone=trained.get("telephone", 0.2), max_speakers=trained.get("max_speakers", 4))
+    metrics = summarize(truths, metrics["threshold"], metrics["merge_cosine"], cohort.float().numpy())
     metrics["split_cosine"], metrics["split_min_share"] = split
     extra = {k: v for k, v in payload.items() if k not in
              ("format", "version", "model_id", "config", "state_dict", "likes", "threshold", "train", "metrics")}
     extra["merge_cosine"] = metrics["merge_cosine"]
-    extra.update(pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"]))
+    extra.update(pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"], cohort.float().numpy()))
+    extra["score_cohort"] = cohort
     save_model(path, model, payload["likes"], metrics["threshold"], train=payload.get("train"), metrics=metrics,
                extra=extra)
     return {"threshold": metrics["threshold"], "merge_cosine": metrics["merge_cosine"], "split_cosine": split[0],
             "split_min_share": split[1], "pair_calibration": extra["pair_calibration"],
-            "pair_calibration_snorm": extra["pair_calibration_snorm"], "metrics": metrics}
+            "pair_calibration_snorm": extra["pair_calibration_snorm"], "score_cohort": list(cohort.shape),
+            "metrics": metrics}

@@ -48,7 +48,8 @@ def add_files(store: Store, embedder: "Embedder", sources: list[AudioSource], pr
             digests = {str(p): d for p, d in chunk}
             sets = embedder.embed([p for p, _ in chunk], progress=progress, errors=errors)
             if sets or index_type:
-                result = store.apply([(s, digests[s.path]) for s in sets], index_type=index_type)
+                result = store.apply([(s, digests[s.path]) for s in sets], index_type=index_type,
+                                     score_cohort=embedder.score_cohort)
                 index_type = None
             added += len(sets)
         return {"added": added, "unchanged": unchanged, "failed": len(errors), **store.info(),

@@ -2,8 +2,8 @@
 
 Each active query slot searches its nearest stored slots in FAISS; the hits are grouped by
 file and each file scores the best over its (query slot, stored slot) pairs of the pair's
-cosine normalised against the store's cohort (``weighter.scoring``; the raw cosine in a store
-too small for a cohort). The search goes twice as deep as the k best files need, so a pair
+cosine normalised against the model's score cohort (``weighter.scoring``; the raw cosine for
+a model without one). The search goes twice as deep as the k best files need, so a pair
 whose normalised score beats a higher cosine's is found; IVF and HNSW (float32 or float16
 vectors, cosines within 1e-4) may miss a weak file's best pair, so a weak file may score a
 little low, never high; with 8-bit or product-quantised vectors every candidate file is
@@ -50,13 +50,8 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     if total == 0:
         return []
     own = store.file_id(query.path)
-    query_stats = store.query_stats(vectors, own)  # None: raw cosines
-    # Each stored file has at most max_slots vectors, so the top (k + 1) * max_slots hits of a
-    # query slot hold its k best distinct files other than the query's own by cosine: the file
-    # ranking below is then the exact set-to-set ranking for that index's recall. Normalised,
-    # twice as deep, as a stored slot's statistics can lift a lower cosine above a higher one.
-    wanted = (k + int(exclude_self)) * store.max_slots() * (1 if query_stats is None else 2)
-    cosines, ids = store.search(vectors, min(total, max(wanted, 32)))  # (Q, K) each
+    query_stats = store.query_stats(vectors)  # None: raw cosines
+    cosines, ids = store.search(vectors, search_depth(store, k, exclude_self, query_stats is not None))  # (Q, K)
     files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
     keep = (ids >= 0) & (files != (own if exclude_self and own is not None else -1))
     rows = np.nonzero(keep)[0]
@@ -86,6 +81,16 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
         matches.append(Match(path, round(score, 4), round(cosine, 4), prob, int(slots[q]), int(s_slot),
                              query_spans[q], spans(weighting, rate, duration)))
     return matches
+
+
+def search_depth(store: Store, k: int, exclude_self: bool = True, normalising: bool = True) -> int:
+    """Nearest stored slots each query slot asks FAISS for. Each stored file has at most
+    max_slots vectors, so the top (k + 1) * max_slots hits of a query slot hold its k best
+    distinct files other than the query's own by cosine: the file ranking is then the exact
+    set-to-set ranking for that index's recall. Normalising, twice as deep, as a stored slot's
+    statistics can lift a lower cosine above a higher one."""
+    wanted = (k + int(exclude_self)) * store.max_slots() * (2 if normalising else 1)
+    return min(store.vector_count(), max(wanted, 32))
 
 
 def _scores(store: Store, cosines: np.ndarray, query_stats, rows: np.ndarray, vector_ids: np.ndarray) -> np.ndarray:

@@ -1,0 +1,111 @@
+"""What the score normalisation (weighter/scoring.py) gains, with which cohort and top share.
+
+Mixes *validation* corpora (the split that chooses settings; the held-out one only when asked
+with --split heldout, to report), stores them with the shipped model, and prints file
+retrieval mAP with raw cosines, normalised against the model's score cohort (training
+voices) at several top shares, and normalised against the corpus itself (adaptive s-norm:
+each slot's best 10% of cosines to the other files' slots). Then the real-speech check of
+benchmarks/real_speech.py (one real man in 8 of 16 files): precision@7 under each scoring.
+
+    python benchmarks/score_norm.py [--split validation] [--files 150 400] [--seed 107]
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+import weighter.scoring as scoring
+from weighter.audio import read_manifest
+from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
+from weighter.embedder import Embedder
+from weighter.evaluation import active_slots, file_scores, retrieval_map, store_items
+from weighter.index import Store, add_files
+
+SHARES = (0.02, 0.05, 0.1, 0.2)
+
+
+def stored_items(embedder, sources, tmp: Path):
+    store = Store(tmp / "store", create=True)
+    add_files(store, embedder, sources)
+    return store_items(store, sources)[0]
+
+
+def corpus_cohort_scores(items) -> tuple[np.ndarray, np.ndarray]:
+    """File scores (F, F) with the corpus as the cohort: each slot's best 10% of cosines to
+    the active slots of the other files."""
+    slots = [it.embeddings[active_slots(it, 0.5)] for it in items]
+    v = np.concatenate(slots)
+    owner = np.repeat(np.arange(len(items)), [len(x) for x in slots])
+    sims = v @ v.T
+    other = np.where(owner[:, None] != owner[None, :], sims, -np.inf)
+    top = max(2, int(round(0.1 * len(v))))
+    best = -np.partition(-other, top - 1, axis=1)[:, :top]
+    mean, spread = scoring.top_stats(best)
+    norm = scoring.normalised(sims, mean[:, None], spread[:, None], mean[None, :], spread[None, :])
+    starts = np.r_[0, np.cumsum([len(x) for x in slots])[:-1]]
+    scores = np.maximum.reduceat(np.maximum.reduceat(norm, starts, axis=0), starts, axis=1)
+    np.fill_diagonal(scores, -np.inf)
+    return scores, file_scores(items, 0.5)[1]
+
+
+def mean_ap(scores: np.ndarray, shared: np.ndarray) -> float:
+    aps = []
+    for q in range(len(scores)):
+        order = np.argsort(-scores[q], kind="stable")[:-1]
+        rel = shared[q, order]
+        if rel.any():
+            aps.append(float((np.cumsum(rel)[rel] / (np.flatnonzero(rel) + 1)).mean()))
+    return float(np.mean(aps))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--files", type=int, nargs="+", default=[150, 400])
+    parser.add_argument("--seed", type=int, default=107, help="corpus seed of the first size; +1 for each next")
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args()
+    bank = open_or_build_bank(BankSpec(), progress=False)
+    embedder = Embedder.load(args.model)
+    cohort = embedder.score_cohort
+    if cohort is None:
+        raise SystemExit(f"{embedder.model_id} carries no score cohort (weighter calibrate adds one)")
+    for i, files in enumerate(args.files):
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus = Path(tmp) / "corpus"
+            write_corpus(bank, corpus, args.split, files, MixerConfig(overlap=0.1, telephone=0.2),
+                         seed=args.seed + i, progress=False)
+            items = stored_items(embedder, read_manifest(corpus / "manifest.csv"), Path(tmp))
+        row = {"split": args.split, "files": files, "cohort_slots": len(cohort),
+               "map_cosine": round(retrieval_map(items, 0.5), 4)}
+        for share in SHARES:
+            with mock.patch.object(scoring, "TOP_SHARE", share):
+                row[f"map_model_cohort_{share}"] = round(retrieval_map(items, 0.5, cohort), 4)
+        row["map_corpus_cohort_0.1"] = round(mean_ap(*corpus_cohort_scores(items)), 4)
+        print(json.dumps(row), flush=True)
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from real_speech import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = build(Path(tmp))
+        items = stored_items(embedder, sources, Path(tmp))
+    man = [i for i, s in enumerate(sources) if "alsa-real-man" in s.likes]
+
+    def precision_at_7(scores):
+        return round(float(np.mean([np.mean([t in man for t in np.argsort(-scores[q])[:7]]) for q in man])), 4)
+
+    print(json.dumps({"real_speech_files": len(sources), "real_man_in": len(man),
+                      "precision@7_cosine": precision_at_7(file_scores(items, 0.5)[0]),
+                      f"precision@7_model_cohort_{scoring.TOP_SHARE}": precision_at_7(file_scores(items, 0.5,
+                                                                                                   cohort=cohort)[0]),
+                      "precision@7_corpus_cohort_0.1": precision_at_7(corpus_cohort_scores(items)[0])}))
+
+
+if __name__ == "__main__":
+    main()
