@@ -3,9 +3,10 @@
 Each active query slot searches its nearest stored slots in FAISS; the hits are grouped by
 file and each file scores the best over its (query slot, stored slot) pairs of the pair's
 cosine normalised against the model's score cohort (``weighter.scoring``; the raw cosine for
-a model without one). The search goes twice as deep as the k best files need, so a pair
-whose normalised score beats a higher cosine's is found; IVF and HNSW (float32 or float16
-vectors, cosines within 1e-4) may miss a weak file's best pair, so a weak file may score a
+a model without one), among the nearest stored slots that hold the k best files by cosine (a
+search twice as deep found the same 10 best files for all of 200 queries at 1M vectors, 0.5
+ms slower: benchmarks/index_speed.py's vectors). IVF and HNSW (float32 or float16 vectors,
+cosines within 1e-4) may miss a weak file's best pair, so a weak file may score a
 little low, never high; with 8-bit or product-quantised vectors every candidate file is
 re-scored exactly from SQLite. The matched pair names the slots, and their weightings give
 the time spans where the like is heard in both files.
@@ -51,7 +52,7 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
         return []
     own = store.file_id(query.path)
     query_stats = store.query_stats(vectors)  # None: raw cosines
-    cosines, ids = store.search(vectors, search_depth(store, k, exclude_self, query_stats is not None))  # (Q, K)
+    cosines, ids = store.search(vectors, search_depth(store, k, exclude_self))  # (Q, K) each
     files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
     keep = (ids >= 0) & (files != (own if exclude_self and own is not None else -1))
     rows = np.nonzero(keep)[0]
@@ -83,14 +84,12 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     return matches
 
 
-def search_depth(store: Store, k: int, exclude_self: bool = True, normalising: bool = True) -> int:
+def search_depth(store: Store, k: int, exclude_self: bool = True) -> int:
     """Nearest stored slots each query slot asks FAISS for. Each stored file has at most
     max_slots vectors, so the top (k + 1) * max_slots hits of a query slot hold its k best
-    distinct files other than the query's own by cosine: the file ranking is then the exact
-    set-to-set ranking for that index's recall. Normalising, twice as deep, as a stored slot's
-    statistics can lift a lower cosine above a higher one."""
-    wanted = (k + int(exclude_self)) * store.max_slots() * (2 if normalising else 1)
-    return min(store.vector_count(), max(wanted, 32))
+    distinct files other than the query's own by cosine: the file ranking by cosine is then
+    the exact set-to-set ranking for that index's recall."""
+    return min(store.vector_count(), max((k + int(exclude_self)) * store.max_slots(), 32))
 
 
 def _scores(store: Store, cosines: np.ndarray, query_stats, rows: np.ndarray, vector_ids: np.ndarray) -> np.ndarray:
