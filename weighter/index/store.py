@@ -11,12 +11,11 @@ Layout of a store directory::
 
 SQLite is the source of truth: the FAISS and scores files can always be rebuilt from it. A
 write goes: take the lock; write the new FAISS and scores files under a new generation number
-G+1; then one SQLite
-transaction changes the rows *and* sets meta.generation = G+1; then the old FAISS file is
-deleted. Killed before the commit, the store is in its old state (the orphan files are removed
-on the next write); after it, in its new state. Readers never take the lock: SQLite's WAL
-lets them read during a write, and the files they were told about stay until the commit
-that replaces them.
+G+1; then one SQLite transaction changes the rows *and* sets meta.generation = G+1; then the
+old files are deleted. Killed before the commit, the store is in its old state (the orphan
+files are removed on the next write); after it, in its new state. Readers never take the
+lock: SQLite's WAL lets them read during a write, and the files they were told about stay
+until the commit that replaces them.
 """
 
 from __future__ import annotations
