@@ -210,6 +210,20 @@ def test_long_files_are_windowed_and_merged(trained, tiny_bank, tmp_path):
     assert merged.active.sum() == 2 and merged.weightings.shape == (2, 80)
 
 
+def test_an_array_embeds_as_its_file_does(trained, tiny_bank, tmp_path):
+    out, _ = trained
+    write_corpus(tiny_bank, tmp_path / "c", "train", 1, MixerConfig(1, 2, 13, 13), progress=False)
+    path = next((tmp_path / "c" / "audio").glob("*.flac"))
+    audio = sf.read(str(path), dtype="float32")[0]
+    for window in (60.0, 5.0):  # one window, and three windows merged
+        embedder = Embedder.load(out, window_seconds=window)
+        from_file, from_array = embedder.embed([path])[0], embedder.embed_audio(audio, name="call-7")
+        assert from_array.path == "call-7" and from_array.duration == pytest.approx(from_file.duration)
+        assert np.allclose(from_array.embeddings, from_file.embeddings, atol=1e-5)
+        assert np.array_equal(from_array.active, from_file.active)
+        assert np.allclose(from_array.weightings, from_file.weightings, atol=1e-5)
+
+
 def test_embed_reports_bad_files_and_goes_on(trained, tmp_path):
     out, _ = trained
     good = tmp_path / "good.wav"
