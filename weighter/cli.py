@@ -507,8 +507,10 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
                    "Changes the model id: stores built with the old setting refuse the new file.")
 @click.pass_obj
 def calibrate(obj, model, files, checkpoint, pooling, **bank_args):
-    """Re-fit MODEL's activity threshold, merge cosine and match-probability calibration on the
-    synthetic bank's validation split, and rewrite MODEL (atomically)."""
+    """Re-fit MODEL's activity threshold, merge cosine, slot split and match-probability
+    calibration on the synthetic bank's validation split, draw its score cohort (slots of the
+    bank's train voices, which stores normalise query scores against), and rewrite MODEL
+    (atomically)."""
     from weighter.embedder.train import recalibrate
 
     result = recalibrate(model, _open_bank(obj, **bank_args), files=files, checkpoint=checkpoint, pooling=pooling)

@@ -369,8 +369,9 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
                 checkpoint: str | Path | None = None, pooling: str | None = None) -> dict:
     """Re-derive a model's activity threshold, merge cosine, slot split (pooling "windows":
-    SPLIT_GRID, best count accuracy then mAP) and pair calibration on the bank's validation
-    split (never the held-out one), and rewrite the model file in place (atomically).
+    SPLIT_GRID, best count accuracy then mAP) and pair calibrations on the bank's validation
+    split (never the held-out one), draw its score cohort from the train split
+    (``score_cohort``), and rewrite the model file in place (atomically).
     With ``checkpoint`` (a training OUT.ckpt), the weights of its last step replace the file's;
     with ``pooling``, the slot pooling of the model's config changes first (a new model id)."""
     model, payload = load_model(path)
