@@ -23,7 +23,8 @@ import weighter.scoring as scoring
 from weighter.audio import read_manifest
 from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
 from weighter.embedder import Embedder
-from weighter.evaluation import active_slots, file_scores, retrieval_map, store_items
+from weighter.evaluation import (active_vectors, best_per_file, file_scores, mean_average_precision,
+                                 retrieval_map, shared_likes, store_items)
 from weighter.index import Store, add_files
 
 SHARES = (0.02, 0.05, 0.1, 0.2)
@@ -36,31 +37,16 @@ def stored_items(embedder, sources, tmp: Path):
 
 
 def corpus_cohort_scores(items) -> tuple[np.ndarray, np.ndarray]:
-    """File scores (F, F) with the corpus as the cohort: each slot's best 10% of cosines to
-    the active slots of the other files."""
-    slots = [it.embeddings[active_slots(it, 0.5)] for it in items]
-    v = np.concatenate(slots)
-    owner = np.repeat(np.arange(len(items)), [len(x) for x in slots])
+    """File scores (F, F) and relevance with the corpus as the cohort: each slot's best 10% of
+    cosines to the active slots of the other files."""
+    v, counts = active_vectors(items, 0.5)
+    owner = np.repeat(np.arange(len(items)), counts)
     sims = v @ v.T
     other = np.where(owner[:, None] != owner[None, :], sims, -np.inf)
     top = max(2, int(round(0.1 * len(v))))
-    best = -np.partition(-other, top - 1, axis=1)[:, :top]
-    mean, spread = scoring.top_stats(best)
+    mean, spread = scoring.top_stats(-np.partition(-other, top - 1, axis=1)[:, :top])
     norm = scoring.normalised(sims, mean[:, None], spread[:, None], mean[None, :], spread[None, :])
-    starts = np.r_[0, np.cumsum([len(x) for x in slots])[:-1]]
-    scores = np.maximum.reduceat(np.maximum.reduceat(norm, starts, axis=0), starts, axis=1)
-    np.fill_diagonal(scores, -np.inf)
-    return scores, file_scores(items, 0.5)[1]
-
-
-def mean_ap(scores: np.ndarray, shared: np.ndarray) -> float:
-    aps = []
-    for q in range(len(scores)):
-        order = np.argsort(-scores[q], kind="stable")[:-1]
-        rel = shared[q, order]
-        if rel.any():
-            aps.append(float((np.cumsum(rel)[rel] / (np.flatnonzero(rel) + 1)).mean()))
-    return float(np.mean(aps))
+    return best_per_file(norm, counts), shared_likes(items)
 
 
 def main():
@@ -86,7 +72,7 @@ def main():
         for share in SHARES:
             with mock.patch.object(scoring, "TOP_SHARE", share):
                 row[f"map_model_cohort_{share}"] = round(retrieval_map(items, 0.5, cohort), 4)
-        row["map_corpus_cohort_0.1"] = round(mean_ap(*corpus_cohort_scores(items)), 4)
+        row["map_corpus_cohort_0.1"] = round(mean_average_precision(*corpus_cohort_scores(items)), 4)
         print(json.dumps(row), flush=True)
 
     sys.path.insert(0, str(Path(__file__).parent))

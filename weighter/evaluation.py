@@ -61,42 +61,61 @@ def file_scores(items: list[SetTruth], threshold: float, merge_cosine: float | N
     """Every pair of files: the best score between their active slots (F, F), -inf on the
     diagonal, and whether they share a like (F, F). The score is the slots' cosine, normalised
     against ``cohort`` (``weighter.scoring``, as a store with that cohort does) when given."""
-    slots = [it.embeddings[active_slots(it, threshold, merge_cosine)] for it in items]
-    vectors = np.concatenate(slots)  # (S, E), file by file
-    counts = [len(x) for x in slots]
+    vectors, counts = active_vectors(items, threshold, merge_cosine)
     sims = vectors @ vectors.T  # (S, S)
     if cohort is not None:
         mean, spread = cohort_stats(vectors, cohort)
         sims = normalised(sims, mean[:, None], spread[:, None], mean[None, :], spread[None, :])
+    return best_per_file(sims, counts), shared_likes(items)
+
+
+def active_vectors(items: list[SetTruth], threshold: float,
+                   merge_cosine: float | None = None) -> tuple[np.ndarray, list[int]]:
+    """The files' active slot embeddings (S, E), file by file, and how many each file has."""
+    slots = [it.embeddings[active_slots(it, threshold, merge_cosine)] for it in items]
+    return np.concatenate(slots), [len(x) for x in slots]
+
+
+def best_per_file(pair_scores: np.ndarray, counts: list[int]) -> np.ndarray:
+    """Slot-pair scores (S, S), slots file by file -> each pair of files' best (F, F), -inf on
+    the diagonal."""
     starts = np.cumsum([0] + counts[:-1])
-    rows = np.maximum.reduceat(sims, starts, axis=0)  # (F, S): each file's best per slot
+    rows = np.maximum.reduceat(pair_scores, starts, axis=0)  # (F, S): each file's best per slot
     scores = np.maximum.reduceat(rows, starts, axis=1)
     np.fill_diagonal(scores, -np.inf)
+    return scores
+
+
+def shared_likes(items: list[SetTruth]) -> np.ndarray:
+    """(F, F) bool: do the two files share a like?"""
     vocab = {like: i for i, like in enumerate(sorted({l for it in items for l in it.likes}))}
     hot = np.zeros((len(items), max(len(vocab), 1)), np.float32)
     for f, it in enumerate(items):
         hot[f, [vocab[l] for l in it.likes]] = 1
-    return scores, (hot @ hot.T) > 0
+    return (hot @ hot.T) > 0
 
 
-def _ranked(items: list[SetTruth], threshold: float, cohort: np.ndarray | None = None):
+def _ranked(scores: np.ndarray, shared: np.ndarray):
     """Per query file with at least one relevant file: whether each other file is relevant, in
-    score order (the query itself last, dropped)."""
-    scores, shared = file_scores(items, threshold, cohort=cohort)
-    for q in range(len(items)):
+    score order (the query itself, at -inf, last and dropped)."""
+    for q in range(len(scores)):
         order = np.argsort(-scores[q], kind="stable")[:-1]
         relevant = shared[q, order]
         if relevant.any():
             yield relevant
 
 
+def mean_average_precision(scores: np.ndarray, shared: np.ndarray) -> float:
+    """mAP of file scores (F, F) against relevance (F, F), over the queries with a relevant file."""
+    aps = [float((np.cumsum(rel)[rel] / (np.flatnonzero(rel) + 1)).mean()) for rel in _ranked(scores, shared)]
+    return float(np.mean(aps)) if aps else float("nan")
+
+
 def retrieval_map(items: list[SetTruth], threshold: float, cohort: np.ndarray | None = None) -> float:
     """File retrieval mAP: score(a, b) = best cosine (normalised against ``cohort`` when given)
     between their active slots; relevant = a shared like. Averaged over queries that have at
     least one relevant file."""
-    aps = [float((np.cumsum(rel)[rel] / (np.flatnonzero(rel) + 1)).mean())
-           for rel in _ranked(items, threshold, cohort)]
-    return float(np.mean(aps)) if aps else float("nan")
+    return mean_average_precision(*file_scores(items, threshold, cohort=cohort))
 
 
 def slot_speakers(item: SetTruth, threshold: float) -> list[tuple[int, str]]:
@@ -313,12 +332,13 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
     if not items:
         raise WeighterError("no manifest file is in the store (index the corpus first)")
     threshold = 0.5
+    scores, shared = file_scores(items, threshold, cohort=store.score_cohort())  # as the store's queries score
     result = {"files": len(items), "missing_from_store": len(missing),
               "count_accuracy": round(float(np.mean([(it.confidence >= threshold).sum() == len(it.likes)
                                                      for it in items])), 4),
-              "map": round(retrieval_map(items, threshold, store.score_cohort()), 4),
+              "map": round(mean_average_precision(scores, shared), 4),
               "map_cosine": round(retrieval_map(items, threshold), 4)}
-    result.update({f"recall@{k}": round(recall_at_k(items, threshold, k, store.score_cohort()), 4) for k in ks})
+    result.update({f"recall@{k}": round(recall_at(scores, shared, k), 4) for k in ks})
     if rttm is not None:
         result["slot_eer"] = round(slot_eer(items, threshold), 4)
         result["der"] = round(diarization_error(items, threshold), 4)
@@ -350,5 +370,10 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
 
 def recall_at_k(items: list[SetTruth], threshold: float, k: int, cohort: np.ndarray | None = None) -> float:
     """Share of the relevant files (sharing a like) found in the top k, averaged over queries."""
-    recalls = [rel[:k].sum() / min(k, rel.sum()) for rel in _ranked(items, threshold, cohort)]
+    return recall_at(*file_scores(items, threshold, cohort=cohort), k)
+
+
+def recall_at(scores: np.ndarray, shared: np.ndarray, k: int) -> float:
+    """recall@k of file scores (F, F) against relevance (F, F)."""
+    recalls = [rel[:k].sum() / min(k, rel.sum()) for rel in _ranked(scores, shared)]
     return float(np.mean(recalls)) if recalls else float("nan")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from weighter.embedding_set import EmbeddingSet, spans
-from weighter.index.store import SLOT_BITS, Store
+from weighter.index.store import Store
 from weighter.scoring import normalised
 
 
@@ -50,11 +50,11 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     total = store.vector_count()
     if total == 0:
         return []
-    own = store.file_id(query.path)
     query_stats = store.query_stats(vectors)  # None: raw cosines
     cosines, ids = store.search(vectors, search_depth(store, k, exclude_self))  # (Q, K) each
     files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
-    keep = (ids >= 0) & (files != (own if exclude_self and own is not None else -1))
+    own = store.file_id(query.path) if exclude_self else None
+    keep = (ids >= 0) & (files != (-1 if own is None else own))
     rows = np.nonzero(keep)[0]
     files, cosines, stored_slots = files[keep], cosines[keep], stored_slots[keep]
     scores = _scores(store, cosines, query_stats, rows, ids[keep])
@@ -107,7 +107,7 @@ def _rescore(store: Store, vectors: np.ndarray, query_stats, file_ids: list[int]
     file_of, slot_of, emb = store.active_slots_of(file_ids)
     sims = vectors @ emb.T  # (Q, S)
     q_rows, cols = np.indices(sims.shape).reshape(2, -1)
-    vector_ids = (file_of.astype(np.int64)[cols] << SLOT_BITS) + slot_of[cols]
+    vector_ids = store.slot_ids(file_of[cols], slot_of[cols])
     scores = _scores(store, sims.ravel(), query_stats, q_rows, vector_ids).reshape(sims.shape)
     out: dict[int, tuple[float, float, int, int]] = {}
     for col in range(len(file_of)):

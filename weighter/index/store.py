@@ -459,6 +459,11 @@ class Store:
     def slot_id(file_id: int, slot: int) -> int:
         return (int(file_id) << SLOT_BITS) + int(slot)
 
+    @staticmethod
+    def slot_ids(file_ids: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Vector ids of (file, slot) pairs: the inverse of ``owners``."""
+        return (np.asarray(file_ids, np.int64) << SLOT_BITS) + np.asarray(slots, np.int64)
+
     def _rows_in(self, query: str, ids) -> list[tuple]:
         """Rows of ``query`` (with one ``{}`` for the placeholders of an ``IN (...)``) for all
         ``ids``, bound at most 900 at a time (SQLite's limit on bound parameters in old builds)."""
