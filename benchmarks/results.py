@@ -1,7 +1,7 @@
 """Runs the benchmarks and writes docs/results.md: every figure next to the command that
 produced it, copied from the command's own output (nothing typed by hand).
 
-    python benchmarks/results.py [--only synth embed index cluster quality real claims]
+    python benchmarks/results.py [--only synth embed index cluster quality robustness real claims]
 
 ``claims`` trains 14 small models (over an hour on 2 cores) and the ``combine ablation``
 runs train 4 and 2 (25 and 53 min, variants side by side); these run only when named in
@@ -29,6 +29,7 @@ RUNS = {
     "cluster": [f"{PY} benchmarks/cluster_speed.py --slots 100000 1000000"],
     "quality": [f"{PY} benchmarks/quality.py --files 100"],
     "score norm": [f"{PY} benchmarks/score_norm.py"],
+    "robustness": [f"{PY} benchmarks/robustness.py --files 100"],
     "real": [f"{PY} benchmarks/real_speech.py"],
     "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],

@@ -57,3 +57,12 @@ def test_vectors_mode(tmp_path):
     assert result.exit_code == 0
     arrays = np.load(tmp_path / "v" / "vectors.npz")
     assert arrays["frames"].shape == (20, 50, 32)
+
+
+def test_range_options_name_the_option_and_the_form(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["synth", str(tmp_path / "c"), "--snr", "10-30"])
+    assert result.exit_code == 2 and "'--snr': expected 'LO:HI' or 'none', got '10-30'" in result.output
+    result = runner.invoke(main, ["train", "--synthetic", "--out", str(tmp_path / "m.pt"), "--seconds", "8"])
+    assert result.exit_code == 2 and "'--seconds': expected 'LO:HI', got '8'" in result.output
+    assert not (tmp_path / "c").exists()

@@ -1,6 +1,7 @@
 import csv
 import json
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import soundfile as sf
 
 from weighter.corpus import (BankSpec, ConversationMixer, MixerConfig, UtteranceBank, VectorSimConfig, build_bank,
                              simulate_vectors, switch_rate, write_corpus)
+from weighter.corpus.channels import DISTORTIONS, MP3_COMPRESSION, clipping, equaliser, mp3
+from weighter.corpus.rooms import room_responses
 from weighter.corpus.voices import espeak_split
 from weighter.errors import CorpusError
 
@@ -147,6 +150,60 @@ def test_telephone_channel_removes_high_band(tiny_bank):
     freqs = np.fft.rfftfreq(len(phone.audio), 1 / 16000)
     assert spectrum[freqs > 4500].sum() < 1e-3 * spectrum.sum()
     assert phone.channel == "telephone"
+
+
+def test_room_responses_start_with_the_direct_sound_and_decay():
+    responses = room_responses(np.random.default_rng(0), 3)
+    assert responses.shape == (3, int(0.4 * 16000) + 1)
+    assert np.allclose(responses[:, 0], 1.0)  # the direct sound, at amplitude 1
+    early, late = (np.sum(responses[:, a:b] ** 2, axis=1) for a, b in ((1, 1601), (4800, 6401)))
+    assert np.all(late < 0.1 * early)  # echoes die away
+    assert not np.allclose(responses[0], responses[1])  # speakers stand at different places
+    assert np.array_equal(responses, room_responses(np.random.default_rng(0), 3))
+
+
+def test_reverberant_room_smears_each_speaker_and_keeps_the_truth(tiny_bank):
+    config = MixerConfig(min_duration=12, max_duration=12, snr_db=None)
+    dry = ConversationMixer(tiny_bank, "train", config).sample(np.random.default_rng(4))
+    wet = ConversationMixer(tiny_bank, "train", replace(config, reverb=1.0)).sample(np.random.default_rng(4))
+    assert wet.reverb and not dry.reverb
+    assert wet.likes == dry.likes and wet.segments == dry.segments and len(wet.audio) == len(dry.audio)
+    assert np.corrcoef(wet.audio, dry.audio)[0, 1] < 0.95  # not the same signal, nor silence
+    assert np.abs(wet.audio).max() <= 0.9 + 1e-6
+
+
+@pytest.mark.parametrize("name", DISTORTIONS)
+def test_distortions_keep_length_and_level_and_change_the_signal(name, tiny_bank):
+    speech = ConversationMixer(tiny_bank, "train", MixerConfig(min_duration=5, max_duration=5, snr_db=None)).sample(
+        np.random.default_rng(1)).audio.astype(np.float64)
+    out = {"mp3": mp3, "clipping": clipping, "equaliser": equaliser}[name](speech, 16000, np.random.default_rng(3))
+    assert out.shape == speech.shape and np.abs(out).max() <= 1.0
+    assert np.corrcoef(out, speech)[0, 1] > 0.3  # the same speech (an MP3 decoder's delay is removed)...
+    assert np.abs(out - speech).max() > 0.01  # ... changed
+
+
+class _Drawn:
+    """A random generator that always draws ``value`` (to reach a range's ends)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def uniform(self, lo, hi):
+        return self.value
+
+
+@pytest.mark.parametrize("level", MP3_COMPRESSION)
+def test_mp3_round_trip_works_at_both_ends_of_its_bitrates(level):
+    speech = np.convolve(np.random.default_rng(0).normal(size=16000 * 3), np.ones(8) / 8, "same") * 0.2
+    out = mp3(speech, 16000, _Drawn(level))
+    assert out.shape == speech.shape and np.corrcoef(out, speech)[0, 1] > 0.8  # no delay left (69 ms at 16 kbit/s)
+
+
+def test_mixer_distortion_is_recorded_and_written(tiny_bank, tmp_path):
+    summary = _corpus(tiny_bank, tmp_path, files=6, distort=1.0)
+    assert sum(summary["channels"].get(name, 0) for name in DISTORTIONS) == 6
+    with pytest.raises(CorpusError, match="probabilities"):
+        MixerConfig(reverb=1.5)
 
 
 def test_mixer_refuses_impossible_requests(tiny_bank):

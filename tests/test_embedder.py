@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 import pickle
 
@@ -253,6 +254,18 @@ def test_cli_train_and_embed(tiny_bank, tmp_path):
     assert len(payload["sets"][0]["slots"][0]["embedding"]) == 256
     result = runner.invoke(main, ["train", "--out", str(model)])
     assert result.exit_code != 0 and "exactly one of --manifest or --synthetic" in result.output
+
+
+def test_cli_train_logs_each_validation_when_stderr_is_no_terminal(tiny_bank, tmp_path, caplog):
+    train_log = logging.getLogger("weighter.embedder.train")
+    try:  # CliRunner's stderr is no terminal: no progress bar, so each validation is a log line
+        result = CliRunner().invoke(main, ["train", "--synthetic", "--bank", str(tiny_bank.directory), "--out",
+                                           str(tmp_path / "m.pt"), "--steps", "2", "--batch-size", "2", "--seconds",
+                                           "4:5", "--eval-every", "2", "--max-speakers", "2"])
+    finally:
+        train_log.setLevel(logging.NOTSET)
+    assert result.exit_code == 0, result.output
+    assert any(r.name == train_log.name and r.getMessage().startswith("step 2: ") for r in caplog.records)
 
 
 def test_resume_continues_from_the_checkpoint(tiny_bank, tmp_path):

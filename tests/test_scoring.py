@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from weighter.evaluation import SetTruth, file_scores, retrieval_map
+import weighter.index.store as store_module
 from weighter.index import Store, StoreError, query_store
 from weighter.embedding_set import EmbeddingSet
 from weighter.scoring import COHORT_SIZE, MIN_COHORT, cohort_stats, draw_cohort, normalised
@@ -127,6 +128,24 @@ def test_statistics_follow_adds_and_removals_and_the_cohort_stays(tmp_path):
     with store.writing():
         store.apply([], remove=[tmp_path / "f000.wav"])
     assert len(store._load_stats()["ids"]) == len(after["ids"]) - 2 and store.check() == []
+
+
+def test_slot_statistics_by_table_equal_those_by_search(tmp_path, monkeypatch):
+    files, cohort = hub_corpus()
+    store = store_of(tmp_path, files, cohort)
+    stats = store._load_stats()
+    missing = Store.slot_ids([10_000, 1], [0, 4000])  # no such file; no such slot of a stored file
+    ids = np.concatenate([stats["ids"][::-1], missing])
+    by_table = store.slot_stats(ids)
+    assert store._stats_table(stats) is not None
+    monkeypatch.setattr(store_module, "DENSE_LIMIT", 0)  # ids too sparse for a table: sorted search
+    store._table_source = None
+    assert store._stats_table(stats) is None
+    by_search = store.slot_stats(ids)
+    for got, want in zip(by_table, by_search):
+        assert np.array_equal(got, want)
+    assert np.array_equal(by_table[0][::-1][2:], stats["mean"]) and np.array_equal(by_table[1][::-1][2:], stats["spread"])
+    assert by_table[0][-2:].tolist() == [0.0, 0.0] and by_table[1][-2:].tolist() == [1.0, 1.0]
 
 
 def test_a_store_without_a_cohort_scores_cosines_until_a_model_with_one_adds(tmp_path):

@@ -112,6 +112,17 @@ def _bank_options(func):
     return func
 
 
+def _span(value: str, off: str | None = None) -> tuple[float, float] | None:
+    """An option's 'LO:HI' range as floats; None for ``off`` (e.g. --snr none)."""
+    if off is not None and value.lower() == off:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"expected 'LO:HI'{f' or {off!r}' if off else ''}, got {value!r}") from None
+    return lo, hi
+
+
 def _open_bank(obj, bank_dir, engines, max_voices, clips_per_identity, bank_seed, jobs):
     from weighter.corpus import BankSpec, open_or_build_bank
 
@@ -158,8 +169,14 @@ def bank(obj, as_json, **bank_args):
 @click.option("--min-duration", type=float, default=10.0, show_default=True, help="Seconds.")
 @click.option("--max-duration", type=float, default=60.0, show_default=True, help="Seconds.")
 @click.option("--overlap", type=float, default=0.1, show_default=True, help="Probability a turn overlaps the last.")
-@click.option("--snr", default="10:30", show_default=True, help="Background noise SNR range in dB, 'LO:HI', or 'none'.")
+@click.option("--snr", default="10:30", show_default=True, callback=lambda ctx, param, value: _span(value, "none"),
+              help="Background noise SNR range in dB, 'LO:HI', or 'none'.")
 @click.option("--telephone", type=float, default=0.2, show_default=True, help="Probability of a telephone channel.")
+@click.option("--reverb", type=float, default=0.0, show_default=True,
+              help="Probability that a file is recorded in a reverberant room (image-source shoebox, each speaker "
+                   "at his own place).")
+@click.option("--distort", type=float, default=0.0, show_default=True,
+              help="Probability of a recording-chain distortion: MP3 round trip, clipping or an equaliser.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed and bank: same bytes.")
 @click.option("--vectors", is_flag=True, help="Write the research's vector simulation (OUT/vectors.npz) instead of audio.")
 @click.option("--dim", type=int, default=32, show_default=True, help="--vectors: dimension D.")
@@ -169,7 +186,7 @@ def bank(obj, as_json, **bank_args):
 @click.option("--step", type=float, default=0.1, show_default=True, help="--vectors: random-walk step std.")
 @click.pass_obj
 def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_duration, overlap, snr, telephone,
-          seed, vectors, dim, frames, pool, noise, step, **bank_args):
+          reverb, distort, seed, vectors, dim, frames, pool, noise, step, **bank_args):
     """Generate a labelled multi-speaker corpus in OUT, offline, from TTS voices.
 
     \b
@@ -196,15 +213,8 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
         return
     from weighter.corpus import MixerConfig, write_corpus
 
-    snr_range = None
-    if snr.lower() != "none":
-        try:
-            lo, hi = (float(v) for v in snr.split(":"))
-        except ValueError:
-            raise click.BadParameter(f"expected 'LO:HI' in dB or 'none', got {snr!r}", param_hint="--snr") from None
-        snr_range = (lo, hi)
-    config = MixerConfig(min_speakers, max_speakers, min_duration, max_duration, overlap=overlap,
-                         snr_db=snr_range, telephone=telephone)
+    config = MixerConfig(min_speakers, max_speakers, min_duration, max_duration, overlap=overlap, snr_db=snr,
+                         telephone=telephone, reverb=reverb, distort=distort)
     b = _open_bank(obj, **bank_args)
     summary = write_corpus(b, out, split, files, config, seed=seed, progress=obj["progress"])
     click.echo(json.dumps(summary) if obj["quiet"] else
@@ -555,7 +565,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the model (.pt).")
 @click.option("--steps", type=int, default=3000, show_default=True)
 @click.option("--batch-size", type=int, default=12, show_default=True)
-@click.option("--seconds", default="8:20", show_default=True, help="Training crop length range 'LO:HI' (s).")
+@click.option("--seconds", default="8:20", show_default=True, callback=lambda ctx, param, value: _span(value),
+              help="Training crop length range 'LO:HI' (s).")
 @click.option("--frame-supervision", type=float, default=1.0, show_default=True,
               help="Weight of the frame-level (RTTM) slot-activity loss, synthetic only; 0 = file-level likes alone.")
 @click.option("--combine", type=click.Choice(["sum", "max", "noisy_or"]), default="sum", show_default=True,
@@ -573,6 +584,10 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--ssl-layer", type=int, default=6, show_default=True,
               help="--frontend ssl: the transformer layer whose output are the frame features.")
 @click.option("--max-speakers", type=int, default=4, show_default=True, help="Synthetic: speakers per conversation, 1 to this.")
+@click.option("--reverb", type=float, default=0.0, show_default=True,
+              help="Synthetic: probability that a training conversation is recorded in a reverberant room.")
+@click.option("--distort", type=float, default=0.0, show_default=True,
+              help="Synthetic: probability of an MP3, clipping or equaliser distortion of a training conversation.")
 @click.option("--pretrain-steps", type=int, default=0, show_default=True,
               help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -583,7 +598,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "replaces --slots/--frontend; a new classifier head is learnt for your likes.")
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, combine, loss, lr, eval_every,
-          patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, pretrain_steps, seed, device, resume, init, **bank_args):
+          patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, reverb, distort, pretrain_steps, seed, device,
+          resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -603,14 +619,13 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
 
     if bool(manifest) == bool(synthetic):
         raise click.UsageError("give exactly one of --manifest or --synthetic")
-    try:
-        lo, hi = (float(v) for v in seconds.split(":"))
-    except ValueError:
-        raise click.BadParameter(f"expected 'LO:HI', got {seconds!r}", param_hint="--seconds") from None
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=lo, max_seconds=hi, combine=combine, loss=loss,
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1], combine=combine, loss=loss,
                       frame_supervision=frame_supervision, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
-                      device=device, max_speakers=max_speakers, pretrain_steps=pretrain_steps)
+                      device=device, max_speakers=max_speakers, reverb=reverb, distort=distort,
+                      pretrain_steps=pretrain_steps)
     init = DEFAULT_MODEL if init == "default" else init
+    if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
+        logging.getLogger("weighter.embedder.train").setLevel(logging.INFO)
     model_cfg = WeighterConfig(slots=slots, frontend=frontend, ssl_bundle=ssl_bundle, ssl_layer=ssl_layer)
     if synthetic:
         result = run_training(out, cfg, model_cfg, bank=_open_bank(obj, **bank_args), resume=resume,

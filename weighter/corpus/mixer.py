@@ -1,4 +1,4 @@
-"""The conversation mixer: multi-speaker recordings drawn from an utterance bank, numpy only.
+"""The conversation mixer: multi-speaker recordings drawn from an utterance bank (numpy, scipy).
 
 Who holds the floor follows the research's bounded random walk, ``r <- clip(r + N(0, step))``
 in [0, 1], read every ``tick`` seconds; the walk's position picks one of the file's speakers
@@ -6,6 +6,11 @@ in [0, 1], read every ``tick`` seconds; the walk's position picks one of the fil
 speakers so the mean turn stays a few seconds long whatever the count, as in real calls, and
 turns shorter than ``min_turn`` are merged into the one before (a random walk that has just
 crossed a bin edge tends to cross back at once; people do not hand over the floor for 250 ms).
+
+On top of the speakers: optionally a room (``reverb``: each speaker through his own impulse
+response of one shared room, ``weighter.corpus.rooms``), background noise, a telephone channel,
+and optionally a distortion of the recording chain (``distort``: MP3, clipping, equaliser;
+``weighter.corpus.channels``).
 
 The same mixer writes corpora to disk (``weighter synth``) and feeds training on the fly.
 """
@@ -17,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from weighter.corpus.bank import UtteranceBank
+from weighter.corpus.channels import distort
+from weighter.corpus.rooms import room_responses
 from weighter.errors import CorpusError
 
 
@@ -33,6 +40,8 @@ class MixerConfig:
     overlap: float = 0.0  # probability that a turn starts 0.2-1.0 s before the last one ends
     snr_db: tuple[float, float] | None = (10.0, 30.0)  # background noise; None = clean
     telephone: float = 0.0  # probability of a telephone channel (300-3400 Hz, 8 kHz mu-law)
+    reverb: float = 0.0  # probability that the speakers share a reverberant room (weighter.corpus.rooms)
+    distort: float = 0.0  # probability of a recording-chain distortion (weighter.corpus.channels)
     level_db: float = 4.0  # each speaker's level varies by +- this much per file
     min_heard: float = 1.0  # seconds a drawn speaker must be heard to count as a like
 
@@ -41,8 +50,8 @@ class MixerConfig:
             raise CorpusError(f"speakers per file: need 1 <= min ({self.min_speakers}) <= max ({self.max_speakers})")
         if not 0 < self.min_duration <= self.max_duration:
             raise CorpusError(f"duration: need 0 < min ({self.min_duration}) <= max ({self.max_duration})")
-        if not 0 <= self.overlap <= 1 or not 0 <= self.telephone <= 1:
-            raise CorpusError("overlap and telephone are probabilities in [0, 1]")
+        if not all(0 <= p <= 1 for p in (self.overlap, self.telephone, self.reverb, self.distort)):
+            raise CorpusError("overlap, telephone, reverb and distort are probabilities in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,8 @@ class Conversation:
     channel: str  # "clean" | "telephone"
     snr_db: float | None
     sources: dict[str, np.ndarray] | None = field(default=None, repr=False)  # per speaker, before noise
+    reverb: bool = False  # recorded in a room (each speaker through his own impulse response)
+    distortion: str | None = None  # weighter.corpus.channels: mp3, clipping, equaliser
 
     @property
     def duration(self) -> float:
@@ -127,6 +138,12 @@ class ConversationMixer:
         likes = tuple(sorted(s for s in speakers if heard[s] >= cfg.min_heard))
         segments = sorted((s for s in segments if s.speaker in likes), key=lambda s: (s.start, s.speaker))
 
+        reverberant = bool(cfg.reverb) and rng.random() < cfg.reverb  # no draw at 0: old corpora stay the same
+        if reverberant:
+            from scipy.signal import fftconvolve
+
+            responses = room_responses(rng, count, sample_rate=sr)
+            sources = np.stack([fftconvolve(s, r)[:total] for s, r in zip(sources, responses)]).astype(np.float32)
         heard_rows = [i for i in range(count) if speakers[i] in likes]
         mix = sources[heard_rows].sum(0)  # (samples,): a speaker too briefly heard to be a like is not heard at all
         snr = None
@@ -136,11 +153,14 @@ class ConversationMixer:
         channel = "clean"
         if rng.random() < cfg.telephone:
             mix, channel = _telephone(mix, sr), "telephone"
+        distortion = None
+        if cfg.distort and rng.random() < cfg.distort:  # no draw at 0: old corpora stay the same
+            mix, distortion = distort(mix, sr, rng)
         peak = float(np.abs(mix).max(initial=0.0))
         scale = 0.9 / peak if peak > 0.9 else 1.0  # never clip; all speakers scale together
         mix = (mix * scale).astype(np.float32)
         kept = {speakers[i]: sources[i] * scale for i in range(count) if speakers[i] in likes} if keep_sources else None
-        return Conversation(mix, sr, segments, likes, channel, snr, kept)
+        return Conversation(mix, sr, segments, likes, channel, snr, kept, reverberant, distortion)
 
     def _turns(self, rng: np.random.Generator, count: int, duration: float) -> list[tuple[int, float]]:
         """(speaker index, seconds) per turn; retried until every speaker gets the floor."""

@@ -32,7 +32,7 @@ def write_corpus(bank: UtteranceBank, out: str | Path, split: str, files: int, c
     mixer = ConversationMixer(bank, split, config)
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True)
-    rows, seconds, channels = [], 0.0, {"clean": 0, "telephone": 0}
+    rows, seconds, channels = [], 0.0, {"clean": 0, "telephone": 0, "reverberant": 0}
     children = np.random.SeedSequence(seed).spawn(files)
     try:
         with open(out / "reference.rttm", "w") as rttm:
@@ -45,6 +45,9 @@ def write_corpus(bank: UtteranceBank, out: str | Path, split: str, files: int, c
                 rows.append(AudioSource(path, conv.likes))
                 seconds += conv.duration
                 channels[conv.channel] += 1
+                channels["reverberant"] += conv.reverb
+                if conv.distortion:
+                    channels[conv.distortion] = channels.get(conv.distortion, 0) + 1
     except BaseException:
         shutil.rmtree(audio_dir, ignore_errors=True)  # no half corpus that looks complete
         (out / "reference.rttm").unlink(missing_ok=True)

@@ -58,6 +58,8 @@ class TrainConfig:
     val_files: int = 60
     telephone: float = 0.2
     overlap: float = 0.1
+    reverb: float = 0.0  # share of conversations recorded in a reverberant room (mixer); validation stays dry
+    distort: float = 0.0  # share of conversations through an MP3 / clipping / equaliser distortion (mixer)
     seed: int = 0
     device: str = "auto"
     pretrain_steps: int = 0  # synthetic only: first steps on single-speaker clips (speaker ID of the frames)
@@ -104,7 +106,8 @@ class BankBatches:
     def mixer(self, seconds: float, min_speakers: int = 1) -> ConversationMixer:
         return ConversationMixer(self.bank, self.split, MixerConfig(
             min_speakers, self.cfg.max_speakers, seconds, seconds, overlap=self.cfg.overlap,
-            telephone=self.cfg.telephone))
+            telephone=self.cfg.telephone, reverb=self.cfg.reverb,
+            distort=self.cfg.distort))
 
     def sample(self, rng: np.random.Generator, frame_rate: float):
         seconds = float(rng.uniform(self.cfg.min_seconds, self.cfg.max_seconds))
