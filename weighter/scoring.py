@@ -15,8 +15,9 @@ more on the generator's corpora, where every speaker is heard in a few percent o
 (validation mAP 0.899 -> 0.930), but a speaker heard in many files (a host, an agent) then
 fills his own cohort with his true matches and they are normalised away: the real-speech
 check (one real man in 8 of 16 files) fell from precision@7 0.875 to 0.536. With the training
-identities as the cohort it rose to 0.964 (the shipped model's 707 cohort slots), while the
-synthetic held-out mAP barely moved (0.848 -> 0.849). Figures: ``benchmarks/score_norm.py``.
+identities as the cohort it rose to 0.964 (the fifth session's model, 707 cohort slots; the
+sixth session's: 0.821 -> 0.875), while the synthetic held-out mAP barely moved (0.848 ->
+0.849). Figures: ``benchmarks/score_norm.py``.
 """
 
 from __future__ import annotations
