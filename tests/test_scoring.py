@@ -146,6 +146,9 @@ def test_slot_statistics_by_table_equal_those_by_search(tmp_path, monkeypatch):
         assert np.array_equal(got, want)
     assert np.array_equal(by_table[0][::-1][2:], stats["mean"]) and np.array_equal(by_table[1][::-1][2:], stats["spread"])
     assert by_table[0][-2:].tolist() == [0.0, 0.0] and by_table[1][-2:].tolist() == [1.0, 1.0]
+    empty = {"ids": np.zeros(0, np.int64), "mean": np.zeros(0, np.float32), "spread": np.zeros(0, np.float32)}
+    monkeypatch.setattr(store_module, "DENSE_LIMIT", 4)
+    assert store._stats_table(empty) is None  # no slots: no table to index
 
 
 def test_a_store_without_a_cohort_scores_cosines_until_a_model_with_one_adds(tmp_path):

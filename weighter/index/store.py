@@ -435,7 +435,7 @@ class Store:
             files, slots = self.owners(stats["ids"])
             shape = (int(files.max()) + 1, int(slots.max()) + 1) if len(files) else (0, 0)
             table = None
-            if shape[0] * shape[1] <= DENSE_LIMIT * len(files):
+            if len(files) and shape[0] * shape[1] <= DENSE_LIMIT * len(files):
                 table = (np.zeros(shape, np.float32), np.ones(shape, np.float32))
                 table[0][files, slots], table[1][files, slots] = stats["mean"], stats["spread"]
             self._table, self._table_source = table, stats
