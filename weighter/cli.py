@@ -408,9 +408,9 @@ def query(obj, file, store_dir, model, k, slot, as_json):
     """Files of the store that share a like with FILE, and where it is heard in each.
 
     FILE may be in the store already or new (it is embedded on the fly). A file's score is its
-    best pair of active slots: their cosine, normalised against a cohort of the store's own
-    slots (how close each slot sits to strangers; the raw cosine in a store of under 20 active
-    slots), shown next to it; 'p' is the calibrated probability that the files share a like.
+    best pair of active slots: their cosine (shown next to it), normalised by how close each
+    slot sits to the model's score cohort, slots of its training voices (the raw cosine for a
+    model without one); 'p' is the calibrated probability that the files share a like.
     """
     from weighter.index import Store, matches_json, query_store
 
@@ -619,10 +619,10 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
 
     if bool(manifest) == bool(synthetic):
         raise click.UsageError("give exactly one of --manifest or --synthetic")
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1], combine=combine, loss=loss,
-                      frame_supervision=frame_supervision, lr=lr, eval_every=eval_every, patience=patience, seed=seed,
-                      device=device, max_speakers=max_speakers, reverb=reverb, distort=distort,
-                      pretrain_steps=pretrain_steps)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1],
+                      combine=combine, loss=loss, frame_supervision=frame_supervision, lr=lr, eval_every=eval_every,
+                      patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
+                      distort=distort, pretrain_steps=pretrain_steps)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
         logging.getLogger("weighter.embedder.train").setLevel(logging.INFO)

@@ -106,8 +106,7 @@ class BankBatches:
     def mixer(self, seconds: float, min_speakers: int = 1) -> ConversationMixer:
         return ConversationMixer(self.bank, self.split, MixerConfig(
             min_speakers, self.cfg.max_speakers, seconds, seconds, overlap=self.cfg.overlap,
-            telephone=self.cfg.telephone, reverb=self.cfg.reverb,
-            distort=self.cfg.distort))
+            telephone=self.cfg.telephone, reverb=self.cfg.reverb, distort=self.cfg.distort))
 
     def sample(self, rng: np.random.Generator, frame_rate: float):
         seconds = float(rng.uniform(self.cfg.min_seconds, self.cfg.max_seconds))
