@@ -11,7 +11,8 @@ from weighter.corpus import (BankSpec, ConversationMixer, MixerConfig, Utterance
                              simulate_vectors, switch_rate, write_corpus)
 from weighter.corpus.channels import DISTORTIONS, MP3_COMPRESSION, clipping, equaliser, mp3
 from weighter.corpus.rooms import room_responses
-from weighter.corpus.voices import espeak_split
+from weighter.corpus.bank import check_identities
+from weighter.corpus.voices import espeak_split, invent_voices
 from weighter.errors import CorpusError
 
 
@@ -60,6 +61,56 @@ def test_same_spec_builds_identical_bytes(tmp_path):
     assert not (tmp_path / "a.partial").exists()
     with pytest.raises(CorpusError, match="already exists"):
         build_bank(spec, tmp_path / "a", progress=False)
+
+
+def test_invented_voices_are_new_train_speakers_spoken_by_espeak(tmp_path):
+    voices = invent_voices(3, seed=1)
+    assert voices == invent_voices(3, seed=1) and voices != invent_voices(3, seed=2)
+    assert {v.split for v in voices} == {"train"} and len({v.person for v in voices}) == 3
+    assert BankSpec().key() == "eb2200ca99a5"  # no invented voices: the default bank keeps its cache key
+    spec = BankSpec(engines=("espeak",), max_voices=1, clips_per_identity=2, invented_voices=2)
+    bank = build_bank(spec, tmp_path / "b", progress=False)
+    invented = [i for i in bank.identities(include_rejected=True) if bank.identity(i).get("variant")]
+    assert len(invented) == 6 and all(bank.identity(i)["split"] == "train" for i in invented)
+    assert not (tmp_path / "b" / ".espeak").exists()  # the private espeak-ng data is not kept
+    # each invented voice speaks with its own variant file, not espeak's default voice
+    first = {i: bank.clips(i)[0] for i in invented if i.endswith("+0")}
+    installed = next(i for i in bank.identities(include_rejected=True) if i.endswith("+0") and i not in invented)
+    spectra = {i: np.abs(np.fft.rfft(c[:8000].astype(np.float32), 1024)) for i, c in first.items()}
+    assert len(first) == 2 and not np.allclose(*spectra.values(), rtol=0.2)
+    assert bank.meta["spec"]["invented_voices"] == 2 and installed
+
+
+def _bank_of_noises(directory, identities):
+    """A bank directory of coloured-noise "voices": {id: (split, variant, colour)}; identities with
+    the same colour sound alike."""
+    entries = []
+    for identity, (split, variant, colour) in identities.items():
+        clips = []
+        for n in range(6):
+            noise = np.random.default_rng([n, len(entries)]).normal(size=16000)
+            audio = np.convolve(noise, np.ones(colour) / colour, mode="same") * 0.2 * np.sqrt(colour)
+            path = directory / "clips" / identity / f"{n:03d}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), audio.astype(np.float32), 16000)
+            clips.append({"file": str(path.relative_to(directory)), "duration": 1.0})
+        entries.append({"id": identity, "engine": "espeak", "voice": identity, "person": identity, "pitch": 0,
+                        "split": split, "clips": clips, **({"variant": "x"} if variant else {})})
+    (directory / "bank.json").write_text(json.dumps({"format": 1, "sample_rate": 16000, "identities": entries}))
+    return UtteranceBank(directory)
+
+
+def test_an_invented_voice_like_a_heldout_one_is_rejected_and_installed_verdicts_stay(tmp_path):
+    bank = _bank_of_noises(tmp_path, {"a-train": ("train", False, 1), "b-heldout": ("heldout", False, 12),
+                                      "c-val": ("validation", False, 40), "inv-copy": ("train", True, 12),
+                                      "inv-other": ("train", True, 3)})
+    check = check_identities(bank)
+    assert set(check["invented_rejected"]) == {"inv-copy"}
+    assert check["invented_rejected"]["inv-copy"][0] == "b-heldout"
+    assert check["rejected"] == ["inv-copy"]
+    alone = _bank_of_noises(tmp_path / "alone", {"a-train": ("train", False, 1), "b-heldout": ("heldout", False, 12),
+                                                 "c-val": ("validation", False, 40)})
+    assert check_identities(alone)["confused_pairs"] == check["confused_pairs"]
 
 
 def test_corrupt_bank_index_is_named(tmp_path):

@@ -314,6 +314,22 @@ def test_fine_tuning_starts_from_a_trained_model_with_a_new_head(trained_model, 
               require_likes=True), progress=False, init=tmp_path / "missing.pt")
 
 
+def test_fine_tuning_keeps_the_head_rows_of_likes_the_model_knew(trained_model, tiny_bank, tmp_path):
+    from weighter.audio import discover
+
+    write_corpus(tiny_bank, tmp_path / "c", "train", 10, MixerConfig(1, 2, 4, 6), progress=False)
+    base, base_payload = load_model(trained_model[0])
+    out = tmp_path / "tuned.pt"
+    train(out, TrainConfig(steps=1, batch_size=2, max_seconds=5, eval_every=1, lr=0.0), WeighterConfig(),
+          sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True), progress=False, init=trained_model[0])
+    tuned, payload = load_model(out)
+    assert payload["likes"] != base_payload["likes"]  # a new head ...
+    for row, like in enumerate(payload["likes"]):  # ... whose rows for the base's likes are the base's
+        old = base_payload["likes"].index(like)
+        assert torch.equal(tuned.like_vectors[row], base.like_vectors[old]), like
+        assert torch.equal(tuned.like_bias[row], base.like_bias[old]), like
+
+
 def test_pretraining_on_single_speaker_clips_then_conversations(tiny_bank, tmp_path):
     out = tmp_path / "p.pt"
     cfg = TrainConfig(steps=4, pretrain_steps=2, pretrain_batch=4, pretrain_seconds=1.0, batch_size=2, min_seconds=4,

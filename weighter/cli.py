@@ -102,6 +102,9 @@ _BANK_OPTIONS = [
     click.option("--clips", "clips_per_identity", type=int, default=12, show_default=True,
                  help="Clips per identity in the bank."),
     click.option("--bank-seed", type=int, default=0, show_default=True, help="Seed of the bank's texts and variation."),
+    click.option("--invented-voices", type=int, default=0, show_default=True,
+                 help="Add this many invented espeak-ng speakers (random variant files: vocal tract, pitch, voice "
+                      "source) to the train split, 3 identities each; validation and held-out stay as they are."),
     click.option("--jobs", type=int, default=2, show_default=True, help="Parallel TTS processes."),
 ]
 
@@ -123,11 +126,11 @@ def _span(value: str, off: str | None = None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _open_bank(obj, bank_dir, engines, max_voices, clips_per_identity, bank_seed, jobs):
+def _open_bank(obj, bank_dir, engines, max_voices, clips_per_identity, bank_seed, invented_voices, jobs):
     from weighter.corpus import BankSpec, open_or_build_bank
 
     spec = BankSpec(tuple(e.strip() for e in engines.split(",") if e.strip()), clips_per_identity,
-                    max_voices, bank_seed)
+                    max_voices, bank_seed, invented_voices)
     return open_or_build_bank(spec, bank_dir, jobs=jobs, progress=obj["progress"])
 
 

@@ -28,12 +28,18 @@ from tqdm import tqdm
 
 from weighter.audio.io import SAMPLE_RATE
 from weighter.corpus.text import sentence
-from weighter.corpus.voices import ENGINES, PITCHES, SPLITS, BaseVoice, Identity, available_voices, speak
+from weighter.corpus.voices import (ENGINES, PITCHES, SPLITS, BaseVoice, Identity, available_voices, espeak_data,
+                                    invent_voices, speak)
 from weighter.errors import CorpusError
 
 BANK_FORMAT = 1
 DEFAULT_CLIPS = 12
 MIN_CLIPS_TO_JUDGE = 6  # clips per identity below which the distinctness check rejects nothing
+CONFUSED = 0.5  # share of one identity's clips landing on another that makes the pair "sound alike"
+# An invented identity is dropped already when this share of its clips land on a validation or
+# held-out identity, or of theirs on it: invented speakers must not be near-copies of the voices
+# that the figures are measured on.
+INVENTED_CONFUSED = 0.25
 _SPLIT_CYCLE = ("train", "train", "train", "validation", "heldout")  # order when voices are capped
 
 
@@ -45,10 +51,13 @@ class BankSpec:
     clips_per_identity: int = DEFAULT_CLIPS
     max_voices: int | None = None  # cap on base voices (each gives len(PITCHES) identities)
     seed: int = 0
+    invented_voices: int = 0  # invented espeak-ng speakers added to the train split (voices.invent_voices)
 
     def key(self) -> str:
-        text = json.dumps([BANK_FORMAT, sorted(self.engines), self.clips_per_identity, self.max_voices, self.seed])
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        fields = [BANK_FORMAT, sorted(self.engines), self.clips_per_identity, self.max_voices, self.seed]
+        if self.invented_voices:  # banks without invented voices keep the key (and cache) they had
+            fields.append(self.invented_voices)
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12]
 
 
 def default_bank_dir(spec: BankSpec) -> Path:
@@ -134,15 +143,20 @@ def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: b
     voices = _select_voices(voices, spec.max_voices)
     if not voices:
         raise CorpusError(f"no voices available for engines {', '.join(spec.engines)}")
+    if spec.invented_voices:
+        if "espeak" not in spec.engines:
+            raise CorpusError("invented voices are espeak-ng variants: the bank needs the espeak engine")
+        voices += invent_voices(spec.invented_voices, spec.seed)
     identities = [Identity(v, p) for v in voices for p in PITCHES]
 
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    espeak_path = espeak_data(voices, partial / ".espeak")  # removed before the bank is renamed into place
     jobs_list = [(ident, n) for ident in identities for n in range(spec.clips_per_identity)]
     durations: dict[tuple[str, int], float] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # the work runs in TTS/sox processes
-        work = pool.map(lambda job: _make_clip(partial, spec.seed, *job), jobs_list)
+        work = pool.map(lambda job: _make_clip(partial, spec.seed, *job, espeak_path=espeak_path), jobs_list)
         for (ident, n), seconds in tqdm(zip(jobs_list, work), total=len(jobs_list), disable=not progress,
                                         desc="utterance bank", unit="clip", mininterval=1.0):
             durations[(ident.id, n)] = seconds
@@ -152,16 +166,19 @@ def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: b
         entries.append({
             "id": ident.id, "engine": ident.voice.engine, "voice": ident.voice.name,
             "person": ident.voice.person, "pitch": ident.pitch, "split": ident.split,
+            **({"variant": ident.voice.variant} if ident.voice.variant else {}),
             "clips": [{"file": _clip_name(ident.id, n), "duration": round(durations[(ident.id, n)], 4)}
                       for n in range(spec.clips_per_identity)],
         })
     meta = {"format": BANK_FORMAT, "sample_rate": SAMPLE_RATE, "spec": {
         "engines": list(spec.engines), "clips_per_identity": spec.clips_per_identity,
-        "max_voices": spec.max_voices, "seed": spec.seed}, "pitches": list(PITCHES),
+        "max_voices": spec.max_voices, "seed": spec.seed,
+        **({"invented_voices": spec.invented_voices} if spec.invented_voices else {})}, "pitches": list(PITCHES),
         "duplicates": duplicates, "identities": entries}
     (partial / "bank.json").write_text(json.dumps(meta, indent=1))
     meta["check"] = check_identities(UtteranceBank(partial))
     (partial / "bank.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(partial / ".espeak", ignore_errors=True)
     if directory.exists():
         shutil.rmtree(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -178,34 +195,56 @@ def check_identities(bank: UtteranceBank) -> dict:
     one with the larger id is *rejected* (kept on disk, never drawn), so that no two identities
     that sound alike are ever told apart as different likes. Exact duplicates were already
     removed when the voices were listed.
+
+    Invented identities (``variant`` in their entry) are judged after the installed ones, whose
+    verdict they never change: one is rejected when confused with another identity, or when
+    INVENTED_CONFUSED of its clips land on a validation or held-out identity (or of theirs on it).
     """
     ids = bank.identities(include_rejected=True)
-    vectors, owners = [], []
-    for k, identity in enumerate(ids):
-        for clip in bank.clips(identity):
-            vectors.append(_clip_signature(clip.astype(np.float32) / 32768.0, bank.sample_rate))
-            owners.append(k)
-    x = np.stack(vectors)
+    invented = {i for i in ids if bank.identity(i).get("variant")}
+    installed = [i for i in ids if i not in invented]
+    vectors = {i: [_clip_signature(c.astype(np.float32) / 32768.0, bank.sample_rate) for c in bank.clips(i)]
+               for i in ids}
+    confusion, counts = _confusion([vectors[i] for i in installed])
+    confused = [(installed[a], installed[b], round(float(confusion[a, b]), 3))
+                for a, b in zip(*np.nonzero(confusion > CONFUSED)) if a != b]
+    enough = min(counts) >= MIN_CLIPS_TO_JUDGE  # with fewer clips, one odd clip decides: report only
+    rejected = sorted({max(a, b) for a, b, _ in confused}) if enough else []
+    result = {"method": "leave-one-out nearest centroid on log-mel statistics",
+              "clip_accuracy": round(float(np.trace(confusion) / len(installed)), 4), "confused_pairs": confused,
+              "rejected": rejected}
+    if invented:
+        confusion, counts = _confusion([vectors[i] for i in ids])
+        measured = {i for i in ids if bank.identity(i)["split"] != "train"}  # the figures' voices
+        dropped: dict[str, tuple[str, float]] = {}
+        for a, b in zip(*np.nonzero(np.maximum(confusion, confusion.T) > INVENTED_CONFUSED)):
+            first, second, share = ids[a], ids[b], float(max(confusion[a, b], confusion[b, a]))
+            if a == b or first not in invented:
+                continue
+            if second in measured or (share > CONFUSED and (second not in invented or first > second)):
+                dropped.setdefault(first, (second, round(share, 3)))
+        result["invented_rejected"] = {i: list(v) for i, v in sorted(dropped.items())} if enough else {}
+        result["rejected"] = sorted(set(rejected) | set(result["invented_rejected"]))
+    return result
+
+
+def _confusion(signatures: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out nearest-centroid confusion (rows: true identity, shares of its clips) and
+    clips per identity, for per-identity lists of clip signatures."""
+    x = np.stack([v for clips in signatures for v in clips])
+    owners = np.repeat(np.arange(len(signatures)), [len(clips) for clips in signatures])
     x = (x - x.mean(0)) / (x.std(0) + 1e-8)
-    owners = np.array(owners)
-    sums = np.zeros((len(ids), x.shape[1]))
+    sums = np.zeros((len(signatures), x.shape[1]))
     np.add.at(sums, owners, x)
-    counts = np.bincount(owners, minlength=len(ids)).astype(float)
-    confusion = np.zeros((len(ids), len(ids)))
-    for i, (vec, own) in enumerate(zip(x, owners)):
+    counts = np.bincount(owners, minlength=len(signatures)).astype(float)
+    confusion = np.zeros((len(signatures), len(signatures)))
+    for vec, own in zip(x, owners):
         centroids = sums / counts[:, None]
         if counts[own] > 1:
             centroids[own] = (sums[own] - vec) / (counts[own] - 1)
         guess = int(np.argmin(((centroids - vec) ** 2).sum(1)))
         confusion[own, guess] += 1
-    confusion /= counts[:, None]
-    confused = [(ids[i], ids[j], round(float(confusion[i, j]), 3))
-                for i in range(len(ids)) for j in range(len(ids)) if i != j and confusion[i, j] > 0.5]
-    enough = min(counts) >= MIN_CLIPS_TO_JUDGE  # with fewer clips, one odd clip decides: report only
-    rejected = sorted({max(a, b) for a, b, _ in confused}) if enough else []
-    return {"method": "leave-one-out nearest centroid on log-mel statistics",
-            "clip_accuracy": round(float(np.trace(confusion) / len(ids)), 4), "confused_pairs": confused,
-            "rejected": rejected}
+    return confusion / counts[:, None], counts
 
 
 def _clip_signature(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -246,7 +285,7 @@ def _clip_name(identity_id: str, n: int) -> str:
     return f"clips/{identity_id}/{n:03d}.flac"
 
 
-def _make_clip(root: Path, seed: int, identity: Identity, n: int) -> float:
+def _make_clip(root: Path, seed: int, identity: Identity, n: int, espeak_path: Path | None = None) -> float:
     """Speak one sentence with the identity's voice; returns the clip's duration in seconds."""
     key = int(hashlib.sha256(identity.id.encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng([seed, key, n])
@@ -254,7 +293,8 @@ def _make_clip(root: Path, seed: int, identity: Identity, n: int) -> float:
     wpm = int(rng.integers(150, 191))  # espeak speaking rate: prosody varies clip to clip
     tempo = float(rng.uniform(0.88, 1.12))  # within-speaker variation (keeps identity)
     eq_hz, eq_db = float(rng.uniform(300, 3500)), float(rng.uniform(-6, 6))
-    wav = speak(identity.voice.engine, identity.voice.name, text, wpm)
+    wav = speak(identity.voice.engine, identity.voice.name, text, wpm,
+                espeak_path if identity.voice.variant else None)
     path = root / _clip_name(identity.id, n)
     path.parent.mkdir(parents=True, exist_ok=True)
     command = ["sox", "-D", "-V1", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path),

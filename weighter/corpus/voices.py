@@ -4,14 +4,22 @@ An *identity* is a base voice shifted in pitch by a fixed number of semitones (s
 moves F0 and formants together: +-3 semitones makes a new speaker, ENVIRONMENT.md). The unit
 of the train / validation / held-out split is the *person* behind a base voice, so no held-out
 person is ever heard in training, at any pitch.
+
+Besides the installed voices, ``invent_voices`` makes new espeak-ng speakers for the train split
+only: random variant files (vocal-tract length and formant shape, pitch, voice source,
+roughness). espeak-ng reads them from a private copy of its data directory (``espeak_data``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from weighter.errors import CorpusError
 
@@ -33,6 +41,7 @@ class BaseVoice:
     name: str  # the engine's own voice or variant name
     person: str  # who is behind it: the split unit
     split: str  # "train" | "validation" | "heldout"
+    variant: str = ""  # an invented voice's espeak-ng variant file ("" for an installed voice)
 
 
 @dataclass(frozen=True)
@@ -100,10 +109,13 @@ def available_voices(engines: tuple[str, ...] = ENGINES) -> tuple[list[BaseVoice
     return voices, duplicates
 
 
-def speak(engine: str, voice: str, text: str, words_per_minute: int = 170) -> bytes:
-    """One utterance as WAV bytes, from the engine's own process."""
+def speak(engine: str, voice: str, text: str, words_per_minute: int = 170, espeak_path: Path | None = None) -> bytes:
+    """One utterance as WAV bytes, from the engine's own process. ``espeak_path``: the directory
+    holding the espeak-ng-data copy with invented variants (``espeak_data``)."""
     if engine == "espeak":
         command = ["espeak-ng", "-v", f"en+{voice}", "-s", str(words_per_minute), "--stdout", text]
+        if espeak_path is not None:
+            command[1:1] = [f"--path={espeak_path}"]
     elif engine == "flite":
         command = ["flite", "-voice", voice, "-t", text, "-o", "/dev/stdout"]
     else:
@@ -125,3 +137,54 @@ def _espeak_variants() -> list[str]:
             if name not in ESPEAK_EXCLUDED:
                 variants.append(name)
     return sorted(set(variants))
+
+
+INVENTED_PREFIX = "inv"  # invented variant names: inv000, inv001, ...
+
+
+def invent_voices(count: int, seed: int = 0) -> list[BaseVoice]:
+    """``count`` new espeak-ng speakers, all for the train split, each its own person.
+
+    A variant file sets what makes a voice someone's in espeak-ng: the vocal tract (all
+    formant frequencies scaled together by 0.88-1.15, each also jittered +-4%, with random
+    heights and widths), the pitch (base 60-170 Hz, range 20-90 Hz above it), the voice source
+    (espeak's own or one of Klatt's, roughness, voicing and consonant strength). Installed
+    variants are edits of the same kind, so invented speakers are more of what the train split
+    has; the bank's check drops any that sounds like a validation or held-out identity.
+    """
+    rng = np.random.default_rng([seed, 7919])
+    voices = []
+    for k in range(count):
+        name = f"{INVENTED_PREFIX}{k:03d}"
+        tract = rng.uniform(0.88, 1.15)
+        base = int(rng.integers(60, 171))
+        lines = ["language variant", f"name {name}", f"pitch {base} {base + int(rng.integers(20, 91))}"]
+        source = int(rng.integers(0, 6))  # 0: espeak's own source; 1-5: Klatt's (6 sounds as 1)
+        if source:
+            lines.append(f"klatt {source}")
+        for formant in range(1, 7):
+            freq = int(round(100 * tract * rng.uniform(0.96, 1.04)))
+            lines.append(f"formant {formant} {freq} {int(rng.integers(60, 141))} {int(rng.integers(70, 131))}")
+        lines += [f"roughness {int(rng.integers(0, 8))}", f"voicing {int(rng.integers(70, 131))}",
+                  f"consonants {int(rng.integers(70, 121))} {int(rng.integers(70, 121))}"]
+        voices.append(BaseVoice("espeak", name, f"espeak-{name}", "train", "\n".join(lines) + "\n"))
+    return voices
+
+
+def espeak_data(voices: list[BaseVoice], directory: Path) -> Path | None:
+    """A copy of espeak-ng's data directory under ``directory`` with the invented voices'
+    variant files added; the path to pass as ``speak(..., espeak_path=)``. None when no voice
+    is invented (the installed data is used)."""
+    invented = [v for v in voices if v.variant]
+    if not invented:
+        return None
+    version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"Data at:\s*(\S+)", version)
+    if not found or not Path(found.group(1)).is_dir():
+        raise CorpusError(f"cannot find espeak-ng's data directory (espeak-ng --version said: {version.strip()!r})")
+    copy = Path(directory) / "espeak-ng-data"
+    if not copy.exists():
+        shutil.copytree(found.group(1), copy)
+    for voice in invented:
+        (copy / "voices" / "!v" / voice.name).write_text(voice.variant)
+    return Path(directory)

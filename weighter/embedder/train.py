@@ -301,9 +301,20 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     model_cfg.num_likes = len(data.likes)
     model = WeighterModel(model_cfg).to(device)
     if init is not None:
-        model.load_state_dict({k: v for k, v in start.state_dict().items() if keep_head or not k.startswith("like_")},
-                              strict=keep_head)
-        log.info("started from %s (%s)", init, "all weights" if keep_head else "a new classifier head for these likes")
+        weights = start.state_dict()
+        if not keep_head:  # a head row per like: rows of likes the init knew are kept, the others start fresh
+            known = {like: row for row, like in enumerate(payload["likes"])}
+            shared = [(row, known[like]) for row, like in enumerate(data.likes) if like in known]
+            for name, fresh in model.state_dict().items():
+                if name.startswith("like_"):
+                    rows = fresh.clone()
+                    if shared:
+                        new_rows, old_rows = (list(r) for r in zip(*shared))
+                        rows[new_rows] = weights[name][old_rows]
+                    weights[name] = rows
+        model.load_state_dict(weights)
+        log.info("started from %s (%s)", init, "all weights" if keep_head else
+                 f"head rows kept for {len(shared)} of {len(data.likes)} likes, the others new")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
