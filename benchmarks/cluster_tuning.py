@@ -10,12 +10,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from weighter.audio import read_manifest
-from weighter.cluster import SlotClusterer, cluster_store
-from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
+from common import clustered_figures, corpus_truth, indexed_store, mixed_corpus
+from weighter.cluster import SlotClusterer
+from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder import Embedder
-from weighter.evaluation import evaluate_store, read_rttm
-from weighter.index import Store, add_files
 
 
 def main():
@@ -26,17 +24,11 @@ def main():
     args = parser.parse_args()
     bank = open_or_build_bank(BankSpec(), progress=False)
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus"
-        write_corpus(bank, corpus, "validation", args.files, MixerConfig(overlap=0.1, telephone=0.2), seed=args.seed,
-                     progress=False)
-        sources = read_manifest(corpus / "manifest.csv")
-        rttm = read_rttm(corpus / "reference.rttm")
-        store = Store(Path(tmp) / "store", create=True)
-        add_files(store, Embedder.load(args.model), sources)
+        sources, rttm = corpus_truth(mixed_corpus(bank, Path(tmp) / "corpus", "validation", args.files, args.seed))
+        store = indexed_store(Embedder.load(args.model), sources, Path(tmp) / "store")
         for pca, min_samples, method in itertools.product([32, 64], [1, 2, 3], ["eom", "leaf"]):
-            run = cluster_store(store, SlotClusterer(min_samples=min_samples, pca_dims=pca,
-                                                     cluster_selection_method=method))
-            r = evaluate_store(store, sources, rttm, run)
+            r = clustered_figures(store, sources, rttm, SlotClusterer(min_samples=min_samples, pca_dims=pca,
+                                                                     cluster_selection_method=method))
             print(json.dumps({"pca_dims": pca, "min_samples": min_samples, "method": method,
                               "link_f1": r["linking"]["f1"], "ari": r["ari"], "outlier_share": r["outlier_share"]}))
 

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from weighter.audio import read_manifest
+from common import corpus_truth, indexed_store, mixed_corpus
 from weighter.cluster import SlotClusterer, cluster_store
-from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
+from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder import Embedder
-from weighter.evaluation import equal_error_rate, read_rttm, slot_pairs, store_items
-from weighter.index import Store, add_files
+from weighter.evaluation import equal_error_rate, slot_pairs, store_items
 
 
 def main():
@@ -35,15 +34,11 @@ def main():
     args = parser.parse_args()
     bank = open_or_build_bank(BankSpec(), progress=False)
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus"
-        write_corpus(bank, corpus, args.split, args.files, MixerConfig(overlap=0.1, telephone=0.2), seed=args.seed,
-                     progress=False)
-        sources = read_manifest(corpus / "manifest.csv")
-        store = Store(Path(tmp) / "store", create=True)
-        add_files(store, Embedder.load(args.model), sources)
+        sources, rttm = corpus_truth(mixed_corpus(bank, Path(tmp) / "corpus", args.split, args.files, args.seed))
+        store = indexed_store(Embedder.load(args.model), sources, Path(tmp) / "store")
         run = cluster_store(store, SlotClusterer())
         group_of = dict(store.db.execute("SELECT slot_id, group_id FROM cluster_members WHERE run_id = ?", (run,)))
-        items, file_ids, _ = store_items(store, sources, read_rttm(corpus / "reference.rttm"))
+        items, file_ids, _ = store_items(store, sources, rttm)
     who, speakers, a, b, scores, same = slot_pairs(items, 0.5)
     groups = np.array([group_of.get(store.slot_id(file_ids[i], n), -1) for i, n in who])
     eer = equal_error_rate(scores[same], scores[~same])

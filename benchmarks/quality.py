@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from weighter.audio import load_audio, read_manifest
-from weighter.cluster import SlotClusterer, cluster_store
-from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
+from common import clustered_figures, corpus_truth, indexed_store, mixed_corpus
+from weighter.audio import load_audio
+from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder import Embedder
-from weighter.evaluation import SetTruth, evaluate_store, read_rttm, retrieval_map
-from weighter.index import Store, add_files
+from weighter.evaluation import SetTruth, retrieval_map
+from weighter.index import Store
 
 VAL_FILES = 30  # validation files that calibrate the baselines' clustering threshold
 
@@ -41,16 +41,11 @@ def main():
     bank = open_or_build_bank(BankSpec(), progress=False)
     embedder = Embedder.load(args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus"
-        write_corpus(bank, corpus, "heldout", args.files, MixerConfig(overlap=0.1, telephone=0.2), seed=args.seed,
-                     progress=False)
-        sources = read_manifest(corpus / "manifest.csv")
-        store = Store(Path(tmp) / "store", create=True)
+        sources, rttm = corpus_truth(mixed_corpus(bank, Path(tmp) / "corpus", "heldout", args.files, args.seed))
         started = time.perf_counter()
-        add_files(store, embedder, sources)
+        store = indexed_store(embedder, sources, Path(tmp) / "store")
         embed_seconds = time.perf_counter() - started
-        run = cluster_store(store, SlotClusterer())
-        result = evaluate_store(store, sources, read_rttm(corpus / "reference.rttm"), run)
+        result = clustered_figures(store, sources, rttm)
         # baseline: one mean embedding per file, same model, same files
         means = []
         with torch.no_grad():
@@ -60,7 +55,7 @@ def main():
                 means.append(SetTruth(e[None], np.ones(1, np.float32), np.zeros((1, 1)), s.likes))
         result["map_mean_embedding_baseline"] = round(retrieval_map(means, 0.5), 4)
         for name in args.baselines:
-            result[name] = classic_baseline(name, embedder, bank, sources, corpus, Path(tmp), args.seed)
+            result[name] = classic_baseline(name, embedder, bank, sources, rttm, Path(tmp), args.seed)
         audio = sum(load_audio(s.path).shape[0] for s in sources) / 16000
         result.update({"model_id": embedder.model_id, "corpus_files": args.files, "corpus_seconds": round(audio, 1),
                        "embed_and_index_x_realtime": round(audio / embed_seconds, 1), "seed": args.seed})
@@ -69,7 +64,7 @@ def main():
         Path(args.json_out).write_text(json.dumps(result, indent=1))
 
 
-def classic_baseline(name, embedder, bank, sources, corpus, tmp, seed) -> dict:
+def classic_baseline(name, embedder, bank, sources, rttm, tmp, seed) -> dict:
     """Diarize-then-link: window embeddings, per-file agglomerative clustering, centroids as the
     set; its threshold calibrated on the *validation* split; then the same store, clustering
     and figures as the Weighter."""
@@ -79,19 +74,15 @@ def classic_baseline(name, embedder, bank, sources, corpus, tmp, seed) -> dict:
         windows = weighter_windows(embedder.model) if name == "classic-weighter" else resemblyzer_windows()
     except ImportError:
         return {"skipped": "resemblyzer is not installed (pip install 'weighter[resemblyzer]')"}
-    val_dir = tmp / f"val-{name}"
-    write_corpus(bank, val_dir, "validation", VAL_FILES, MixerConfig(overlap=0.1, telephone=0.2), seed=seed + 100,
-                 progress=False)
-    threshold, val_acc = calibrate_distance([(s.path, s.likes) for s in read_manifest(val_dir / "manifest.csv")],
-                                            windows)
+    val_sources, _ = corpus_truth(mixed_corpus(bank, tmp / f"val-{name}", "validation", VAL_FILES, seed + 100))
+    threshold, val_acc = calibrate_distance([(s.path, s.likes) for s in val_sources], windows)
     started = time.perf_counter()
     sets = [classic_set(s.path, windows, threshold, name) for s in sources]
     seconds = time.perf_counter() - started
     store = Store(tmp / f"store-{name}", create=True)
     with store.writing():
         store.apply([(s, f"{name}-{i}") for i, s in enumerate(sets)])
-    run = cluster_store(store, SlotClusterer())
-    figures = evaluate_store(store, sources, read_rttm(corpus / "reference.rttm"), run)
+    figures = clustered_figures(store, sources, rttm)
     audio = sum(s.duration for s in sets)
     return figures | {"distance_threshold": threshold, "validation_count_accuracy": round(val_acc, 4),
                       "x_realtime": round(audio / seconds, 1)}

@@ -12,7 +12,6 @@ with ``--only``.
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import subprocess

@@ -34,15 +34,13 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import fftconvolve
 
+from common import STANDARD_MIX, clustered_figures, corpus_truth, indexed_store, mixed_corpus
 from weighter.audio import AudioSource, read_manifest, write_manifest
-from weighter.cluster import SlotClusterer, cluster_store
-from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
+from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder import Embedder
-from weighter.evaluation import evaluate_store, read_rttm
-from weighter.index import Store, add_files
 
 RATE = 16000
-BASE = MixerConfig(overlap=0.1, telephone=0.2)  # quality.py's held-out corpus
+BASE = STANDARD_MIX  # quality.py's held-out corpus
 
 
 def reverb(audio: np.ndarray, rng) -> np.ndarray:
@@ -108,11 +106,8 @@ def write_channel(corpus: Path, out: Path, name: str, seed: int) -> Path:
 
 
 def measure(embedder: Embedder, corpus: Path, tmp: Path) -> dict:
-    sources = read_manifest(corpus / "manifest.csv")
-    store = Store(tmp / "store", create=True)
-    add_files(store, embedder, sources)
-    run = cluster_store(store, SlotClusterer())
-    r = evaluate_store(store, sources, read_rttm(corpus / "reference.rttm"), run)
+    sources, rttm = corpus_truth(corpus)
+    r = clustered_figures(indexed_store(embedder, sources, tmp / "store"), sources, rttm)
     return {"count_accuracy": r["count_accuracy"], "map": r["map"], "recall@1": r["recall@1"],
             "slot_eer": r["slot_eer"], "der": r["der"], "link_f1": r["linking"]["f1"], "ari": r["ari"],
             "outlier_share": r["outlier_share"], "files": r["files"]}
@@ -139,7 +134,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = tmp / "as generated"
-        write_corpus(bank, base, args.split, args.files, BASE, seed=args.seed, progress=False)
+        mixed_corpus(bank, base, args.split, args.files, args.seed)
         for name in names:
             if args.only and name not in args.only:
                 continue
@@ -150,8 +145,7 @@ def main():
             elif name in CHANNELS:
                 corpus = write_channel(base, work / "corpus", name, args.seed)
             else:
-                corpus = work / "corpus"
-                write_corpus(bank, corpus, args.split, args.files, TURNS[name], seed=args.seed, progress=False)
+                corpus = mixed_corpus(bank, work / "corpus", args.split, args.files, args.seed, TURNS[name])
             work.mkdir(exist_ok=True)
             figures = measure(embedder, corpus, work) | {"seconds": round(time.perf_counter() - started, 1)}
             results["conditions"][name] = figures

@@ -12,7 +12,6 @@ benchmarks/real_speech.py (one real man in 8 of 16 files): precision@7 under eac
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -20,20 +19,13 @@ from unittest import mock
 import numpy as np
 
 import weighter.scoring as scoring
-from weighter.audio import read_manifest
-from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
+from common import corpus_truth, indexed_store, mixed_corpus
+from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder import Embedder
 from weighter.evaluation import (active_vectors, best_per_file, file_scores, mean_average_precision,
                                  retrieval_map, shared_likes, store_items)
-from weighter.index import Store, add_files
 
 SHARES = (0.02, 0.05, 0.1, 0.2)
-
-
-def stored_items(embedder, sources, tmp: Path):
-    store = Store(tmp / "store", create=True)
-    add_files(store, embedder, sources)
-    return store_items(store, sources)[0]
 
 
 def corpus_cohort_scores(items) -> tuple[np.ndarray, np.ndarray]:
@@ -63,10 +55,8 @@ def main():
         raise SystemExit(f"{embedder.model_id} carries no score cohort (weighter calibrate adds one)")
     for i, files in enumerate(args.files):
         with tempfile.TemporaryDirectory() as tmp:
-            corpus = Path(tmp) / "corpus"
-            write_corpus(bank, corpus, args.split, files, MixerConfig(overlap=0.1, telephone=0.2),
-                         seed=args.seed + i, progress=False)
-            items = stored_items(embedder, read_manifest(corpus / "manifest.csv"), Path(tmp))
+            sources, _ = corpus_truth(mixed_corpus(bank, Path(tmp) / "corpus", args.split, files, args.seed + i))
+            items = store_items(indexed_store(embedder, sources, Path(tmp) / "store"), sources)[0]
         row = {"split": args.split, "files": files, "cohort_slots": len(cohort),
                "map_cosine": round(retrieval_map(items, 0.5), 4)}
         for share in SHARES:
@@ -75,12 +65,11 @@ def main():
         row["map_corpus_cohort_0.1"] = round(mean_average_precision(*corpus_cohort_scores(items)), 4)
         print(json.dumps(row), flush=True)
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from real_speech import build
 
     with tempfile.TemporaryDirectory() as tmp:
         sources = build(Path(tmp))
-        items = stored_items(embedder, sources, Path(tmp))
+        items = store_items(indexed_store(embedder, sources, Path(tmp) / "store"), sources)[0]
     man = [i for i, s in enumerate(sources) if "alsa-real-man" in s.likes]
 
     def precision_at_7(scores):

@@ -1,0 +1,41 @@
+"""What the quality benchmarks share: the standard mixed corpus, a store of it, and its figures.
+
+Imported by the scripts beside it (``python benchmarks/X.py`` puts this folder on the path).
+"""
+
+from pathlib import Path
+
+from weighter.audio import AudioSource, read_manifest
+from weighter.cluster import SlotClusterer, cluster_store
+from weighter.corpus import MixerConfig, UtteranceBank, write_corpus
+from weighter.evaluation import evaluate_store, read_rttm
+from weighter.index import Store, add_files
+
+# The figures' corpus: 1-4 speakers, 10-60 s, background noise, 20% telephone channel, 10% overlap.
+STANDARD_MIX = MixerConfig(overlap=0.1, telephone=0.2)
+
+
+def mixed_corpus(bank: UtteranceBank, directory: Path, split: str, files: int, seed: int,
+                 config: MixerConfig = STANDARD_MIX) -> Path:
+    """Write ``files`` conversations of the bank's ``split`` to ``directory``; returns it."""
+    write_corpus(bank, directory, split, files, config, seed=seed, progress=False)
+    return directory
+
+
+def corpus_truth(corpus: Path) -> tuple[list[AudioSource], dict]:
+    """A written corpus's files with their likes, and its RTTM."""
+    return read_manifest(corpus / "manifest.csv"), read_rttm(corpus / "reference.rttm")
+
+
+def indexed_store(embedder, sources: list[AudioSource], directory: Path) -> Store:
+    """A new store at ``directory`` holding the sources' embedding sets."""
+    store = Store(directory, create=True)
+    add_files(store, embedder, sources)
+    return store
+
+
+def clustered_figures(store: Store, sources: list[AudioSource], rttm: dict,
+                      clusterer: SlotClusterer | None = None) -> dict:
+    """Cluster the store (the default clusterer unless given) and score everything."""
+    run = cluster_store(store, clusterer or SlotClusterer())
+    return evaluate_store(store, sources, rttm, run)
