@@ -31,7 +31,7 @@ def main():
     bank = open_or_build_bank(BankSpec(), progress=False)
     for variant in args.variants:
         combine, _, loss = variant.partition(":")
-        cfg = TrainConfig(steps=args.steps, eval_every=args.eval_every, patience=10 ** 6, combine=combine,
+        cfg = TrainConfig(steps=args.steps, eval_every=args.eval_every, val_files=60, patience=10 ** 6, combine=combine,
                           loss=loss or "wbce", frame_supervision=0.0, seed=args.seed)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:

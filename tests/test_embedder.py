@@ -261,11 +261,12 @@ def test_cli_train_logs_each_validation_when_stderr_is_no_terminal(tiny_bank, tm
     try:  # CliRunner's stderr is no terminal: no progress bar, so each validation is a log line
         result = CliRunner().invoke(main, ["train", "--synthetic", "--bank", str(tiny_bank.directory), "--out",
                                            str(tmp_path / "m.pt"), "--steps", "2", "--batch-size", "2", "--seconds",
-                                           "4:5", "--eval-every", "2", "--max-speakers", "2"])
+                                           "4:5", "--eval-every", "2", "--max-speakers", "2", "--val-files", "5"])
     finally:
         train_log.setLevel(logging.NOTSET)
     assert result.exit_code == 0, result.output
-    assert any(r.name == train_log.name and r.getMessage().startswith("step 2: ") for r in caplog.records)
+    lines = [r.getMessage() for r in caplog.records if r.name == train_log.name and r.getMessage().startswith("step 2: ")]
+    assert lines and "'files': 5" in lines[0]  # --val-files conversations scored
 
 
 def test_resume_continues_from_the_checkpoint(tiny_bank, tmp_path):

@@ -577,6 +577,9 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--loss", type=click.Choice(["wbce", "bce"]), default="wbce", show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validations.")
+@click.option("--val-files", type=int, default=200, show_default=True,
+              help="Synthetic: validation conversations scored at each validation (the best model by their mAP "
+                   "is kept).")
 @click.option("--patience", type=int, default=6, show_default=True, help="Validations without gain before stopping.")
 @click.option("--slots", type=int, default=6, show_default=True, help="N, slots per file.")
 @click.option("--frontend", type=click.Choice(["logmel", "resemblyzer", "ssl"]), default="logmel", show_default=True,
@@ -601,7 +604,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "replaces --slots/--frontend; a new classifier head is learnt for your likes.")
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, combine, loss, lr, eval_every,
-          patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, reverb, distort, pretrain_steps, seed, device,
+          val_files, patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, reverb, distort, pretrain_steps, seed, device,
           resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
@@ -624,7 +627,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
         raise click.UsageError("give exactly one of --manifest or --synthetic")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1],
                       combine=combine, loss=loss, frame_supervision=frame_supervision, lr=lr, eval_every=eval_every,
-                      patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
+                      val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
                       distort=distort, pretrain_steps=pretrain_steps)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
