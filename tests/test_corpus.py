@@ -12,7 +12,7 @@ from weighter.corpus import (BankSpec, ConversationMixer, MixerConfig, Utterance
 from weighter.corpus.channels import DISTORTIONS, MP3_COMPRESSION, clipping, equaliser, mp3
 from weighter.corpus.rooms import room_responses
 from weighter.corpus.bank import check_identities
-from weighter.corpus.voices import espeak_split, invent_voices
+from weighter.corpus.voices import espeak_data, espeak_split, invent_voices, speak
 from weighter.errors import CorpusError
 
 
@@ -79,6 +79,15 @@ def test_invented_voices_are_new_train_speakers_spoken_by_espeak(tmp_path):
     spectra = {i: np.abs(np.fft.rfft(c[:8000].astype(np.float32), 1024)) for i, c in first.items()}
     assert len(first) == 2 and not np.allclose(*spectra.values(), rtol=0.2)
     assert bank.meta["spec"]["invented_voices"] == 2 and installed
+
+
+def test_espeak_finds_200_invented_voices_and_too_many_are_refused_by_name(tmp_path):
+    voices = invent_voices(200)
+    path = espeak_data(voices, tmp_path / "fits")
+    spoken = {speak("espeak", v.name, "one two three", 170, path) for v in (voices[0], voices[-1])}
+    assert len(spoken) == 2  # the last one is found too (beyond espeak-ng's list it would fail)
+    with pytest.raises(CorpusError, match="300 invented voices do not fit in espeak-ng's voice list"):
+        espeak_data(invent_voices(300), tmp_path / "too-many")
 
 
 def _bank_of_noises(directory, identities):

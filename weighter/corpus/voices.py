@@ -185,6 +185,17 @@ def espeak_data(voices: list[BaseVoice], directory: Path) -> Path | None:
     copy = Path(directory) / "espeak-ng-data"
     if not copy.exists():
         shutil.copytree(found.group(1), copy)
+        # espeak-ng's voice list holds 349 entries (languages, variants, MBROLA voices together;
+        # 1.51) and cannot find a voice beyond them; the bank speaks English only, so the copy
+        # keeps only the English languages, to leave room for invented variants (about 238).
+        for language in (copy / "lang").rglob("*"):
+            if language.is_file() and not language.name.startswith("en"):
+                language.unlink()
+        shutil.rmtree(copy / "voices" / "mb", ignore_errors=True)
     for voice in invented:
         (copy / "voices" / "!v" / voice.name).write_text(voice.variant)
+    listed = subprocess.run(["espeak-ng", f"--path={directory}", "--voices=variant"], capture_output=True, text=True)
+    if "maximum number" in listed.stderr:
+        raise CorpusError(f"{len(invented)} invented voices do not fit in espeak-ng's voice list "
+                          f"({listed.stderr.strip().splitlines()[0]}): ask for fewer")
     return Path(directory)
