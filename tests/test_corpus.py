@@ -79,6 +79,13 @@ def test_invented_voices_are_new_train_speakers_spoken_by_espeak(tmp_path):
     spectra = {i: np.abs(np.fft.rfft(c[:8000].astype(np.float32), 1024)) for i, c in first.items()}
     assert len(first) == 2 and not np.allclose(*spectra.values(), rtol=0.2)
     assert bank.meta["spec"]["invented_voices"] == 2 and installed
+    from click.testing import CliRunner
+
+    from weighter.cli import main
+
+    shown = CliRunner().invoke(main, ["bank", "--bank", str(tmp_path / "b")])
+    assert shown.exit_code == 0 and "train: " in shown.output and " and 2 invented" in shown.output
+    assert "espeak-inv000" not in shown.output  # invented persons are counted, not listed
 
 
 def test_espeak_finds_200_invented_voices_and_too_many_are_refused_by_name(tmp_path):

@@ -145,6 +145,8 @@ def bank(obj, as_json, **bank_args):
     and cached; `weighter synth` and training mix conversations from it. The split into
     train / validation / heldout is by the person behind a voice, fixed and documented.
     """
+    from weighter.corpus.voices import INVENTED_PREFIX
+
     b = _open_bank(obj, **bank_args)
     summary = b.summary()
     summary["splits"] = b.split_table()
@@ -158,7 +160,9 @@ def bank(obj, as_json, **bank_args):
     click.echo(f"distinctness: clip accuracy {check.get('clip_accuracy')} ({check.get('method')}), "
                f"confused pairs: {len(check.get('confused_pairs', []))}, rejected: {' '.join(check.get('rejected', [])) or 'none'}")
     for split, persons in summary["splits"].items():
-        click.echo(f"{split:>10}: {' '.join(persons)}")
+        invented = [p for p in persons if p.startswith(f"espeak-{INVENTED_PREFIX}")]
+        named = [p for p in persons if p not in invented]
+        click.echo(f"{split:>10}: {' '.join(named)}" + (f" and {len(invented)} invented" if invented else ""))
 
 
 @main.command()
