@@ -605,7 +605,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
 @click.option("--init", "init", default=None, metavar="MODEL",
               help="Fine-tune: start from a trained model file ('default' = the shipped one). Its architecture "
-                   "replaces --slots/--frontend; a new classifier head is learnt for your likes.")
+                   "replaces --slots/--frontend; its classifier head keeps the rows of likes it knew, new likes get "
+                   "new rows.")
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, combine, loss, lr, eval_every,
           val_files, patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, reverb, distort, pretrain_steps, seed, device,

@@ -297,27 +297,24 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                 log.warning("skipped: %s", error)
     else:
         raise WeighterError("train needs a bank or a manifest")
-    if init is not None:  # fine-tuning: the init's architecture and weights, the head only if the likes match
+    if init is not None:  # fine-tuning: the init's architecture and weights, its head rows for the likes it knew
         start, payload = load_model(init)
         model_cfg = WeighterConfig.from_dict(payload["config"])
-        keep_head = list(payload["likes"]) == list(data.likes)
     model_cfg.num_likes = len(data.likes)
     model = WeighterModel(model_cfg).to(device)
     if init is not None:
         weights = start.state_dict()
-        if not keep_head:  # a head row per like: rows of likes the init knew are kept, the others start fresh
-            known = {like: row for row, like in enumerate(payload["likes"])}
-            shared = [(row, known[like]) for row, like in enumerate(data.likes) if like in known]
-            for name, fresh in model.state_dict().items():
-                if name.startswith("like_"):
-                    rows = fresh.clone()
-                    if shared:
-                        new_rows, old_rows = (list(r) for r in zip(*shared))
-                        rows[new_rows] = weights[name][old_rows]
-                    weights[name] = rows
+        known = {like: row for row, like in enumerate(payload["likes"])}  # a head row per like
+        new_rows = [row for row, like in enumerate(data.likes) if like in known]
+        old_rows = [known[data.likes[row]] for row in new_rows]
+        for name, fresh in model.state_dict().items():
+            if name.startswith("like_"):  # rows of likes the init knew are kept, the others start fresh
+                old, weights[name] = weights.get(name), fresh.clone()
+                if new_rows:
+                    weights[name][new_rows] = old[old_rows]
         model.load_state_dict(weights)
-        log.info("started from %s (%s)", init, "all weights" if keep_head else
-                 f"head rows kept for {len(shared)} of {len(data.likes)} likes, the others new")
+        log.info("started from %s (head rows kept for %d of %d likes, the others new)", init, len(new_rows),
+                 len(data.likes))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / cfg.steps))))

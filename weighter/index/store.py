@@ -109,7 +109,6 @@ class Store:
         self._index_generation = None
         self._stats = None
         self._stats_generation = None
-        self._table, self._table_source = None, None
         self._score_cohort = None
         self._cohort_index = None
         self._lock_handle = None
@@ -428,18 +427,17 @@ class Store:
 
     def _stats_table(self, stats: dict) -> tuple[np.ndarray, np.ndarray] | None:
         """The scores file's mean and spread as (file id, slot number) tables (mean 0 and spread 1
-        where a slot has no statistics), made once per scores file; None where ids are so sparse
-        (files removed and added many times) that the tables would take over DENSE_LIMIT cells
-        per slot: lookups then search the sorted ids."""
-        if self._table_source is not stats:
+        where a slot has no statistics), made on first use and kept in the cached ``stats``; None
+        where ids are so sparse (files removed and added many times) that the tables would take
+        over DENSE_LIMIT cells per slot: lookups then search the sorted ids."""
+        if "table" not in stats:
             files, slots = self.owners(stats["ids"])
             shape = (int(files.max()) + 1, int(slots.max()) + 1) if len(files) else (0, 0)
-            table = None
+            stats["table"] = None
             if len(files) and shape[0] * shape[1] <= DENSE_LIMIT * len(files):
-                table = (np.zeros(shape, np.float32), np.ones(shape, np.float32))
-                table[0][files, slots], table[1][files, slots] = stats["mean"], stats["spread"]
-            self._table, self._table_source = table, stats
-        return self._table
+                stats["table"] = (np.zeros(shape, np.float32), np.ones(shape, np.float32))
+                stats["table"][0][files, slots], stats["table"][1][files, slots] = stats["mean"], stats["spread"]
+        return stats["table"]
 
     def query_stats(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Normalisation statistics of query slots against the score cohort; None where queries
