@@ -97,6 +97,26 @@ def test_espeak_finds_200_invented_voices_and_too_many_are_refused_by_name(tmp_p
         espeak_data(invent_voices(300), tmp_path / "too-many")
 
 
+def test_source_siblings_keep_tract_and_pitch_and_change_only_the_voice_source(tmp_path):
+    plain, with_siblings = invent_voices(4, seed=3), invent_voices(4, seed=3, siblings=2)
+    assert with_siblings[:4] == plain  # the invented voices themselves do not change
+    siblings = with_siblings[4:]
+    assert [v.name for v in siblings] == ["inv000s", "inv001s"] and len({v.person for v in with_siblings}) == 6
+
+    def lines(voice, keys):
+        return sorted(x for x in voice.variant.splitlines() if x.startswith(keys))
+
+    for parent, sibling in zip(plain, siblings):
+        assert lines(parent, ("pitch", "formant", "consonants")) == lines(sibling, ("pitch", "formant", "consonants"))
+        assert lines(parent, ("klatt",)) != lines(sibling, ("klatt",))  # espeak's source counts as no klatt line
+    path = espeak_data(with_siblings, tmp_path / "data")
+    assert speak("espeak", "inv000", "one two three", 170, path) != speak("espeak", "inv000s", "one two three", 170, path)
+    with pytest.raises(CorpusError, match="3 source siblings need at least as many invented voices"):
+        invent_voices(2, siblings=3)
+    assert BankSpec(invented_voices=100).key() == "95bb062eebe2"  # without siblings the key is kept
+    assert BankSpec(invented_voices=100, source_siblings=100).key() != "95bb062eebe2"
+
+
 def _bank_of_noises(directory, identities):
     """A bank directory of coloured-noise "voices": {id: (split, variant, colour)}; identities with
     the same colour sound alike."""

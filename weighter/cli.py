@@ -105,6 +105,9 @@ _BANK_OPTIONS = [
     click.option("--invented-voices", type=int, default=0, show_default=True,
                  help="Add this many invented espeak-ng speakers (random variant files: vocal tract, pitch, voice "
                       "source) to the train split, 3 identities each; validation and held-out stay as they are."),
+    click.option("--source-siblings", type=int, default=0, show_default=True,
+                 help="Give the first this many invented speakers a sibling each: another person with the same "
+                      "vocal tract and pitch but another voice source (teaches that the source matters too)."),
     click.option("--jobs", type=int, default=2, show_default=True, help="Parallel TTS processes."),
 ]
 
@@ -126,11 +129,12 @@ def _span(value: str, off: str | None = None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _open_bank(obj, bank_dir, engines, max_voices, clips_per_identity, bank_seed, invented_voices, jobs):
+def _open_bank(obj, bank_dir, engines, max_voices, clips_per_identity, bank_seed, invented_voices, source_siblings,
+               jobs):
     from weighter.corpus import BankSpec, open_or_build_bank
 
     spec = BankSpec(tuple(e.strip() for e in engines.split(",") if e.strip()), clips_per_identity,
-                    max_voices, bank_seed, invented_voices)
+                    max_voices, bank_seed, invented_voices, source_siblings)
     return open_or_build_bank(spec, bank_dir, jobs=jobs, progress=obj["progress"])
 
 

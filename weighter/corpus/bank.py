@@ -52,11 +52,14 @@ class BankSpec:
     max_voices: int | None = None  # cap on base voices (each gives len(PITCHES) identities)
     seed: int = 0
     invented_voices: int = 0  # invented espeak-ng speakers added to the train split (voices.invent_voices)
+    source_siblings: int = 0  # of those, how many get a sibling differing only in voice source
 
     def key(self) -> str:
         fields = [BANK_FORMAT, sorted(self.engines), self.clips_per_identity, self.max_voices, self.seed]
         if self.invented_voices:  # banks without invented voices keep the key (and cache) they had
             fields.append(self.invented_voices)
+        if self.source_siblings:
+            fields.append({"source_siblings": self.source_siblings})
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12]
 
 
@@ -143,10 +146,12 @@ def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: b
     voices = _select_voices(voices, spec.max_voices)
     if not voices:
         raise CorpusError(f"no voices available for engines {', '.join(spec.engines)}")
+    if spec.source_siblings and not spec.invented_voices:
+        raise CorpusError("source siblings are siblings of invented voices: ask for --invented-voices too")
     if spec.invented_voices:
         if "espeak" not in spec.engines:
             raise CorpusError("invented voices are espeak-ng variants: the bank needs the espeak engine")
-        voices += invent_voices(spec.invented_voices, spec.seed)
+        voices += invent_voices(spec.invented_voices, spec.seed, spec.source_siblings)
     identities = [Identity(v, p) for v in voices for p in PITCHES]
 
     partial = directory.with_name(directory.name + ".partial")
@@ -173,7 +178,8 @@ def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: b
     meta = {"format": BANK_FORMAT, "sample_rate": SAMPLE_RATE, "spec": {
         "engines": list(spec.engines), "clips_per_identity": spec.clips_per_identity,
         "max_voices": spec.max_voices, "seed": spec.seed,
-        **({"invented_voices": spec.invented_voices} if spec.invented_voices else {})}, "pitches": list(PITCHES),
+        **({"invented_voices": spec.invented_voices} if spec.invented_voices else {}),
+        **({"source_siblings": spec.source_siblings} if spec.source_siblings else {})}, "pitches": list(PITCHES),
         "duplicates": duplicates, "identities": entries}
     (partial / "bank.json").write_text(json.dumps(meta, indent=1))
     meta["check"] = check_identities(UtteranceBank(partial))

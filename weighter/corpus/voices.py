@@ -142,7 +142,7 @@ def _espeak_variants() -> list[str]:
 INVENTED_PREFIX = "inv"  # invented variant names: inv000, inv001, ...
 
 
-def invent_voices(count: int, seed: int = 0) -> list[BaseVoice]:
+def invent_voices(count: int, seed: int = 0, siblings: int = 0) -> list[BaseVoice]:
     """``count`` new espeak-ng speakers, all for the train split, each its own person.
 
     A variant file sets what makes a voice someone's in espeak-ng: the vocal tract (all
@@ -151,7 +151,15 @@ def invent_voices(count: int, seed: int = 0) -> list[BaseVoice]:
     (espeak's own or one of Klatt's, roughness, voicing and consonant strength). Installed
     variants are edits of the same kind, so invented speakers are more of what the train split
     has; the bank's check drops any that sounds like a validation or held-out identity.
+
+    ``siblings``: the first that many invented voices each get a *source sibling* (name ending
+    in ``s``), another person with the same vocal tract, pitch and consonants but another voice
+    source, roughness and voicing. Without them every two training voices differ in the vocal
+    tract, and a model may learn to ignore the voice source. The first ``count`` voices are the
+    same with or without siblings.
     """
+    if siblings > count:
+        raise CorpusError(f"{siblings} source siblings need at least as many invented voices (got {count})")
     rng = np.random.default_rng([seed, 7919])
     voices = []
     for k in range(count):
@@ -167,6 +175,17 @@ def invent_voices(count: int, seed: int = 0) -> list[BaseVoice]:
             lines.append(f"formant {formant} {freq} {int(rng.integers(60, 141))} {int(rng.integers(70, 131))}")
         lines += [f"roughness {int(rng.integers(0, 8))}", f"voicing {int(rng.integers(70, 131))}",
                   f"consonants {int(rng.integers(70, 121))} {int(rng.integers(70, 121))}"]
+        voices.append(BaseVoice("espeak", name, f"espeak-{name}", "train", "\n".join(lines) + "\n"))
+    rng = np.random.default_rng([seed, 7919, 2])  # its own stream: the voices above never change
+    for parent in voices[:siblings]:
+        name = parent.name + "s"
+        lines = parent.variant.splitlines()
+        own = next((int(x.split()[1]) for x in lines if x.startswith("klatt ")), 0)
+        source = int(rng.choice([s for s in range(6) if s != own]))
+        lines = [f"name {name}" if x.startswith("name ") else x for x in lines
+                 if not x.startswith(("klatt ", "roughness ", "voicing "))]
+        lines += ([f"klatt {source}"] if source else []) + [
+            f"roughness {int(rng.integers(0, 8))}", f"voicing {int(rng.integers(70, 131))}"]
         voices.append(BaseVoice("espeak", name, f"espeak-{name}", "train", "\n".join(lines) + "\n"))
     return voices
 
