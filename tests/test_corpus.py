@@ -113,6 +113,8 @@ def test_source_siblings_keep_tract_and_pitch_and_change_only_the_voice_source(t
     assert speak("espeak", "inv000", "one two three", 170, path) != speak("espeak", "inv000s", "one two three", 170, path)
     with pytest.raises(CorpusError, match="3 source siblings need at least as many invented voices"):
         invent_voices(2, siblings=3)
+    with pytest.raises(CorpusError, match="are counts: got 2 and -1"):
+        invent_voices(2, siblings=-1)  # a negative slice would make siblings of all voices but one
     assert BankSpec(invented_voices=100).key() == "95bb062eebe2"  # without siblings the key is kept
     assert BankSpec(invented_voices=100, source_siblings=100).key() != "95bb062eebe2"
 

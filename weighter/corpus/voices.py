@@ -158,6 +158,8 @@ def invent_voices(count: int, seed: int = 0, siblings: int = 0) -> list[BaseVoic
     tract, and a model may learn to ignore the voice source. The first ``count`` voices are the
     same with or without siblings.
     """
+    if count < 0 or siblings < 0:
+        raise CorpusError(f"invented voices and source siblings are counts: got {count} and {siblings}")
     if siblings > count:
         raise CorpusError(f"{siblings} source siblings need at least as many invented voices (got {count})")
     rng = np.random.default_rng([seed, 7919])
