@@ -146,9 +146,7 @@ def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: b
     voices = _select_voices(voices, spec.max_voices)
     if not voices:
         raise CorpusError(f"no voices available for engines {', '.join(spec.engines)}")
-    if spec.source_siblings and not spec.invented_voices:
-        raise CorpusError("source siblings are siblings of invented voices: ask for --invented-voices too")
-    if spec.invented_voices:
+    if spec.invented_voices or spec.source_siblings:  # siblings without invented voices: invent_voices refuses
         if "espeak" not in spec.engines:
             raise CorpusError("invented voices are espeak-ng variants: the bank needs the espeak engine")
         voices += invent_voices(spec.invented_voices, spec.seed, spec.source_siblings)

@@ -175,8 +175,7 @@ def invent_voices(count: int, seed: int = 0, siblings: int = 0) -> list[BaseVoic
         for formant in range(1, 7):
             freq = int(round(100 * tract * rng.uniform(0.96, 1.04)))
             lines.append(f"formant {formant} {freq} {int(rng.integers(60, 141))} {int(rng.integers(70, 131))}")
-        lines += [f"roughness {int(rng.integers(0, 8))}", f"voicing {int(rng.integers(70, 131))}",
-                  f"consonants {int(rng.integers(70, 121))} {int(rng.integers(70, 121))}"]
+        lines += [*_roughness_voicing(rng), f"consonants {int(rng.integers(70, 121))} {int(rng.integers(70, 121))}"]
         voices.append(BaseVoice("espeak", name, f"espeak-{name}", "train", "\n".join(lines) + "\n"))
     rng = np.random.default_rng([seed, 7919, 2])  # its own stream: the voices above never change
     for parent in voices[:siblings]:
@@ -186,10 +185,14 @@ def invent_voices(count: int, seed: int = 0, siblings: int = 0) -> list[BaseVoic
         source = int(rng.choice([s for s in range(6) if s != own]))
         lines = [f"name {name}" if x.startswith("name ") else x for x in lines
                  if not x.startswith(("klatt ", "roughness ", "voicing "))]
-        lines += ([f"klatt {source}"] if source else []) + [
-            f"roughness {int(rng.integers(0, 8))}", f"voicing {int(rng.integers(70, 131))}"]
+        lines += ([f"klatt {source}"] if source else []) + _roughness_voicing(rng)
         voices.append(BaseVoice("espeak", name, f"espeak-{name}", "train", "\n".join(lines) + "\n"))
     return voices
+
+
+def _roughness_voicing(rng: np.random.Generator) -> list[str]:
+    """An invented voice's roughness and voicing lines (of its voice source)."""
+    return [f"roughness {int(rng.integers(0, 8))}", f"voicing {int(rng.integers(70, 131))}"]
 
 
 def espeak_data(voices: list[BaseVoice], directory: Path) -> Path | None:
