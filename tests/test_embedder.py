@@ -281,6 +281,33 @@ def test_resume_continues_from_the_checkpoint(tiny_bank, tmp_path):
     assert resumed["steps"] == 4 and [h["step"] for h in resumed["history"]] == [4]
 
 
+def test_worker_processes_make_the_same_batches_in_the_same_order(tiny_bank):
+    from weighter.embedder.train import BankBatches, BankClips, step_batches
+
+    cfg = TrainConfig(steps=7, batch_size=2, min_seconds=3, max_seconds=5, max_speakers=2, pretrain_steps=3,
+                      pretrain_batch=3, pretrain_seconds=1.0, reverb=0.5, distort=0.5)
+    data = BankBatches(tiny_bank, "train", cfg)
+    clips = BankClips(tiny_bank, cfg, data.likes)
+
+    def batches(workers: int, start: int) -> list:
+        cfg.workers = workers
+        return list(step_batches(data, clips, cfg, 10.0, start, torch.device("cpu")))
+
+    def same(a, b) -> bool:  # tensors, lists of them or of speaker indices, None
+        if isinstance(a, torch.Tensor):
+            return isinstance(b, torch.Tensor) and torch.equal(a, b)
+        if isinstance(a, (list, tuple)):
+            return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same, a, b))
+        return a == b
+
+    alone = batches(0, 0)
+    assert [b[0] for b in alone] == ["clips"] * 3 + ["mix"] * 4
+    assert not same(alone[3][1], alone[4][1])
+    for workers, start in ((2, 0), (3, 2)):  # resumed at step 2 by three workers: steps 2 to 6
+        made = batches(workers, start)
+        assert len(made) == len(alone) - start and same(made, alone[start:])  # waves, likes, frame truth
+
+
 def test_train_from_a_manifest_of_real_files(tiny_bank, tmp_path):
     write_corpus(tiny_bank, tmp_path / "c", "train", 12, MixerConfig(1, 2, 4, 6), progress=False)
     from weighter.audio import discover

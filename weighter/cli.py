@@ -606,6 +606,11 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
               help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Processes making training batches (mixing, noise, rooms, codecs) while the model trains "
+                   "[default: CPU cores - 1, at most 8; 0 = in the training process]. The batches are the same "
+                   "with any number. Each keeps its own decoded copy of the clips it uses (up to the bank's "
+                   "size in memory).")
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
 @click.option("--init", "init", default=None, metavar="MODEL",
               help="Fine-tune: start from a trained model file ('default' = the shipped one). Its architecture "
@@ -614,7 +619,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, combine, loss, lr, eval_every,
           val_files, patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, reverb, distort, pretrain_steps, seed, device,
-          resume, init, **bank_args):
+          workers, resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -637,7 +642,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1],
                       combine=combine, loss=loss, frame_supervision=frame_supervision, lr=lr, eval_every=eval_every,
                       val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
-                      distort=distort, pretrain_steps=pretrain_steps)
+                      distort=distort, pretrain_steps=pretrain_steps, workers=workers)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
         logging.getLogger("weighter.embedder.train").setLevel(logging.INFO)

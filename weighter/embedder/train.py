@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class TrainConfig:
     pretrain_steps: int = 0  # synthetic only: first steps on single-speaker clips (speaker ID of the frames)
     pretrain_batch: int = 64
     pretrain_seconds: float = 3.0
+    workers: int | None = None  # processes making batches beside training; None = auto_workers(device)
 
 
 class BankClips:
@@ -158,6 +160,64 @@ class ManifestBatches:
         for b, i in enumerate(picks):
             y[b, self.labels[i]] = 1
         return wave, lengths, y, None, [self.labels[i] for i in picks]
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def auto_workers(device: torch.device) -> int:
+    """Batch-making processes by default. On a GPU: every core but one (at most 12), as making
+    a batch (about 1.5 core-seconds: mixing, noise, rooms, codecs) takes far longer than the
+    GPU's step. On the CPU the cores are shared out: half make batches, half train (on 2 cores
+    one of each: 2.4 s a step instead of 3.0 with both training and batches made between steps;
+    one worker beside two training threads gained almost nothing, the threads fighting it)."""
+    cores = usable_cores()
+    return max(0, min(12, cores - 1)) if device.type == "cuda" else min(8, cores // 2)
+
+
+@contextmanager
+def training_threads(device: torch.device, workers: int):
+    """On the CPU, leave the workers their cores: torch trains on the others, then gets its
+    thread count back."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and workers:
+        torch.set_num_threads(max(1, min(threads, usable_cores() - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class StepBatches(torch.utils.data.IterableDataset):
+    """The training batches of steps ``start`` to ``cfg.steps`` - 1, in order: step k's batch is
+    drawn with the generator [seed, k], so a run makes the same batches resumed or not and with
+    any number of workers (worker i of n makes steps start + i, start + i + n, ..., and the
+    DataLoader takes them from the workers in turn). Items: ("clips", wave, who) while
+    pre-training, then ("mix", wave, lengths, y, activity, speakers)."""
+
+    def __init__(self, data, clips: BankClips | None, cfg: TrainConfig, frame_rate: float, start: int):
+        self.data, self.clips, self.cfg, self.frame_rate, self.start = data, clips, cfg, frame_rate, start
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        first, stride = (0, 1) if info is None else (info.id, info.num_workers)
+        for step in range(self.start + first, self.cfg.steps, stride):
+            rng = np.random.default_rng([self.cfg.seed, step])
+            if self.clips is not None and step < self.cfg.pretrain_steps:
+                yield ("clips", *self.clips.sample(rng))
+            else:
+                yield ("mix", *self.data.sample(rng, self.frame_rate))
+
+
+def step_batches(data, clips: BankClips | None, cfg: TrainConfig, frame_rate: float, start: int,
+                 device: torch.device) -> torch.utils.data.DataLoader:
+    """StepBatches made by ``cfg.workers`` processes (auto_workers() when None; 0 = in this
+    one), each two batches ahead, while this process trains on ``device``."""
+    workers = auto_workers(device) if cfg.workers is None else cfg.workers
+    return torch.utils.data.DataLoader(StepBatches(data, clips, cfg, frame_rate, start), batch_size=None,
+                                       num_workers=workers, prefetch_factor=2 if workers else None,
+                                       pin_memory=device.type == "cuda")
 
 
 def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers, cfg: TrainConfig) -> dict:
@@ -332,49 +392,54 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=not progress, mininterval=1.0)
     metrics = {}
     clips = BankClips(bank, cfg, data.likes) if bank is not None and cfg.pretrain_steps else None
-    while step < cfg.steps:
-        rng = np.random.default_rng([cfg.seed, step])  # batch k is the same whether resumed or not
-        with amp:
-            if clips is not None and step < cfg.pretrain_steps:
-                wave, who = clips.sample(rng)
-                frames = model.frames(wave.to(device))  # (B, T, Cf)
-                uniform = torch.full((len(who), 1, frames.shape[1]), 1.0 / frames.shape[1], device=device)
-                parts = {"pretrain": margin_cross_entropy(model, model.pool(uniform, frames)[:, 0], who.to(device))}
-                parts["total"] = parts["pretrain"]
-            else:
-                wave, lengths, y, activity, speakers = data.sample(rng, frame_rate)
-                out_t = model(wave.to(device), None if lengths is None else lengths.to(device))
-                parts = losses(model, out_t, y.to(device), activity, speakers, cfg)
-        opt.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        schedule.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in parts.items()} | {"val_map": metrics.get("map", "-")})
-        if (step % cfg.eval_every == 0 or step == cfg.steps) and step > cfg.pretrain_steps * (clips is not None):
-            truths = embed_items(model, val, device)
-            metrics = summarize(truths)
-            metrics["step"] = step
-            history.append(metrics)
-            log.info("step %d: %s", step, metrics)
-            score = metrics["map"] if math.isfinite(metrics["map"]) else 0.0  # nan: too few validation files
-            if score > best:
-                best, stale = score, 0
-                save_model(out, model, data.likes, metrics["threshold"], train=asdict(cfg) | {"init": str(init or "")},
-                           metrics=metrics,
-                           extra={"history": history, "merge_cosine": metrics["merge_cosine"],
-                                  **pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"])})
-            else:
-                stale += 1
-            partial = ckpt.with_name(ckpt.name + ".tmp")  # a killed save leaves the previous checkpoint
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
-                        "step": step, "best": best, "stale": stale}, partial)
-            os.replace(partial, ckpt)
-            if stale >= cfg.patience:
-                log.info("early stop at step %d: no better validation mAP in %d evaluations", step, stale)
-                break
+    loader = step_batches(data, clips, cfg, frame_rate, step, device)
+    with training_threads(device, loader.num_workers):
+        batches = iter(loader)
+        for kind, *batch in batches:
+            with amp:
+                if kind == "clips":
+                    wave, who = batch
+                    frames = model.frames(wave.to(device))  # (B, T, Cf)
+                    uniform = torch.full((len(who), 1, frames.shape[1]), 1.0 / frames.shape[1], device=device)
+                    pooled = model.pool(uniform, frames)[:, 0]
+                    parts = {"pretrain": margin_cross_entropy(model, pooled, who.to(device))}
+                    parts["total"] = parts["pretrain"]
+                else:
+                    wave, lengths, y, activity, speakers = batch
+                    out_t = model(wave.to(device), None if lengths is None else lengths.to(device))
+                    parts = losses(model, out_t, y.to(device), activity, speakers, cfg)
+            opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            schedule.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in parts.items()}
+                            | {"val_map": metrics.get("map", "-")})
+            if (step % cfg.eval_every == 0 or step == cfg.steps) and step > cfg.pretrain_steps * (clips is not None):
+                truths = embed_items(model, val, device)
+                metrics = summarize(truths)
+                metrics["step"] = step
+                history.append(metrics)
+                log.info("step %d: %s", step, metrics)
+                score = metrics["map"] if math.isfinite(metrics["map"]) else 0.0  # nan: too few validation files
+                if score > best:
+                    best, stale = score, 0
+                    save_model(out, model, data.likes, metrics["threshold"],
+                               train=asdict(cfg) | {"init": str(init or "")}, metrics=metrics,
+                               extra={"history": history, "merge_cosine": metrics["merge_cosine"],
+                                      **pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"])})
+                else:
+                    stale += 1
+                partial = ckpt.with_name(ckpt.name + ".tmp")  # a killed save leaves the previous checkpoint
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "schedule": schedule.state_dict(), "step": step, "best": best, "stale": stale}, partial)
+                os.replace(partial, ckpt)
+                if stale >= cfg.patience:
+                    log.info("early stop at step %d: no better validation mAP in %d evaluations", step, stale)
+                    break
+        del batches  # an early stop leaves batches unmade: the workers stop here
     bar.close()
     return {"best_map": best, "steps": step, "history": history, "model": str(out)}
 
