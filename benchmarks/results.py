@@ -1,7 +1,7 @@
 """Runs the benchmarks and writes docs/results.md: every figure next to the command that
 produced it, copied from the command's own output (nothing typed by hand).
 
-    python benchmarks/results.py [--only synth embed index cluster quality robustness real claims]
+    python benchmarks/results.py [--only synth embed train index cluster quality robustness real claims]
 
 ``claims`` trains 14 small models (over an hour on 2 cores) and the ``combine ablation``
 runs train 4 and 2 (25 and 53 min, variants side by side); these run only when named in
@@ -24,6 +24,7 @@ PY = "python"
 RUNS = {
     "synth": [f"{PY} benchmarks/synth_speed.py"],
     "embed": [f"{PY} benchmarks/embed_speed.py --hours 1 3"],
+    "train": [f"{PY} benchmarks/train_speed.py"],
     "index": [f"{PY} benchmarks/index_speed.py --vectors 100000 1000000"],
     "cluster": [f"{PY} benchmarks/cluster_speed.py --slots 100000 1000000"],
     "quality": [f"{PY} benchmarks/quality.py --files 100"],

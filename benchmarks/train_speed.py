@@ -10,7 +10,7 @@ Printed per number of batch-making workers (``weighter train --workers``; the to
 are what ``train`` leaves itself): seconds per step over ``--steps`` steps after two of
 warm-up. Then one process making batches alone, and its costliest parts (cProfile).
 
-    python benchmarks/train_speed.py [--workers 0 1] [--steps 20] [--device cpu]
+    python benchmarks/train_speed.py [--workers 0 1 2] [--steps 20] [--device cpu]
 """
 
 import argparse
@@ -61,7 +61,7 @@ def step_seconds(bank, cfg: TrainConfig, device: torch.device) -> tuple[float, i
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, nargs="*", default=None,
-                        help="numbers of workers to time (default: 0 and train's default)")
+                        help="numbers of workers to time (default: 0, 1 and train's default)")
     parser.add_argument("--steps", type=int, default=20, help="steps timed per configuration (after 2 of warm-up)")
     parser.add_argument("--batches", type=int, default=12, help="batches made alone for the cost breakdown")
     parser.add_argument("--device", default="cpu")
@@ -69,7 +69,7 @@ def main():
     device = torch.device(args.device)
     bank = open_or_build_bank(BankSpec(), progress=False)
     recipe = dict(batch_size=12, min_seconds=8, max_seconds=20, reverb=0.3, distort=0.3, seed=0)
-    for workers in args.workers if args.workers is not None else sorted({0, auto_workers(device)}):
+    for workers in args.workers if args.workers is not None else sorted({0, 1, auto_workers(device)}):
         cfg = TrainConfig(steps=args.steps + WARMUP, workers=workers, **recipe)
         seconds, threads = step_seconds(bank, cfg, device)
         print(json.dumps({"device": device.type, "workers": workers, "torch_threads": threads,

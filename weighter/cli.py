@@ -608,7 +608,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Processes making training batches (mixing, noise, rooms, codecs) while the model trains "
-                   "[default: CPU cores - 1, at most 8; 0 = in the training process]. The batches are the same "
+                   "[default: on a GPU all cores but one, at most 12; on the CPU a quarter of the cores, so "
+                   "none on 2; 0 = in the training process]. The batches are the same "
                    "with any number. Each keeps its own decoded copy of the clips it uses (up to the bank's "
                    "size in memory).")
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")

@@ -168,12 +168,13 @@ def usable_cores() -> int:
 
 def auto_workers(device: torch.device) -> int:
     """Batch-making processes by default. On a GPU: every core but one (at most 12), as making
-    a batch (about 1.5 core-seconds: mixing, noise, rooms, codecs) takes far longer than the
-    GPU's step. On the CPU the cores are shared out: half make batches, half train (on 2 cores
-    one of each: 2.4 s a step instead of 3.0 with both training and batches made between steps;
-    one worker beside two training threads gained almost nothing, the threads fighting it)."""
+    a batch (about 0.75 core-seconds: mixing, noise, rooms, codecs) takes far longer than the
+    GPU's step. On the CPU a batch costs about a quarter of the CPU time of a step, so a
+    quarter of the cores make batches and torch trains on the rest: none on 2 cores, where one
+    worker left torch one thread and a step took 2.37 s instead of 2.14
+    (``benchmarks/train_speed.py``)."""
     cores = usable_cores()
-    return max(0, min(12, cores - 1)) if device.type == "cuda" else min(8, cores // 2)
+    return max(0, min(12, cores - 1)) if device.type == "cuda" else min(8, cores // 4)
 
 
 @contextmanager
