@@ -308,6 +308,24 @@ def test_worker_processes_make_the_same_batches_in_the_same_order(tiny_bank):
         assert len(made) == len(alone) - start and same(made, alone[start:])  # waves, likes, frame truth
 
 
+def test_a_batch_a_worker_cannot_make_stops_training_with_its_own_one_line_error(tiny_bank):
+    from weighter.embedder.train import BankBatches, made_batches, step_batches
+    from weighter.errors import CorpusError
+
+    class Unreadable(BankBatches):
+        def sample(self, rng, frame_rate):
+            raise CorpusError("bank/clips/x.flac: unreadable bank clip (truncated)")
+
+    cfg = TrainConfig(steps=3, batch_size=2, min_seconds=3, max_seconds=4, max_speakers=2)
+    for workers in (0, 1):
+        cfg.workers = workers
+        batches = made_batches(step_batches(Unreadable(tiny_bank, "train", cfg), None, cfg, 10.0, 0,
+                                            torch.device("cpu")))
+        with pytest.raises(CorpusError) as caught:
+            next(batches)
+        assert str(caught.value) == "bank/clips/x.flac: unreadable bank clip (truncated)"
+
+
 def test_train_from_a_manifest_of_real_files(tiny_bank, tmp_path):
     write_corpus(tiny_bank, tmp_path / "c", "train", 12, MixerConfig(1, 2, 4, 6), progress=False)
     from weighter.audio import discover

@@ -205,20 +205,33 @@ class StepBatches(torch.utils.data.IterableDataset):
         first, stride = (0, 1) if info is None else (info.id, info.num_workers)
         for step in range(self.start + first, self.cfg.steps, stride):
             rng = np.random.default_rng([self.cfg.seed, step])
-            if self.clips is not None and step < self.cfg.pretrain_steps:
-                yield ("clips", *self.clips.sample(rng))
-            else:
-                yield ("mix", *self.data.sample(rng, self.frame_rate))
+            try:
+                if self.clips is not None and step < self.cfg.pretrain_steps:
+                    yield ("clips", *self.clips.sample(rng))
+                else:
+                    yield ("mix", *self.data.sample(rng, self.frame_rate))
+            except WeighterError as error:  # to the training process as itself (a DataLoader would
+                yield ("error", error)  # re-raise it wrapped in a worker's traceback)
+                return
 
 
 def step_batches(data, clips: BankClips | None, cfg: TrainConfig, frame_rate: float, start: int,
                  device: torch.device) -> torch.utils.data.DataLoader:
-    """StepBatches made by ``cfg.workers`` processes (auto_workers() when None; 0 = in this
-    one), each two batches ahead, while this process trains on ``device``."""
+    """StepBatches made by ``cfg.workers`` processes (auto_workers(device) when None; 0 = in
+    this one), each two batches ahead, while this process trains on ``device``."""
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
     return torch.utils.data.DataLoader(StepBatches(data, clips, cfg, frame_rate, start), batch_size=None,
                                        num_workers=workers, prefetch_factor=2 if workers else None,
                                        pin_memory=device.type == "cuda")
+
+
+def made_batches(loader: torch.utils.data.DataLoader):
+    """The loader's items, in order; a batch that could not be made (an unreadable clip, say)
+    raises its own one-line error here."""
+    for kind, *batch in loader:
+        if kind == "error":
+            raise batch[0]
+        yield (kind, *batch)
 
 
 def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers, cfg: TrainConfig) -> dict:
@@ -395,7 +408,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     clips = BankClips(bank, cfg, data.likes) if bank is not None and cfg.pretrain_steps else None
     loader = step_batches(data, clips, cfg, frame_rate, step, device)
     with training_threads(device, loader.num_workers):
-        batches = iter(loader)
+        batches = made_batches(loader)
         for kind, *batch in batches:
             with amp:
                 if kind == "clips":
