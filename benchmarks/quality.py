@@ -70,12 +70,20 @@ SUMMARISED = ("count_accuracy", "map", "map_cosine", "recall@1", "recall@10", "s
 
 
 def seed_summary(results: list[dict]) -> dict:
-    """Mean, min and max of the headline figures over corpora."""
+    """Mean, min and max of the headline figures over corpora, the Weighter's and each
+    baseline's that ran ("classic-weighter": {...})."""
+    out = {"seeds": [r["seed"] for r in results], "files_each": results[0]["corpus_files"]} | _stats(results)
+    for name in BASELINES:
+        if all(name in r and "skipped" not in r[name] for r in results):
+            out[name] = _stats([r[name] for r in results])
+    return out
+
+
+def _stats(results: list[dict]) -> dict:
     rows = [r | {"link_f1": r["linking"]["f1"]} for r in results]
     values = {k: np.array([r[k] for r in rows], float) for k in SUMMARISED}
-    return {"seeds": [r["seed"] for r in rows], "files_each": rows[0]["corpus_files"],
-            **{stat: {k: round(float(f(v)), 4) for k, v in values.items()}
-               for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))}}
+    return {stat: {k: round(float(f(v)), 4) for k, v in values.items()}
+            for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))}
 
 
 def score(bank, embedder, files: int, seed: int, baselines: list[str]) -> dict:

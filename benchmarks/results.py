@@ -28,7 +28,8 @@ RUNS = {
     "index": [f"{PY} benchmarks/index_speed.py --vectors 100000 1000000"],
     "cluster": [f"{PY} benchmarks/cluster_speed.py --slots 100000 1000000"],
     "quality": [f"{PY} benchmarks/quality.py --files 100"],
-    "quality, five corpora": [f"{PY} benchmarks/quality.py --files 100 --seeds 7 8 9 10 11"],
+    "quality, five corpora": [
+        f"{PY} benchmarks/quality.py --files 100 --seeds 7 8 9 10 11 --baselines classic-weighter"],
     "score norm": [f"{PY} benchmarks/score_norm.py"],
     "robustness": [f"{PY} benchmarks/robustness.py --files 100"],
     "real": [f"{PY} benchmarks/real_speech.py"],
