@@ -15,9 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from common import clustered_figures, corpus_truth, indexed_store, mixed_corpus
+from common import clustered_figures, corpus_truth, indexed_store, mean_min_max, mixed_corpus
 from weighter.cluster import SlotClusterer
 from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder import Embedder
@@ -54,10 +52,7 @@ def main():
                     print(json.dumps(_name(setting) | scores[setting][-1]))
     if args.seeds:
         for setting, rows in scores.items():
-            values = {k: np.array([r[k] for r in rows]) for k in FIGURES}
-            print(json.dumps(_name(setting) | {"seeds": args.seeds} | {
-                stat: {k: round(float(f(v)), 4) for k, v in values.items()}
-                for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))}))
+            print(json.dumps(_name(setting) | {"seeds": args.seeds} | mean_min_max(rows, FIGURES)))
 
 
 def _name(setting) -> dict:

@@ -5,6 +5,8 @@ Imported by the scripts beside it (``python benchmarks/X.py`` puts this folder o
 
 from pathlib import Path
 
+import numpy as np
+
 from weighter.audio import AudioSource, read_manifest
 from weighter.cluster import SlotClusterer, cluster_store
 from weighter.corpus import MixerConfig, UtteranceBank, write_corpus
@@ -39,3 +41,10 @@ def clustered_figures(store: Store, sources: list[AudioSource], rttm: dict,
     """Cluster the store (the default clusterer unless given) and score everything."""
     run = cluster_store(store, clusterer or SlotClusterer())
     return evaluate_store(store, sources, rttm, run)
+
+
+def mean_min_max(rows: list[dict], keys) -> dict:
+    """Each figure's mean, min and max over rows (corpora): {"mean": {key: ...}, "min": ..., "max": ...}."""
+    values = {k: np.array([r[k] for r in rows], float) for k in keys}
+    return {stat: {k: round(float(f(v)), 4) for k, v in values.items()}
+            for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))}

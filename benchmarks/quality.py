@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import clustered_figures, corpus_truth, indexed_store, mixed_corpus
+from common import clustered_figures, corpus_truth, indexed_store, mean_min_max, mixed_corpus
 from weighter.audio import load_audio
 from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder import Embedder
@@ -80,10 +80,7 @@ def seed_summary(results: list[dict]) -> dict:
 
 
 def _stats(results: list[dict]) -> dict:
-    rows = [r | {"link_f1": r["linking"]["f1"]} for r in results]
-    values = {k: np.array([r[k] for r in rows], float) for k in SUMMARISED}
-    return {stat: {k: round(float(f(v)), 4) for k, v in values.items()}
-            for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))}
+    return mean_min_max([r | {"link_f1": r["linking"]["f1"]} for r in results], SUMMARISED)
 
 
 def score(bank, embedder, files: int, seed: int, baselines: list[str]) -> dict:

@@ -26,7 +26,7 @@ from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder import DEFAULT_MODEL
 from weighter.embedder.checkpoint import read_model_file
 from weighter.embedder.model import WeighterConfig, WeighterModel
-from weighter.embedder.train import (BankBatches, TrainConfig, auto_workers, losses, step_batches,
+from weighter.embedder.train import (BankBatches, TrainConfig, auto_workers, losses, made_batches, step_batches,
                                      training_threads)
 
 WARMUP = 2
@@ -43,7 +43,7 @@ def step_seconds(bank, cfg: TrainConfig, device: torch.device) -> tuple[float, i
     loader = step_batches(data, None, cfg, frame_rate, 0, device)
     with training_threads(device, loader.num_workers):
         threads = torch.get_num_threads()
-        for step, (_, wave, lengths, y, activity, speakers) in enumerate(loader):
+        for step, (_, wave, lengths, y, activity, speakers) in enumerate(made_batches(loader)):
             if step == WARMUP:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
@@ -85,7 +85,8 @@ def main():
     profile.disable()
     total = (time.perf_counter() - started) / args.batches
     stats = pstats.Stats(profile).stats  # (file, line, name) -> (calls, _, own time, cumulative time, _)
-    parts = {"noise (coloured, FFT)": "_noise", "telephone channel": "_telephone", "rooms (responses)": "room_responses", "rooms (convolution)": "fftconvolve",
+    parts = {"noise (coloured, FFT)": "_noise", "telephone channel": "_telephone",
+             "rooms (responses)": "room_responses", "rooms (convolution)": "fftconvolve",
              "distortions (mp3, clipping, equaliser)": "distort", "turn-taking walk": "_turns",
              "clips (decode, pick)": "_clip"}
     breakdown = {label: round(sum(v[3] for k, v in stats.items() if k[2] == name) / args.batches, 3)
