@@ -4,10 +4,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 from sklearn.metrics import adjusted_rand_score
 
 from weighter.cli import main
 from weighter.cluster import SlotClusterer, assign_set, cluster_store, latest_run, run_result
+from weighter.cluster.clusterer import _knn
+from weighter.cluster.mst import hdbscan_from_mst, mutual_reachability_mst
 from weighter.errors import WeighterError
 from weighter.index import Store
 
@@ -28,6 +32,46 @@ def test_recovers_well_separated_groups():
     c = SlotClusterer().fit(x)
     assert adjusted_rand_score(labels, c.labels_) > 0.95
     assert (c.labels_ < 0).mean() < 0.1
+
+
+def overlapping_blobs(n, min_samples, seed):
+    """Groups that touch (noise comparable to their spread), so the hierarchy has real choices."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n // 12, 64))
+    x = (centres[rng.integers(0, len(centres), n)] + rng.normal(0, 0.35, (n, 64))).astype(np.float32)
+    return x, _knn(x, x, min_samples + 1)[0][:, min_samples]
+
+
+def test_prim_tree_is_a_minimum_spanning_tree_of_mutual_reachability():
+    x, core = overlapping_blobs(400, 2, seed=3)
+    a, b, weight = mutual_reachability_mst(x, core)
+    d = np.sqrt(((x[:, None, :].astype(np.float64) - x[None]) ** 2).sum(-1))
+    reach = np.maximum(np.maximum(d, core[:, None]), core[None, :])
+    assert len(a) == 399 and connected_components(coo_matrix((weight, (a, b)), shape=(400, 400)))[0] == 1
+    np.testing.assert_allclose(weight, reach[a, b], rtol=1e-5)
+    np.testing.assert_allclose(weight.sum(), minimum_spanning_tree(reach).sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("min_samples, min_cluster_size, method", [(1, 3, "eom"), (3, 5, "eom"), (2, 4, "leaf")])
+def test_fit_from_prim_tree_is_hdbscans_own_fit(min_samples, min_cluster_size, method):
+    import hdbscan
+
+    x, core = overlapping_blobs(900, min_samples, seed=min_samples)
+    own = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, cluster_selection_method=method,
+                          algorithm="prims_kdtree").fit(x.astype(np.float64))
+    ours = hdbscan_from_mst(x, core, min_cluster_size, method)
+    assert own.labels_.max() > 10  # the comparison is about many groups, not one
+    assert adjusted_rand_score(own.labels_, ours.labels_) == 1.0
+    assert np.array_equal(own.labels_ < 0, ours.labels_ < 0)
+    np.testing.assert_allclose(ours.probabilities_, own.probabilities_, atol=1e-3)
+
+
+def test_duplicate_slots_cluster_together():
+    x, labels, _ = blobs(n_groups=4, per=10)
+    twice = np.concatenate([x, x])  # the same recordings indexed twice: distances of 0
+    c = SlotClusterer().fit(twice)
+    assert np.array_equal(c.labels_[:40], c.labels_[40:])
+    assert adjusted_rand_score(labels, c.labels_[:40]) > 0.95
 
 
 def test_sample_fit_then_assign_matches_full_fit():

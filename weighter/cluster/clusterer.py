@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from weighter.cluster.mst import hdbscan_from_mst
+
 
 GROUP_SLACK = 1.5  # see SlotClusterer._group_reach
 # HDBSCAN's min_samples: 1 makes the core distance a slot's nearest other slot. A speaker is
@@ -51,8 +53,6 @@ class SlotClusterer:
                 "random_state": self.random_state}
 
     def fit(self, X: np.ndarray) -> "SlotClusterer":
-        import hdbscan
-
         X = np.asarray(X, dtype=np.float32)
         n = len(X)
         if n < 2:
@@ -71,13 +71,11 @@ class SlotClusterer:
         Z = self.transform(X)
         residual = self._residual(X, Z)
         self.residual_ = residual[sample]
-        fitted = hdbscan.HDBSCAN(min_cluster_size=min(self.min_cluster_size_, len(sample)),
-                                 min_samples=min(self.min_samples_, len(sample) - 1),
-                                 cluster_selection_method=self.cluster_selection_method,
-                                 core_dist_n_jobs=1).fit(Z[sample])
         self.points_ = Z[sample]
-        self.point_labels_ = fitted.labels_.astype(np.int64)
         self.core_ = self._core_distances(self.points_, self.points_, self_included=True)
+        fitted = hdbscan_from_mst(self.points_, self.core_, min(self.min_cluster_size_, len(sample)),
+                                  self.cluster_selection_method)
+        self.point_labels_ = fitted.labels_.astype(np.int64)
         self.reach_ = self._group_reach(fitted, len(sample))
         labels = np.full(n, -1, np.int64)
         probs = np.zeros(n, np.float32)
