@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from weighter.cli import main
 from weighter.embedding_set import EmbeddingSet
 from weighter.index import Store, StoreError, query_store
-from weighter.index.store import EXACT_LIMIT, auto_factory
+from weighter.index.store import EXACT_LIMIT, MAX_SLOTS, SLOT_BITS, TWO_LEVEL_FROM, auto_factory
 
 DIM = 16
 
@@ -155,6 +155,37 @@ def test_removal_from_an_ivf_index_keeps_its_training(store, tmp_path, basis):
     np.testing.assert_array_equal(centroids(), before)
     q = make_set(tmp_path / "q.wav", [3], basis)
     assert all(os.path.basename(m.file) not in ("c.wav", "x3.wav") for m in query_store(store, q, k=50))
+
+
+def test_many_ivf_lists_are_trained_in_two_levels_and_still_find_neighbours(tmp_path, monkeypatch):
+    """From TWO_LEVEL_FROM lists the coarse k-means runs in two levels (10x faster at 1M):
+    the index must hold those centroids, untouched by FAISS's own training, and search well."""
+    import faiss
+    from faiss.contrib import clustering
+
+    calls = []
+    real = clustering.two_level_clustering
+    monkeypatch.setattr(clustering, "two_level_clustering", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(500, DIM))
+    x = centres[rng.integers(0, 500, 40_000)] + rng.normal(0, 0.3, (40_000, DIM))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    sets = [(EmbeddingSet(f"/f{f}.wav", x[f * 8:(f + 1) * 8], np.ones(8, np.float32), np.ones(8, bool),
+                          np.zeros((8, 4), np.float32), 10.0, 0.4, "m1"), f"h{f}") for f in range(5000)]
+    s = Store(tmp_path / "big", create=True)
+    with s.writing():
+        s.apply(sets, index_type=f"IVF{TWO_LEVEL_FROM},Flat")
+    assert len(calls) == 1
+    ivf = faiss.extract_index_ivf(s._load_index())
+    stored = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * DIM).reshape(ivf.nlist, DIM)
+    np.testing.assert_array_equal(stored, calls[0][0])
+    queries = x[rng.permutation(len(x))[:50]] + rng.normal(0, 0.05, (50, DIM)).astype(np.float32)
+    exact = faiss.IndexFlatIP(DIM)
+    exact.add(x)
+    _, truth = exact.search(queries, 10)
+    _, found = s.search(queries, 10)
+    rows = (found >> SLOT_BITS) * 8 + (found & (MAX_SLOTS - 1)) - 8  # file ids start at 1
+    assert np.mean([len(set(rows[i]) & set(truth[i])) / 10 for i in range(50)]) >= 0.9
 
 
 def test_automatic_index_type_by_size():
