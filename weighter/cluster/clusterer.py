@@ -24,8 +24,8 @@ GROUP_SLACK = 1.5  # see SlotClusterer._group_reach
 # often heard in only a few files, so larger values call many of his slots noise. Measured on
 # 100 validation files (`python benchmarks/cluster_tuning.py`, shipped model with its slot
 # split, PCA 64, eom): min_samples 1 / 2 / 3 gave outliers 3.2% / 7.1% / 10.7%, link F1
-# 0.900 / 0.885 / 0.829. PCA 32 gave F1 0.907 there but took 88 s instead of 55 s for 100k
-# synthetic slots (benchmarks/cluster_speed.py --pca-dims 32), so 64 stays.
+# 0.900 / 0.885 / 0.829. PCA 32 gave F1 0.907 there but took, with hdbscan's own fit, 88 s
+# instead of 55 s for 100k synthetic slots (benchmarks/cluster_speed.py --pca-dims 32): 64 stayed.
 DEFAULT_MIN_SAMPLES = 1
 
 
