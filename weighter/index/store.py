@@ -21,6 +21,7 @@ until the commit that replaces them.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import sqlite3
@@ -205,9 +206,7 @@ class Store:
             removed_ids = [r[0] for r in self._rows_in(
                 "SELECT slots.id FROM slots JOIN files ON files.id = slots.file_id WHERE active = 1 AND files.path IN ({})",
                 gone)]
-            for start in range(0, len(gone), _CHUNK):  # a file's slots go with it (ON DELETE CASCADE)
-                chunk = gone[start:start + _CHUNK]
-                db.execute(f"DELETE FROM files WHERE path IN ({','.join('?' * len(chunk))})", chunk)
+            self._rows_in("DELETE FROM files WHERE path IN ({})", gone)  # slots go too (ON DELETE CASCADE)
             new_vectors, new_ids, slot_rows = [], [], []
 
             def insert_slots(rows: list[tuple]) -> None:
@@ -240,13 +239,7 @@ class Store:
                 self.set_meta("model_id", add[0][0].model_id)
                 self.set_meta("embed_dim", str(add[0][0].embeddings.shape[1]))
 
-            loaded = []
-
-            def active() -> tuple[np.ndarray, np.ndarray]:
-                """Every active slot's (ids, vectors) after this write, read from SQLite once."""
-                if not loaded:
-                    loaded.append(self.active_vectors())
-                return loaded[0]
+            active = functools.cache(self.active_vectors)  # after this write; read once if needed at all
 
             total = db.execute("SELECT COUNT(*) FROM slots WHERE active = 1").fetchone()[0]
             wanted = index_type or self._meta("index_type_override") or auto_factory(total)
@@ -514,8 +507,8 @@ class Store:
         return (np.asarray(file_ids, np.int64) << SLOT_BITS) + np.asarray(slots, np.int64)
 
     def _rows_in(self, query: str, ids) -> list[tuple]:
-        """Rows of ``query`` (with one ``{}`` for the placeholders of an ``IN (...)``) for all
-        ``ids`` (integers or paths), bound _CHUNK at a time."""
+        """Rows of ``query`` (with one ``{}`` for the placeholders of an ``IN (...)``; a DELETE
+        returns none) for all ``ids`` (integers or paths), bound _CHUNK at a time."""
         ids, rows = [i if isinstance(i, str) else int(i) for i in ids], []
         for start in range(0, len(ids), _CHUNK):
             part = ids[start:start + _CHUNK]
