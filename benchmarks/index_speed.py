@@ -1,15 +1,19 @@
 """Store build time, peak memory, query latency and recall at 100k and 1M vectors.
 
 Synthetic unit vectors stand in for slot embeddings at scale (clustered, like speakers: 2000
-centres plus noise). Build = one atomic ``Store.apply`` of all sets (SQLite rows, FAISS
-index, every slot's statistics against a score cohort of 1000 vectors). Query =
-``query_store`` for one file of 8 active slots (the query slots' statistics, FAISS search,
-normalised scores, grouping by file, spans of the 10 best), timed whole and its FAISS search
-alone. Recall@10 of the FAISS search
-against exact (brute-force) search. Then the removal of one file (an atomic ``apply``: SQLite
-rows, FAISS update, the FAISS file written again).
+centres plus noise as large as a centre). Build = one atomic ``Store.apply`` of all sets
+(SQLite rows, FAISS index with its nprobe tuned on the store's own slots, every slot's
+statistics against a score cohort of 1000 vectors). Query = ``query_store`` for one file of 8
+active slots (the query slots' statistics, FAISS search, normalised scores, grouping by file,
+spans of the 10 best), timed whole and its FAISS search alone, with recall@10 of that search
+against exact (brute-force) search: first for query files of speakers the corpus holds (new
+draws around its centres), then, under "unseen_speakers", of speakers it never heard (new
+centres: their 10 nearest stored slots share no like with them and scatter over the index).
+Then the removal of one file (an atomic ``apply``: SQLite rows, FAISS update, the FAISS file
+written again).
 
     python benchmarks/index_speed.py --vectors 100000 1000000
+    python benchmarks/index_speed.py --vectors 150000 --recall-curve   # what nprobe is tuned on
 """
 
 import argparse
@@ -30,11 +34,13 @@ DIM = 256
 SLOTS = 8
 
 
-def make_vectors(n: int, rng) -> np.ndarray:
-    centres = rng.normal(size=(2000, DIM)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = centres[rng.integers(0, 2000, n)] + rng.normal(0, 0.06, (n, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+def make_vectors(n: int, rng, centres: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """n unit vectors around 2000 random centres (new ones unless given), and the centres."""
+    if centres is None:
+        centres = rng.normal(size=(2000, DIM)).astype(np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, len(centres), n)] + rng.normal(0, 0.06, (n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), centres
 
 
 def sets_from(vectors: np.ndarray):
@@ -44,56 +50,102 @@ def sets_from(vectors: np.ndarray):
                             np.zeros((SLOTS, 4), np.float32), 10.0, 0.4, "bench"), f"h{f}")
 
 
-def run(n: int, queries: int = 200) -> dict:
+def timed_queries(store: Store, vectors: np.ndarray, qs: np.ndarray, queries: int) -> dict:
+    """Latency of ``query_store`` for query files of SLOTS slots, of the FAISS search alone,
+    and recall@10 of that search against exact search."""
     import faiss
 
-    rng = np.random.default_rng(0)
-    vectors = make_vectors(n, rng)
+    latencies = []
+    for q in range(queries):
+        qset = EmbeddingSet("/bench/query.flac", qs[q * SLOTS:(q + 1) * SLOTS], np.ones(SLOTS, np.float32),
+                            np.ones(SLOTS, bool), np.zeros((SLOTS, 4), np.float32), 10.0, 0.4, "bench")
+        t = time.perf_counter()
+        query_store(store, qset, k=10)
+        latencies.append((time.perf_counter() - t) * 1000)
+    search_only = []  # the FAISS search alone, as query_store calls it
+    wanted = search_depth(store, 10)
+    for q in range(queries):
+        t = time.perf_counter()
+        store.search(qs[q * SLOTS:(q + 1) * SLOTS], wanted)
+        search_only.append((time.perf_counter() - t) * 1000)
+    exact = faiss.IndexFlatIP(DIM)
+    exact.add(vectors)
+    probe = qs[:queries]
+    _, truth = exact.search(probe, 10)
+    _, found = store.search(probe, 10)
+    ids = np.array([r[0] for r in store.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")])
+    found_rows = np.searchsorted(ids, found)  # ids follow insertion order: row i of vectors -> ids[i]
+    recall = float(np.mean([len(set(found_rows[i]) & set(truth[i])) / 10 for i in range(len(probe))]))
+    return {"query_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+            "query_p99_ms": round(float(np.percentile(latencies, 99)), 2),
+            "faiss_search_p50_ms": round(float(np.percentile(search_only, 50)), 2), "recall@10": round(recall, 4)}
+
+
+def recall_curve(n: int, queries: int = 400) -> list[dict]:
+    """Recall@10 by nprobe of the auto IVF index (the store's tuned nprobe aside) for three
+    kinds of query: fresh draws of the corpus's speakers, stored slots that did not train the
+    index (``tuning_slots``, what the store tunes on) and stored slots that did; each stored
+    slot leaves out its own vector. Does tuning on the held-out slots stand for new recordings?"""
+    import faiss
+
+    from weighter.index.store import tuning_slots
+
+    vectors, centres = make_vectors(n, np.random.default_rng(0))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "s", create=True)
+        with store.writing():
+            store.apply(list(sets_from(vectors)))
+        ids = np.array([r[0] for r in store.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")])
+        index = store._load_index()
+        exact = faiss.IndexFlatIP(DIM)
+        exact.add(vectors)
+        held = np.flatnonzero(tuning_slots(ids))
+        kinds = {"fresh": (make_vectors(queries, np.random.default_rng(3), centres)[0], np.full(queries, -1)),
+                 "held_out_slots": (vectors[held[:queries]], held[:queries])}
+        trained = np.random.default_rng(9).choice(np.flatnonzero(~tuning_slots(ids)), queries, replace=False)
+        kinds["training_slots"] = (vectors[trained], trained)
+        truth = {kind: exact.search(q, 11)[1] for kind, (q, _) in kinds.items()}
+        for nprobe in (1, 2, 4, 8, 16, 32):
+            faiss.extract_index_ivf(index).nprobe = nprobe
+            row = {"vectors": n, "nprobe": nprobe}
+            for kind, (q, own) in kinds.items():
+                found = np.searchsorted(ids, index.search(q, 11)[1])
+                row[kind] = round(float(np.mean([len(set(f[f != o][:10]) & set(t[t != o][:10])) / 10
+                                                 for f, t, o in zip(found, truth[kind], own)])), 4)
+            rows.append(row)
+    return rows
+
+
+def run(n: int, queries: int = 200) -> dict:
+    vectors, centres = make_vectors(n, np.random.default_rng(0))
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "s", create=True)
         started = time.perf_counter()
         with store.writing():  # with a score cohort as large as a model file carries: queries normalise
-            store.apply(list(sets_from(vectors)), score_cohort=make_vectors(COHORT_SIZE, np.random.default_rng(2)))
+            store.apply(list(sets_from(vectors)), score_cohort=make_vectors(COHORT_SIZE, np.random.default_rng(2))[0])
         build = time.perf_counter() - started
         info = store.info()
-        qs = make_vectors(queries * SLOTS, np.random.default_rng(1))
-        latencies = []
-        for q in range(queries):
-            emb = qs[q * SLOTS:(q + 1) * SLOTS]
-            qset = EmbeddingSet("/bench/query.flac", emb, np.ones(SLOTS, np.float32), np.ones(SLOTS, bool),
-                                np.zeros((SLOTS, 4), np.float32), 10.0, 0.4, "bench")
-            t = time.perf_counter()
-            query_store(store, qset, k=10)
-            latencies.append((time.perf_counter() - t) * 1000)
-        search_only = []  # the FAISS search alone, as query_store calls it
-        wanted = search_depth(store, 10)
-        for q in range(queries):
-            t = time.perf_counter()
-            store.search(qs[q * SLOTS:(q + 1) * SLOTS], wanted)
-            search_only.append((time.perf_counter() - t) * 1000)
-        exact = faiss.IndexFlatIP(DIM)
-        exact.add(vectors)
-        probe = qs[: queries]
-        _, truth = exact.search(probe, 10)
-        _, found = store.search(probe, 10)
-        ids = np.array([r[0] for r in store.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")])
-        found_rows = np.searchsorted(ids, found)  # ids follow insertion order: row i of vectors -> ids[i]
-        recall = float(np.mean([len(set(found_rows[i]) & set(truth[i])) / 10 for i in range(len(probe))]))
+        # a query file of speakers the corpus holds (new recordings: fresh noise around its
+        # centres), and one of speakers it never heard (new centres: no like to find)
+        known = timed_queries(store, vectors, make_vectors(queries * SLOTS, np.random.default_rng(3), centres)[0], queries)
+        unseen = timed_queries(store, vectors, make_vectors(queries * SLOTS, np.random.default_rng(1))[0], queries)
         started = time.perf_counter()
         with store.writing():
             store.apply([], ["/bench/f0000000.flac"])
         remove = time.perf_counter() - started
-    return {"vectors": n, "index_type": info["index_type"], "build_s": round(build, 1), "remove_one_file_s": round(remove, 1),
+    return {"vectors": n, "index_type": info["index_type"], "nprobe": info["nprobe"], "build_s": round(build, 1),
+            "remove_one_file_s": round(remove, 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            "query_p50_ms": round(float(np.percentile(latencies, 50)), 2),
-            "query_p99_ms": round(float(np.percentile(latencies, 99)), 2),
-            "faiss_search_p50_ms": round(float(np.percentile(search_only, 50)), 2), "recall@10": round(recall, 4),
-            "query_slots": SLOTS, "scoring": info["scoring"]}
+            **known, "unseen_speakers": unseen, "query_slots": SLOTS, "scoring": info["scoring"]}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--vectors", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--recall-curve", action="store_true",
+                        help="recall@10 by nprobe for fresh queries and for held-out and training slots, instead")
     args = parser.parse_args()
     for n in args.vectors:
-        print(json.dumps(run(n)), flush=True)
+        for row in recall_curve(n) if args.recall_curve else [run(n)]:
+            print(json.dumps(row), flush=True)

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from weighter.cli import main
 from weighter.embedding_set import EmbeddingSet
 from weighter.index import Store, StoreError, query_store
-from weighter.index.store import EXACT_LIMIT, MAX_SLOTS, SLOT_BITS, TWO_LEVEL_FROM, auto_factory
+from weighter.index.store import (EXACT_LIMIT, IVF_RECALL, MAX_SLOTS, MIN_NPROBE, SLOT_BITS, TWO_LEVEL_FROM, _exact_top,
+                                  auto_factory)
 
 DIM = 16
 
@@ -158,7 +159,8 @@ def test_removal_from_an_ivf_index_keeps_its_training(store, tmp_path, basis):
 
 
 def test_many_ivf_lists_are_trained_in_two_levels_and_still_find_neighbours(tmp_path, monkeypatch):
-    """From TWO_LEVEL_FROM lists the coarse k-means runs in two levels (10x faster at 1M):
+    """From TWO_LEVEL_FROM lists the coarse k-means runs in two levels (10x faster at 1M; 41.6k
+    slots leave 39 per list for training after the tuning slots):
     the index must hold those centroids, untouched by FAISS's own training, and search well."""
     import faiss
     from faiss.contrib import clustering
@@ -168,10 +170,10 @@ def test_many_ivf_lists_are_trained_in_two_levels_and_still_find_neighbours(tmp_
     monkeypatch.setattr(clustering, "two_level_clustering", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(500, DIM))
-    x = centres[rng.integers(0, 500, 40_000)] + rng.normal(0, 0.3, (40_000, DIM))
+    x = centres[rng.integers(0, 500, 41_600)] + rng.normal(0, 0.3, (41_600, DIM))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     sets = [(EmbeddingSet(f"/f{f}.wav", x[f * 8:(f + 1) * 8], np.ones(8, np.float32), np.ones(8, bool),
-                          np.zeros((8, 4), np.float32), 10.0, 0.4, "m1"), f"h{f}") for f in range(5000)]
+                          np.zeros((8, 4), np.float32), 10.0, 0.4, "m1"), f"h{f}") for f in range(5200)]
     s = Store(tmp_path / "big", create=True)
     with s.writing():
         s.apply(sets, index_type=f"IVF{TWO_LEVEL_FROM},Flat")
@@ -186,6 +188,79 @@ def test_many_ivf_lists_are_trained_in_two_levels_and_still_find_neighbours(tmp_
     _, found = s.search(queries, 10)
     rows = (found >> SLOT_BITS) * 8 + (found & (MAX_SLOTS - 1)) - 8  # file ids start at 1
     assert np.mean([len(set(rows[i]) & set(truth[i])) / 10 for i in range(50)]) >= 0.9
+
+
+def _own_slot_recall(store, x, sample) -> float:
+    """Recall@10 of the store's search for some of its own slots against exact search, each
+    slot's own vector left out (row i of x is file i // 8's slot i % 8)."""
+    import faiss
+
+    exact = faiss.IndexFlatIP(x.shape[1])
+    exact.add(x)
+    _, truth = exact.search(x[sample], 11)
+    _, found = store.search(x[sample], 11)
+    rows = (found >> SLOT_BITS) * 8 + (found & (MAX_SLOTS - 1)) - 8  # file ids start at 1
+    return float(np.mean([len(set(rows[i][rows[i] != q][:10]) & set(truth[i][truth[i] != q][:10])) / 10
+                          for i, q in enumerate(sample)]))
+
+
+def _vector_store(path, x, factory):
+    sets = [(EmbeddingSet(f"/f{f}.wav", x[f * 8:(f + 1) * 8], np.ones(8, np.float32), np.ones(8, bool),
+                          np.zeros((8, 4), np.float32), 10.0, 0.4, "m1"), f"h{f}") for f in range(len(x) // 8)]
+    s = Store(path, create=True)
+    with s.writing():
+        s.apply(sets, index_type=factory)
+    return s
+
+
+def test_ivf_nprobe_is_tuned_on_the_store_own_slots(tmp_path):
+    """Clustered slots (speakers) need few probes, structureless ones many; either way the tuned
+    nprobe, kept in the FAISS file and in meta, reaches the recall target on other own slots."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(60, DIM))
+    clustered = centres[rng.integers(0, 60, 4000)] + rng.normal(0, 0.1, (4000, DIM))
+    scattered = rng.normal(size=(4000, DIM))
+    tuned = {}
+    for name, x in (("clustered", clustered), ("scattered", scattered)):
+        x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        _vector_store(tmp_path / name, x, "IVF64,Flat").close()
+        s = Store(tmp_path / name)  # reopened: the nprobe comes back from the FAISS file
+        tuned[name] = faiss_nprobe(s)
+        assert s.info()["nprobe"] == tuned[name]
+        assert _own_slot_recall(s, x, rng.choice(len(x), 200, replace=False)) >= IVF_RECALL
+    assert MIN_NPROBE <= tuned["clustered"] < tuned["scattered"] <= 64
+
+
+def test_an_ivf_index_updated_in_place_is_tuned_again_only_once_it_grew(tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(5600, DIM))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    s = _vector_store(tmp_path / "s", x[:4000], "IVF64,Flat")
+
+    def add(rows):
+        with s.writing():
+            s.apply([(EmbeddingSet(f"/g{f}.wav", x[f * 8:(f + 1) * 8], np.ones(8, np.float32), np.ones(8, bool),
+                                   np.zeros((8, 4), np.float32), 10.0, 0.4, "m1"), f"g{f}") for f in rows])
+
+    generation = s.generation
+    add(range(500, 520))  # 4160 vectors: within RETUNE_DRIFT of 4000
+    assert s.meta("nprobe_tuned_at") == "4000" and s.generation == generation + 1
+    add(range(520, 700))  # 5600: past it
+    assert s.meta("nprobe_tuned_at") == "5600"
+    assert int(s.meta("nprobe")) == faiss_nprobe(s)
+
+
+def faiss_nprobe(store) -> int:
+    import faiss
+
+    return faiss.extract_index_ivf(store._load_index()).nprobe
+
+
+def test_exact_top_matches_brute_force():
+    rng = np.random.default_rng(6)
+    x, q = rng.normal(size=(1000, DIM)).astype(np.float32), rng.normal(size=(7, DIM)).astype(np.float32)
+    top = _exact_top(q, x, 5, chunk=128)  # merged across 8 chunks
+    assert [set(row) for row in top] == [set(row) for row in np.argsort(-(q @ x.T), axis=1)[:, :5]]
 
 
 def test_automatic_index_type_by_size():

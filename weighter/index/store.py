@@ -43,7 +43,11 @@ DENSE_LIMIT = 4  # cells per active slot up to which slot statistics are looked 
 EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, IVF
 TWO_LEVEL_FROM = 1024  # IVF lists from which the coarse k-means runs in two levels (see _build_index)
 HNSW_EF_SEARCH = 128  # for a user's 'HNSW..' factory string
-IVF_NPROBE_SHARE = 1 / 32  # lists probed: at 1M, 1/64 gave recall@10 0.90, 1/32 gave 0.95 (benchmarks/index_speed.py)
+IVF_RECALL = 0.95  # recall@10 of exact search that the tuned nprobe reaches on the store's own slots
+TUNE_QUERIES = 128  # own slots searched to tune nprobe (their exact search at 1M: ~2.5 s here)
+NPROBE_MARGIN = 2  # the tuned nprobe is doubled: for a sample's error and queries recorded elsewhere
+MIN_NPROBE = 8
+RETUNE_DRIFT = 1.25  # an index updated in place is tuned again once its size moved by this factor
 
 
 def auto_factory(active: int) -> str:
@@ -51,7 +55,8 @@ def auto_factory(active: int) -> str:
     two (the FAISS guideline for up to ~1M vectors), its vectors stored as float16 (half the
     memory read per probe: p50 at 1M 17 -> 14 ms, recall@10 unchanged at 0.9525; scores within
     1e-4 of float32, so they count as exact). It changes only when n grows 4x, so the index is
-    retrained (rebuilt) rarely."""
+    retrained (rebuilt) rarely. How many lists a search probes is tuned per store
+    (``tuned_nprobe``)."""
     if active <= EXACT_LIMIT:
         return "Flat"
     nlist = 2 ** int(round(np.log2(4 * np.sqrt(active))))
@@ -135,7 +140,8 @@ class Store:
         slots, active = self.db.execute("SELECT COUNT(*), COALESCE(SUM(active), 0) FROM slots").fetchone()
         return {"store": str(self.directory), "model_id": self.model_id, "files": files,
                 "audio_seconds": round(seconds, 2), "slots": slots, "active_slots": active,
-                "index_type": self._meta("index_type"), "generation": self.generation,
+                "index_type": self._meta("index_type"), "nprobe": int(self._meta("nprobe") or 0) or None,
+                "generation": self.generation,
                 "faiss_file": self._faiss_name(self.generation) if self.generation else None,
                 "scoring": self.scoring()}
 
@@ -258,6 +264,7 @@ class Store:
                     index.add_with_ids(np.stack(new_vectors).astype(np.float32), np.array(new_ids, dtype=np.int64))
             else:
                 index = self._build_index(wanted, active())
+            self._tune_nprobe(index, retune=not incremental, active=active)
             generation = self.generation + 1
             tmp = self.directory / (self._faiss_name(generation) + ".tmp")
             faiss.write_index(index, str(tmp))
@@ -301,7 +308,9 @@ class Store:
             if len(vectors) == 0:
                 raise StoreError(f"index type {factory!r} needs training vectors; add files first")
             nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 256
-            sample = vectors[np.random.default_rng(0).permutation(len(vectors))[: 64 * nlist]]
+            pool = np.flatnonzero(~tuning_slots(ids)) if "IVF" in factory else np.arange(len(ids))
+            pool = pool if len(pool) else np.arange(len(ids))
+            sample = vectors[np.random.default_rng(0).permutation(pool)[: 64 * nlist]]
             if isinstance(index, faiss.IndexIVF) and nlist >= TWO_LEVEL_FROM and len(sample) >= 39 * nlist:
                 from faiss.contrib.clustering import two_level_clustering
 
@@ -316,6 +325,22 @@ class Store:
             index.add_with_ids(vectors, ids)
         _tune(index)
         return index
+
+    def _tune_nprobe(self, index, retune: bool, active) -> None:
+        """An IVF index's nprobe (kept in its FAISS file, recorded in meta): tuned on the store's
+        own slots when the index was built, or updated in place past RETUNE_DRIFT since the
+        last tuning; kept otherwise."""
+        import faiss
+
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is None:
+            self.db.execute("DELETE FROM meta WHERE key IN ('nprobe', 'nprobe_tuned_at')")
+            return
+        tuned_at = int(self._meta("nprobe_tuned_at") or 0)
+        if retune or not self._meta("nprobe") or not tuned_at / RETUNE_DRIFT <= index.ntotal <= tuned_at * RETUNE_DRIFT:
+            ivf.nprobe = tuned_nprobe(index, *active())
+            self.set_meta("nprobe", str(ivf.nprobe))
+            self.set_meta("nprobe_tuned_at", str(index.ntotal))
 
     def _next_stats(self, cohort: np.ndarray | None, new_ids: list[int], new_vectors: list[np.ndarray],
                     removed_ids: list[int], recompute: bool, active) -> dict | None:
@@ -640,6 +665,61 @@ def _tune(index) -> None:
     inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
     if isinstance(inner, faiss.IndexHNSW):
         inner.hnsw.efSearch = HNSW_EF_SEARCH
-    ivf = faiss.try_extract_index_ivf(inner) if hasattr(faiss, "try_extract_index_ivf") else None
-    if ivf is not None:
-        ivf.nprobe = max(1, min(ivf.nlist, int(round(ivf.nlist * IVF_NPROBE_SHARE)) or 1, ivf.nlist))
+
+
+def tuned_nprobe(index, ids: np.ndarray, vectors: np.ndarray) -> int:
+    """The IVF lists a search probes: the fewest (a power of two) at which TUNE_QUERIES of the
+    store's own active slots (``ids``, ``vectors``; ``tuning_slots``, which did not train the
+    index) find recall@10 >= IVF_RECALL of exact search, each leaving out its own vector; times
+    NPROBE_MARGIN, at least MIN_NPROBE.
+
+    The store's own slots stand for queries because a query worth answering is a speaker the
+    corpus holds. A query of a speaker the corpus never heard has no like to find, and its 10
+    nearest stored slots scatter over many lists (benchmarks/index_speed.py measures both)."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    k = min(10, len(ids) - 1)
+    if k < 1:
+        return ivf.nlist
+    pool = np.flatnonzero(tuning_slots(ids))
+    pool = pool if len(pool) >= 32 else np.arange(len(ids))  # a tiny store: all its slots trained it
+    pick = np.random.default_rng(0).choice(pool, size=min(TUNE_QUERIES, len(pool)), replace=False)
+    queries = np.ascontiguousarray(vectors[pick], dtype=np.float32)
+
+    def others(found: np.ndarray, own: int) -> set:
+        return set(found[(found != own) & (found >= 0)][:k].tolist())
+
+    truth = [others(ids[row], ids[q]) for row, q in zip(_exact_top(queries, vectors, k + 1), pick)]
+    nprobe = 1
+    while nprobe < ivf.nlist:
+        ivf.nprobe = nprobe
+        _, found = index.search(queries, k + 1)
+        recall = np.mean([len(others(row, ids[q]) & want) / k for row, q, want in zip(found, pick, truth)])
+        if recall >= IVF_RECALL:
+            break
+        nprobe *= 2
+    return int(min(ivf.nlist, max(MIN_NPROBE, NPROBE_MARGIN * nprobe)))
+
+
+def tuning_slots(ids: np.ndarray) -> np.ndarray:
+    """Which slots (by id: the same ones at every write) stay out of IVF training, 1 in 64, to
+    tune nprobe on: like a new recording, they did not place the centroids. At 150k synthetic
+    vectors their recall@10 followed fresh queries' within 0.01 at every nprobe from 1 to 32,
+    where training slots read up to 0.025 lower (benchmarks/index_speed.py --recall-curve)."""
+    mixed = np.asarray(ids, np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
+    return (mixed >> np.uint64(58)) == 0
+
+
+def _exact_top(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+    """(Q, k) rows of ``vectors`` with the k largest inner products per query, in no order:
+    matrix products over chunks (faiss.knn's heaps take 4x as long for 128 queries at 1M)."""
+    best_rows = np.zeros((len(queries), 0), np.int64)
+    best = np.zeros((len(queries), 0), np.float32)
+    for start in range(0, len(vectors), chunk):
+        sims = np.concatenate([best, queries @ vectors[start:start + chunk].T], axis=1)
+        rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + min(chunk, len(vectors) - start)),
+                                                          (len(queries), min(chunk, len(vectors) - start)))], axis=1)
+        keep = np.argpartition(-sims, min(k, sims.shape[1]) - 1, axis=1)[:, :k]
+        best, best_rows = np.take_along_axis(sims, keep, 1), np.take_along_axis(rows, keep, 1)
+    return best_rows
