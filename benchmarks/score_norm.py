@@ -3,7 +3,7 @@
 Mixes *validation* corpora (the split that chooses settings; the held-out one only when asked
 with --split heldout, to report), stores them with the shipped model, and prints file
 retrieval mAP with raw cosines, normalised against the model's score cohort (training
-voices) at several top shares, and normalised against the corpus itself (adaptive s-norm:
+voices) at several top shares (s-norm, and the cohort mean alone without the spread), and normalised against the corpus itself (adaptive s-norm:
 each slot's best 10% of cosines to the other files' slots). Then the real-speech check of
 benchmarks/real_speech.py (one real man in 8 of 16 files): precision@7 under each scoring.
 
@@ -11,6 +11,7 @@ benchmarks/real_speech.py (one real man in 8 of 16 files): precision@7 under eac
 """
 
 import argparse
+import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -26,6 +27,28 @@ from weighter.evaluation import (active_vectors, best_per_file, file_scores, mea
                                  retrieval_map, shared_likes, store_items)
 
 SHARES = (0.02, 0.05, 0.1, 0.2)
+MEAN_ONLY_SHARES = (0.05, 0.2)  # the cohort mean subtracted, no division by the spread
+
+
+@contextlib.contextmanager
+def scoring_variant(share: float, mean_only: bool = False):
+    """Normalise at this top share; with ``mean_only`` every spread is 1 (score = cos - the two
+    sides' mean cohort cosine, averaged)."""
+    def stats(best):
+        mean, spread = top_stats(best)
+        return mean, np.ones_like(spread) if mean_only else spread
+
+    top_stats = scoring.top_stats
+    with mock.patch.object(scoring, "TOP_SHARE", share), mock.patch.object(scoring, "top_stats", stats):
+        yield
+
+
+def variants():
+    """(name, context) of every cohort scoring compared."""
+    for share in SHARES:
+        yield f"model_cohort_{share}", scoring_variant(share)
+    for share in MEAN_ONLY_SHARES:
+        yield f"model_cohort_mean_only_{share}", scoring_variant(share, mean_only=True)
 
 
 def corpus_cohort_scores(items) -> tuple[np.ndarray, np.ndarray]:
@@ -59,9 +82,9 @@ def main():
             items = store_items(indexed_store(embedder, sources, Path(tmp) / "store"), sources)[0]
         row = {"split": args.split, "files": files, "cohort_slots": len(cohort),
                "map_cosine": round(retrieval_map(items, 0.5), 4)}
-        for share in SHARES:
-            with mock.patch.object(scoring, "TOP_SHARE", share):
-                row[f"map_model_cohort_{share}"] = round(retrieval_map(items, 0.5, cohort), 4)
+        for name, variant in variants():
+            with variant:
+                row[f"map_{name}"] = round(retrieval_map(items, 0.5, cohort), 4)
         row["map_corpus_cohort_0.1"] = round(mean_average_precision(*corpus_cohort_scores(items)), 4)
         print(json.dumps(row), flush=True)
 
@@ -75,12 +98,13 @@ def main():
     def precision_at_7(scores):
         return round(float(np.mean([np.mean([t in man for t in np.argsort(-scores[q])[:7]]) for q in man])), 4)
 
-    print(json.dumps({"real_speech_files": len(sources), "real_man_in": len(man),
-                      "precision@7_cosine": precision_at_7(file_scores(items, 0.5)[0]),
-                      f"precision@7_model_cohort_{scoring.TOP_SHARE}": precision_at_7(file_scores(items, 0.5,
-                                                                                                   cohort=cohort)[0]),
-                      "precision@7_corpus_cohort_0.1": precision_at_7(corpus_cohort_scores(items)[0])}))
-
+    row = {"real_speech_files": len(sources), "real_man_in": len(man),
+           "precision@7_cosine": precision_at_7(file_scores(items, 0.5)[0])}
+    for name, variant in variants():
+        with variant:
+            row[f"precision@7_{name}"] = precision_at_7(file_scores(items, 0.5, cohort=cohort)[0])
+    row["precision@7_corpus_cohort_0.1"] = precision_at_7(corpus_cohort_scores(items)[0])
+    print(json.dumps(row))
 
 if __name__ == "__main__":
     main()
