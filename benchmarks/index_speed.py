@@ -28,7 +28,7 @@ import numpy as np
 from weighter.embedding_set import EmbeddingSet
 from weighter.index import Store, query_store
 from weighter.index.query import search_depth
-from weighter.scoring import COHORT_SIZE
+from weighter.scoring import COHORT_SIZE, Cohort
 
 DIM = 256
 SLOTS = 8
@@ -123,7 +123,8 @@ def run(n: int, queries: int = 200) -> dict:
         store = Store(Path(tmp) / "s", create=True)
         started = time.perf_counter()
         with store.writing():  # with a score cohort as large as a model file carries: queries normalise
-            store.apply(list(sets_from(vectors)), score_cohort=make_vectors(COHORT_SIZE, np.random.default_rng(2))[0])
+            store.apply(list(sets_from(vectors)),
+                        score_cohort=Cohort(make_vectors(COHORT_SIZE, np.random.default_rng(2))[0]))
         build = time.perf_counter() - started
         info = store.info()
         # a query file of speakers the corpus holds (new recordings: fresh noise around its

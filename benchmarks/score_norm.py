@@ -3,7 +3,8 @@
 Mixes *validation* corpora (the split that chooses settings; the held-out one only when asked
 with --split heldout, to report), stores them with the shipped model, and prints file
 retrieval mAP with raw cosines, normalised against the model's score cohort (training
-voices) at several top shares (s-norm, and the cohort mean alone without the spread), and normalised against the corpus itself (adaptive s-norm:
+voices) at several top shares (s-norm, and the cohort mean alone without the spread), and
+normalised against the corpus itself (adaptive s-norm:
 each slot's best 10% of cosines to the other files' slots). Then the real-speech check of
 benchmarks/real_speech.py (one real man in 8 of 16 files): precision@7 under each scoring.
 
@@ -31,37 +32,23 @@ MEAN_ONLY_SHARES = (0.05, 0.2)  # the cohort mean subtracted, no division by the
 
 
 @contextlib.contextmanager
-def scoring_variant(share: float, mean_only: bool = False):
-    """Normalise at this top share; with ``mean_only`` every spread is 1 (score = cos - the two
-    sides' mean cohort cosine, averaged)."""
+def mean_only(on: bool):
+    """With ``on``, every spread is 1 (score = cos - the two sides' mean cohort cosine, averaged)."""
     def stats(best):
         mean, spread = top_stats(best)
-        return mean, np.ones_like(spread) if mean_only else spread
+        return mean, np.ones_like(spread)
 
     top_stats = scoring.top_stats
-    with mock.patch.object(scoring, "TOP_SHARE", share), mock.patch.object(scoring, "top_stats", stats):
+    with mock.patch.object(scoring, "top_stats", stats) if on else contextlib.nullcontext():
         yield
 
 
-def variants():
-    """(name, context) of every cohort scoring compared."""
+def variants(cohort: np.ndarray):
+    """(name, Cohort, mean-only) of every cohort scoring compared."""
     for share in SHARES:
-        yield f"model_cohort_{share}", scoring_variant(share)
+        yield f"model_cohort_{share}", scoring.Cohort(cohort, share), False
     for share in MEAN_ONLY_SHARES:
-        yield f"model_cohort_mean_only_{share}", scoring_variant(share, mean_only=True)
-
-
-def corpus_cohort_scores(items) -> tuple[np.ndarray, np.ndarray]:
-    """File scores (F, F) and relevance with the corpus as the cohort: each slot's best 10% of
-    cosines to the active slots of the other files."""
-    v, counts = active_vectors(items, 0.5)
-    owner = np.repeat(np.arange(len(items)), counts)
-    sims = v @ v.T
-    other = np.where(owner[:, None] != owner[None, :], sims, -np.inf)
-    top = max(2, int(round(0.1 * len(v))))
-    mean, spread = scoring.top_stats(-np.partition(-other, top - 1, axis=1)[:, :top])
-    norm = scoring.normalised(sims, mean[:, None], spread[:, None], mean[None, :], spread[None, :])
-    return best_per_file(norm, counts), shared_likes(items)
+        yield f"model_cohort_mean_only_{share}", scoring.Cohort(cohort, share), True
 
 
 def main():
@@ -73,18 +60,18 @@ def main():
     args = parser.parse_args()
     bank = open_or_build_bank(BankSpec(), progress=False)
     embedder = Embedder.load(args.model)
-    cohort = embedder.score_cohort
-    if cohort is None:
+    if embedder.score_cohort is None:
         raise SystemExit(f"{embedder.model_id} carries no score cohort (weighter calibrate adds one)")
+    cohort = embedder.score_cohort.vectors
     for i, files in enumerate(args.files):
         with tempfile.TemporaryDirectory() as tmp:
             sources, _ = corpus_truth(mixed_corpus(bank, Path(tmp) / "corpus", args.split, files, args.seed + i))
             items = store_items(indexed_store(embedder, sources, Path(tmp) / "store"), sources)[0]
         row = {"split": args.split, "files": files, "cohort_slots": len(cohort),
                "map_cosine": round(retrieval_map(items, 0.5), 4)}
-        for name, variant in variants():
-            with variant:
-                row[f"map_{name}"] = round(retrieval_map(items, 0.5, cohort), 4)
+        for name, variant, plain_mean in variants(cohort):
+            with mean_only(plain_mean):
+                row[f"map_{name}"] = round(retrieval_map(items, 0.5, variant), 4)
         row["map_corpus_cohort_0.1"] = round(mean_average_precision(*corpus_cohort_scores(items)), 4)
         print(json.dumps(row), flush=True)
 
@@ -100,9 +87,9 @@ def main():
 
     row = {"real_speech_files": len(sources), "real_man_in": len(man),
            "precision@7_cosine": precision_at_7(file_scores(items, 0.5)[0])}
-    for name, variant in variants():
-        with variant:
-            row[f"precision@7_{name}"] = precision_at_7(file_scores(items, 0.5, cohort=cohort)[0])
+    for name, variant, plain_mean in variants(cohort):
+        with mean_only(plain_mean):
+            row[f"precision@7_{name}"] = precision_at_7(file_scores(items, 0.5, cohort=variant)[0])
     row["precision@7_corpus_cohort_0.1"] = precision_at_7(corpus_cohort_scores(items)[0])
     print(json.dumps(row))
 

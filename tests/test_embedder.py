@@ -446,3 +446,35 @@ def test_resemblyzer_frontend_is_frozen_small_on_disk_and_hears_speakers(tiny_ba
     same, other = float(F.cosine_similarity(fa1, fa2, 0)), float(F.cosine_similarity(fa1, fb1, 0))
     assert same > other  # pretrained frames: two clips of one voice are closer than two voices
     assert out["embeddings"].shape == (1, 4, 32)
+
+
+def test_calibrate_records_the_score_share_and_scores_only_keeps_the_rest(trained_model, tiny_bank, tmp_path):
+    """calibrate writes the cohort's share with it; --scores-only refits the match calibrations
+    at the current share and keeps weights, threshold, merge, split and cohort; a file from
+    before the share was recorded normalises at the legacy share."""
+    import shutil
+
+    from weighter.embedder.train import recalibrate
+    from weighter.scoring import LEGACY_TOP_SHARE, TOP_SHARE
+
+    path = tmp_path / "m.pt"
+    shutil.copy(trained_model[0], path)
+    recalibrate(path, tiny_bank, files=6)
+    model, payload = load_model(path)
+    assert payload["score_top_share"] == TOP_SHARE and Embedder.load(path).score_cohort.share == TOP_SHARE
+    del payload["score_top_share"]
+    payload["pair_calibration_snorm"] = [9.0, -9.0]  # as fitted at another share
+    save_model(path, model, payload["likes"], payload["threshold"], train=payload["train"], metrics=payload["metrics"],
+               extra={k: v for k, v in payload.items() if k not in ("format", "version", "model_id", "config",
+                                                                     "state_dict", "likes", "threshold", "train",
+                                                                     "metrics")})
+    assert Embedder.load(path).score_cohort.share == LEGACY_TOP_SHARE
+    with pytest.raises(WeighterError, match="drop --checkpoint"):
+        recalibrate(path, tiny_bank, files=6, pooling="frames", scores_only=True)
+    result = recalibrate(path, tiny_bank, files=6, scores_only=True)
+    _, after = load_model(path)
+    assert after["score_top_share"] == TOP_SHARE and result["score_top_share"] == TOP_SHARE
+    assert after["pair_calibration_snorm"] != [9.0, -9.0]
+    for key in ("model_id", "threshold", "merge_cosine", "config"):
+        assert after[key] == payload[key], key
+    assert torch.equal(after["score_cohort"], payload["score_cohort"])

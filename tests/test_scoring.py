@@ -9,7 +9,7 @@ from weighter.evaluation import SetTruth, file_scores, retrieval_map
 import weighter.index.store as store_module
 from weighter.index import Store, StoreError, query_store
 from weighter.embedding_set import EmbeddingSet
-from weighter.scoring import COHORT_SIZE, MIN_COHORT, cohort_stats, draw_cohort, normalised
+from weighter.scoring import COHORT_SIZE, LEGACY_TOP_SHARE, MIN_COHORT, TOP_SHARE, Cohort, cohort_stats, draw_cohort, normalised
 
 DIM = 64
 
@@ -36,7 +36,7 @@ def hub_corpus(seed=0):
     files += [([unit(rng.normal(size=DIM))], (f"other-{i}",)) for i in range(20)]
     cohort = np.concatenate([unit(hub_centre + 0.6 * unit(rng.normal(size=(10, DIM)))),
                              unit(rng.normal(size=(90, DIM)))]).astype(np.float32)
-    return files, cohort
+    return files, Cohort(cohort)
 
 
 def items_of(files):
@@ -63,7 +63,7 @@ def test_a_speaker_heard_in_half_the_files_keeps_his_matches():
     files = [([unit(host + 0.5 * unit(rng.normal(size=DIM))), unit(rng.normal(size=DIM))], ("host", f"guest-{i}"))
              for i in range(10)]
     files += [([unit(rng.normal(size=DIM))], (f"other-{i}",)) for i in range(10)]
-    cohort = unit(rng.normal(size=(100, DIM)))
+    cohort = Cohort(unit(rng.normal(size=(100, DIM))))
     norm, shared = file_scores(items_of(files), 0.5, cohort=cohort)
     for q in range(10):
         assert set(np.argsort(-norm[q])[:9]) == set(range(10)) - {q}  # the other 9 host files first
@@ -73,10 +73,11 @@ def test_statistics_are_the_mean_and_spread_of_the_best_cosines_and_need_a_cohor
     rng = np.random.default_rng(0)
     cohort = unit(rng.normal(size=(100, DIM)))
     v = unit(rng.normal(size=(3, DIM)))
-    mean, spread = cohort_stats(v, cohort)
-    best = np.sort(v @ cohort.T, axis=1)[:, ::-1][:, :5]  # the best 5% of 100
-    assert np.allclose(mean, best.mean(1), atol=1e-5) and np.allclose(spread, best.std(1), atol=1e-5)
-    small_mean, small_spread = cohort_stats(v, cohort[: MIN_COHORT - 1])
+    for share, top in ((0.05, 5), (0.2, 20)):  # the best 5% or 20% of 100
+        mean, spread = cohort_stats(v, Cohort(cohort, share))
+        best = np.sort(v @ cohort.T, axis=1)[:, ::-1][:, :top]
+        assert np.allclose(mean, best.mean(1), atol=1e-5) and np.allclose(spread, best.std(1), atol=1e-5)
+    small_mean, small_spread = cohort_stats(v, Cohort(cohort[: MIN_COHORT - 1]))
     assert (small_mean == 0).all() and (small_spread == 1).all()
     assert normalised(np.float32(0.3), small_mean[0], small_spread[0], 0.0, 1.0) == pytest.approx(0.3)  # raw cosine
     assert len(draw_cohort(COHORT_SIZE + 5)) == COHORT_SIZE and (draw_cohort(7) == np.arange(7)).all()
@@ -118,9 +119,11 @@ def test_statistics_follow_adds_and_removals_and_the_cohort_stays(tmp_path):
     first = store._load_stats()
     new = unit(np.ones((1, DIM)))
     with store.writing():
-        store.apply([(one_set(tmp_path / "new.wav", new), "hash-new")], score_cohort=cohort[::-1].copy())
+        store.apply([(one_set(tmp_path / "new.wav", new), "hash-new")],
+                    score_cohort=Cohort(cohort.vectors[::-1].copy(), 0.1))
     after = store._load_stats()
-    assert np.array_equal(store.score_cohort(), cohort)  # a store keeps the cohort it got first
+    assert np.array_equal(store.score_cohort().vectors, cohort.vectors)
+    assert store.score_cohort().share == TOP_SHARE  # a store keeps the cohort and share it got first
     old = np.isin(after["ids"], first["ids"])
     assert old.sum() == len(first["ids"]) and np.array_equal(after["mean"][old], first["mean"])
     new_mean, new_spread = cohort_stats(new, cohort)
@@ -185,3 +188,17 @@ def test_a_missing_or_corrupt_scores_file_is_reported_and_repaired(tmp_path):
     with broken.writing():
         broken.repair()
     assert Store(store.directory).check() == []
+
+
+def test_stores_and_model_files_from_before_the_share_was_recorded_keep_theirs(tmp_path):
+    """A store records the share of the cohort it got; one built before it did, like a model
+    file calibrated before, was normalised at LEGACY_TOP_SHARE and goes on so."""
+    files, cohort = hub_corpus()
+    store = store_of(tmp_path, files, Cohort(cohort.vectors, 0.1))
+    assert Store(store.directory).score_cohort().share == 0.1 and store.info()["score_share"] == 0.1
+    store.db.execute("DELETE FROM meta WHERE key = 'score_top_share'")
+    legacy = Store(store.directory)
+    assert legacy.score_cohort().share == LEGACY_TOP_SHARE
+    query = legacy.embedding_set(legacy.file_id(tmp_path / "f000.wav"))
+    q_mean, _ = legacy.query_stats(query.embeddings)
+    assert q_mean == pytest.approx(cohort_stats(query.embeddings, Cohort(cohort.vectors, LEGACY_TOP_SHARE))[0], abs=1e-5)

@@ -526,15 +526,20 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
               help="Set how slots pool frames into embeddings: 'frames' (the W-weighted mean and std of all "
                    "frames, as trained) or 'windows' (the W-mass-weighted mean of 1.6 s window embeddings). "
                    "Changes the model id: stores built with the old setting refuse the new file.")
+@click.option("--scores-only", is_flag=True,
+              help="Keep the threshold, merge cosine, slot split and score cohort; fit only the match-probability "
+                   "calibrations again, at the current score share (a model calibrated by an earlier version).")
 @click.pass_obj
-def calibrate(obj, model, files, checkpoint, pooling, **bank_args):
+def calibrate(obj, model, files, checkpoint, pooling, scores_only, **bank_args):
     """Re-fit MODEL's activity threshold, merge cosine, slot split and match-probability
     calibration on the synthetic bank's validation split, draw its score cohort (slots of the
-    bank's train voices, which stores normalise query scores against), and rewrite MODEL
-    (atomically)."""
+    bank's train voices, which stores normalise query scores against) and record the share of
+    best cohort cosines that normalises a slot, and rewrite MODEL (atomically). The model id
+    changes only with --checkpoint or --pooling: stores keep working with the new file."""
     from weighter.embedder.train import recalibrate
 
-    result = recalibrate(model, _open_bank(obj, **bank_args), files=files, checkpoint=checkpoint, pooling=pooling)
+    result = recalibrate(model, _open_bank(obj, **bank_args), files=files, checkpoint=checkpoint, pooling=pooling,
+                         scores_only=scores_only)
     click.echo(json.dumps(result))
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weighter.scoring import cohort_stats, normalised
+from weighter.scoring import Cohort, cohort_stats, normalised
 
 
 @dataclass
@@ -57,7 +57,7 @@ def active_slots(item: SetTruth, threshold: float, merge_cosine: float | None = 
 
 
 def file_scores(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
-                cohort: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                cohort: Cohort | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every pair of files: the best score between their active slots (F, F), -inf on the
     diagonal, and whether they share a like (F, F). The score is the slots' cosine, normalised
     against ``cohort`` (``weighter.scoring``, as a store with that cohort does) when given."""
@@ -111,7 +111,7 @@ def mean_average_precision(scores: np.ndarray, shared: np.ndarray) -> float:
     return float(np.mean(aps)) if aps else float("nan")
 
 
-def retrieval_map(items: list[SetTruth], threshold: float, cohort: np.ndarray | None = None) -> float:
+def retrieval_map(items: list[SetTruth], threshold: float, cohort: Cohort | None = None) -> float:
     """File retrieval mAP: score(a, b) = best cosine (normalised against ``cohort`` when given)
     between their active slots; relevant = a shared like. Averaged over queries that have at
     least one relevant file."""
@@ -173,7 +173,7 @@ def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> float:
 
 
 def summarize(items: list[SetTruth], threshold: float | None = None, merge_cosine: float | None = None,
-              cohort: np.ndarray | None = None) -> dict:
+              cohort: Cohort | None = None) -> dict:
     """count accuracy (threshold and merge cosine calibrated here when threshold is None),
     retrieval mAP (raw cosines; also normalised against ``cohort`` when given), slot EER."""
     if threshold is None:
@@ -195,7 +195,7 @@ def _mask(item: SetTruth, threshold: float, merge_cosine: float | None) -> np.nd
 
 
 def file_pair_scores(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
-                     cohort: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     cohort: Cohort | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every pair of files: best score between active slots, and whether they share a like."""
     scores, shared = file_scores(items, threshold, merge_cosine, cohort)
     upper = np.triu_indices(len(items), 1)
@@ -203,7 +203,7 @@ def file_pair_scores(items: list[SetTruth], threshold: float, merge_cosine: floa
 
 
 def pair_calibration(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
-                     cohort: np.ndarray | None = None) -> list[float] | None:
+                     cohort: Cohort | None = None) -> list[float] | None:
     """Logistic fit P(two files share a like | best slot score) = sigmoid(a s + b), for the
     raw cosine or, with ``cohort``, the normalised score; None when the validation data has
     only one class."""
@@ -217,7 +217,7 @@ def pair_calibration(items: list[SetTruth], threshold: float, merge_cosine: floa
 
 
 def pair_calibrations(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
-                      cohort: np.ndarray | None = None) -> dict:
+                      cohort: Cohort | None = None) -> dict:
     """The calibrations a model file carries: for raw cosines ("pair_calibration") and, when
     it carries a score cohort, for scores normalised against it ("pair_calibration_snorm")."""
     out = {"pair_calibration": pair_calibration(items, threshold, merge_cosine)}
@@ -368,7 +368,7 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
     return result
 
 
-def recall_at_k(items: list[SetTruth], threshold: float, k: int, cohort: np.ndarray | None = None) -> float:
+def recall_at_k(items: list[SetTruth], threshold: float, k: int, cohort: Cohort | None = None) -> float:
     """Share of the relevant files (sharing a like) found in the top k, averaged over queries."""
     return recall_at(*file_scores(items, threshold, cohort=cohort), k)
 

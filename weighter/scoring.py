@@ -3,7 +3,7 @@
 A raw cosine does not mean the same for every voice: some voices sit close to many others
 (variants of one synthesiser, one channel, one accent), so even their strangers score high,
 and a query file holding such a voice ranks strangers above the true matches of its other
-voices. Each slot gets the mean and spread of its best TOP_SHARE of cosines to a *cohort*:
+voices. Each slot gets the mean and spread of its best share of cosines to a *cohort*:
 slots of voices that are certainly strangers, the model's own training identities (shipped
 in the model file, ``weighter calibrate``). A pair scores the mean of its cosine standardised
 by each side's statistics:
@@ -22,12 +22,32 @@ sixth session's: 0.821 -> 0.875), while the synthetic held-out mAP barely moved 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 COHORT_SIZE = 1000  # cohort slots a model file carries (a random sample of its training slots)
-TOP_SHARE = 0.05  # a slot's statistics: its best TOP_SHARE of cosines to the cohort
+TOP_SHARE = 0.2  # a slot's statistics: its best TOP_SHARE of cosines to the cohort (new model files)
+LEGACY_TOP_SHARE = 0.05  # the share of model files and stores from before the share was recorded
 MIN_COHORT = 20  # below this many cohort slots no statistics: mean 0, spread 1 (the raw cosine)
 MIN_SPREAD = 1e-3
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A score cohort: its slots (C, E) float32, and the share of each slot's best cosines to
+    them that make the slot's statistics. A model file records both (``weighter calibrate``)
+    and a store keeps the ones of the model that filled it."""
+    vectors: np.ndarray
+    share: float = TOP_SHARE
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def top(self) -> int:
+        """How many best cosines to the cohort make a slot's statistics."""
+        return max(2, int(round(self.share * len(self.vectors))))
 
 
 def draw_cohort(count: int, seed: int = 0) -> np.ndarray:
@@ -38,25 +58,20 @@ def draw_cohort(count: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, COHORT_SIZE, replace=False))
 
 
-def cohort_stats(vectors: np.ndarray, cohort: np.ndarray | None, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Each vector's mean and spread of its best TOP_SHARE cosines to the cohort vectors:
+def cohort_stats(vectors: np.ndarray, cohort: Cohort | None, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Each vector's mean and spread of its best ``cohort.top`` cosines to the cohort's slots:
     (V,) float32 each; mean 0 and spread 1 (the raw cosine) without a cohort."""
     mean = np.zeros(len(vectors), np.float32)
     spread = np.ones(len(vectors), np.float32)
     if cohort is None or len(cohort) < MIN_COHORT:
         return mean, spread
-    top = top_count(len(cohort))
-    cohort = np.ascontiguousarray(cohort, dtype=np.float32)
+    top = cohort.top
+    slots = np.ascontiguousarray(cohort.vectors, dtype=np.float32)
     for start in range(0, len(vectors), chunk):
-        sims = np.asarray(vectors[start:start + chunk], np.float32) @ cohort.T  # (c, C)
+        sims = np.asarray(vectors[start:start + chunk], np.float32) @ slots.T  # (c, C)
         best = -np.partition(-sims, top - 1, axis=1)[:, :top]
         mean[start:start + chunk], spread[start:start + chunk] = top_stats(best)
     return mean, spread
-
-
-def top_count(cohort_size: int) -> int:
-    """How many best cosines to the cohort make a slot's statistics."""
-    return max(2, int(round(TOP_SHARE * cohort_size)))
 
 
 def top_stats(best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

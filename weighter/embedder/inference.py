@@ -25,6 +25,7 @@ from weighter.embedder.train import pick_device
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import AudioError, WeighterError
 from weighter.evaluation import distinct_active
+from weighter.scoring import LEGACY_TOP_SHARE, Cohort
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
@@ -44,7 +45,8 @@ class Embedder:
         self.distinct_cosine = payload.get("merge_cosine")  # two active slots this alike are one like
         self.model_id = str(payload["model_id"])
         cohort = payload.get("score_cohort")  # (C, E) slots of training voices: weighter.scoring
-        self.score_cohort = None if cohort is None else cohort.float().numpy()
+        self.score_cohort = None if cohort is None else \
+            Cohort(cohort.float().numpy(), float(payload.get("score_top_share", LEGACY_TOP_SHARE)))
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", **kw) -> "Embedder":

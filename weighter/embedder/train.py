@@ -32,7 +32,7 @@ from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_pre
 from weighter.embedder.slots import output_row, row_slots
 from weighter.errors import AudioError, WeighterError
 from weighter.evaluation import SetTruth, distinct_active, pair_calibrations, summarize
-from weighter.scoring import draw_cohort
+from weighter.scoring import TOP_SHARE, Cohort, draw_cohort
 
 log = logging.getLogger(__name__)
 # (split cosine, min share) tried by recalibrate; (None, .) = never split. On 120 validation
@@ -459,14 +459,22 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
 
 
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
-                checkpoint: str | Path | None = None, pooling: str | None = None) -> dict:
+                checkpoint: str | Path | None = None, pooling: str | None = None, scores_only: bool = False) -> dict:
     """Re-derive a model's activity threshold, merge cosine, slot split (pooling "windows":
     SPLIT_GRID, best count accuracy then mAP) and pair calibrations on the bank's validation
     split (never the held-out one), draw its score cohort from the train split
-    (``score_cohort``), and rewrite the model file in place (atomically).
+    (``score_cohort``), record the cohort's share (scoring.TOP_SHARE), and rewrite the model
+    file in place (atomically).
     With ``checkpoint`` (a training OUT.ckpt), the weights of its last step replace the file's;
-    with ``pooling``, the slot pooling of the model's config changes first (a new model id)."""
+    with ``pooling``, the slot pooling of the model's config changes first (a new model id).
+    With ``scores_only``, the threshold, merge cosine, slot split and score cohort stay as the
+    file has them and only the pair calibrations are fitted again, at TOP_SHARE: for a file
+    calibrated under an earlier share (its model id does not change)."""
     model, payload = load_model(path)
+    if scores_only and (checkpoint is not None or pooling is not None):
+        raise WeighterError("--scores-only keeps the model's weights and settings: drop --checkpoint and --pooling")
+    if scores_only and payload.get("score_cohort") is None:
+        raise WeighterError(f"{path}: has no score cohort to fit scores for; calibrate it without --scores-only")
     if checkpoint is not None:  # take the weights of a training checkpoint's last step instead
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -480,27 +488,33 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     items = validation_items(bank, "validation", files, seed, model.frame_rate,
                              telephone=trained.get("telephone", 0.2), max_speakers=trained.get("max_speakers", 4))
     parts = embed_parts(model, items, device)
-    tried = []
-    for candidate in SPLIT_GRID if model.config.pooling == "windows" else [(None, model.config.split_min_share)]:
-        truths = split_items(parts, *candidate)
-        metrics = summarize(truths)
-        log.info("split cosine %s, min share %s: count accuracy %.4f, mAP %.4f, slot EER %.4f", *candidate,
-                 metrics["count_accuracy"], metrics["map"], metrics["slot_eer"])
-        tried.append(((metrics["count_accuracy"], metrics["map"]), candidate, truths, metrics))
-    _, split, truths, metrics = max(tried, key=lambda t: t[0])  # the first of equals, as the grid is ordered
-    model.config.split_cosine, model.config.split_min_share = split
-    cohort = score_cohort(model, bank, metrics["threshold"], metrics["merge_cosine"], seed=seed + 1,
-                          telephone=trained.get("telephone", 0.2), max_speakers=trained.get("max_speakers", 4))
-    metrics = summarize(truths, metrics["threshold"], metrics["merge_cosine"], cohort.float().numpy())
+    if scores_only:
+        split = (model.config.split_cosine, model.config.split_min_share)
+        truths = split_items(parts, *split)
+        threshold, merge_cosine, cohort = payload["threshold"], payload.get("merge_cosine"), payload["score_cohort"]
+    else:
+        tried = []
+        for candidate in SPLIT_GRID if model.config.pooling == "windows" else [(None, model.config.split_min_share)]:
+            truths = split_items(parts, *candidate)
+            metrics = summarize(truths)
+            log.info("split cosine %s, min share %s: count accuracy %.4f, mAP %.4f, slot EER %.4f", *candidate,
+                     metrics["count_accuracy"], metrics["map"], metrics["slot_eer"])
+            tried.append(((metrics["count_accuracy"], metrics["map"]), candidate, truths, metrics))
+        _, split, truths, metrics = max(tried, key=lambda t: t[0])  # the first of equals, as the grid is ordered
+        model.config.split_cosine, model.config.split_min_share = split
+        threshold, merge_cosine = metrics["threshold"], metrics["merge_cosine"]
+        cohort = score_cohort(model, bank, threshold, merge_cosine, seed=seed + 1,
+                              telephone=trained.get("telephone", 0.2), max_speakers=trained.get("max_speakers", 4))
+    scores = Cohort(cohort.float().numpy(), TOP_SHARE)
+    metrics = summarize(truths, threshold, merge_cosine, scores)
     metrics["split_cosine"], metrics["split_min_share"] = split
     extra = {k: v for k, v in payload.items() if k not in
              ("format", "version", "model_id", "config", "state_dict", "likes", "threshold", "train", "metrics")}
-    extra["merge_cosine"] = metrics["merge_cosine"]
-    extra.update(pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"], cohort.float().numpy()))
-    extra["score_cohort"] = cohort
-    save_model(path, model, payload["likes"], metrics["threshold"], train=payload.get("train"), metrics=metrics,
-               extra=extra)
-    return {"threshold": metrics["threshold"], "merge_cosine": metrics["merge_cosine"], "split_cosine": split[0],
+    extra["merge_cosine"] = merge_cosine
+    extra.update(pair_calibrations(truths, threshold, merge_cosine, scores))
+    extra["score_cohort"], extra["score_top_share"] = cohort, TOP_SHARE
+    save_model(path, model, payload["likes"], threshold, train=payload.get("train"), metrics=metrics, extra=extra)
+    return {"threshold": metrics["threshold"], "merge_cosine": merge_cosine, "split_cosine": split[0],
             "split_min_share": split[1], "pair_calibration": extra["pair_calibration"],
             "pair_calibration_snorm": extra["pair_calibration_snorm"], "score_cohort": list(cohort.shape),
-            "metrics": metrics}
+            "score_top_share": TOP_SHARE, "metrics": metrics}

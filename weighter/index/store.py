@@ -33,7 +33,7 @@ import numpy as np
 
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
-from weighter.scoring import MIN_COHORT, cohort_stats, top_count, top_stats
+from weighter.scoring import LEGACY_TOP_SHARE, MIN_COHORT, Cohort, cohort_stats, top_stats
 
 STORE_FORMAT = 3  # 2: slot ids never reused; 3: a slot's id encodes its file and slot number
 SLOT_BITS = 12  # slot id = file id * 2**SLOT_BITS + slot number: a FAISS hit names its file with no lookup
@@ -143,7 +143,8 @@ class Store:
                 "index_type": self._meta("index_type"), "nprobe": int(self._meta("nprobe") or 0) or None,
                 "generation": self.generation,
                 "faiss_file": self._faiss_name(self.generation) if self.generation else None,
-                "scoring": self.scoring()}
+                "scoring": self.scoring(),
+                "score_share": self.score_cohort().share if self.score_cohort() is not None else None}
 
     # -- writing ------------------------------------------------------------------------
     @contextmanager
@@ -189,7 +190,7 @@ class Store:
         return row[0] if row else None
 
     def apply(self, add: list[tuple[EmbeddingSet, str]], remove: list[str | Path] = (), index_type: str | None = None,
-              after_faiss_written=None, rebuild: bool = False, score_cohort: np.ndarray | None = None) -> dict:
+              after_faiss_written=None, rebuild: bool = False, score_cohort: Cohort | None = None) -> dict:
         """Add (or replace) embedding sets with their content hashes and remove paths, atomically.
         ``rebuild``: build the FAISS index and scores file from SQLite even where an incremental
         update would do. ``score_cohort``: the model's cohort (weighter.scoring), kept by a store
@@ -240,7 +241,8 @@ class Store:
             new_cohort = score_cohort is not None and self.score_cohort() is None and len(score_cohort) >= MIN_COHORT
             if new_cohort:
                 db.executemany("INSERT INTO score_cohort (id, embedding) VALUES (?, ?)",
-                               [(i, np.asarray(v, np.float32).tobytes()) for i, v in enumerate(score_cohort)])
+                               [(i, np.asarray(v, np.float32).tobytes()) for i, v in enumerate(score_cohort.vectors)])
+                self.set_meta("score_top_share", repr(float(score_cohort.share)))
             if add and self.model_id is None:
                 self.set_meta("model_id", add[0][0].model_id)
                 self.set_meta("embed_dim", str(add[0][0].embeddings.shape[1]))
@@ -269,7 +271,7 @@ class Store:
             tmp = self.directory / (self._faiss_name(generation) + ".tmp")
             faiss.write_index(index, str(tmp))
             os.replace(tmp, self.directory / self._faiss_name(generation))
-            cohort = np.asarray(score_cohort, np.float32) if new_cohort else self.score_cohort()
+            cohort = score_cohort if new_cohort else self.score_cohort()
             stats = self._next_stats(cohort, new_ids, new_vectors, removed_ids, rebuild or new_cohort, active)
             if stats is not None:
                 tmp = self.directory / (self._stats_name(generation) + ".tmp")
@@ -342,7 +344,7 @@ class Store:
             self.set_meta("nprobe", str(ivf.nprobe))
             self.set_meta("nprobe_tuned_at", str(index.ntotal))
 
-    def _next_stats(self, cohort: np.ndarray | None, new_ids: list[int], new_vectors: list[np.ndarray],
+    def _next_stats(self, cohort: Cohort | None, new_ids: list[int], new_vectors: list[np.ndarray],
                     removed_ids: list[int], recompute: bool, active) -> dict | None:
         """Every active slot's normalisation statistics after this write (None without a score
         cohort): the current file's, less the removed slots, plus the new slots'; or, with
@@ -355,7 +357,8 @@ class Store:
             old = None
         if old is not None:
             ids = np.array(new_ids, np.int64)
-            vectors = np.stack(new_vectors).astype(np.float32) if new_ids else np.zeros((0, cohort.shape[1]), np.float32)
+            vectors = (np.stack(new_vectors).astype(np.float32) if new_ids
+                       else np.zeros((0, cohort.vectors.shape[1]), np.float32))
             mean, spread = cohort_stats(vectors, cohort)
             keep = ~np.isin(old["ids"], np.array(removed_ids, np.int64))
             ids = np.concatenate([old["ids"][keep], ids])
@@ -402,13 +405,15 @@ class Store:
         raise StoreError(f"{self.directory}: FAISS file {self._faiss_name(self.generation)} is missing; "
                          "rebuild it with `weighter index info --check --repair`")
 
-    def score_cohort(self) -> np.ndarray | None:
-        """The model's score cohort (C, E) that this store normalises against, or None (a model
-        without one, or a store from before stores kept one: raw cosines)."""
+    def score_cohort(self) -> Cohort | None:
+        """The model's score cohort that this store normalises against, with its share (a store
+        from before stores recorded one: LEGACY_TOP_SHARE), or None (a model without one, or a
+        store from before stores kept one: raw cosines)."""
         if self._score_cohort is None:
             rows = self.db.execute("SELECT embedding FROM score_cohort ORDER BY id").fetchall()
             if rows:
-                self._score_cohort = np.stack([np.frombuffer(r[0], np.float32) for r in rows])
+                self._score_cohort = Cohort(np.stack([np.frombuffer(r[0], np.float32) for r in rows]),
+                                            float(self._meta("score_top_share") or LEGACY_TOP_SHARE))
         return self._score_cohort
 
     def _load_stats(self) -> dict | None:
@@ -493,9 +498,9 @@ class Store:
         import faiss
 
         if self._cohort_index is None:  # FAISS, not numpy: their threads would contend with FAISS's
-            self._cohort_index = faiss.IndexFlatIP(cohort.shape[1])
-            self._cohort_index.add(np.ascontiguousarray(cohort, np.float32))
-        best, _ = self._cohort_index.search(np.ascontiguousarray(vectors, np.float32), top_count(len(cohort)))
+            self._cohort_index = faiss.IndexFlatIP(cohort.vectors.shape[1])
+            self._cohort_index.add(np.ascontiguousarray(cohort.vectors, np.float32))
+        best, _ = self._cohort_index.search(np.ascontiguousarray(vectors, np.float32), cohort.top)
         return top_stats(best)
 
     def active_vectors(self) -> tuple[np.ndarray, np.ndarray]:
