@@ -51,6 +51,19 @@ def variants(cohort: np.ndarray):
         yield f"model_cohort_mean_only_{share}", scoring.Cohort(cohort, share), True
 
 
+def corpus_cohort_scores(items) -> tuple[np.ndarray, np.ndarray]:
+    """File scores (F, F) and relevance with the corpus as the cohort: each slot's best 10% of
+    cosines to the active slots of the other files."""
+    v, counts = active_vectors(items, 0.5)
+    owner = np.repeat(np.arange(len(items)), counts)
+    sims = v @ v.T
+    other = np.where(owner[:, None] != owner[None, :], sims, -np.inf)
+    top = max(2, int(round(0.1 * len(v))))
+    mean, spread = scoring.top_stats(-np.partition(-other, top - 1, axis=1)[:, :top])
+    norm = scoring.normalised(sims, mean[:, None], spread[:, None], mean[None, :], spread[None, :])
+    return best_per_file(norm, counts), shared_likes(items)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--split", default="validation")
