@@ -32,20 +32,26 @@ def main():
     parser.add_argument("--pca", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--min-cluster-sizes", type=int, nargs="+", default=[None],
                         help="HDBSCAN min_cluster_size values (default: the clusterer's own, by corpus size)")
+    parser.add_argument("--assign-outliers", type=float, nargs="+", default=None,
+                        help="also assign outliers to their nearest group at these membership strengths")
+    parser.add_argument("--min-samples", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--methods", nargs="+", default=["eom", "leaf"])
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
     bank = open_or_build_bank(BankSpec(), progress=False)
     embedder = Embedder.load(args.model)
-    grid = list(itertools.product(args.pca, [1, 2, 3], ["eom", "leaf"], args.min_cluster_sizes))
+    grid = list(itertools.product(args.pca, args.min_samples, args.methods, args.min_cluster_sizes,
+                                  [None] + (args.assign_outliers or [])))
     scores = {setting: [] for setting in grid}
     for seed in args.seeds or [args.seed]:
         with tempfile.TemporaryDirectory() as tmp:
             sources, rttm = corpus_truth(mixed_corpus(bank, Path(tmp) / "corpus", "validation", args.files, seed))
             store = indexed_store(embedder, sources, Path(tmp) / "store")
             for setting in grid:
-                pca, min_samples, method, min_size = setting
+                pca, min_samples, method, min_size, assign = setting
                 r = clustered_figures(store, sources, rttm, SlotClusterer(
-                    min_cluster_size=min_size, min_samples=min_samples, pca_dims=pca, cluster_selection_method=method))
+                    min_cluster_size=min_size, min_samples=min_samples, pca_dims=pca, cluster_selection_method=method),
+                    assign_outliers=assign)
                 scores[setting].append({"link_f1": r["linking"]["f1"], "ari": r["ari"],
                                         "outlier_share": r["outlier_share"]})
                 if not args.seeds:
@@ -56,9 +62,10 @@ def main():
 
 
 def _name(setting) -> dict:
-    pca, min_samples, method, min_size = setting
+    pca, min_samples, method, min_size, assign = setting
     return {"pca_dims": pca, "min_samples": min_samples, "method": method} | (
-        {} if min_size is None else {"min_cluster_size": min_size})
+        {} if min_size is None else {"min_cluster_size": min_size}) | (
+        {} if assign is None else {"assign_outliers": assign})
 
 
 if __name__ == "__main__":

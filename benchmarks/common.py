@@ -37,9 +37,10 @@ def indexed_store(embedder, sources: list[AudioSource], directory: Path) -> Stor
 
 
 def clustered_figures(store: Store, sources: list[AudioSource], rttm: dict,
-                      clusterer: SlotClusterer | None = None) -> dict:
-    """Cluster the store (the default clusterer unless given) and score everything."""
-    run = cluster_store(store, clusterer or SlotClusterer())
+                      clusterer: SlotClusterer | None = None, assign_outliers: float | None = None) -> dict:
+    """Cluster the store (the default clusterer unless given; outliers assigned at that
+    strength when given) and score everything."""
+    run = cluster_store(store, clusterer or SlotClusterer(), assign_outliers)
     return evaluate_store(store, sources, rttm, run)
 
 
