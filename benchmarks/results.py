@@ -37,6 +37,8 @@ RUNS = {
     "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py"],
     "cluster tuning, five corpora": [
         f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-cluster-sizes 2 3 4 5"],
+    "cluster outlier assignment": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
+                                   "--methods eom --assign-outliers 0.0 0.1 0.3 0.5"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
     "claims": [f"{PY} benchmarks/claims.py --json docs/claims.json"],
     "combine ablation 500": [f"{PY} benchmarks/combine_ablation.py --variants sum max noisy_or sum:bce"],
