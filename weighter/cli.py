@@ -330,7 +330,8 @@ def _add(obj, inputs, store_dir, model, index_type, create, as_json):
 @_STORE
 @_MODEL
 @click.option("--index-type", default=None, help="FAISS factory string (e.g. 'HNSW32,Flat', 'IVF1024,Flat'). "
-              "Default: exact 'Flat' up to 100k active slots, 'HNSW32,Flat' beyond.")
+              "Default: exact 'Flat' up to 100k active slots, beyond 'IVF<4 sqrt(n)>,SQfp16' probing the fewest "
+              "lists that find recall@10 >= 0.95 for the store's own slots (tuned per store, x2).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def index_build(obj, inputs, store_dir, model, index_type, as_json):

@@ -3,7 +3,8 @@
 Layout of a store directory::
 
     store.sqlite        files (path, content hash, duration), slots (confidence, active,
-                        embedding, weightings timeline), meta (model id, index type, generation)
+                        embedding, weightings timeline), the model's score cohort, meta
+                        (model id, index type and tuned nprobe, score share, generation)
     vectors-<G>.faiss   FAISS index of the active slot embeddings, ids = slots.id
     scores-<G>.npz      score normalisation (weighter.scoring): every active slot's mean and
                         spread against the model's score cohort (kept in SQLite)
