@@ -527,20 +527,24 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
               help="Set how slots pool frames into embeddings: 'frames' (the W-weighted mean and std of all "
                    "frames, as trained) or 'windows' (the W-mass-weighted mean of 1.6 s window embeddings). "
                    "Changes the model id: stores built with the old setting refuse the new file.")
+@click.option("--input-level", type=float, default=None,
+              help="Scale every input to this RMS level (dBFS) before the log-mel frontend, so that features do "
+                   "not depend on the recording level (the training mixes sit near -21). Changes the model id.")
 @click.option("--scores-only", is_flag=True,
               help="Keep the threshold, merge cosine, slot split and score cohort; fit only the match-probability "
                    "calibrations again, at the current score share (a model calibrated by an earlier version).")
 @click.pass_obj
-def calibrate(obj, model, files, checkpoint, pooling, scores_only, **bank_args):
+def calibrate(obj, model, files, checkpoint, pooling, input_level, scores_only, **bank_args):
     """Re-fit MODEL's activity threshold, merge cosine, slot split and match-probability
     calibration on the synthetic bank's validation split, draw its score cohort (slots of the
     bank's train voices, which stores normalise query scores against) and record the share of
     best cohort cosines that normalises a slot, and rewrite MODEL (atomically). The model id
-    changes only with --checkpoint or --pooling: stores keep working with the new file."""
+    changes only with --checkpoint, --pooling or --input-level: stores keep working with the
+    new file otherwise."""
     from weighter.embedder.train import recalibrate
 
     result = recalibrate(model, _open_bank(obj, **bank_args), files=files, checkpoint=checkpoint, pooling=pooling,
-                         scores_only=scores_only)
+                         scores_only=scores_only, input_level=input_level)
     click.echo(json.dumps(result))
 
 

@@ -40,6 +40,9 @@ class WeighterConfig:
     ssl_layer: int = 6  # frontend "ssl": the transformer layer whose output are the frames (speaker
     #                     identity is strongest in the middle layers of WavLM)
     n_mels: int = 64
+    input_level_dbfs: float | None = None  # frontend "logmel": each input scaled to this RMS level first, so
+    #                                        that the log-mel floor sits at the same depth below the speech
+    #                                        whatever the recording level (None: not scaled, as before)
     hop: int = 160  # samples: frames at 100 Hz
     window: int = 400  # samples: 25 ms
     frame_dim: int = 192  # Cf, channels of the frame features
@@ -79,6 +82,8 @@ class WeighterConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["time_strides"] = list(self.time_strides)
+        if d["input_level_dbfs"] is None:  # absent, as in files from before it: their model ids stay
+            del d["input_level_dbfs"]
         return d
 
     @classmethod
@@ -90,7 +95,9 @@ class WeighterConfig:
 
 
 class LogMel(nn.Module):
-    """Log-mel filterbank with per-file mean removal (cancels a fixed channel/EQ)."""
+    """Log-mel filterbank with per-file mean removal (cancels a fixed channel/EQ, and a gain:
+    except near the 1e-6 floor, where a quiet recording's frames flatten; with
+    ``input_level_dbfs`` each input is first scaled to that RMS level, which keeps them off it)."""
 
     def __init__(self, c: WeighterConfig):
         super().__init__()
@@ -99,11 +106,16 @@ class LogMel(nn.Module):
         self.mel = torchaudio.transforms.MelSpectrogram(c.sample_rate, n_fft=512, win_length=c.window,
                                                         hop_length=c.hop, n_mels=c.n_mels, center=False)
         self.hop, self.n_fft = c.hop, 512
+        self.level = None if c.input_level_dbfs is None else 10 ** (c.input_level_dbfs / 20)
 
     def frames(self, samples: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.div(samples - self.n_fft, self.hop, rounding_mode="floor") + 1, min=0)
 
     def forward(self, wave: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.level is not None:  # RMS over each row's own samples (a batch pads with zeros)
+            samples = (torch.full_like(wave[:, :1], wave.shape[1]) if mask is None else
+                       (mask.sum(1, keepdim=True).to(wave.dtype) * self.hop + self.n_fft - self.hop).clamp(max=wave.shape[1]))
+            wave = wave * (self.level / torch.sqrt((wave ** 2).sum(1, keepdim=True) / samples.clamp(min=1) + 1e-10))
         x = torch.log(self.mel(wave) + 1e-6).transpose(1, 2)  # (B, T, M)
         if mask is None:
             return x - x.mean(1, keepdim=True)

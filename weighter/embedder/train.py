@@ -28,7 +28,7 @@ from tqdm import tqdm
 from weighter.audio import AudioSource, load_audio
 from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
 from weighter.embedder.checkpoint import load_model, save_model
-from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
+from weighter.embedder.model import LogMel, WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
 from weighter.embedder.slots import output_row, row_slots
 from weighter.errors import AudioError, WeighterError
 from weighter.evaluation import SetTruth, distinct_active, pair_calibrations, summarize
@@ -459,20 +459,23 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
 
 
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
-                checkpoint: str | Path | None = None, pooling: str | None = None, scores_only: bool = False) -> dict:
+                checkpoint: str | Path | None = None, pooling: str | None = None, scores_only: bool = False,
+                input_level: float | None = None) -> dict:
     """Re-derive a model's activity threshold, merge cosine, slot split (pooling "windows":
     SPLIT_GRID, best count accuracy then mAP) and pair calibrations on the bank's validation
     split (never the held-out one), draw its score cohort from the train split
     (``score_cohort``), record the cohort's share (scoring.TOP_SHARE), and rewrite the model
     file in place (atomically).
     With ``checkpoint`` (a training OUT.ckpt), the weights of its last step replace the file's;
-    with ``pooling``, the slot pooling of the model's config changes first (a new model id).
+    with ``pooling``, the slot pooling of the model's config changes first (a new model id), and
+    with ``input_level`` the log-mel frontend's input level (dBFS, likewise).
     With ``scores_only``, the threshold, merge cosine, slot split and score cohort stay as the
     file has them and only the pair calibrations are fitted again, at TOP_SHARE: for a file
     calibrated under an earlier share (its model id does not change)."""
     model, payload = load_model(path)
-    if scores_only and (checkpoint is not None or pooling is not None):
-        raise WeighterError("--scores-only keeps the model's weights and settings: drop --checkpoint and --pooling")
+    if scores_only and (checkpoint is not None or pooling is not None or input_level is not None):
+        raise WeighterError("--scores-only keeps the model's weights and settings: drop --checkpoint, --pooling "
+                            "and --input-level")
     if scores_only and payload.get("score_cohort") is None:
         raise WeighterError(f"{path}: has no score cohort to fit scores for; calibrate it without --scores-only")
     if checkpoint is not None:  # take the weights of a training checkpoint's last step instead
@@ -483,6 +486,12 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
         if pooling not in ("frames", "windows"):
             raise WeighterError(f"unknown pooling {pooling!r} (frames, windows)")
         model.config.pooling = pooling
+    if input_level is not None:
+        if model.config.frontend != "logmel":
+            raise WeighterError(f"--input-level sets the log-mel frontend's level; this model's frontend is "
+                                f"{model.config.frontend!r}")
+        model.config.input_level_dbfs = float(input_level)
+        model.logmel = LogMel(model.config)  # no weights: its filterbank is made again, the level with it
     device = torch.device("cpu")
     trained = payload.get("train") or {}  # the conversations it was validated on while training
     items = validation_items(bank, "validation", files, seed, model.frame_rate,
