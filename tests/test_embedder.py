@@ -478,3 +478,17 @@ def test_calibrate_records_the_score_share_and_scores_only_keeps_the_rest(traine
     for key in ("model_id", "threshold", "merge_cosine", "config"):
         assert after[key] == payload[key], key
     assert torch.equal(after["score_cohort"], payload["score_cohort"])
+
+
+def test_an_input_level_makes_log_mel_features_independent_of_the_recording_level():
+    """Without one, a recording 60 dB quieter sinks toward the log-mel floor; with one, both are
+    scaled to the same RMS first. Unset, the config dict (and so every model id) is unchanged."""
+    from weighter.embedder.model import LogMel
+
+    wave = torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, (1, 16000)).astype(np.float32))
+    quiet = wave * 10 ** (-60 / 20)
+    plain, levelled = LogMel(WeighterConfig()), LogMel(WeighterConfig(input_level_dbfs=-21.0))
+    assert (plain(wave) - plain(quiet)).abs().max() > 0.5
+    assert (levelled(wave) - levelled(quiet)).abs().max() < 1e-3
+    assert "input_level_dbfs" not in WeighterConfig().to_dict()
+    assert WeighterConfig.from_dict(WeighterConfig(input_level_dbfs=-21.0).to_dict()).input_level_dbfs == -21.0
