@@ -113,9 +113,12 @@ class LogMel(nn.Module):
 
     def forward(self, wave: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.level is not None:  # RMS over each row's own samples (a batch pads with zeros)
-            samples = (torch.full_like(wave[:, :1], wave.shape[1]) if mask is None else
-                       (mask.sum(1, keepdim=True).to(wave.dtype) * self.hop + self.n_fft - self.hop).clamp(max=wave.shape[1]))
-            wave = wave * (self.level / torch.sqrt((wave ** 2).sum(1, keepdim=True) / samples.clamp(min=1) + 1e-10))
+            if mask is None:
+                samples = torch.full_like(wave[:, :1], wave.shape[1])
+            else:
+                samples = mask.sum(1, keepdim=True).to(wave.dtype) * self.hop + self.n_fft - self.hop
+            rms = torch.sqrt((wave ** 2).sum(1, keepdim=True) / samples.clamp(min=1, max=wave.shape[1]) + 1e-10)
+            wave = wave * (self.level / rms)
         x = torch.log(self.mel(wave) + 1e-6).transpose(1, 2)  # (B, T, M)
         if mask is None:
             return x - x.mean(1, keepdim=True)
