@@ -14,6 +14,7 @@ written again).
 
     python benchmarks/index_speed.py --vectors 100000 1000000
     python benchmarks/index_speed.py --vectors 150000 --recall-curve   # what nprobe is tuned on
+    python benchmarks/index_speed.py --vectors 100000 --index-type IVF1024,SQfp16   # not exact
 """
 
 import argparse
@@ -117,13 +118,13 @@ def recall_curve(n: int, queries: int = 400) -> list[dict]:
     return rows
 
 
-def run(n: int, queries: int = 200) -> dict:
+def run(n: int, queries: int = 200, index_type: str | None = None) -> dict:
     vectors, centres = make_vectors(n, np.random.default_rng(0))
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "s", create=True)
         started = time.perf_counter()
         with store.writing():  # with a score cohort as large as a model file carries: queries normalise
-            store.apply(list(sets_from(vectors)),
+            store.apply(list(sets_from(vectors)), index_type=index_type,
                         score_cohort=Cohort(make_vectors(COHORT_SIZE, np.random.default_rng(2))[0]))
         build = time.perf_counter() - started
         info = store.info()
@@ -144,9 +145,10 @@ def run(n: int, queries: int = 200) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--vectors", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--index-type", default=None, help="a FAISS factory string instead of the store's choice")
     parser.add_argument("--recall-curve", action="store_true",
                         help="recall@10 by nprobe for fresh queries and for held-out and training slots, instead")
     args = parser.parse_args()
     for n in args.vectors:
-        for row in recall_curve(n) if args.recall_curve else [run(n)]:
+        for row in recall_curve(n) if args.recall_curve else [run(n, index_type=args.index_type)]:
             print(json.dumps(row), flush=True)

@@ -26,6 +26,7 @@ RUNS = {
     "embed": [f"{PY} benchmarks/embed_speed.py --hours 1 3"],
     "train": [f"{PY} benchmarks/train_speed.py"],
     "index": [f"{PY} benchmarks/index_speed.py --vectors 100000 1000000"],
+    "index 100k as IVF": [f"{PY} benchmarks/index_speed.py --vectors 100000 --index-type IVF1024,SQfp16"],
     "index recall by nprobe": [f"{PY} benchmarks/index_speed.py --vectors 150000 1000000 --recall-curve"],
     "cluster": [f"{PY} benchmarks/cluster_speed.py --slots 100000 1000000"],
     "quality": [f"{PY} benchmarks/quality.py --files 100"],
