@@ -719,7 +719,7 @@ def tuning_slots(ids: np.ndarray) -> np.ndarray:
 
 def _exact_top(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
     """(Q, k) rows of ``vectors`` with the k largest inner products per query, in no order:
-    matrix products over chunks (faiss.knn's heaps take 4x as long for 128 queries at 1M)."""
+    matrix products over chunks (128 queries at 1M: 3.0 s here, faiss.knn 5.7 s)."""
     best_rows = np.zeros((len(queries), 0), np.int64)
     best = np.zeros((len(queries), 0), np.float32)
     for start in range(0, len(vectors), chunk):
