@@ -44,22 +44,35 @@ def make_vectors(n: int, rng, centres: np.ndarray | None = None) -> tuple[np.nda
     return x / np.linalg.norm(x, axis=1, keepdims=True), centres
 
 
+def file_set(path: str, emb: np.ndarray) -> EmbeddingSet:
+    """A file's embedding set of SLOTS active slots."""
+    return EmbeddingSet(path, emb, np.ones(SLOTS, np.float32), np.ones(SLOTS, bool), np.zeros((SLOTS, 4), np.float32),
+                        10.0, 0.4, "bench")
+
+
 def sets_from(vectors: np.ndarray):
     for f in range(len(vectors) // SLOTS):
-        emb = vectors[f * SLOTS:(f + 1) * SLOTS]
-        yield (EmbeddingSet(f"/bench/f{f:07d}.flac", emb, np.ones(SLOTS, np.float32), np.ones(SLOTS, bool),
-                            np.zeros((SLOTS, 4), np.float32), 10.0, 0.4, "bench"), f"h{f}")
+        yield file_set(f"/bench/f{f:07d}.flac", vectors[f * SLOTS:(f + 1) * SLOTS]), f"h{f}"
 
 
-def timed_queries(store: Store, vectors: np.ndarray, qs: np.ndarray, queries: int) -> dict:
+def active_ids(store: Store) -> np.ndarray:
+    """The store's active slot ids in insertion order: row i of the vectors -> ids[i]."""
+    return np.array([r[0] for r in store.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")])
+
+
+def recall_at_10(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None = None) -> float:
+    """Mean share of each row's 10 true nearest (rows of the vectors) that the search found,
+    each query's own row (``own``; stored slots used as queries) left out of both."""
+    own = np.full(len(found), -1) if own is None else own
+    return float(np.mean([len(set(f[f != o][:10]) & set(t[t != o][:10])) / 10 for f, t, o in zip(found, truth, own)]))
+
+
+def timed_queries(store: Store, ids: np.ndarray, exact, qs: np.ndarray, queries: int) -> dict:
     """Latency of ``query_store`` for query files of SLOTS slots, of the FAISS search alone,
-    and recall@10 of that search against exact search."""
-    import faiss
-
+    and recall@10 of that search against ``exact`` search (``ids``: the store's active slots)."""
     latencies = []
     for q in range(queries):
-        qset = EmbeddingSet("/bench/query.flac", qs[q * SLOTS:(q + 1) * SLOTS], np.ones(SLOTS, np.float32),
-                            np.ones(SLOTS, bool), np.zeros((SLOTS, 4), np.float32), 10.0, 0.4, "bench")
+        qset = file_set("/bench/query.flac", qs[q * SLOTS:(q + 1) * SLOTS])
         t = time.perf_counter()
         query_store(store, qset, k=10)
         latencies.append((time.perf_counter() - t) * 1000)
@@ -69,17 +82,19 @@ def timed_queries(store: Store, vectors: np.ndarray, qs: np.ndarray, queries: in
         t = time.perf_counter()
         store.search(qs[q * SLOTS:(q + 1) * SLOTS], wanted)
         search_only.append((time.perf_counter() - t) * 1000)
-    exact = faiss.IndexFlatIP(DIM)
-    exact.add(vectors)
     probe = qs[:queries]
-    _, truth = exact.search(probe, 10)
-    _, found = store.search(probe, 10)
-    ids = np.array([r[0] for r in store.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")])
-    found_rows = np.searchsorted(ids, found)  # ids follow insertion order: row i of vectors -> ids[i]
-    recall = float(np.mean([len(set(found_rows[i]) & set(truth[i])) / 10 for i in range(len(probe))]))
+    recall = recall_at_10(np.searchsorted(ids, store.search(probe, 10)[1]), exact.search(probe, 10)[1])
     return {"query_p50_ms": round(float(np.percentile(latencies, 50)), 2),
             "query_p99_ms": round(float(np.percentile(latencies, 99)), 2),
             "faiss_search_p50_ms": round(float(np.percentile(search_only, 50)), 2), "recall@10": round(recall, 4)}
+
+
+def exact_index(vectors: np.ndarray):
+    import faiss
+
+    exact = faiss.IndexFlatIP(DIM)
+    exact.add(vectors)
+    return exact
 
 
 def recall_curve(n: int, queries: int = 400) -> list[dict]:
@@ -97,12 +112,11 @@ def recall_curve(n: int, queries: int = 400) -> list[dict]:
         store = Store(Path(tmp) / "s", create=True)
         with store.writing():
             store.apply(list(sets_from(vectors)))
-        ids = np.array([r[0] for r in store.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")])
+        ids = active_ids(store)
         index = store._load_index()
-        exact = faiss.IndexFlatIP(DIM)
-        exact.add(vectors)
+        exact = exact_index(vectors)
         held = np.flatnonzero(tuning_slots(ids))
-        kinds = {"fresh": (make_vectors(queries, np.random.default_rng(3), centres)[0], np.full(queries, -1)),
+        kinds = {"fresh": (make_vectors(queries, np.random.default_rng(3), centres)[0], None),
                  "held_out_slots": (vectors[held[:queries]], held[:queries])}
         trained = np.random.default_rng(9).choice(np.flatnonzero(~tuning_slots(ids)), queries, replace=False)
         kinds["training_slots"] = (vectors[trained], trained)
@@ -111,9 +125,7 @@ def recall_curve(n: int, queries: int = 400) -> list[dict]:
             faiss.extract_index_ivf(index).nprobe = nprobe
             row = {"vectors": n, "nprobe": nprobe}
             for kind, (q, own) in kinds.items():
-                found = np.searchsorted(ids, index.search(q, 11)[1])
-                row[kind] = round(float(np.mean([len(set(f[f != o][:10]) & set(t[t != o][:10])) / 10
-                                                 for f, t, o in zip(found, truth[kind], own)])), 4)
+                row[kind] = round(recall_at_10(np.searchsorted(ids, index.search(q, 11)[1]), truth[kind], own), 4)
             rows.append(row)
     return rows
 
@@ -130,8 +142,10 @@ def run(n: int, queries: int = 200, index_type: str | None = None) -> dict:
         info = store.info()
         # a query file of speakers the corpus holds (new recordings: fresh noise around its
         # centres), and one of speakers it never heard (new centres: no like to find)
-        known = timed_queries(store, vectors, make_vectors(queries * SLOTS, np.random.default_rng(3), centres)[0], queries)
-        unseen = timed_queries(store, vectors, make_vectors(queries * SLOTS, np.random.default_rng(1))[0], queries)
+        ids, exact = active_ids(store), exact_index(vectors)
+        known = timed_queries(store, ids, exact, make_vectors(queries * SLOTS, np.random.default_rng(3), centres)[0],
+                              queries)
+        unseen = timed_queries(store, ids, exact, make_vectors(queries * SLOTS, np.random.default_rng(1))[0], queries)
         started = time.perf_counter()
         with store.writing():
             store.apply([], ["/bench/f0000000.flac"])

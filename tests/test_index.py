@@ -172,11 +172,7 @@ def test_many_ivf_lists_are_trained_in_two_levels_and_still_find_neighbours(tmp_
     centres = rng.normal(size=(500, DIM))
     x = centres[rng.integers(0, 500, 41_600)] + rng.normal(0, 0.3, (41_600, DIM))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    sets = [(EmbeddingSet(f"/f{f}.wav", x[f * 8:(f + 1) * 8], np.ones(8, np.float32), np.ones(8, bool),
-                          np.zeros((8, 4), np.float32), 10.0, 0.4, "m1"), f"h{f}") for f in range(5200)]
-    s = Store(tmp_path / "big", create=True)
-    with s.writing():
-        s.apply(sets, index_type=f"IVF{TWO_LEVEL_FROM},Flat")
+    s = _vector_store(tmp_path / "big", x, f"IVF{TWO_LEVEL_FROM},Flat")
     assert len(calls) == 1
     ivf = faiss.extract_index_ivf(s._load_index())
     stored = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * DIM).reshape(ivf.nlist, DIM)
@@ -185,8 +181,7 @@ def test_many_ivf_lists_are_trained_in_two_levels_and_still_find_neighbours(tmp_
     exact = faiss.IndexFlatIP(DIM)
     exact.add(x)
     _, truth = exact.search(queries, 10)
-    _, found = s.search(queries, 10)
-    rows = (found >> SLOT_BITS) * 8 + (found & (MAX_SLOTS - 1)) - 8  # file ids start at 1
+    rows = _rows(s.search(queries, 10)[1])
     assert np.mean([len(set(rows[i]) & set(truth[i])) / 10 for i in range(50)]) >= 0.9
 
 
@@ -198,18 +193,26 @@ def _own_slot_recall(store, x, sample) -> float:
     exact = faiss.IndexFlatIP(x.shape[1])
     exact.add(x)
     _, truth = exact.search(x[sample], 11)
-    _, found = store.search(x[sample], 11)
-    rows = (found >> SLOT_BITS) * 8 + (found & (MAX_SLOTS - 1)) - 8  # file ids start at 1
+    rows = _rows(store.search(x[sample], 11)[1])
     return float(np.mean([len(set(rows[i][rows[i] != q][:10]) & set(truth[i][truth[i] != q][:10])) / 10
                           for i, q in enumerate(sample)]))
 
 
+def _rows(found: np.ndarray) -> np.ndarray:
+    """Slot ids found -> rows of the vectors of a _vector_store (file ids start at 1)."""
+    return (found >> SLOT_BITS) * 8 + (found & (MAX_SLOTS - 1)) - 8
+
+
+def _vector_sets(x, files, prefix="f") -> list:
+    """Embedding sets (with hashes) of files made of 8 active rows of x each: file f holds rows 8f..8f+7."""
+    return [(EmbeddingSet(f"/{prefix}{f}.wav", x[f * 8:(f + 1) * 8], np.ones(8, np.float32), np.ones(8, bool),
+                          np.zeros((8, 4), np.float32), 10.0, 0.4, "m1"), f"{prefix}{f}") for f in files]
+
+
 def _vector_store(path, x, factory):
-    sets = [(EmbeddingSet(f"/f{f}.wav", x[f * 8:(f + 1) * 8], np.ones(8, np.float32), np.ones(8, bool),
-                          np.zeros((8, 4), np.float32), 10.0, 0.4, "m1"), f"h{f}") for f in range(len(x) // 8)]
     s = Store(path, create=True)
     with s.writing():
-        s.apply(sets, index_type=factory)
+        s.apply(_vector_sets(x, range(len(x) // 8)), index_type=factory)
     return s
 
 
@@ -237,10 +240,9 @@ def test_an_ivf_index_updated_in_place_is_tuned_again_only_once_it_grew(tmp_path
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     s = _vector_store(tmp_path / "s", x[:4000], "IVF64,Flat")
 
-    def add(rows):
+    def add(files):
         with s.writing():
-            s.apply([(EmbeddingSet(f"/g{f}.wav", x[f * 8:(f + 1) * 8], np.ones(8, np.float32), np.ones(8, bool),
-                                   np.zeros((8, 4), np.float32), 10.0, 0.4, "m1"), f"g{f}") for f in rows])
+            s.apply(_vector_sets(x, files, prefix="g"))
 
     generation = s.generation
     add(range(500, 520))  # 4160 vectors: within RETUNE_DRIFT of 4000

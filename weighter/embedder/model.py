@@ -106,19 +106,19 @@ class LogMel(nn.Module):
         self.mel = torchaudio.transforms.MelSpectrogram(c.sample_rate, n_fft=512, win_length=c.window,
                                                         hop_length=c.hop, n_mels=c.n_mels, center=False)
         self.hop, self.n_fft = c.hop, 512
-        self.level = None if c.input_level_dbfs is None else 10 ** (c.input_level_dbfs / 20)
+        self.config = c  # the model's own: input_level_dbfs is read at each call
 
     def frames(self, samples: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.div(samples - self.n_fft, self.hop, rounding_mode="floor") + 1, min=0)
 
     def forward(self, wave: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.level is not None:  # RMS over each row's own samples (a batch pads with zeros)
+        if self.config.input_level_dbfs is not None:  # RMS over each row's own samples (a batch pads with zeros)
             if mask is None:
                 samples = torch.full_like(wave[:, :1], wave.shape[1])
             else:
                 samples = mask.sum(1, keepdim=True).to(wave.dtype) * self.hop + self.n_fft - self.hop
             rms = torch.sqrt((wave ** 2).sum(1, keepdim=True) / samples.clamp(min=1, max=wave.shape[1]) + 1e-10)
-            wave = wave * (self.level / rms)
+            wave = wave * (10 ** (self.config.input_level_dbfs / 20) / rms)
         x = torch.log(self.mel(wave) + 1e-6).transpose(1, 2)  # (B, T, M)
         if mask is None:
             return x - x.mean(1, keepdim=True)

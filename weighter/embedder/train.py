@@ -28,7 +28,7 @@ from tqdm import tqdm
 from weighter.audio import AudioSource, load_audio
 from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
 from weighter.embedder.checkpoint import load_model, save_model
-from weighter.embedder.model import LogMel, WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
+from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
 from weighter.embedder.slots import output_row, row_slots
 from weighter.errors import AudioError, WeighterError
 from weighter.evaluation import SetTruth, distinct_active, pair_calibrations, summarize
@@ -491,7 +491,6 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
             raise WeighterError(f"--input-level sets the log-mel frontend's level; this model's frontend is "
                                 f"{model.config.frontend!r}")
         model.config.input_level_dbfs = float(input_level)
-        model.logmel = LogMel(model.config)  # no weights: its filterbank is made again, the level with it
     device = torch.device("cpu")
     trained = payload.get("train") or {}  # the conversations it was validated on while training
     items = validation_items(bank, "validation", files, seed, model.frame_rate,

@@ -144,8 +144,7 @@ class Store:
                 "index_type": self._meta("index_type"), "nprobe": int(self._meta("nprobe") or 0) or None,
                 "generation": self.generation,
                 "faiss_file": self._faiss_name(self.generation) if self.generation else None,
-                "scoring": self.scoring(),
-                "score_share": self.score_cohort().share if self.score_cohort() is not None else None}
+                "scoring": self.scoring(), "score_share": getattr(self.score_cohort(), "share", None)}
 
     # -- writing ------------------------------------------------------------------------
     @contextmanager
@@ -723,9 +722,9 @@ def _exact_top(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65
     best_rows = np.zeros((len(queries), 0), np.int64)
     best = np.zeros((len(queries), 0), np.float32)
     for start in range(0, len(vectors), chunk):
-        sims = np.concatenate([best, queries @ vectors[start:start + chunk].T], axis=1)
-        rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + min(chunk, len(vectors) - start)),
-                                                          (len(queries), min(chunk, len(vectors) - start)))], axis=1)
+        part = queries @ vectors[start:start + chunk].T  # (Q, c)
+        sims = np.concatenate([best, part], axis=1)
+        rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + part.shape[1]), part.shape)], axis=1)
         keep = np.argpartition(-sims, min(k, sims.shape[1]) - 1, axis=1)[:, :k]
         best, best_rows = np.take_along_axis(sims, keep, 1), np.take_along_axis(rows, keep, 1)
     return best_rows
