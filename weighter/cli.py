@@ -521,6 +521,8 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
 @click.argument("model", type=click.Path(path_type=Path))
 @_bank_options
 @click.option("--files", type=int, default=120, show_default=True, help="Validation conversations to calibrate on.")
+@click.option("--seconds", default="10:30", show_default=True, callback=lambda ctx, param, value: _span(value),
+              help="Length range MIN:MAX of those conversations, in seconds.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Take the weights of this training checkpoint's last step (MODEL.ckpt) instead of MODEL's.")
 @click.option("--pooling", type=click.Choice(["frames", "windows"]), default=None,
@@ -534,7 +536,7 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
               help="Keep the threshold, merge cosine, slot split and score cohort; fit only the match-probability "
                    "calibrations again, at the current score share (a model calibrated by an earlier version).")
 @click.pass_obj
-def calibrate(obj, model, files, checkpoint, pooling, input_level, scores_only, **bank_args):
+def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, scores_only, **bank_args):
     """Re-fit MODEL's activity threshold, merge cosine, slot split and match-probability
     calibration on the synthetic bank's validation split, draw its score cohort (slots of the
     bank's train voices, which stores normalise query scores against) and record the share of
@@ -543,8 +545,8 @@ def calibrate(obj, model, files, checkpoint, pooling, input_level, scores_only, 
     new file otherwise."""
     from weighter.embedder.train import recalibrate
 
-    result = recalibrate(model, _open_bank(obj, **bank_args), files=files, checkpoint=checkpoint, pooling=pooling,
-                         scores_only=scores_only, input_level=input_level)
+    result = recalibrate(model, _open_bank(obj, **bank_args), files=files, seconds=seconds, checkpoint=checkpoint,
+                         pooling=pooling, scores_only=scores_only, input_level=input_level)
     click.echo(json.dumps(result))
 
 

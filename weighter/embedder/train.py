@@ -459,13 +459,13 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
 
 
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
-                checkpoint: str | Path | None = None, pooling: str | None = None, scores_only: bool = False,
-                input_level: float | None = None) -> dict:
+                seconds: tuple[float, float] = (10, 30), checkpoint: str | Path | None = None,
+                pooling: str | None = None, scores_only: bool = False, input_level: float | None = None) -> dict:
     """Re-derive a model's activity threshold, merge cosine, slot split (pooling "windows":
     SPLIT_GRID, best count accuracy then mAP) and pair calibrations on the bank's validation
-    split (never the held-out one), draw its score cohort from the train split
-    (``score_cohort``), record the cohort's share (scoring.TOP_SHARE), and rewrite the model
-    file in place (atomically).
+    split (never the held-out one; ``files`` conversations of ``seconds`` (min, max) length),
+    draw its score cohort from the train split (``score_cohort``), record the cohort's share
+    (scoring.TOP_SHARE), and rewrite the model file in place (atomically).
     With ``checkpoint`` (a training OUT.ckpt), the weights of its last step replace the file's;
     with ``pooling``, the slot pooling of the model's config changes first (a new model id), and
     with ``input_level`` the log-mel frontend's input level (dBFS, likewise).
@@ -493,7 +493,7 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
         model.config.input_level_dbfs = float(input_level)
     device = torch.device("cpu")
     trained = payload.get("train") or {}  # the conversations it was validated on while training
-    items = validation_items(bank, "validation", files, seed, model.frame_rate,
+    items = validation_items(bank, "validation", files, seed, model.frame_rate, *seconds,
                              telephone=trained.get("telephone", 0.2), max_speakers=trained.get("max_speakers", 4))
     parts = embed_parts(model, items, device)
     if scores_only:
