@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # (split cosine, min share) tried by recalibrate; (None, .) = never split. On 120 validation
 # files with the shipped weights, 0.6 / 0.35 raised count accuracy 0.842 -> 0.900 and mAP
 # 0.844 -> 0.857; share 0.35 was best at every cosine 0.4-0.7 (README: the whole grid).
+BALANCE_CAP = 8.0  # TrainConfig.balance_activity: at most this weight on a frame
 SPLIT_GRID = [(None, 0.25)] + [(c, s) for c in (0.4, 0.5, 0.6, 0.7) for s in (0.25, 0.3, 0.35, 0.4)]
 
 
@@ -54,6 +55,8 @@ class TrainConfig:
     combine: str = "sum"  # sum | max | noisy_or
     loss: str = "wbce"  # wbce | bce
     frame_supervision: float = 1.0
+    balance_activity: bool = False  # frame activity loss: each matched slot's speech and silence frames weigh
+    #                                 alike (capped at BALANCE_CAP), so a speaker heard 1 s counts as one heard 20 s
     eval_every: int = 250
     patience: int = 6  # evaluations without a better validation mAP before stopping
     # Synthetic validation conversations (10-30 s) scored each eval_every steps. 60 ranked run 7's
@@ -246,12 +249,15 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
             t = x.shape[2]
             a = F.pad(a, (0, max(0, t - a.shape[1])))[:, :t].to(x.device)  # (S_b, T)
             target = torch.zeros_like(x[b])
+            weight = mask[b].to(x.dtype).expand_as(x[b]).clone()  # (N, T)
             if len(a):
                 rows, cols = match_slots(x[b], a)
                 target[rows] = a[cols]
                 id_loss.append(margin_cross_entropy(model, out["embeddings"][b, rows],
                                                     torch.tensor(speakers[b], device=x.device)[cols]))
-            act_loss.append((bce(target, x[b]) * mask[b]).sum() / mask[b].sum().clamp(min=1) )
+                if cfg.balance_activity:
+                    weight[rows] = balanced_weights(target[rows], weight[rows])
+            act_loss.append((bce(target, x[b]) * weight).sum() / mask[b].sum().clamp(min=1))
         result["activity"] = torch.stack(act_loss).mean()
         if id_loss:
             result["identity"] = torch.stack(id_loss).mean()
@@ -259,6 +265,19 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
     result["total"] = result["file"] + cfg.frame_supervision * (
         result.get("activity", 0) + result.get("identity", 0) + result.get("oracle", 0))
     return result
+
+
+def balanced_weights(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per row of ``target`` (M, T) (a matched slot's speaker activity, 0/1), frame weights that
+    give its speech and its silence half of the row's valid frames (``valid`` (M, T), 0/1) each,
+    every weight capped at BALANCE_CAP (a row of speech or silence alone keeps weight 1)."""
+    valid_frames = valid.sum(1, keepdim=True)
+    speech = (target * valid).sum(1, keepdim=True)
+    silence = valid_frames - speech
+    both = (speech > 0) & (silence > 0)
+    w_speech = torch.where(both, valid_frames / (2 * speech.clamp(min=1)), 1.0).clamp(max=BALANCE_CAP)
+    w_silence = torch.where(both, valid_frames / (2 * silence.clamp(min=1)), 1.0).clamp(max=BALANCE_CAP)
+    return valid * torch.where(target > 0.5, w_speech, w_silence)
 
 
 def margin_cross_entropy(model: WeighterModel, embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
