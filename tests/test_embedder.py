@@ -117,6 +117,24 @@ def test_wbce_gradient_is_bounded_where_bce_explodes():
     assert abs(float(grid[wbce(torch.full_like(grid, 0.7), grid).argmin()]) - 0.7) < 0.01
 
 
+def test_balanced_activity_weights_give_speech_and_silence_half_each():
+    from weighter.embedder.train import BALANCE_CAP, balanced_weights
+
+    target = torch.zeros(4, 40)
+    target[0, :4] = 1  # heard 4 of 40 frames
+    target[1, :36] = 1  # heard in all 30 valid frames (and 6 of the padding)
+    target[2] = 1  # heard throughout
+    target[3, :1] = 1  # heard one frame: its weight is capped
+    valid = torch.ones(4, 40)
+    valid[:, 30:] = 0  # the last 10 frames are padding
+    w = balanced_weights(target, valid)
+    assert torch.all(w[:, 30:] == 0)
+    speech, silence = float((w[0] * target[0]).sum()), float((w[0] * (1 - target[0])).sum())
+    assert speech == pytest.approx(15) and silence == pytest.approx(15)  # half of the 30 valid frames each
+    assert torch.all(w[1, :30] == 1) and torch.all(w[2, :30] == 1)  # speech alone in the valid frames: unweighted
+    assert float(w[3, 0]) == BALANCE_CAP and float(w[3, 1]) == pytest.approx(30 / (2 * 29))
+
+
 def test_slot_combinations():
     p = torch.tensor([[[0.9, 0.1], [0.8, 0.2]]])  # (B=1, N=2, K=2)
     c = torch.tensor([[1.0, 0.5]])
@@ -244,8 +262,9 @@ def test_cli_train_and_embed(tiny_bank, tmp_path):
     model = tmp_path / "m.pt"
     result = runner.invoke(main, ["-q", "train", "--synthetic", "--bank", str(tiny_bank.directory), "--out", str(model),
                                   "--steps", "2", "--batch-size", "2", "--seconds", "4:5", "--eval-every", "2",
-                                  "--max-speakers", "2"])
+                                  "--max-speakers", "2", "--balance-activity"])
     assert result.exit_code == 0, result.output
+    assert torch.load(model, weights_only=True)["train"]["balance_activity"] is True
     write_corpus(tiny_bank, tmp_path / "c", "heldout", 2, MixerConfig(1, 2, 5, 6), progress=False)
     result = runner.invoke(main, ["embed", str(tmp_path / "c" / "manifest.csv"), "--model", str(model), "--json"])
     assert result.exit_code == 0, result.output
@@ -459,6 +478,8 @@ def test_calibrate_records_the_score_share_and_scores_only_keeps_the_rest(traine
 
     path = tmp_path / "m.pt"
     shutil.copy(trained_model[0], path)
+    with pytest.raises(WeighterError, match="duration"):  # --seconds reaches the validation conversations
+        recalibrate(path, tiny_bank, files=2, seconds=(6, 5))
     recalibrate(path, tiny_bank, files=6)
     payload = torch.load(path, weights_only=True)
     assert payload["score_top_share"] == TOP_SHARE and Embedder.load(path).score_cohort.share == TOP_SHARE
