@@ -250,6 +250,9 @@ def test_an_ivf_index_updated_in_place_is_tuned_again_only_once_it_grew(tmp_path
     add(range(520, 700))  # 5600: past it
     assert s.meta("nprobe_tuned_at") == "5600"
     assert int(s.meta("nprobe")) == faiss_nprobe(s)
+    assert s.check() == []
+    s.set_meta("nprobe", str(faiss_nprobe(s) + 1))  # meta out of step with the FAISS file
+    assert any("meta records nprobe" in p for p in s.check())
 
 
 def faiss_nprobe(store) -> int:

@@ -611,11 +611,15 @@ class Store:
                     problems.append(f"scores file {self._stats_name(self.generation)} is missing")
                 elif not np.array_equal(stats["ids"], ids):
                     problems.append("the scores file's slots differ from SQLite's active slots")
+        import faiss
+
+        ivf = faiss.try_extract_index_ivf(index)
+        recorded = int(self._meta("nprobe") or 0)
+        if ivf is not None and recorded and ivf.nprobe != recorded:
+            problems.append(f"the FAISS index searches {ivf.nprobe} lists, meta records nprobe {recorded}")
         if index.ntotal != len(ids):
             problems.append(f"FAISS holds {index.ntotal} vectors, SQLite {len(ids)} active slots")
         else:
-            import faiss
-
             stored = _stored_ids(index)
             if stored is not None and set(stored.tolist()) != set(ids.tolist()):
                 problems.append("FAISS vector ids differ from SQLite's active slots")
