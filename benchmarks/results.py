@@ -41,6 +41,7 @@ RUNS = {
     "cluster outlier assignment": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
                                    "--methods eom --assign-outliers 0.0 0.1 0.3 0.5"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
+    "count errors": [f"{PY} benchmarks/count_errors.py"],
     "claims": [f"{PY} benchmarks/claims.py --json docs/claims.json"],
     "combine ablation 500": [f"{PY} benchmarks/combine_ablation.py --variants sum max noisy_or sum:bce"],
     "combine ablation 1500": [f"{PY} benchmarks/combine_ablation.py --variants sum max --steps 1500 --eval-every 500"],
