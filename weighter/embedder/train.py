@@ -35,10 +35,10 @@ from weighter.evaluation import SetTruth, distinct_active, pair_calibrations, su
 from weighter.scoring import TOP_SHARE, Cohort, draw_cohort
 
 log = logging.getLogger(__name__)
+BALANCE_CAP = 8.0  # TrainConfig.balance_activity: at most this weight on a frame
 # (split cosine, min share) tried by recalibrate; (None, .) = never split. On 120 validation
 # files with the shipped weights, 0.6 / 0.35 raised count accuracy 0.842 -> 0.900 and mAP
 # 0.844 -> 0.857; share 0.35 was best at every cosine 0.4-0.7 (README: the whole grid).
-BALANCE_CAP = 8.0  # TrainConfig.balance_activity: at most this weight on a frame
 SPLIT_GRID = [(None, 0.25)] + [(c, s) for c in (0.4, 0.5, 0.6, 0.7) for s in (0.25, 0.3, 0.35, 0.4)]
 
 
