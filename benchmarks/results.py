@@ -42,6 +42,7 @@ RUNS = {
                                    "--methods eom --assign-outliers 0.0 0.1 0.3 0.5"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
     "count errors": [f"{PY} benchmarks/count_errors.py"],
+    "count errors, held-out": [f"{PY} benchmarks/count_errors.py --split heldout --seeds 7 8 9 10 11"],
     "claims": [f"{PY} benchmarks/claims.py --json docs/claims.json"],
     "combine ablation 500": [f"{PY} benchmarks/combine_ablation.py --variants sum max noisy_or sum:bce"],
     "combine ablation 1500": [f"{PY} benchmarks/combine_ablation.py --variants sum max --steps 1500 --eval-every 500"],
