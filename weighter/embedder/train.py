@@ -249,13 +249,14 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
             t = x.shape[2]
             a = F.pad(a, (0, max(0, t - a.shape[1])))[:, :t].to(x.device)  # (S_b, T)
             target = torch.zeros_like(x[b])
-            weight = mask[b].to(x.dtype).expand_as(x[b]).clone()  # (N, T)
+            weight = mask[b].to(x.dtype).expand_as(x[b])  # (N, T), a view: copied only when balanced
             if len(a):
                 rows, cols = match_slots(x[b], a)
                 target[rows] = a[cols]
                 id_loss.append(margin_cross_entropy(model, out["embeddings"][b, rows],
                                                     torch.tensor(speakers[b], device=x.device)[cols]))
                 if cfg.balance_activity:
+                    weight = weight.clone()
                     weight[rows] = balanced_weights(target[rows], weight[rows])
             act_loss.append((bce(target, x[b]) * weight).sum() / mask[b].sum().clamp(min=1))
         result["activity"] = torch.stack(act_loss).mean()
