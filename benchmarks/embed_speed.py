@@ -5,7 +5,8 @@ merge). Memory: peak RSS while embedding one synthetic 1-hour and one 3-hour FLA
 in a fresh process (so the peaks do not mix). Side by side in the same run when the optional
 ``resemblyzer`` package is installed: its sliding-window partial embeddings on the same audio.
 
-    python benchmarks/embed_speed.py [--model M] [--hours 1 3] [--threads 2]
+    python benchmarks/embed_speed.py [--model M] [--hours 1 3] [--threads 2] [--device auto]
+        [--bank DIR --split S]   (another bank, e.g. a compact one on a GPU machine; --hours 0 to skip memory)
 """
 
 import argparse
@@ -21,22 +22,21 @@ import soundfile as sf
 import torch
 
 
-def make_long_file(path: Path, hours: float) -> None:
-    """A long FLAC written block by block (never whole in memory): a held-out conversation repeated."""
-    from weighter.corpus import BankSpec, ConversationMixer, MixerConfig, open_or_build_bank
+def make_long_file(bank, split: str, path: Path, hours: float) -> None:
+    """A long FLAC written block by block (never whole in memory): one conversation repeated."""
+    from weighter.corpus import ConversationMixer, MixerConfig
 
-    bank = open_or_build_bank(BankSpec(), progress=False)
-    conv = ConversationMixer(bank, "heldout", MixerConfig(2, 3, 60, 60)).sample(np.random.default_rng(0))
+    conv = ConversationMixer(bank, split, MixerConfig(2, 3, 60, 60)).sample(np.random.default_rng(0))
     with sf.SoundFile(str(path), "w", 16000, 1, format="FLAC", subtype="PCM_16") as handle:
         for _ in range(int(hours * 60)):
             handle.write(conv.audio)
 
 
-def child_peak(model: str | None, path: Path) -> dict:
+def child_peak(model: str | None, device: str, path: Path) -> dict:
     code = f"""
 import json, resource, time, sys
 from weighter.embedder import Embedder
-e = Embedder.load({model!r})
+e = Embedder.load({model!r}, device={device!r})
 t = time.perf_counter()
 s = e.embed([{str(path)!r}])[0]
 print(json.dumps({{"seconds": time.perf_counter() - t, "slots": int(s.active.sum()), "duration": s.duration,
@@ -52,15 +52,18 @@ def main():
     parser.add_argument("--hours", type=float, nargs="*", default=[1.0, 3.0])
     parser.add_argument("--files", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--bank", default=None, help="an utterance bank directory (default: the default bank)")
+    parser.add_argument("--split", default="heldout", help="the bank split the test audio is mixed from")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_corpus
+    from weighter.corpus import BankSpec, MixerConfig, UtteranceBank, open_or_build_bank, write_corpus
     from weighter.embedder import Embedder
 
-    bank = open_or_build_bank(BankSpec(), progress=False)
-    embedder = Embedder.load(args.model)
+    bank = UtteranceBank(args.bank) if args.bank else open_or_build_bank(BankSpec(), progress=False)
+    embedder = Embedder.load(args.model, device=args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        info = write_corpus(bank, Path(tmp) / "c", "heldout", args.files, MixerConfig(1, 4, 30, 60), progress=False)
+        info = write_corpus(bank, Path(tmp) / "c", args.split, args.files, MixerConfig(1, 4, 30, 60), progress=False)
         files = sorted((Path(tmp) / "c" / "audio").glob("*.flac"))
         embedder.embed(files[:1])  # warm-up
         started = time.perf_counter()
@@ -86,8 +89,8 @@ def main():
             print(json.dumps({"what": "resemblyzer", "skipped": "not installed (pip install 'weighter[resemblyzer]')"}))
         for hours in args.hours:
             path = Path(tmp) / f"long_{hours:g}h.flac"
-            make_long_file(path, hours)
-            result = child_peak(args.model, path)
+            make_long_file(bank, args.split, path, hours)
+            result = child_peak(args.model, args.device, path)
             result.update({"what": f"one {hours:g}-hour file", "x_realtime": round(result["duration"] / result["seconds"], 1)})
             print(json.dumps(result), flush=True)
             path.unlink()

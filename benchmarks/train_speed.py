@@ -10,7 +10,7 @@ Printed per number of batch-making workers (``weighter train --workers``; the to
 are what ``train`` leaves itself): seconds per step over ``--steps`` steps after two of
 warm-up. Then one process making batches alone, and its costliest parts (cProfile).
 
-    python benchmarks/train_speed.py [--workers 0 1 2] [--steps 20] [--device cpu]
+    python benchmarks/train_speed.py [--workers 0 1 2] [--steps 20] [--device cpu] [--bank DIR]
 """
 
 import argparse
@@ -22,12 +22,12 @@ import time
 import numpy as np
 import torch
 
-from weighter.corpus import BankSpec, open_or_build_bank
+from weighter.corpus import BankSpec, UtteranceBank, open_or_build_bank
 from weighter.embedder import DEFAULT_MODEL
 from weighter.embedder.checkpoint import read_model_file
 from weighter.embedder.model import WeighterConfig, WeighterModel
-from weighter.embedder.train import (BankBatches, TrainConfig, auto_workers, losses, made_batches, step_batches,
-                                     training_threads)
+from weighter.embedder.train import (BankBatches, TrainConfig, auto_workers, batch_workers, losses, made_batches,
+                                     step_batches, training_threads)
 
 WARMUP = 2
 
@@ -40,6 +40,8 @@ def step_seconds(bank, cfg: TrainConfig, device: torch.device) -> tuple[float, i
     model = WeighterModel(model_cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     frame_rate = model_cfg.sample_rate / model_cfg.hop
+    if batch_workers(cfg, device):
+        bank.preload("train", jobs=batch_workers(cfg, device))  # as train does: workers share the decoded clips
     loader = step_batches(data, None, cfg, frame_rate, 0, device)
     with training_threads(device, loader.num_workers):
         threads = torch.get_num_threads()
@@ -65,9 +67,10 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="steps timed per configuration (after 2 of warm-up)")
     parser.add_argument("--batches", type=int, default=12, help="batches made alone for the cost breakdown")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bank", default=None, help="an utterance bank directory (default: the default bank)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    bank = open_or_build_bank(BankSpec(), progress=False)
+    bank = UtteranceBank(args.bank) if args.bank else open_or_build_bank(BankSpec(), progress=False)
     recipe = dict(batch_size=12, min_seconds=8, max_seconds=20, reverb=0.3, distort=0.3, seed=0)
     for workers in args.workers if args.workers is not None else sorted({0, 1, auto_workers(device)}):
         cfg = TrainConfig(steps=args.steps + WARMUP, workers=workers, **recipe)
@@ -75,6 +78,8 @@ def main():
         print(json.dumps({"device": device.type, "workers": workers, "torch_threads": threads,
                           "s_per_step": round(seconds, 3), "steps_timed": args.steps}), flush=True)
 
+    if not args.batches:
+        return
     data = BankBatches(bank, "train", TrainConfig(**recipe))
     data.sample(np.random.default_rng([0, 0]), 100.0)  # the clips it needs decoded once, as a worker would
     profile = cProfile.Profile()

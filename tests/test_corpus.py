@@ -11,7 +11,7 @@ from weighter.corpus import (BankSpec, ConversationMixer, MixerConfig, Utterance
                              simulate_vectors, switch_rate, write_corpus)
 from weighter.corpus.channels import DISTORTIONS, MP3_COMPRESSION, clipping, equaliser, mp3
 from weighter.corpus.rooms import room_responses
-from weighter.corpus.bank import check_identities
+from weighter.corpus.bank import check_identities, compact_bank
 from weighter.corpus.voices import espeak_data, espeak_split, invent_voices, speak
 from weighter.errors import CorpusError
 
@@ -157,6 +157,36 @@ def test_corrupt_bank_index_is_named(tmp_path):
         UtteranceBank(tmp_path)
     with pytest.raises(CorpusError, match="not an utterance bank"):
         UtteranceBank(tmp_path / "elsewhere")
+
+
+def test_compact_bank_is_a_smaller_bank_of_the_same_voices_and_mixes_like_one(tiny_bank, tmp_path):
+    compact = compact_bank(tiny_bank, tmp_path / "compact", ("train",), clips_per_identity=2, progress=False)
+    assert compact.identities("train") == tiny_bank.identities("train") and not compact.identities("heldout")
+    size = {b: sum(f.stat().st_size for f in (b.directory / "clips").rglob("*.*")
+                   if f.parent.name in b.identities("train")) for b in (tiny_bank, compact)}
+    assert size[compact] < size[tiny_bank] / 4  # 2 of 3 clips, and a codec far smaller than FLAC
+    for identity in compact.identities("train")[:3]:
+        coded, clean = compact.clips(identity), tiny_bank.clips(identity)[:2]
+        assert len(coded) == 2
+        for a, b in zip(coded, clean):  # the same speech, level and length
+            assert a.dtype == np.int16 and abs(len(a) - len(b)) < 0.01 * len(b)
+            n = min(len(a), len(b))
+            assert np.corrcoef(np.abs(a[:n]).astype(float), np.abs(b[:n]).astype(float))[0, 1] > 0.5
+            assert 0.5 < np.sqrt(np.mean(a.astype(float) ** 2) / np.mean(b.astype(float) ** 2)) < 2
+    conv = ConversationMixer(compact, "train", MixerConfig(2, 3, 10, 10)).sample(np.random.default_rng(0))
+    assert set(conv.likes) <= set(compact.identities("train")) and len(conv.audio) == 160000
+    with pytest.raises(CorpusError, match="already exists"):
+        compact_bank(tiny_bank, tmp_path / "compact", ("train",))
+    with pytest.raises(CorpusError, match="unknown split"):
+        compact_bank(tiny_bank, tmp_path / "other", ("test",))
+
+
+def test_preload_decodes_a_split_once_and_shares_the_arrays(tiny_bank):
+    bank = UtteranceBank(tiny_bank.directory)
+    bank.preload("validation", jobs=2)
+    assert set(bank._audio) == set(bank.identities("validation"))
+    first = bank._audio[bank.identities("validation")[0]]
+    assert bank.clips(bank.identities("validation")[0]) is first  # decoded once, not again
 
 
 def _corpus(bank, out, seed=0, files=6, split="train", **kw):

@@ -141,17 +141,34 @@ def _open_bank(obj, bank_dir, engines, max_voices, clips_per_identity, bank_seed
 @main.command()
 @_bank_options
 @click.option("--json", "as_json", is_flag=True, help="Print the bank summary as JSON.")
+@click.option("--compact", "compact_dir", type=click.Path(path_type=Path), default=None,
+              help="Also write a compact copy of the bank there (clips as Ogg Opus, about 13 kbps: a twelfth "
+                   "of the FLAC), to carry to a machine without TTS (a GPU for training); "
+                   "`weighter train --bank DIR` reads it like any bank.")
+@click.option("--compact-splits", default="train,validation", show_default=True,
+              help="--compact: the splits to copy, comma-separated.")
+@click.option("--compact-clips", type=click.IntRange(min=1), default=None,
+              help="--compact: at most this many clips per identity (the first ones). Default: all.")
 @click.pass_obj
-def bank(obj, as_json, **bank_args):
+def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
     """Build (or open) the utterance bank and print its identities, split and distinctness check.
 
     The bank holds single-speaker TTS clips per identity (base voice x pitch shift), made once
     and cached; `weighter synth` and training mix conversations from it. The split into
     train / validation / heldout is by the person behind a voice, fixed and documented.
+
+    \b
+    A copy small enough to carry to a GPU machine (train and validation, 8 clips each):
+      weighter bank --invented-voices 100 --source-siblings 100 --compact carry/bank --compact-clips 8
     """
     from weighter.corpus.voices import INVENTED_PREFIX
 
     b = _open_bank(obj, **bank_args)
+    if compact_dir is not None:
+        from weighter.corpus.bank import compact_bank
+
+        b = compact_bank(b, compact_dir, tuple(s.strip() for s in compact_splits.split(",") if s.strip()),
+                         compact_clips, jobs=bank_args["jobs"], progress=obj["progress"])
     summary = b.summary()
     summary["splits"] = b.split_table()
     if as_json:
@@ -626,8 +643,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
               help="Processes making training batches (mixing, noise, rooms, codecs) while the model trains "
                    "[default: on a GPU all cores but one, at most 12; on the CPU a quarter of the cores, so "
                    "none on 2; 0 = in the training process]. The batches are the same "
-                   "with any number. Each keeps its own decoded copy of the clips it uses (up to the bank's "
-                   "size in memory).")
+                   "with any number. A bank's train clips are decoded once before they start, and shared.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt.")
 @click.option("--init", "init", default=None, metavar="MODEL",
               help="Fine-tune: start from a trained model file ('default' = the shipped one). Its architecture "
