@@ -117,6 +117,39 @@ def test_wbce_gradient_is_bounded_where_bce_explodes():
     assert abs(float(grid[wbce(torch.full_like(grid, 0.7), grid).argmin()]) - 0.7) < 0.01
 
 
+def test_bce_is_binary_cross_entropy_written_out():
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.3])
+    p = torch.tensor([0.2, 0.7, 1.0, 0.0, 0.5])  # ends clipped by eps, as before
+    assert torch.allclose(bce(y, p), F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), y, reduction="none"))
+
+
+def test_training_losses_run_under_bfloat16_autocast(tiny_bank):
+    """The GPU path trains under bfloat16 autocast: the losses must take bf16 activations
+    (slot matching, index puts, the frame BCE) and give float32 losses with gradients."""
+    from weighter.embedder.train import BankBatches, BankClips, losses, margin_cross_entropy
+
+    cfg = TrainConfig(batch_size=3, min_seconds=4, max_seconds=6, pretrain_batch=4, pretrain_seconds=2.0)
+    data = BankBatches(tiny_bank, "train", cfg)
+    model = WeighterModel(WeighterConfig(**SMALL, num_likes=len(data.likes)))
+    wave, lengths, y, activity, speakers = data.sample(np.random.default_rng(0), model.frame_rate)
+    for balance in (False, True):
+        cfg.balance_activity = balance
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(wave, lengths)
+            assert out["x"].dtype == torch.bfloat16  # what the losses are given on a GPU
+            parts = losses(model, out, y, activity, speakers, cfg)
+        assert set(parts) == {"file", "activity", "identity", "oracle", "total"}
+        assert parts["total"].dtype == torch.float32 and torch.isfinite(parts["total"])
+        model.zero_grad()
+        parts["total"].backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    wave, who = BankClips(tiny_bank, cfg, data.likes).sample(np.random.default_rng(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        frames = model.frames(wave)
+        pooled = model.pool(torch.full((len(who), 1, frames.shape[1]), 1.0 / frames.shape[1]), frames)[:, 0]
+        assert torch.isfinite(margin_cross_entropy(model, pooled, who))
+
+
 def test_balanced_activity_weights_give_speech_and_silence_half_each():
     from weighter.embedder.train import BALANCE_CAP, balanced_weights
 

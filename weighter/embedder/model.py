@@ -493,8 +493,10 @@ def wbce(y: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def bce(y: torch.Tensor, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Elementwise binary cross-entropy (p clipped into (0, 1))."""
-    return F.binary_cross_entropy(p.clamp(eps, 1 - eps), y, reduction="none")
+    """Elementwise binary cross-entropy (p clipped into (0, 1)); written out, as CUDA autocast
+    refuses F.binary_cross_entropy."""
+    p = p.clamp(eps, 1 - eps)
+    return -(y * torch.log(p) + (1 - y) * torch.log1p(-p))
 
 
 def match_slots(x: torch.Tensor, activity: torch.Tensor) -> tuple:

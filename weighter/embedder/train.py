@@ -247,7 +247,7 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
     per_like = wbce(y, p_file) if cfg.loss == "wbce" else bce(y, p_file.clamp(max=1.0))
     result = {"file": per_like.sum(1).mean()}
     if activity is not None and cfg.frame_supervision > 0:
-        x, mask = out["x"], out["mask"]  # (B, N, T), (B, T)
+        x, mask = out["x"].float(), out["mask"]  # (B, N, T), (B, T); float32 under autocast too
         act_loss, id_loss = [], []
         for b, a in enumerate(activity):
             t = x.shape[2]
@@ -409,7 +409,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
             if name.startswith("like_"):  # rows of likes the init knew are kept, the others start fresh
                 old, weights[name] = weights.get(name), fresh.clone()
                 if new_rows:
-                    weights[name][new_rows] = old[old_rows]
+                    weights[name][new_rows] = old[old_rows].to(fresh.device)  # the init loads on the CPU
         model.load_state_dict(weights)
         log.info("started from %s (head rows kept for %d of %d likes, the others new)", init, len(new_rows),
                  len(data.likes))
