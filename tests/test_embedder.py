@@ -472,6 +472,8 @@ def test_ssl_frontend_loads_a_torchaudio_bundle_from_the_hub_cache(tmp_path, mon
     torch.testing.assert_close(frames[1, :short:2], expected[-1][0], atol=1e-4, rtol=1e-4)  # layer 1, unpadded
     assert float(frames[1, short:].abs().sum()) == 0
     assert out["embeddings"].shape == (2, SMALL["slots"], SMALL["embed_dim"])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # as training on a GPU runs it
+        assert torch.isfinite(model(wave, lengths)["embeddings"].float()).all()
     path = tmp_path / "ssl.pt"
     save_model(path, model, ["a", "b", "c"], 0.5)
     loaded, _ = load_model(path)  # the frontend reloads from the hub cache

@@ -222,7 +222,7 @@ class SSLFrontend:
             features, lengths = self.model.feature_extractor(wave[rows, :n], None)
             h = wavlm_encode(self.model.encoder, features, torch.full((len(rows),), features.shape[1]), self.layer)
             h = h.repeat_interleave(2, dim=1)[:, : mask.shape[1]]  # 100 Hz
-            out[rows, : h.shape[1]] = h
+            out[rows, : h.shape[1]] = h.to(out.dtype)  # bfloat16 under autocast
         return out
 
 
