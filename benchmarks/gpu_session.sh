@@ -11,6 +11,13 @@
 # Writes under $OUT: env.txt (machine, versions), speed.jsonl (train_speed.py, embed_speed.py),
 # train.log, ft.pt (the best step by validation mAP on the compact bank) and last.ckpt (the
 # last step's weights, for `weighter calibrate ft.pt --checkpoint last.ckpt`).
+#
+# Device time, measured on the first lent H200 (29 Nov 2026; 15 minutes per session, start and
+# idle included): the machine starts in about 50 s; the wheels, train_speed.py and
+# embed_speed.py take about 65 s; training then starts within 15 s. STEPS=N skips train_speed.py
+# (N steps, as measured: 0.083-0.105 s a step there), SPEEDS=0 skips embed_speed.py.
+# INIT (default: the shipped model; "" = from scratch, then give PRETRAIN=1200 LR=2e-3 as the
+# recipe's first run did) and LR choose the run.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-session}
 BANK=${BANK:-.carry/bank}
@@ -20,6 +27,11 @@ EVALS=${EVALS:-4}
 EVAL_SECONDS=${EVAL_SECONDS:-15}  # one validation of 200 files, guessed; it shortens the steps
 WORKERS=${WORKERS:-12}
 SEED=${SEED:-8}
+INIT=${INIT-default}
+LR=${LR:-3e-4}
+PRETRAIN=${PRETRAIN:-0}
+STEPS=${STEPS:-}
+SPEEDS=${SPEEDS:-1}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 if ! python3 -c "import soundfile" 2>/dev/null; then
@@ -35,18 +47,22 @@ fi
 'soundfile', soundfile.__version__, 'libsndfile', soundfile.__libsndfile_version__)"
 } 2>&1 | tee "$OUT/env.txt"
 
-python3 benchmarks/train_speed.py --device "$DEVICE" --bank "$BANK" --workers "$WORKERS" --steps 40 --batches 0 \
-    | tee "$OUT/speed.jsonl" || exit 1
-python3 benchmarks/embed_speed.py --device "$DEVICE" --threads "$(nproc)" --bank "$BANK" --split validation \
-    --hours 1 | tee -a "$OUT/speed.jsonl"
-
-STEP_S=$(python3 -c "import json; print(next(json.loads(l)['s_per_step'] for l in open('$OUT/speed.jsonl')
+if [ -z "$STEPS" ]; then
+    python3 benchmarks/train_speed.py --device "$DEVICE" --bank "$BANK" --workers "$WORKERS" --steps 40 \
+        --batches 0 | tee "$OUT/speed.jsonl" || exit 1
+    STEP_S=$(python3 -c "import json; print(next(json.loads(l)['s_per_step'] for l in open('$OUT/speed.jsonl')
 if 's_per_step' in l))") || exit 1
-STEPS=$(python3 -c "print(max($EVALS, int(($TRAIN_SECONDS - $EVALS * $EVAL_SECONDS) / $STEP_S) // $EVALS * $EVALS))")
-echo "step ${STEP_S}s -> --steps $STEPS --eval-every $((STEPS / EVALS))" | tee -a "$OUT/env.txt"
+    STEPS=$(python3 -c "print(max($EVALS, int(($TRAIN_SECONDS - $EVALS * $EVAL_SECONDS) / $STEP_S) // $EVALS * $EVALS))")
+    echo "step ${STEP_S}s -> --steps $STEPS --eval-every $((STEPS / EVALS))" | tee -a "$OUT/env.txt"
+fi
+if [ "$SPEEDS" != 0 ]; then
+    python3 benchmarks/embed_speed.py --device "$DEVICE" --threads "$(nproc)" --bank "$BANK" --split validation \
+        --hours 1 | tee -a "$OUT/speed.jsonl"
+fi
 # the hard stop leaves the best model saved at the last validation
-timeout -s INT $((TRAIN_SECONDS + 120)) python3 -m weighter.cli -v train --synthetic --bank "$BANK" \
-    --init default --out "$OUT/ft.pt" --steps "$STEPS" --lr 3e-4 --reverb 0.3 --distort 0.3 \
+timeout -s INT $((TRAIN_SECONDS + 60)) python3 -m weighter.cli -v train --synthetic --bank "$BANK" \
+    ${INIT:+--init "$INIT"} --out "$OUT/ft.pt" --steps "$STEPS" --lr "$LR" --pretrain-steps "$PRETRAIN" \
+    --reverb 0.3 --distort 0.3 \
     --eval-every $((STEPS / EVALS)) --patience 20 --seed "$SEED" --device "$DEVICE" --workers "$WORKERS" \
     2>&1 | tee "$OUT/train.log"
 python3 - "$OUT" <<'EOF'

@@ -5,9 +5,9 @@ produced it, copied from the command's own output (nothing typed by hand).
 
 ``claims`` trains 14 small models (over an hour on 2 cores) and the ``combine ablation``
 runs train 4 and 2 (25 and 53 min, variants side by side); these run only when named in
-``--only``. ``--stdout-from FILE`` records a run's saved standard output
-(``python benchmarks/claims.py > FILE``) instead of running it again, for one name given
-with ``--only``.
+``--only``, as does ``gpu session`` (it needs a CUDA machine). ``--stdout-from FILE``
+records a run's saved standard output (``python benchmarks/claims.py > FILE``) instead of
+running it again, for one name given with ``--only``.
 """
 
 import argparse
@@ -44,10 +44,13 @@ RUNS = {
     "count errors": [f"{PY} benchmarks/count_errors.py"],
     "count errors, held-out": [f"{PY} benchmarks/count_errors.py --split heldout --seeds 7 8 9 10 11"],
     "claims": [f"{PY} benchmarks/claims.py --json docs/claims.json"],
+    "gpu session": ["OUT=/tmp/gpu TRAIN_SECONDS=400 bash benchmarks/gpu_session.sh; "
+                    "cat /tmp/gpu/env.txt /tmp/gpu/speed.jsonl"],
     "combine ablation 500": [f"{PY} benchmarks/combine_ablation.py --variants sum max noisy_or sum:bce"],
     "combine ablation 1500": [f"{PY} benchmarks/combine_ablation.py --variants sum max --steps 1500 --eval-every 500"],
 }
-SLOW = ("claims", "combine ablation 500", "combine ablation 1500")  # run only when named in --only
+SLOW = ("claims", "combine ablation 500", "combine ablation 1500",  # run only when named in --only
+        "gpu session")  # on a lent GPU machine (the device tool), recorded with --stdout-from
 
 
 def main():

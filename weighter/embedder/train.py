@@ -171,11 +171,12 @@ def usable_cores() -> int:
 
 def auto_workers(device: torch.device) -> int:
     """Batch-making processes by default. On a GPU: every core but one (at most 12), as making
-    a batch (about 0.75 core-seconds: mixing, noise, rooms, codecs) likely takes longer than
-    the GPU's step (not measured: no GPU was lent). On the CPU a batch costs about a quarter
-    of the CPU time of a step, so a quarter of the cores make batches and torch trains on the
-    rest: none on 2 cores, where one worker left torch one thread and a step took 2.37 s
-    instead of 2.14 (another run: 2.52 vs 2.41; ``benchmarks/train_speed.py``)."""
+    a batch (about 0.75 core-seconds here: mixing, noise, rooms, codecs) likely takes longer
+    than the GPU's step (on an H200 with 12 workers a step took 0.083-0.105 s; which side set
+    that pace was not measured). On the CPU a batch costs about a quarter of the CPU time of a
+    step, so a quarter of the cores make batches and torch trains on the rest: none on 2
+    cores, where one worker left torch one thread and a step took 2.37 s instead of 2.14
+    (another run: 2.52 vs 2.41; ``benchmarks/train_speed.py``)."""
     cores = usable_cores()
     return max(0, min(12, cores - 1)) if device.type == "cuda" else min(8, cores // 4)
 
