@@ -6,7 +6,7 @@ in a fresh process (so the peaks do not mix). Side by side in the same run when 
 ``resemblyzer`` package is installed: its sliding-window partial embeddings on the same audio.
 
     python benchmarks/embed_speed.py [--model M] [--hours 1 3] [--threads 2] [--device auto]
-        [--bank DIR --split S]   (another bank, e.g. a compact one on a GPU machine; --hours 0 to skip memory)
+        [--bank DIR --split S]   (another bank, e.g. a compact one on a GPU machine; --hours alone skips memory)
 """
 
 import argparse

@@ -40,8 +40,9 @@ CONFUSED = 0.5  # share of one identity's clips landing on another that makes th
 # held-out identity, or of theirs on it: invented speakers must not be near-copies of the voices
 # that the figures are measured on.
 INVENTED_CONFUSED = 0.25
-# libsndfile's Opus compression level for a compact bank: about 13 kbps on these clips and still
-# wideband (energy above 4 kHz kept; at 0.99 it drops to 10 kbps and narrowband), a twelfth of FLAC.
+# libsndfile's Opus compression level for a compact bank: about 13 kbps of audio on these clips
+# (15 with the Ogg pages of 5 s files) and still wideband (energy above 4 kHz kept; at 0.99 it
+# drops to 10 kbps and narrowband): a ninth of FLAC's size.
 COMPACT_LEVEL = 0.98
 _SPLIT_CYCLE = ("train", "train", "train", "validation", "heldout")  # order when voices are capped
 
@@ -167,10 +168,10 @@ def compact_bank(bank: UtteranceBank, directory: str | Path, splits: tuple[str, 
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     entries = [dict(e, clips=e["clips"][:clips_per_identity]) for e in bank.meta["identities"] if e["split"] in splits]
-    jobs_list = [(e["id"], n, clip) for e in entries for n, clip in enumerate(e["clips"])]
+    jobs_list = [(e["id"], n) for e in entries for n in range(len(e["clips"]))]
 
     def code(job) -> dict:
-        identity_id, n, clip = job
+        identity_id, n = job
         audio = bank.clips(identity_id)[n]
         name = f"clips/{identity_id}/{n:03d}.ogg"
         (partial / name).parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +183,7 @@ def compact_bank(bank: UtteranceBank, directory: str | Path, splits: tuple[str, 
         coded = list(tqdm(pool.map(code, jobs_list), total=len(jobs_list), disable=not progress,
                           desc="compact bank", unit="clip", mininterval=1.0))
     by_id: dict[str, list[dict]] = {}
-    for (identity_id, _, _), clip in zip(jobs_list, coded):
+    for (identity_id, _), clip in zip(jobs_list, coded):
         by_id.setdefault(identity_id, []).append(clip)
     meta = dict(bank.meta, identities=[dict(e, clips=by_id[e["id"]]) for e in entries],
                 compact={"source": str(bank.directory), "codec": "opus", "compression_level": COMPACT_LEVEL,
