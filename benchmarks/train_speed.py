@@ -26,8 +26,8 @@ from weighter.corpus import BankSpec, UtteranceBank, open_or_build_bank
 from weighter.embedder import DEFAULT_MODEL
 from weighter.embedder.checkpoint import read_model_file
 from weighter.embedder.model import WeighterConfig, WeighterModel
-from weighter.embedder.train import (BankBatches, TrainConfig, auto_workers, batch_workers, losses, made_batches,
-                                     step_batches, training_threads)
+from weighter.embedder.train import (BankBatches, TrainConfig, auto_workers, losses, made_batches, step_batches,
+                                     training_threads)
 
 WARMUP = 2
 
@@ -40,8 +40,6 @@ def step_seconds(bank, cfg: TrainConfig, device: torch.device) -> tuple[float, i
     model = WeighterModel(model_cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     frame_rate = model_cfg.sample_rate / model_cfg.hop
-    if batch_workers(cfg, device):
-        bank.preload("train", jobs=batch_workers(cfg, device))  # as train does: workers share the decoded clips
     loader = step_batches(data, None, cfg, frame_rate, 0, device)
     with training_threads(device, loader.num_workers):
         threads = torch.get_num_threads()

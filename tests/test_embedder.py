@@ -358,10 +358,10 @@ def test_worker_processes_make_the_same_batches_in_the_same_order(tiny_bank):
     for workers, start in ((2, 0), (1, 2)):  # from step 0 by two workers; resumed at step 2 by one
         made = batches(workers, start)
         assert len(made) == len(alone) - start and same(made, alone[start:])  # waves, likes, frame truth
-    preloaded = UtteranceBank(tiny_bank.directory)  # as train does before workers fork: clips decoded once
-    preloaded.preload("train", jobs=2)
-    data, clips = BankBatches(preloaded, "train", cfg), BankClips(preloaded, cfg, data.likes)
+    fresh = UtteranceBank(tiny_bank.directory)  # nothing decoded yet: step_batches decodes it before workers fork
+    data, clips = BankBatches(fresh, "train", cfg), BankClips(fresh, cfg, data.likes)
     assert same(batches(2, 0), alone)
+    assert set(fresh._audio) == set(fresh.identities("train"))  # decoded in this process, shared by the workers
 
 
 def test_a_batch_a_worker_cannot_make_stops_training_with_its_own_one_line_error(tiny_bank):
