@@ -319,18 +319,21 @@ def test_cli_train_logs_each_validation_when_stderr_is_no_terminal(tiny_bank, tm
     assert result.exit_code == 0, result.output
     lines = [r.getMessage() for r in caplog.records if r.name == train_log.name and r.getMessage().startswith("step 2: ")]
     assert lines and "'files': 5" in lines[0]  # --val-files conversations scored
+    assert "at step 2 of 2; model: " in result.output  # the step whose model was kept
 
 
 def test_resume_continues_from_the_checkpoint(tiny_bank, tmp_path):
     out = tmp_path / "r.pt"
     cfg = dict(batch_size=2, min_seconds=4, max_seconds=4, eval_every=2, val_files=3, max_speakers=2)
     first = train(out, TrainConfig(steps=2, **cfg), WeighterConfig(**SMALL), bank=tiny_bank, progress=False)
-    assert first["steps"] == 2
+    assert first["steps"] == 2 and first["best_step"] == 2
     state = torch.load(out.with_name("r.pt.ckpt"), weights_only=True)
     assert state["step"] == 2
     resumed = train(out, TrainConfig(steps=4, **cfg), WeighterConfig(**SMALL), bank=tiny_bank, resume=True,
                     progress=False)
     assert resumed["steps"] == 4 and [h["step"] for h in resumed["history"]] == [4]
+    better = resumed["history"][0]["map"] > first["best_map"]  # else the model kept is still step 2's
+    assert resumed["best_step"] == (4 if better else 2)
 
 
 def test_worker_processes_make_the_same_batches_in_the_same_order(tiny_bank):

@@ -688,7 +688,9 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
         result = run_training(out, cfg, model_cfg, sources=discover(manifest, require_likes=True),
                               resume=resume, progress=obj["progress"], init=init)
     click.echo(json.dumps(result["history"][-1] if result["history"] else {}) if obj["quiet"] else
-               f"best validation mAP {result['best_map']:.4f} after {result['steps']} steps; model: {out}")
+               f"best validation mAP {result['best_map']:.4f}"
+               f"{'' if result['best_step'] is None else ' at step %d' % result['best_step']}"
+               f" of {result['steps']}; model: {out}")
 
 
 if __name__ == "__main__":

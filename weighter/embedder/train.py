@@ -417,7 +417,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
-    step, best, stale, history = 0, -1.0, 0, []
+    step, best, best_step, stale, history = 0, -1.0, None, 0, []
     ckpt = out.with_name(out.name + ".ckpt")
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
@@ -425,6 +425,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
         opt.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, best, stale = int(state["step"]), float(state["best"]), int(state["stale"])
+        best_step = state.get("best_step")  # None in checkpoints written before it was kept
         log.info("resumed from %s at step %d", ckpt, step)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     model.train()
@@ -464,7 +465,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                 log.info("step %d: %s", step, metrics)
                 score = metrics["map"] if math.isfinite(metrics["map"]) else 0.0  # nan: too few validation files
                 if score > best:
-                    best, stale = score, 0
+                    best, best_step, stale = score, step, 0
                     save_model(out, model, data.likes, metrics["threshold"],
                                train=asdict(cfg) | {"init": str(init or "")}, metrics=metrics,
                                extra={"history": history, "merge_cosine": metrics["merge_cosine"],
@@ -473,14 +474,15 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                     stale += 1
                 partial = ckpt.with_name(ckpt.name + ".tmp")  # a killed save leaves the previous checkpoint
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "schedule": schedule.state_dict(), "step": step, "best": best, "stale": stale}, partial)
+                            "schedule": schedule.state_dict(), "step": step, "best": best, "best_step": best_step,
+                            "stale": stale}, partial)
                 os.replace(partial, ckpt)
                 if stale >= cfg.patience:
                     log.info("early stop at step %d: no better validation mAP in %d evaluations", step, stale)
                     break
         del batches  # an early stop leaves batches unmade: the workers stop here
     bar.close()
-    return {"best_map": best, "steps": step, "history": history, "model": str(out)}
+    return {"best_map": best, "best_step": best_step, "steps": step, "history": history, "model": str(out)}
 
 
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
