@@ -7,7 +7,9 @@ setting, and the store's count accuracy and retrieval mAP (the same for every se
 With ``--seeds 5 6 7 8 9`` it scores every setting on one corpus per seed and prints each
 setting's mean, min and max over them (one 100-file corpus is a small sample: on the
 held-out split the shipped model's link F1 ranged 0.78-0.90 over five); ``--min-cluster-sizes``
-and ``--pca`` widen or narrow the grid.
+and ``--pca`` widen or narrow the grid. ``--probe-voices 12`` mixes the validation corpora from a
+probe bank of fresh voices instead (``weighter bank --engines espeak --probe-voices 12``, built
+if missing), ``--bank DIR`` from any built bank.
 """
 
 import argparse
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from common import clustered_figures, corpus_truth, indexed_store, mean_min_max, mixed_corpus
 from weighter.cluster import SlotClusterer
-from weighter.corpus import BankSpec, open_or_build_bank
+from weighter.corpus import BankSpec, UtteranceBank, open_or_build_bank
 from weighter.embedder import Embedder
 
 FIGURES = ("link_f1", "ari", "outlier_share", "count_accuracy", "map")  # the last two do not depend on the setting
@@ -38,8 +40,11 @@ def main():
     parser.add_argument("--min-samples", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--methods", nargs="+", default=["eom", "leaf"])
     parser.add_argument("--model", default=None)
+    parser.add_argument("--bank", default=None, help="a built bank whose validation split to mix (default: the default bank)")
+    parser.add_argument("--probe-voices", type=int, default=0, help="mix from the probe bank of this many fresh voices")
     args = parser.parse_args()
-    bank = open_or_build_bank(BankSpec(), progress=False)
+    spec = BankSpec(engines=("espeak",), probe_voices=args.probe_voices) if args.probe_voices else BankSpec()
+    bank = UtteranceBank(args.bank) if args.bank else open_or_build_bank(spec, progress=False)
     embedder = Embedder.load(args.model)
     grid = list(itertools.product(args.pca, args.min_samples, args.methods, args.min_cluster_sizes,
                                   [None] + (args.assign_outliers or [])))

@@ -38,6 +38,8 @@ RUNS = {
     "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py"],
     "cluster tuning, five corpora": [
         f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-cluster-sizes 2 3 4 5"],
+    "cluster tuning, probe voices": [f"{PY} benchmarks/cluster_tuning.py --probe-voices 12 --seeds 5 6 7 8 9 --pca 64 "
+                                     "--min-samples 1 --methods eom"],
     "cluster outlier assignment": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
                                    "--methods eom --assign-outliers 0.0 0.1 0.3 0.5"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],

@@ -88,6 +88,27 @@ def test_invented_voices_are_new_train_speakers_spoken_by_espeak(tmp_path):
     assert "espeak-inv000" not in shown.output  # invented persons are counted, not listed
 
 
+def test_a_probe_bank_holds_only_fresh_validation_speakers_with_their_siblings(tmp_path):
+    probes, train = invent_voices(2, seed=0, siblings=2, probe=True), invent_voices(2, seed=0, siblings=2)
+    assert [v.name for v in probes] == ["prb000", "prb001", "prb000s", "prb001s"]
+    assert {v.split for v in probes} == {"validation"}
+    assert not {v.variant.split("\n", 2)[2] for v in probes} & {v.variant.split("\n", 2)[2] for v in train}
+    assert BankSpec(probe_voices=1).key() != BankSpec().key()
+    with pytest.raises(CorpusError, match="a probe bank holds only its own"):
+        build_bank(BankSpec(engines=("espeak",), probe_voices=1, invented_voices=1), tmp_path / "mixed", progress=False)
+    bank = build_bank(BankSpec(engines=("espeak",), clips_per_identity=2, probe_voices=1), tmp_path / "p",
+                      progress=False)
+    assert bank.identities("train") == [] and bank.identities("heldout") == []
+    assert sorted(bank.identities("validation")) == sorted(f"espeak-{n}{p:+d}" for n in ("prb000", "prb000s")
+                                                           for p in (-3, 0, 3))
+    from click.testing import CliRunner
+
+    from weighter.cli import main
+
+    shown = CliRunner().invoke(main, ["bank", "--bank", str(tmp_path / "p")])
+    assert shown.exit_code == 0 and "validation: 2 invented" in shown.output
+
+
 def test_espeak_finds_200_invented_voices_and_too_many_are_refused_by_name(tmp_path):
     voices = invent_voices(200)
     path = espeak_data(voices, tmp_path / "fits")

@@ -108,6 +108,10 @@ _BANK_OPTIONS = [
     click.option("--source-siblings", type=int, default=0, show_default=True,
                  help="Give the first this many invented speakers a sibling each: another person with the same "
                       "vocal tract and pitch but another voice source (teaches that the source matters too)."),
+    click.option("--probe-voices", type=int, default=0, show_default=True,
+                 help="Instead of every other voice: this many fresh invented espeak-ng speakers, each with a "
+                      "source sibling, all in the validation split (a probe bank: voices no model was chosen on, "
+                      "near-identical pairs included). E.g. weighter bank --probe-voices 12."),
     click.option("--jobs", type=int, default=2, show_default=True, help="Parallel TTS processes."),
 ]
 
@@ -130,11 +134,11 @@ def _span(value: str, off: str | None = None) -> tuple[float, float] | None:
 
 
 def _open_bank(obj, bank_dir, engines, max_voices, clips_per_identity, bank_seed, invented_voices, source_siblings,
-               jobs):
+               probe_voices, jobs):
     from weighter.corpus import BankSpec, open_or_build_bank
 
     spec = BankSpec(tuple(e.strip() for e in engines.split(",") if e.strip()), clips_per_identity,
-                    max_voices, bank_seed, invented_voices, source_siblings)
+                    max_voices, bank_seed, invented_voices, source_siblings, probe_voices)
     return open_or_build_bank(spec, bank_dir, jobs=jobs, progress=obj["progress"])
 
 
@@ -161,7 +165,7 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
     A copy small enough to carry to a GPU machine (train and validation, 6 clips each, 45 MB):
       weighter bank --invented-voices 100 --source-siblings 100 --compact .carry/bank --compact-clips 6
     """
-    from weighter.corpus.voices import INVENTED_PREFIX
+    from weighter.corpus.voices import INVENTED_PREFIX, PROBE_PREFIX
 
     b = _open_bank(obj, **bank_args)
     if compact_dir is not None:
@@ -181,9 +185,10 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
     click.echo(f"distinctness: clip accuracy {check.get('clip_accuracy')} ({check.get('method')}), "
                f"confused pairs: {len(check.get('confused_pairs', []))}, rejected: {' '.join(check.get('rejected', [])) or 'none'}")
     for split, persons in summary["splits"].items():
-        invented = [p for p in persons if p.startswith(f"espeak-{INVENTED_PREFIX}")]
+        invented = [p for p in persons if p.startswith((f"espeak-{INVENTED_PREFIX}", f"espeak-{PROBE_PREFIX}"))]
         named = [p for p in persons if p not in invented]
-        click.echo(f"{split:>10}: {' '.join(named)}" + (f" and {len(invented)} invented" if invented else ""))
+        count = f"{'and ' if named else ''}{len(invented)} invented" if invented else ""
+        click.echo(f"{split:>10}: {' '.join(named + [count] if count else named)}")
 
 
 @main.command()

@@ -57,6 +57,9 @@ class BankSpec:
     seed: int = 0
     invented_voices: int = 0  # invented espeak-ng speakers added to the train split (voices.invent_voices)
     source_siblings: int = 0  # of those, how many get a sibling differing only in voice source
+    # A probe bank: only this many invented validation speakers, each with a source sibling
+    # (voices.invent_voices(probe=True)): fresh voices to judge models on, no other voices.
+    probe_voices: int = 0
 
     def key(self) -> str:
         fields = [BANK_FORMAT, sorted(self.engines), self.clips_per_identity, self.max_voices, self.seed]
@@ -64,6 +67,8 @@ class BankSpec:
             fields.append(self.invented_voices)
         if self.source_siblings:
             fields.append({"source_siblings": self.source_siblings})
+        if self.probe_voices:
+            fields.append({"probe_voices": self.probe_voices})
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12]
 
 
@@ -202,8 +207,14 @@ def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: b
         raise CorpusError(f"{directory}: a bank already exists there (delete it to rebuild)")
     if spec.clips_per_identity < 1:
         raise CorpusError("clips per identity must be at least 1")
-    voices, duplicates = available_voices(tuple(spec.engines))
-    voices = _select_voices(voices, spec.max_voices)
+    if spec.probe_voices:
+        if spec.invented_voices or spec.source_siblings or "espeak" not in spec.engines:
+            raise CorpusError("a probe bank holds only its own invented espeak-ng voices: it needs the espeak "
+                              "engine and no invented voices or source siblings")
+        voices, duplicates = invent_voices(spec.probe_voices, spec.seed, spec.probe_voices, probe=True), {}
+    else:
+        voices, duplicates = available_voices(tuple(spec.engines))
+        voices = _select_voices(voices, spec.max_voices)
     if not voices:
         raise CorpusError(f"no voices available for engines {', '.join(spec.engines)}")
     if spec.invented_voices or spec.source_siblings:  # siblings without invented voices: invent_voices refuses
@@ -237,7 +248,8 @@ def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: b
         "engines": list(spec.engines), "clips_per_identity": spec.clips_per_identity,
         "max_voices": spec.max_voices, "seed": spec.seed,
         **({"invented_voices": spec.invented_voices} if spec.invented_voices else {}),
-        **({"source_siblings": spec.source_siblings} if spec.source_siblings else {})}, "pitches": list(PITCHES),
+        **({"source_siblings": spec.source_siblings} if spec.source_siblings else {}),
+        **({"probe_voices": spec.probe_voices} if spec.probe_voices else {})}, "pitches": list(PITCHES),
         "duplicates": duplicates, "identities": entries}
     (partial / "bank.json").write_text(json.dumps(meta, indent=1))
     meta["check"] = check_identities(UtteranceBank(partial))
@@ -260,12 +272,15 @@ def check_identities(bank: UtteranceBank) -> dict:
     that sound alike are ever told apart as different likes. Exact duplicates were already
     removed when the voices were listed.
 
-    Invented identities (``variant`` in their entry) are judged after the installed ones, whose
-    verdict they never change: one is rejected when confused with another identity, or when
+    Invented train identities (``variant`` in their entry) are judged after the installed ones,
+    whose verdict they never change: one is rejected when confused with another identity, or when
     INVENTED_CONFUSED of its clips land on a validation or held-out identity (or of theirs on it).
+    A probe bank's voices are judged as installed ones (it holds nothing else; whether one sounds
+    like a train voice is not checked: each is a fresh random draw).
     """
     ids = bank.identities(include_rejected=True)
-    invented = {i for i in ids if bank.identity(i).get("variant")}
+    # a probe bank's invented validation speakers are judged as installed voices are
+    invented = {i for i in ids if bank.identity(i).get("variant") and bank.identity(i)["split"] == "train"}
     installed = [i for i in ids if i not in invented]
     vectors = {i: [_clip_signature(c.astype(np.float32) / 32768.0, bank.sample_rate) for c in bank.clips(i)]
                for i in ids}

@@ -140,9 +140,10 @@ def _espeak_variants() -> list[str]:
 
 
 INVENTED_PREFIX = "inv"  # invented variant names: inv000, inv001, ...
+PROBE_PREFIX = "prb"  # a probe bank's invented validation speakers: prb000, prb000s, ...
 
 
-def invent_voices(count: int, seed: int = 0, siblings: int = 0) -> list[BaseVoice]:
+def invent_voices(count: int, seed: int = 0, siblings: int = 0, probe: bool = False) -> list[BaseVoice]:
     """``count`` new espeak-ng speakers, all for the train split, each its own person.
 
     A variant file sets what makes a voice someone's in espeak-ng: the vocal tract (all
@@ -157,15 +158,20 @@ def invent_voices(count: int, seed: int = 0, siblings: int = 0) -> list[BaseVoic
     source, roughness and voicing. Without them every two training voices differ in the vocal
     tract, and a model may learn to ignore the voice source. The first ``count`` voices are the
     same with or without siblings.
+
+    ``probe``: speakers for a probe bank's validation split instead (names PROBE_PREFIX...),
+    drawn from random streams of their own: fresh voices that no model was chosen on, none of
+    them the train split's invented speakers of the same seed.
     """
     if count < 0 or siblings < 0:
         raise CorpusError(f"invented voices and source siblings are counts: got {count} and {siblings}")
     if siblings > count:
         raise CorpusError(f"{siblings} source siblings need at least as many invented voices (got {count})")
-    rng = np.random.default_rng([seed, 7919])
+    prefix, split, streams = (PROBE_PREFIX, "validation", ([5], [6])) if probe else (INVENTED_PREFIX, "train", ([], [2]))
+    rng = np.random.default_rng([seed, 7919, *streams[0]])
     voices = []
     for k in range(count):
-        name = f"{INVENTED_PREFIX}{k:03d}"
+        name = f"{prefix}{k:03d}"
         tract = rng.uniform(0.88, 1.15)
         base = int(rng.integers(60, 171))
         lines = ["language variant", f"name {name}", f"pitch {base} {base + int(rng.integers(20, 91))}"]
@@ -176,8 +182,8 @@ def invent_voices(count: int, seed: int = 0, siblings: int = 0) -> list[BaseVoic
             freq = int(round(100 * tract * rng.uniform(0.96, 1.04)))
             lines.append(f"formant {formant} {freq} {int(rng.integers(60, 141))} {int(rng.integers(70, 131))}")
         lines += [*_roughness_voicing(rng), f"consonants {int(rng.integers(70, 121))} {int(rng.integers(70, 121))}"]
-        voices.append(BaseVoice("espeak", name, f"espeak-{name}", "train", "\n".join(lines) + "\n"))
-    rng = np.random.default_rng([seed, 7919, 2])  # its own stream: the voices above never change
+        voices.append(BaseVoice("espeak", name, f"espeak-{name}", split, "\n".join(lines) + "\n"))
+    rng = np.random.default_rng([seed, 7919, *streams[1]])  # its own stream: the voices above never change
     for parent in voices[:siblings]:
         name = parent.name + "s"
         lines = parent.variant.splitlines()
@@ -186,7 +192,7 @@ def invent_voices(count: int, seed: int = 0, siblings: int = 0) -> list[BaseVoic
         lines = [f"name {name}" if x.startswith("name ") else x for x in lines
                  if not x.startswith(("klatt ", "roughness ", "voicing "))]
         lines += ([f"klatt {source}"] if source else []) + _roughness_voicing(rng)
-        voices.append(BaseVoice("espeak", name, f"espeak-{name}", "train", "\n".join(lines) + "\n"))
+        voices.append(BaseVoice("espeak", name, f"espeak-{name}", split, "\n".join(lines) + "\n"))
     return voices
 
 
