@@ -17,7 +17,7 @@
 # embed_speed.py take about 65 s; training then starts within 15 s. STEPS=N skips train_speed.py
 # (N steps, as measured: 0.083-0.105 s a step there), SPEEDS=0 skips embed_speed.py.
 # INIT (default: the shipped model; "" = from scratch, then give PRETRAIN=1200 LR=2e-3 as the
-# recipe's first run did) and LR choose the run.
+# recipe's first run did), LR and RELATED (weighter train --related) choose the run.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-session}
 BANK=${BANK:-.carry/bank}
@@ -30,6 +30,7 @@ SEED=${SEED:-8}
 INIT=${INIT-default}
 LR=${LR:-3e-4}
 PRETRAIN=${PRETRAIN:-0}
+RELATED=${RELATED:-0}  # --related: share of training files that also hold a relative of their first speaker
 STEPS=${STEPS:-}
 SPEEDS=${SPEEDS:-1}
 mkdir -p "$OUT"
@@ -63,7 +64,7 @@ fi
 # the hard stop leaves the best model saved at the last validation
 timeout -s INT $((TRAIN_SECONDS + 60)) python3 -m weighter.cli -v train --synthetic --bank "$BANK" \
     ${INIT:+--init "$INIT"} --out "$OUT/ft.pt" --steps "$STEPS" --lr "$LR" --pretrain-steps "$PRETRAIN" \
-    --reverb 0.3 --distort 0.3 \
+    --reverb 0.3 --distort 0.3 --related "$RELATED" \
     --eval-every $((STEPS / EVALS)) --patience 20 --seed "$SEED" --device "$DEVICE" --workers "${WORKERS%% *}" \
     2>&1 | tee "$OUT/train.log"
 python3 - "$OUT" <<'EOF'

@@ -107,6 +107,24 @@ def test_a_probe_bank_holds_only_fresh_validation_speakers_with_their_siblings(t
 
     shown = CliRunner().invoke(main, ["bank", "--bank", str(tmp_path / "p")])
     assert shown.exit_code == 0 and "validation: 2 invented" in shown.output
+    mixer = ConversationMixer(bank, "validation", MixerConfig(2, 2, 5, 5))
+    assert all(len(kin) == 5 for kin in mixer.relatives.values())  # its other pitches and its sibling's three
+
+
+def test_related_files_hold_two_identities_of_one_person(tiny_bank):
+    def shared(related: float) -> list[bool]:  # per file of two heard speakers: are they one person?
+        mixer = ConversationMixer(tiny_bank, "train", MixerConfig(2, 2, 12, 12, snr_db=None, related=related))
+        convs = [mixer.sample(np.random.default_rng(seed)) for seed in range(30)]
+        return [len({tiny_bank.identity(s)["person"] for s in c.likes}) == 1 for c in convs if len(c.likes) == 2]
+
+    assert len(shared(1.0)) >= 20 and all(shared(1.0))
+    assert sum(shared(0.0)) < len(shared(0.0)) / 2  # drawn uniformly, a shared person is the exception
+    plain = ConversationMixer(tiny_bank, "train", MixerConfig(2, 3, 4, 4))
+    assert np.array_equal(plain.sample(np.random.default_rng(1)).audio,
+                          ConversationMixer(tiny_bank, "train", MixerConfig(2, 3, 4, 4, related=0.0)).sample(
+                              np.random.default_rng(1)).audio)
+    with pytest.raises(CorpusError, match="probabilities"):
+        MixerConfig(related=1.5)
 
 
 def test_espeak_finds_200_invented_voices_and_too_many_are_refused_by_name(tmp_path):

@@ -295,9 +295,10 @@ def test_cli_train_and_embed(tiny_bank, tmp_path):
     model = tmp_path / "m.pt"
     result = runner.invoke(main, ["-q", "train", "--synthetic", "--bank", str(tiny_bank.directory), "--out", str(model),
                                   "--steps", "2", "--batch-size", "2", "--seconds", "4:5", "--eval-every", "2",
-                                  "--max-speakers", "2", "--balance-activity"])
+                                  "--max-speakers", "2", "--balance-activity", "--related", "0.5"])
     assert result.exit_code == 0, result.output
-    assert torch.load(model, weights_only=True)["train"]["balance_activity"] is True
+    saved = torch.load(model, weights_only=True)["train"]
+    assert saved["balance_activity"] is True and saved["related"] == 0.5
     write_corpus(tiny_bank, tmp_path / "c", "heldout", 2, MixerConfig(1, 2, 5, 6), progress=False)
     result = runner.invoke(main, ["embed", str(tmp_path / "c" / "manifest.csv"), "--model", str(model), "--json"])
     assert result.exit_code == 0, result.output

@@ -210,6 +210,9 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
                    "at his own place).")
 @click.option("--distort", type=float, default=0.0, show_default=True,
               help="Probability of a recording-chain distortion: MP3 round trip, clipping or an equaliser.")
+@click.option("--related", type=float, default=0.0, show_default=True,
+              help="Probability that a file of 2+ speakers also holds a relative of its first speaker: another "
+                   "pitch of the same person, or its source sibling (near-identical voices in one file).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed and bank: same bytes.")
 @click.option("--vectors", is_flag=True, help="Write the research's vector simulation (OUT/vectors.npz) instead of audio.")
 @click.option("--dim", type=int, default=32, show_default=True, help="--vectors: dimension D.")
@@ -219,7 +222,7 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
 @click.option("--step", type=float, default=0.1, show_default=True, help="--vectors: random-walk step std.")
 @click.pass_obj
 def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_duration, overlap, snr, telephone,
-          reverb, distort, seed, vectors, dim, frames, pool, noise, step, **bank_args):
+          reverb, distort, related, seed, vectors, dim, frames, pool, noise, step, **bank_args):
     """Generate a labelled multi-speaker corpus in OUT, offline, from TTS voices.
 
     \b
@@ -247,7 +250,7 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
     from weighter.corpus import MixerConfig, write_corpus
 
     config = MixerConfig(min_speakers, max_speakers, min_duration, max_duration, overlap=overlap, snr_db=snr,
-                         telephone=telephone, reverb=reverb, distort=distort)
+                         telephone=telephone, reverb=reverb, distort=distort, related=related)
     b = _open_bank(obj, **bank_args)
     summary = write_corpus(b, out, split, files, config, seed=seed, progress=obj["progress"])
     click.echo(json.dumps(summary) if obj["quiet"] else
@@ -640,6 +643,10 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
               help="Synthetic: probability that a training conversation is recorded in a reverberant room.")
 @click.option("--distort", type=float, default=0.0, show_default=True,
               help="Synthetic: probability of an MP3, clipping or equaliser distortion of a training conversation.")
+@click.option("--related", type=float, default=0.0, show_default=True,
+              help="Synthetic: probability that a training conversation of 2+ speakers also holds a relative of its "
+                   "first speaker (another pitch of the same person, or its source sibling): teaches the slots to "
+                   "keep near-identical voices apart. Validation conversations stay as drawn.")
 @click.option("--pretrain-steps", type=int, default=0, show_default=True,
               help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -657,7 +664,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, combine, loss,
           lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, reverb, distort,
-          pretrain_steps, seed, device, workers, resume, init, **bank_args):
+          related, pretrain_steps, seed, device, workers, resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -681,7 +688,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
                       combine=combine, loss=loss, frame_supervision=frame_supervision,
                       balance_activity=balance_activity, lr=lr, eval_every=eval_every,
                       val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
-                      distort=distort, pretrain_steps=pretrain_steps, workers=workers)
+                      distort=distort, related=related, pretrain_steps=pretrain_steps, workers=workers)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
         logging.getLogger("weighter.embedder.train").setLevel(logging.INFO)
