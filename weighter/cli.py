@@ -111,7 +111,7 @@ _BANK_OPTIONS = [
     click.option("--probe-voices", type=int, default=0, show_default=True,
                  help="Instead of every other voice: this many fresh invented espeak-ng speakers, each with a "
                       "source sibling, all in the validation split (a probe bank: voices no model was chosen on, "
-                      "near-identical pairs included). E.g. weighter bank --probe-voices 12."),
+                      "near-identical pairs included). E.g. weighter bank --engines espeak --probe-voices 12."),
     click.option("--jobs", type=int, default=2, show_default=True, help="Parallel TTS processes."),
 ]
 
