@@ -5,9 +5,10 @@ produced it, copied from the command's own output (nothing typed by hand).
 
 ``claims`` trains 14 small models (over an hour on 2 cores) and the ``combine ablation``
 runs train 4 and 2 (25 and 53 min, variants side by side); these run only when named in
-``--only``, as do ``gpu session`` and ``gpu fine-tunes`` (they need a CUDA machine). ``--stdout-from FILE``
-records a run's saved standard output (``python benchmarks/claims.py > FILE``) instead of
-running it again, for one name given with ``--only``.
+``--only``, as do ``gpu session`` and ``gpu fine-tunes`` (they need a CUDA machine) and
+``related run 13`` (a 37-min training, then calibration and two sweeps: recorded, its
+command a summary). ``--stdout-from FILE`` records a run's saved standard output (``python
+benchmarks/claims.py > FILE``) instead of running it again, for one name given with ``--only``.
 """
 
 import argparse
@@ -51,11 +52,14 @@ RUNS = {
     "gpu fine-tunes": ["STEPS=4400 SPEEDS=0 WORKERS=12 TRAIN_SECONDS=500 bash benchmarks/gpu_session.sh; "
                        "INIT=.carry/init.pt LR=1e-4 SEED=9 STEPS=1800 EVALS=3 SPEEDS=0 WORKERS=12 TRAIN_SECONDS=200 "
                        "bash benchmarks/gpu_session.sh; then here weighter calibrate and cluster_tuning.py of each"],
+    "related run 13": ["weighter -v train --synthetic --invented-voices 100 --source-siblings 100 --init default "
+                       "--out r13.pt --steps 900 --lr 3e-4 --reverb 0.3 --distort 0.3 --related 0.2 --eval-every 300 "
+                       "--patience 20 --seed 10; then weighter calibrate and cluster_tuning.py (probe, validation)"],
     "combine ablation 500": [f"{PY} benchmarks/combine_ablation.py --variants sum max noisy_or sum:bce"],
     "combine ablation 1500": [f"{PY} benchmarks/combine_ablation.py --variants sum max --steps 1500 --eval-every 500"],
 }
 SLOW = ("claims", "combine ablation 500", "combine ablation 1500",  # run only when named in --only
-        "gpu session", "gpu fine-tunes")  # on a lent GPU machine (the device tool), recorded with --stdout-from
+        "gpu session", "gpu fine-tunes", "related run 13")  # on a lent GPU machine (the device tool), recorded with --stdout-from
 
 
 def main():
