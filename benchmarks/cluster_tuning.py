@@ -43,6 +43,8 @@ def main():
     parser.add_argument("--bank", default=None, help="a built bank whose validation split to mix (default: the default bank)")
     parser.add_argument("--probe-voices", type=int, default=0, help="mix from the probe bank of this many fresh voices")
     args = parser.parse_args()
+    if args.bank and args.probe_voices:
+        parser.error("--bank and --probe-voices both name the bank: give one")
     spec = BankSpec(engines=("espeak",), probe_voices=args.probe_voices) if args.probe_voices else BankSpec()
     bank = UtteranceBank(args.bank) if args.bank else open_or_build_bank(spec, progress=False)
     embedder = Embedder.load(args.model)
