@@ -18,12 +18,14 @@ The same mixer writes corpora to disk (``weighter synth``) and feeds training on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from weighter.corpus.bank import UtteranceBank
 from weighter.corpus.channels import distort
 from weighter.corpus.rooms import room_responses
+from weighter.corpus.voices import SIBLING_SUFFIX
 from weighter.errors import CorpusError
 
 
@@ -106,7 +108,21 @@ class ConversationMixer:
                 f"fewer than --max-speakers {config.max_speakers}"
             )
         self.sample_rate = bank.sample_rate
-        self.relatives = _relatives(bank, self.speakers)
+
+    @cached_property
+    def relatives(self) -> dict[str, list[str]]:
+        """Each identity's relatives in the split: the other identities of its person and of that
+        person's source sibling (invented ``X`` and ``Xs``). Found on first use: training makes a
+        mixer per batch, and most never draw a relative."""
+        def family(identity: str) -> str:
+            entry = self.bank.identity(identity)
+            person = entry["person"]
+            return person.removesuffix(SIBLING_SUFFIX) if entry.get("variant") else person
+
+        members: dict[str, list[str]] = {}
+        for identity in self.speakers:
+            members.setdefault(family(identity), []).append(identity)
+        return {i: [k for k in members[family(i)] if k != i] for i in self.speakers}
 
     def sample(self, rng: np.random.Generator, keep_sources: bool = False) -> Conversation:
         cfg, sr = self.config, self.sample_rate
@@ -281,17 +297,3 @@ def _telephone(mix: np.ndarray, sr: int) -> np.ndarray:
     y = (2 * coded / mu - 1)
     decoded = np.sign(y) * ((1 + mu) ** np.abs(y) - 1) / mu * peak
     return resample_poly(decoded, sr, 8000)[: len(mix)].astype(np.float32)
-
-
-def _relatives(bank: UtteranceBank, speakers: list[str]) -> dict[str, list[str]]:
-    """Each identity's relatives among ``speakers``: the other identities of its person and of
-    that person's source sibling (an invented person ``X`` and ``Xs``, voices.invent_voices)."""
-    def family(identity: str) -> str:
-        entry = bank.identity(identity)
-        person = entry["person"]
-        return person[:-1] if entry.get("variant") and person.endswith("s") else person
-
-    members: dict[str, list[str]] = {}
-    for identity in speakers:
-        members.setdefault(family(identity), []).append(identity)
-    return {i: [k for k in members[family(i)] if k != i] for i in speakers}

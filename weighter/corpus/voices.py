@@ -141,6 +141,7 @@ def _espeak_variants() -> list[str]:
 
 INVENTED_PREFIX = "inv"  # invented variant names: inv000, inv001, ...
 PROBE_PREFIX = "prb"  # a probe bank's invented validation speakers: prb000, prb000s, ...
+SIBLING_SUFFIX = "s"  # a source sibling's name: its invented parent's and this
 
 
 def invent_voices(count: int, seed: int = 0, siblings: int = 0, probe: bool = False) -> list[BaseVoice]:
@@ -185,7 +186,7 @@ def invent_voices(count: int, seed: int = 0, siblings: int = 0, probe: bool = Fa
         voices.append(BaseVoice("espeak", name, f"espeak-{name}", split, "\n".join(lines) + "\n"))
     rng = np.random.default_rng([seed, 7919, *streams[1]])  # its own stream: the voices above never change
     for parent in voices[:siblings]:
-        name = parent.name + "s"
+        name = parent.name + SIBLING_SUFFIX
         lines = parent.variant.splitlines()
         own = next((int(x.split()[1]) for x in lines if x.startswith("klatt ")), 0)
         source = int(rng.choice([s for s in range(6) if s != own]))
