@@ -6,8 +6,8 @@ setting, and the store's count accuracy and retrieval mAP (the same for every se
 
 With ``--seeds 5 6 7 8 9`` it scores every setting on one corpus per seed and prints each
 setting's mean, min and max over them (one 100-file corpus is a small sample: on the
-held-out split the shipped model's link F1 ranged 0.78-0.90 over five); ``--min-cluster-sizes``
-and ``--pca`` widen or narrow the grid. ``--probe-voices 12`` mixes the validation corpora from a
+held-out split the shipped model's link F1 ranged 0.78-0.90 over five); ``--min-cluster-sizes``,
+``--pca`` and ``--whiten on off`` widen or narrow the grid. ``--probe-voices 12`` mixes the validation corpora from a
 probe bank of fresh voices instead (``weighter bank --engines espeak --probe-voices 12``, built
 if missing), ``--bank DIR`` from any built bank.
 """
@@ -33,6 +33,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="one validation corpus per seed; each setting's mean, min and max over them")
     parser.add_argument("--pca", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--whiten", nargs="+", choices=["on", "off"], default=["on"],
+                        help="whitened, unit-length PCA space (on, the default) and/or plain PCA (off)")
     parser.add_argument("--min-cluster-sizes", type=int, nargs="+", default=[None],
                         help="HDBSCAN min_cluster_size values (default: the clusterer's own, by corpus size)")
     parser.add_argument("--assign-outliers", type=float, nargs="+", default=None,
@@ -48,7 +50,7 @@ def main():
     spec = BankSpec(engines=("espeak",), probe_voices=args.probe_voices) if args.probe_voices else BankSpec()
     bank = UtteranceBank(args.bank) if args.bank else open_or_build_bank(spec, progress=False)
     embedder = Embedder.load(args.model)
-    grid = list(itertools.product(args.pca, args.min_samples, args.methods, args.min_cluster_sizes,
+    grid = list(itertools.product(args.pca, args.whiten, args.min_samples, args.methods, args.min_cluster_sizes,
                                   [None] + (args.assign_outliers or [])))
     scores = {setting: [] for setting in grid}
     for seed in args.seeds or [args.seed]:
@@ -56,10 +58,10 @@ def main():
             sources, rttm = corpus_truth(mixed_corpus(bank, Path(tmp) / "corpus", "validation", args.files, seed))
             store = indexed_store(embedder, sources, Path(tmp) / "store")
             for setting in grid:
-                pca, min_samples, method, min_size, assign = setting
+                pca, whiten, min_samples, method, min_size, assign = setting
                 r = clustered_figures(store, sources, rttm, SlotClusterer(
-                    min_cluster_size=min_size, min_samples=min_samples, pca_dims=pca, cluster_selection_method=method),
-                    assign_outliers=assign)
+                    min_cluster_size=min_size, min_samples=min_samples, pca_dims=pca, cluster_selection_method=method,
+                    whiten=whiten == "on"), assign_outliers=assign)
                 scores[setting].append({"link_f1": r["linking"]["f1"], "ari": r["ari"],
                                         "outlier_share": r["outlier_share"], "count_accuracy": r["count_accuracy"],
                                         "map": r["map"]})
@@ -71,8 +73,8 @@ def main():
 
 
 def _name(setting) -> dict:
-    pca, min_samples, method, min_size, assign = setting
-    return {"pca_dims": pca, "min_samples": min_samples, "method": method} | (
+    pca, whiten, min_samples, method, min_size, assign = setting
+    return {"pca_dims": pca, "whiten": whiten, "min_samples": min_samples, "method": method} | (
         {} if min_size is None else {"min_cluster_size": min_size}) | (
         {} if assign is None else {"assign_outliers": assign})
 

@@ -41,6 +41,10 @@ RUNS = {
         f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-cluster-sizes 2 3 4 5"],
     "cluster tuning, probe voices": [f"{PY} benchmarks/cluster_tuning.py --probe-voices 12 --seeds 5 6 7 8 9 --pca 64 "
                                      "--min-samples 1 --methods eom"],
+    "cluster whitening": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 64 --whiten on off "
+                          "--min-samples 1 --methods eom"],
+    "cluster whitening, probe voices": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 64 --whiten on "
+                                        "off --min-samples 1 --methods eom --probe-voices 12"],
     "cluster outlier assignment": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
                                    "--methods eom --assign-outliers 0.0 0.1 0.3 0.5"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],

@@ -102,6 +102,30 @@ def test_state_round_trip_predicts_the_same():
     assert np.array_equal(again.predict(x[:50])[0], c.predict(x[:50])[0])
 
 
+def test_capped_whitening_lowers_strong_components_and_never_lifts_weak_ones():
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(500, 64)) * np.geomspace(3.0, 0.01, 64)).astype(np.float32)  # falling spectrum
+    c = SlotClusterer(pca_dims=32).fit(x)
+    variance = ((x - c.mean_) @ c.components_.T).var(0)
+    floor = variance.mean()
+    np.testing.assert_allclose(c.scale_ ** 2, np.maximum(variance, floor), rtol=1e-4)
+    assert (variance > floor).sum() >= 3 and (variance < floor).sum() >= 10  # both kinds are there
+    np.testing.assert_allclose(np.linalg.norm(c.transform(x), axis=1), 1.0, rtol=1e-5)
+    plain = SlotClusterer(pca_dims=32, whiten=False).fit(x)
+    assert np.allclose(plain.scale_, 1.0) and np.linalg.norm(plain.transform(x), axis=1).std() > 0.1
+
+
+def test_runs_stored_before_whitening_load_as_plain_pca():
+    x, _, _ = blobs()
+    plain = SlotClusterer(whiten=False).fit(x)
+    old = {k: v for k, v in plain.state().items() if k not in ("whiten", "scale")}
+    again = SlotClusterer.from_state(old)
+    np.testing.assert_array_equal(again.transform(x[:20]), plain.transform(x[:20]))
+    assert np.array_equal(again.predict(x[:50])[0], plain.predict(x[:50])[0])
+    whitened = SlotClusterer.from_state(SlotClusterer().fit(x).state())
+    assert whitened.whiten_ and not np.allclose(whitened.transform(x[:20]), plain.transform(x[:20]))
+
+
 @pytest.fixture
 def store(tmp_path):
     q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(DIM, DIM)))
@@ -164,6 +188,7 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
     r = runner.invoke(main, ["cluster", "--store", str(s.directory), "--run", "1", "--json"])
     payload = json.loads(r.stdout)
     assert set(payload) == {"run", "groups", "outliers"} and payload["run"]["id"] == 1
+    assert payload["run"]["params"]["whiten"] and payload["run"]["params"]["pca_dims"] == SlotClusterer().pca_dims
     # a file indexed after the run is placed without re-clustering, and kept in the run
     with s.writing():
         s.apply([(make_set(tmp_path / "late.wav", [5], basis, seed=77, noise=0.03), "late")])
@@ -172,6 +197,10 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
     assert assigned["stored"] and assigned["slots"][0]["group"] >= 0
     after = run_result(Store(s.directory), 1)
     assert any(m["how"] == "added" for g in after["groups"] for m in g["members"])
+    r = runner.invoke(main, ["cluster", "--store", str(s.directory), "--no-whiten", "--pca-dims", "16", "--json"])
+    assert r.exit_code == 0, r.output
+    params = json.loads(r.stdout)["run"]["params"]
+    assert params["whiten"] is False and params["pca_dims"] == 16 and json.loads(r.stdout)["run"]["groups"] == 6
 
 
 def test_no_run_and_empty_store_are_clear_errors(tmp_path):

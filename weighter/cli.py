@@ -474,7 +474,10 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--min-cluster-size", type=int, default=None,
               help="Smallest group, in slots. Default: 3, growing with the fitted sample (5 at 30k slots).")
 @click.option("--min-samples", type=int, default=None, help="HDBSCAN min_samples (larger: more conservative, more outliers). Default: 1.")
-@click.option("--pca-dims", type=int, default=64, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
+@click.option("--pca-dims", type=int, default=32, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
+@click.option("--whiten/--no-whiten", default=True, show_default=True,
+              help="Divide each PCA component by its spread and scale slots to unit length before HDBSCAN "
+                   "(--no-whiten: plain PCA distances, as before the fifteenth session).")
 @click.option("--sample-size", type=int, default=30000, show_default=True,
               help="Fit HDBSCAN on at most this many slots; assign the rest to the groups found.")
 @click.option("--method", type=click.Choice(["eom", "leaf"]), default="eom", show_default=True,
@@ -489,8 +492,8 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Export members to CSV.")
 @click.option("--map", "map_path", type=click.Path(path_type=Path), default=None, help="Write a 2-D map PNG.")
 @click.pass_obj
-def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size, method, assign_outliers, assign_file,
-            run_id, model, as_json, csv_path, map_path):
+def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sample_size, method, assign_outliers,
+            assign_file, run_id, model, as_json, csv_path, map_path):
     """Sort the store's active slots into discovered groups (speakers nobody labelled).
 
     \b
@@ -518,7 +521,7 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, sample_size
                 click.echo(f"slot {m['slot']}: {group} (membership {m['probability']:.2f}) {where}")
         return
     if run_id is None:
-        clusterer = SlotClusterer(min_cluster_size, min_samples, pca_dims, sample_size, method)
+        clusterer = SlotClusterer(min_cluster_size, min_samples, pca_dims, sample_size, method, whiten=whiten)
         run = cluster_store(store, clusterer, assign_outliers)
     else:
         run = latest_run(store, run_id)

@@ -10,6 +10,15 @@ max(core(a), core(b), d(a, b)), if that point is in a group; its membership is t
 core distance over the mutual reachability distance (1 when it sits inside the core). The
 state is plain arrays (PCA basis, fitted points, core distances, labels), stored in SQLite,
 never pickled.
+
+The space: PCA (32 dimensions by default); each component divided by the square root of
+max(its variance, the mean variance of the kept components) over the fitted sample (capped
+whitening: the strong components are brought down to the mean, weak ones are never lifted);
+each slot then scaled to unit length. The aim: the weaker components, where near-identical
+voices may differ, count for more against the few strong ones (voice families, pitch). Full
+whitening lifted pure-noise components as high as real ones when a corpus has fewer speakers
+than dimensions, and lost well-separated groups. ``whiten=False`` keeps plain PCA distances
+(how runs were made before).
 """
 
 from __future__ import annotations
@@ -24,9 +33,15 @@ GROUP_SLACK = 1.5  # see SlotClusterer._group_reach
 # often heard in only a few files, so larger values call many of his slots noise. Measured on
 # 100 validation files (`python benchmarks/cluster_tuning.py`, shipped model with its slot
 # split, PCA 64, eom): min_samples 1 / 2 / 3 gave outliers 3.2% / 7.1% / 10.7%, link F1
-# 0.900 / 0.885 / 0.829. PCA 32 gave F1 0.907 there but took, with hdbscan's own fit, 88 s
-# instead of 55 s for 100k synthetic slots (benchmarks/cluster_speed.py --pca-dims 32): 64 stayed.
+# 0.900 / 0.885 / 0.829. (PCA dimensions: see DEFAULT_PCA_DIMS.)
 DEFAULT_MIN_SAMPLES = 1
+# Capped-whitened, unit-length PCA 32 against plain PCA 64, the default before (`python
+# benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 64 --whiten on off --min-samples 1
+# --methods eom [--probe-voices 12]`, shipped model; rules e3e4575 and e79288e, fixed before the
+# figures): link F1 / ARI on five validation corpora 0.858 / 0.854 (plain 64: 0.862 / 0.856), on
+# five probe corpora of fresh near-identical voices 0.705 / 0.688 (0.695 / 0.672). Capped at 64:
+# 0.867 / 0.869 and 0.703 / 0.688; the rule took the larger probe gain (+0.013 vs +0.012).
+DEFAULT_PCA_DIMS = 32
 
 
 def default_min_cluster_size(n_fit: int) -> int:
@@ -38,11 +53,13 @@ def default_min_cluster_size(n_fit: int) -> int:
 
 
 class SlotClusterer:
-    def __init__(self, min_cluster_size: int | None = None, min_samples: int | None = None, pca_dims: int = 64,
-                 sample_size: int = 30_000, cluster_selection_method: str = "eom", random_state: int = 0):
+    def __init__(self, min_cluster_size: int | None = None, min_samples: int | None = None,
+                 pca_dims: int = DEFAULT_PCA_DIMS, sample_size: int = 30_000, cluster_selection_method: str = "eom",
+                 random_state: int = 0, whiten: bool = True):
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.pca_dims = pca_dims
+        self.whiten = whiten
         self.sample_size = sample_size
         self.cluster_selection_method = cluster_selection_method
         self.random_state = random_state
@@ -50,7 +67,7 @@ class SlotClusterer:
     def get_params(self) -> dict:
         return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples, "pca_dims": self.pca_dims,
                 "sample_size": self.sample_size, "cluster_selection_method": self.cluster_selection_method,
-                "random_state": self.random_state}
+                "random_state": self.random_state, "whiten": self.whiten}
 
     def fit(self, X: np.ndarray) -> "SlotClusterer":
         X = np.asarray(X, dtype=np.float32)
@@ -68,8 +85,11 @@ class SlotClusterer:
             self.components_ = vt[:dims].astype(np.float32)  # (d, E)
         else:
             self.components_ = np.eye(X.shape[1], dtype=np.float32)
-        Z = self.transform(X)
-        residual = self._residual(X, Z)
+        self.whiten_ = self.whiten
+        variance = ((X[sample] - self.mean_) @ self.components_.T).var(0)
+        self.scale_ = np.sqrt(np.maximum(variance, max(variance.mean(), 1e-12))).astype(np.float32) if self.whiten_ \
+            else np.ones(len(self.components_), np.float32)
+        Z, residual = self._space(X)
         self.residual_ = residual[sample]
         self.points_ = Z[sample]
         self.core_ = self._core_distances(self.points_, self.points_, self_included=True)
@@ -88,18 +108,28 @@ class SlotClusterer:
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, np.float32) - self.mean_) @ self.components_.T).astype(np.float32)
+        """Slots in the clustering space (PCA; whitened and unit length unless ``whiten=False``)."""
+        return self._space(X)[0]
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels and membership strengths of new slots in the fitted groups (no re-clustering)."""
-        Z = self.transform(X)
-        return self._assign(Z, self._residual(X, Z))
+        return self._assign(*self._space(X))
 
-    def _residual(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
-        """Norm of what PCA drops: a slot far from every group in directions the PCA basis does
-        not span must not look close to them."""
+    def _space(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slots in the clustering space, and each slot's residual: what PCA drops of it, so that
+        a slot far from every group in directions the basis does not span does not look close to
+        them. Plain PCA: the norm of the dropped part (distances corrected with it are a lower
+        bound of the full-space distance). Whitened: the sine of the angle between the centred
+        slot and the basis, on the scale of the unit-length space."""
         centred = np.asarray(X, np.float32) - self.mean_
-        return np.sqrt(np.maximum((centred ** 2).sum(1) - (Z ** 2).sum(1), 0)).astype(np.float32)
+        Z = centred @ self.components_.T
+        energy = (centred ** 2).sum(1)
+        dropped = np.sqrt(np.maximum(energy - (Z ** 2).sum(1), 0))
+        if not self.whiten_:
+            return Z.astype(np.float32), dropped.astype(np.float32)
+        Z = Z / self.scale_
+        Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+        return Z.astype(np.float32), (dropped / np.maximum(np.sqrt(energy), 1e-12)).astype(np.float32)
 
     def _core_distances(self, queries: np.ndarray, points: np.ndarray, self_included: bool) -> np.ndarray:
         k = min(self.min_samples_ + (1 if self_included else 0), len(points))
@@ -126,14 +156,13 @@ class SlotClusterer:
         grouped = self.point_labels_ >= 0
         if not grouped.any():
             return np.full(len(X), -1), np.zeros(len(X), np.float32)
-        Z = self.transform(X)
-        dist, idx = self._neighbours(Z, self._residual(X, Z), 1, among=grouped)
+        dist, idx = self._neighbours(*self._space(X), 1, among=grouped)
         nearest = idx[:, 0]
         return self.point_labels_[nearest], np.clip(self.core_[nearest] / np.maximum(dist[:, 0], 1e-12), 0, 1)
 
     def _neighbours(self, Z: np.ndarray, residual: np.ndarray, k: int, among: np.ndarray | None = None):
-        """k nearest fitted points (indices into points_), with distances corrected by the PCA
-        residuals: a lower bound of the full-space distance."""
+        """k nearest fitted points (indices into points_), with distances corrected by the
+        residuals (see _space)."""
         pool = np.arange(len(self.points_)) if among is None else np.flatnonzero(among)
         dist, idx = _knn(Z, self.points_[pool], k)  # (Q, k) euclidean in PCA space
         idx = pool[idx]
@@ -167,6 +196,7 @@ class SlotClusterer:
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "components": self.components_, "points": self.points_, "residual": self.residual_, "reach": self.reach_,
                 "point_labels": self.point_labels_, "core": self.core_,
+                "whiten": np.array(self.whiten_), "scale": self.scale_,
                 "min_samples": np.array(self.min_samples_), "min_cluster_size": np.array(self.min_cluster_size_)}
 
     @classmethod
@@ -175,6 +205,9 @@ class SlotClusterer:
         c.mean_, c.components_, c.points_ = state["mean"], state["components"], state["points"]
         c.point_labels_, c.core_, c.residual_ = state["point_labels"], state["core"], state["residual"]
         c.reach_ = state["reach"]
+        # runs stored before whitening existed hold neither: plain PCA
+        c.whiten_ = bool(state["whiten"]) if "whiten" in state else False
+        c.scale_ = state["scale"] if "scale" in state else np.ones(len(c.components_), np.float32)
         c.min_samples_, c.min_cluster_size_ = int(state["min_samples"]), int(state["min_cluster_size"])
         return c
 
