@@ -7,7 +7,7 @@ produced it, copied from the command's own output (nothing typed by hand).
 runs train 4 and 2 (25 and 53 min, variants side by side); these run only when named in
 ``--only``, as do ``gpu session`` and ``gpu fine-tunes`` (they need a CUDA machine) and
 ``related run 13`` (a 37-min training, then calibration and two sweeps: recorded, its
-command a summary). ``--stdout-from FILE`` records a run's saved standard output (``python
+command a summary) and ``candidates, whitened clustering`` (model files kept outside the repo). ``--stdout-from FILE`` records a run's saved standard output (``python
 benchmarks/claims.py > FILE``) instead of running it again, for one name given with ``--only``.
 """
 
@@ -59,11 +59,16 @@ RUNS = {
     "related run 13": ["weighter -v train --synthetic --invented-voices 100 --source-siblings 100 --init default "
                        "--out r13.pt --steps 900 --lr 3e-4 --reverb 0.3 --distort 0.3 --related 0.2 --eval-every 300 "
                        "--patience 20 --seed 10; then weighter calibrate and cluster_tuning.py (probe, validation)"],
+    "candidates, whitened clustering": [
+        "for M in gpu11-step3300 avg-B; do for B in '' '--probe-voices 12'; do echo \"== $M $B\"; python "
+        "benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 --whiten on --min-samples 1 --methods eom $B "
+        "--model ~/.cache/weighter/candidates/$M.pt; done; done"],
     "combine ablation 500": [f"{PY} benchmarks/combine_ablation.py --variants sum max noisy_or sum:bce"],
     "combine ablation 1500": [f"{PY} benchmarks/combine_ablation.py --variants sum max --steps 1500 --eval-every 500"],
 }
 SLOW = ("claims", "combine ablation 500", "combine ablation 1500",  # run only when named in --only
-        "gpu session", "gpu fine-tunes", "related run 13")  # on a lent GPU machine (the device tool), recorded with --stdout-from
+        "gpu session", "gpu fine-tunes", "related run 13",
+        "candidates, whitened clustering")  # candidate files kept outside the repo  # on a lent GPU machine (the device tool), recorded with --stdout-from
 
 
 def main():
