@@ -36,17 +36,18 @@ RUNS = {
     "score norm": [f"{PY} benchmarks/score_norm.py"],
     "robustness": [f"{PY} benchmarks/robustness.py --files 100"],
     "real": [f"{PY} benchmarks/real_speech.py"],
-    "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py"],
+    # sweeps from before the fifteenth session's whitening carry --whiten off: they rerun as they ran (plain PCA)
+    "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py --whiten off"],
     "cluster tuning, five corpora": [
-        f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-cluster-sizes 2 3 4 5"],
+        f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-cluster-sizes 2 3 4 5 --whiten off"],
     "cluster tuning, probe voices": [f"{PY} benchmarks/cluster_tuning.py --probe-voices 12 --seeds 5 6 7 8 9 --pca 64 "
-                                     "--min-samples 1 --methods eom"],
+                                     "--min-samples 1 --methods eom --whiten off"],
     "cluster whitening": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 64 --whiten on off "
                           "--min-samples 1 --methods eom"],
     "cluster whitening, probe voices": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 64 --whiten on "
                                         "off --min-samples 1 --methods eom --probe-voices 12"],
     "cluster outlier assignment": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
-                                   "--methods eom --assign-outliers 0.0 0.1 0.3 0.5"],
+                                   "--methods eom --assign-outliers 0.0 0.1 0.3 0.5 --whiten off"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
     "count errors": [f"{PY} benchmarks/count_errors.py"],
     "count errors, held-out": [f"{PY} benchmarks/count_errors.py --split heldout --seeds 7 8 9 10 11"],
