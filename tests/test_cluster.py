@@ -180,7 +180,7 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
     r = runner.invoke(main, ["cluster", "--store", str(s.directory), "--csv", str(tmp_path / "g.csv"),
                              "--map", str(tmp_path / "map.png")])
     assert r.exit_code == 0, r.output
-    assert "6 groups" in r.output
+    assert "6 groups" in r.output and f"PCA {SlotClusterer().pca_dims}, whitened)" in r.output
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
     with open(tmp_path / "g.csv") as handle:
         rows = list(csv.DictReader(handle))
