@@ -476,8 +476,9 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--min-samples", type=int, default=None, help="HDBSCAN min_samples (larger: more conservative, more outliers). Default: 1.")
 @click.option("--pca-dims", type=int, default=32, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
 @click.option("--whiten/--no-whiten", default=True, show_default=True,
-              help="Divide each PCA component by its spread and scale slots to unit length before HDBSCAN "
-                   "(--no-whiten: plain PCA distances, as before the fifteenth session).")
+              help="Capped whitening: bring the PCA components stronger than the mean down to it (weaker ones "
+                   "stay), then scale slots to unit length before HDBSCAN (--no-whiten: plain PCA distances, as "
+                   "before the fifteenth session).")
 @click.option("--sample-size", type=int, default=30000, show_default=True,
               help="Fit HDBSCAN on at most this many slots; assign the rest to the groups found.")
 @click.option("--method", type=click.Choice(["eom", "leaf"]), default="eom", show_default=True,
