@@ -9,7 +9,7 @@ setting's mean, min and max over them (one 100-file corpus is a small sample: on
 held-out split the shipped model's link F1 ranged 0.78-0.90 over five); ``--min-cluster-sizes``,
 ``--pca`` and ``--whiten on off`` widen or narrow the grid. ``--probe-voices 12`` mixes the validation corpora from a
 probe bank of fresh voices instead (``weighter bank --engines espeak --probe-voices 12``, built
-if missing), ``--bank DIR`` from any built bank.
+if missing; ``--bank-seed 1`` another probe of other voices), ``--bank DIR`` from any built bank.
 """
 
 import argparse
@@ -44,10 +44,15 @@ def main():
     parser.add_argument("--model", default=None)
     parser.add_argument("--bank", default=None, help="a built bank whose validation split to mix (default: the default bank)")
     parser.add_argument("--probe-voices", type=int, default=0, help="mix from the probe bank of this many fresh voices")
+    parser.add_argument("--bank-seed", type=int, default=0,
+                        help="with --probe-voices: another probe bank of other voices (weighter bank --bank-seed)")
     args = parser.parse_args()
     if args.bank and args.probe_voices:
         parser.error("--bank and --probe-voices both name the bank: give one")
-    spec = BankSpec(engines=("espeak",), probe_voices=args.probe_voices) if args.probe_voices else BankSpec()
+    if args.bank_seed and not args.probe_voices:
+        parser.error("--bank-seed picks a probe bank: give --probe-voices too")
+    spec = BankSpec(engines=("espeak",), probe_voices=args.probe_voices, seed=args.bank_seed) if args.probe_voices \
+        else BankSpec()
     bank = UtteranceBank(args.bank) if args.bank else open_or_build_bank(spec, progress=False)
     embedder = Embedder.load(args.model)
     grid = list(itertools.product(args.pca, args.whiten, args.min_samples, args.methods, args.min_cluster_sizes,

@@ -46,6 +46,11 @@ RUNS = {
                           "--min-samples 1 --methods eom"],
     "cluster whitening, probe voices": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 64 --whiten on "
                                         "off --min-samples 1 --methods eom --probe-voices 12"],
+    "cluster whitening, fresh validation": [f"{PY} benchmarks/cluster_tuning.py --seeds 10 11 12 13 14 --pca 32 64 "
+                                           "--whiten on off --min-samples 1 --methods eom"],
+    "cluster whitening, second probe": [
+        f"{PY} benchmarks/cluster_tuning.py --probe-voices 12 --bank-seed 1 --seeds 5 6 7 8 9 --pca 32 64 "
+        "--whiten on off --min-samples 1 --methods eom"],
     "cluster outlier assignment": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
                                    "--methods eom --assign-outliers 0.0 0.1 0.3 0.5 --whiten off"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],

@@ -474,7 +474,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--min-cluster-size", type=int, default=None,
               help="Smallest group, in slots. Default: 3, growing with the fitted sample (5 at 30k slots).")
 @click.option("--min-samples", type=int, default=None, help="HDBSCAN min_samples (larger: more conservative, more outliers). Default: 1.")
-@click.option("--pca-dims", type=int, default=32, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
+@click.option("--pca-dims", type=int, default=64, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
 @click.option("--whiten/--no-whiten", default=True, show_default=True,
               help="Capped whitening: bring the PCA components stronger than the mean down to it (weaker ones "
                    "stay), then scale slots to unit length before HDBSCAN (--no-whiten: plain PCA distances, as "
