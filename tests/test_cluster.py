@@ -115,6 +115,23 @@ def test_capped_whitening_lowers_strong_components_and_never_lifts_weak_ones():
     assert np.allclose(plain.scale_, 1.0) and np.linalg.norm(plain.transform(x), axis=1).std() > 0.1
 
 
+def test_whitened_space_rejects_a_slot_that_only_projects_onto_a_group():
+    """Length normalisation would carry a slot lying almost wholly outside the PCA basis onto a
+    group's direction; its residual (the sine of its angle to the basis) keeps it away."""
+    x, labels, centres = blobs(dim=16, noise=0.02)
+    wide = np.zeros((len(x), 64), np.float32)
+    wide[:, :16] = x  # the groups live in 16 of 64 dimensions
+    c = SlotClusterer(pca_dims=16).fit(wide)
+    assert adjusted_rand_score(labels, c.labels_) > 0.95
+    member = wide[labels == 0][:1]
+    outside = np.zeros((1, 64), np.float32)
+    outside[0, 40] = 1.0
+    stranger = c.mean_ + 0.3 * (member - c.mean_) + 0.95 * outside  # group 0's direction in the basis, mostly outside
+    np.testing.assert_allclose(c.transform(stranger), c.transform(member), atol=1e-5)  # the same in the basis
+    assert c.predict(member)[0][0] == c.labels_[labels == 0][0]
+    assert c.predict(stranger)[0][0] == -1
+
+
 def test_runs_stored_before_whitening_load_as_plain_pca():
     x, _, _ = blobs()
     plain = SlotClusterer(whiten=False).fit(x)
