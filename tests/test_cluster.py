@@ -74,6 +74,17 @@ def test_duplicate_slots_cluster_together():
     assert adjusted_rand_score(labels, c.labels_[:40]) > 0.95
 
 
+def test_a_copy_of_a_member_joins_its_group_even_when_the_group_is_all_copies():
+    x, labels, _ = blobs(n_groups=4, per=10)
+    copies = np.concatenate([np.repeat(x[:1], 6, 0), np.repeat(x[10:11], 6, 0), x[20:]])  # two groups of copies
+    c = SlotClusterer().fit(copies)
+    assert c.labels_[0] >= 0 and len(set(c.labels_[:6])) == 1 and c.labels_[6] != c.labels_[0]
+    predicted, strength = c.predict(copies[[0, 6]])
+    assert predicted.tolist() == [c.labels_[0], c.labels_[6]] and np.allclose(strength, 1.0)
+    nearest, near_strength = c.nearest_group(copies[[0]])
+    assert nearest[0] == c.labels_[0] and near_strength[0] == 1.0
+
+
 def test_sample_fit_then_assign_matches_full_fit():
     x, labels, _ = blobs(per=60)
     sampled = SlotClusterer(sample_size=200).fit(x)

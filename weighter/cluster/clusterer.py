@@ -29,6 +29,9 @@ from weighter.cluster.mst import hdbscan_from_mst
 
 
 GROUP_SLACK = 1.5  # see SlotClusterer._group_reach
+# FAISS computes squared distances in float32: a slot and its exact copy can come out up to
+# ~1e-3 apart after the square root (unit-scale slots), never a real difference between voices.
+DISTANCE_NOISE = 1e-3
 # HDBSCAN's min_samples: 1 makes the core distance a slot's nearest other slot. A speaker is
 # often heard in only a few files, so larger values call many of his slots noise. Measured on
 # 100 validation files (`python benchmarks/cluster_tuning.py`, shipped model with its slot
@@ -148,8 +151,9 @@ class SlotClusterer:
         rows = np.arange(len(Z))
         nearest = idx[rows, best]
         labels = self.point_labels_[nearest]
-        strength = np.clip(self.core_[nearest] / np.maximum(reach[rows, best], 1e-12), 0, 1).astype(np.float32)
-        outside = (labels < 0) | (reach[rows, best] > self.reach_[np.maximum(labels, 0)])
+        gap = reach[rows, best]
+        strength = _membership(self.core_[nearest], gap)
+        outside = (labels < 0) | (gap > np.maximum(self.reach_[np.maximum(labels, 0)], DISTANCE_NOISE))
         labels, strength = np.where(outside, -1, labels), np.where(outside, 0.0, strength).astype(np.float32)
         return labels, strength
 
@@ -161,7 +165,7 @@ class SlotClusterer:
             return np.full(len(X), -1), np.zeros(len(X), np.float32)
         dist, idx = self._neighbours(*self._space(X), 1, among=grouped)
         nearest = idx[:, 0]
-        return self.point_labels_[nearest], np.clip(self.core_[nearest] / np.maximum(dist[:, 0], 1e-12), 0, 1)
+        return self.point_labels_[nearest], _membership(self.core_[nearest], dist[:, 0])
 
     def _neighbours(self, Z: np.ndarray, residual: np.ndarray, k: int, among: np.ndarray | None = None):
         """k nearest fitted points (indices into points_), with distances corrected by the
@@ -213,6 +217,13 @@ class SlotClusterer:
         c.scale_ = state["scale"] if "scale" in state else np.ones(len(c.components_), np.float32)
         c.min_samples_, c.min_cluster_size_ = int(state["min_samples"]), int(state["min_cluster_size"])
         return c
+
+
+def _membership(core: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """A new slot's strength in a group: its nearest member's core distance over the mutual
+    reachability between them; 1 inside the core, as for a copy of a member (0 over 0)."""
+    inside = reach <= core + DISTANCE_NOISE
+    return np.where(inside, 1.0, np.clip(core / np.maximum(reach, 1e-12), 0, 1)).astype(np.float32)
 
 
 def _knn(queries: np.ndarray, points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
