@@ -167,7 +167,9 @@ def export_csv(result: dict, path: str | Path) -> None:
 
 
 def draw_map(store: Store, run: int, path: str | Path) -> None:
-    """A 2-D map of the run's slots coloured by group (t-SNE up to 3000 slots, else PCA)."""
+    """A 2-D map of the run's slots coloured by group, drawn from the space the run clustered in
+    (its PCA, whitening and unit length): t-SNE up to 3000 slots, else that space's first two
+    principal directions."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +177,7 @@ def draw_map(store: Store, run: int, path: str | Path) -> None:
 
     rows = store.db.execute("SELECT s.embedding, m.group_id FROM cluster_members m JOIN slots s ON s.id = m.slot_id "
                             "WHERE m.run_id = ?", (run,)).fetchall()
-    emb = np.stack([np.frombuffer(r[0], np.float32) for r in rows])
+    emb = load_clusterer(store, run).transform(np.stack([np.frombuffer(r[0], np.float32) for r in rows]))
     labels = np.array([r[1] for r in rows])
     if 10 < len(emb) <= 3000:
         from sklearn.manifold import TSNE
