@@ -7,7 +7,8 @@ produced it, copied from the command's own output (nothing typed by hand).
 runs train 4 and 2 (25 and 53 min, variants side by side); these run only when named in
 ``--only``, as do ``gpu session`` and ``gpu fine-tunes`` (they need a CUDA machine) and
 ``related run 13`` (a 37-min training, then calibration and two sweeps: recorded, its
-command a summary) and ``candidates, whitened clustering`` (model files kept outside the repo). ``--stdout-from FILE`` records a run's saved standard output (``python
+command a summary) and ``candidates, whitened clustering`` (model files kept outside the
+repo). ``--stdout-from FILE`` records a run's saved standard output (``python
 benchmarks/claims.py > FILE``) instead of running it again, for one name given with ``--only``.
 """
 
@@ -72,9 +73,10 @@ RUNS = {
     "combine ablation 500": [f"{PY} benchmarks/combine_ablation.py --variants sum max noisy_or sum:bce"],
     "combine ablation 1500": [f"{PY} benchmarks/combine_ablation.py --variants sum max --steps 1500 --eval-every 500"],
 }
-SLOW = ("claims", "combine ablation 500", "combine ablation 1500",  # run only when named in --only
-        "gpu session", "gpu fine-tunes", "related run 13",
-        "candidates, whitened clustering")  # candidate files kept outside the repo  # on a lent GPU machine (the device tool), recorded with --stdout-from
+# Run only when named in --only: long runs; runs on a lent GPU machine (the device tool) and
+# runs of model files kept outside the repo, both recorded with --stdout-from.
+SLOW = ("claims", "combine ablation 500", "combine ablation 1500", "gpu session", "gpu fine-tunes", "related run 13",
+        "candidates, whitened clustering")
 
 
 def main():
