@@ -537,7 +537,7 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
     r = result["run"]
     click.echo(f"run {r['id']}: {r['slots']} slots -> {r['groups']} groups, {r['outlier_share']:.1%} outliers "
                f"(min_cluster_size {r['params']['min_cluster_size_used']}, min_samples {r['params']['min_samples_used']}, "
-               f"{_space(r['params'])})")
+               f"{_space_words(r['params'])})")
     click.echo(f"{'group':>6} {'slots':>6} {'files':>6}  example files")
     for g in result["groups"]:
         examples = ", ".join(sorted({Path(m['file']).name for m in g["members"]})[:4])
@@ -547,7 +547,7 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
             click.echo(f"{label}: {path}")
 
 
-def _space(params: dict) -> str:
+def _space_words(params: dict) -> str:
     """How a run's slots were placed before HDBSCAN, in words (runs from before whitening have no flag)."""
     dims = params.get("pca_dims")
     return (f"PCA {dims}" if dims else "no PCA") + (", whitened" if params.get("whiten") else "")

@@ -221,14 +221,14 @@ class StepBatches(torch.utils.data.IterableDataset):
 
 
 def step_batches(data, clips: BankClips | None, cfg: TrainConfig, frame_rate: float, start: int,
-                 device: torch.device) -> torch.utils.data.DataLoader:
+                 device: torch.device, progress: bool = False) -> torch.utils.data.DataLoader:
     """StepBatches made by ``cfg.workers`` processes (auto_workers(device) when None; 0 = in
     this one), each two batches ahead, while this process trains on ``device``. Before workers
     fork, a bank's clips of the split are decoded here once, and the workers share them."""
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
     if workers and isinstance(data, BankBatches):
         log.info("decoding the bank's %s clips for %d batch workers", data.split, workers)
-        data.bank.preload(data.split, jobs=usable_cores())
+        data.bank.preload(data.split, jobs=usable_cores(), progress=progress)
     return torch.utils.data.DataLoader(StepBatches(data, clips, cfg, frame_rate, start), batch_size=None,
                                        num_workers=workers, prefetch_factor=2 if workers else None,
                                        pin_memory=device.type == "cuda")
@@ -433,7 +433,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=not progress, mininterval=1.0)
     metrics = {}
     clips = BankClips(bank, cfg, data.likes) if bank is not None and cfg.pretrain_steps else None
-    loader = step_batches(data, clips, cfg, frame_rate, step, device)
+    loader = step_batches(data, clips, cfg, frame_rate, step, device, progress)
     with training_threads(device, loader.num_workers):
         batches = made_batches(loader)
         for kind, *batch in batches:
