@@ -10,8 +10,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from weighter.cli import main
 from weighter.cluster import SlotClusterer, assign_set, cluster_store, latest_run, run_result
-from weighter.cluster.clusterer import _knn
+from weighter.cluster.clusterer import LOW_PERSISTENCE, _knn
 from weighter.cluster.mst import hdbscan_from_mst, mutual_reachability_mst
+from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
 from weighter.index import Store
 
@@ -154,6 +155,18 @@ def test_runs_stored_before_whitening_load_as_plain_pca():
     assert whitened.whiten_ and not np.allclose(whitened.transform(x[:20]), plain.transform(x[:20]))
 
 
+def test_group_persistence_tells_real_groups_from_chance():
+    x, _, _ = blobs()
+    assert SlotClusterer().fit(x).persistence_.min() > LOW_PERSISTENCE
+    r = np.random.default_rng(0).standard_normal((100, 256))
+    noise = SlotClusterer().fit((r / np.linalg.norm(r, axis=1, keepdims=True)).astype(np.float32))
+    assert (noise.labels_ >= 0).any()  # HDBSCAN finds groups in noise too...
+    assert len(noise.persistence_) == noise.labels_.max() + 1
+    assert noise.persistence_.max() < LOW_PERSISTENCE  # ...but none of them persists
+    old = {k: v for k, v in noise.state().items() if k != "persistence"}
+    assert SlotClusterer.from_state(old).persistence_ is None  # runs stored before it was kept
+
+
 @pytest.fixture
 def store(tmp_path):
     q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(DIM, DIM)))
@@ -209,6 +222,7 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
                              "--map", str(tmp_path / "map.png")])
     assert r.exit_code == 0, r.output
     assert "6 groups" in r.output and f"PCA {SlotClusterer().pca_dims}, whitened)" in r.output
+    assert "persistence" in r.output and "warning" not in r.output
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
     with open(tmp_path / "g.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -217,6 +231,8 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
     payload = json.loads(r.stdout)
     assert set(payload) == {"run", "groups", "outliers"} and payload["run"]["id"] == 1
     assert payload["run"]["params"]["whiten"] and payload["run"]["params"]["pca_dims"] == SlotClusterer().pca_dims
+    assert all(g["persistence"] > LOW_PERSISTENCE for g in payload["groups"])
+    assert {r["group_persistence"] for r in rows if r["group"] != "-1"} == {str(g["persistence"]) for g in payload["groups"]}
     # a file indexed after the run is placed without re-clustering, and kept in the run
     with s.writing():
         s.apply([(make_set(tmp_path / "late.wav", [5], basis, seed=77, noise=0.03), "late")])
@@ -229,6 +245,24 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
     assert r.exit_code == 0, r.output
     params = json.loads(r.stdout)["run"]["params"]
     assert params["whiten"] is False and params["pca_dims"] == 16 and json.loads(r.stdout)["run"]["groups"] == 6
+
+
+def test_cli_warns_when_no_group_persists(tmp_path):
+    """Nobody speaks in two files: HDBSCAN still makes groups, and the summary says they may be chance."""
+    rng = np.random.default_rng(5)
+    s = Store(tmp_path / "store", create=True)
+    sets = []
+    for i in range(80):  # one speaker per file, 256-d as the model's slots
+        emb = rng.normal(size=(1, 256)).astype(np.float32)
+        sets.append((EmbeddingSet(str(tmp_path / f"f{i:02d}.wav"), emb / np.linalg.norm(emb), np.ones(1, np.float32),
+                                  np.ones(1, bool), np.ones((1, 100), np.float32), 10.0, 10.0, "m1"), f"h{i}"))
+    with s.writing():
+        s.apply(sets)
+    r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["groups"]  # groups were made...
+    r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--run", "1"])
+    assert "no group stands clearly apart" in r.stderr  # ...and the summary doubts them
 
 
 def test_no_run_and_empty_store_are_clear_errors(tmp_path):

@@ -48,6 +48,17 @@ DEFAULT_MIN_SAMPLES = 1
 # four figures (validation 0.848 / 0.840 vs 0.856 / 0.843, probe 0.731 / 0.715 vs 0.712 /
 # 0.686; plain 64 0.852 / 0.832 and 0.716 / 0.687): 64.
 DEFAULT_PCA_DIMS = 64
+# A group's persistence (hdbscan's cluster_persistence_: how long, in the condensed tree, the
+# group holds together before it falls apart, 0-1) says how clearly it stands apart.
+# `python benchmarks/cluster_persistence.py` (shipped model, six 100-file corpora: held-out
+# seeds 7, 8, validation 5, 6, probe 5, 6; 224 groups): the share of a group's file pairs that
+# truly share a speaker was 0.70 for groups of persistence 0.02-0.05, 0.76-0.79 for 0.05-0.2,
+# 0.91-0.93 above 0.2; each corpus's strongest group 0.52-0.83. Where nobody speaks in two files
+# HDBSCAN still finds groups: one file per speaker of those corpora (15-24 slots) gave at most
+# 0.04-0.06, or 0.17-0.18 where near-identical voices were among them (the model hears such a
+# family as one speaker); random unit vectors in 256-d (12, 50, 300) at most 0.079 (in 16-d, up
+# to 0.17: few dimensions make chance structure). Below this for every group, a run warns.
+LOW_PERSISTENCE = 0.1
 
 
 def default_min_cluster_size(n_fit: int) -> int:
@@ -102,6 +113,7 @@ class SlotClusterer:
         fitted = hdbscan_from_mst(self.points_, self.core_, min(self.min_cluster_size_, len(sample)),
                                   self.cluster_selection_method)
         self.point_labels_ = fitted.labels_.astype(np.int64)
+        self.persistence_ = np.asarray(fitted.cluster_persistence_, np.float32)  # per group, see LOW_PERSISTENCE
         self.reach_ = self._group_reach(fitted, len(sample))
         labels = np.full(n, -1, np.int64)
         probs = np.zeros(n, np.float32)
@@ -203,7 +215,7 @@ class SlotClusterer:
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "components": self.components_, "points": self.points_, "residual": self.residual_, "reach": self.reach_,
                 "point_labels": self.point_labels_, "core": self.core_,
-                "whiten": np.array(self.whiten_), "scale": self.scale_,
+                "whiten": np.array(self.whiten_), "scale": self.scale_, "persistence": self.persistence_,
                 "min_samples": np.array(self.min_samples_), "min_cluster_size": np.array(self.min_cluster_size_)}
 
     @classmethod
@@ -215,6 +227,7 @@ class SlotClusterer:
         # runs stored before whitening existed hold neither: plain PCA
         c.whiten_ = bool(state["whiten"]) if "whiten" in state else False
         c.scale_ = state["scale"] if "scale" in state else np.ones(len(c.components_), np.float32)
+        c.persistence_ = state.get("persistence")  # None for runs stored before it was kept
         c.min_samples_, c.min_cluster_size_ = int(state["min_samples"]), int(state["min_cluster_size"])
         return c
 

@@ -114,12 +114,21 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
         member = {"file": path, "slot": slot, "probability": round(prob, 4), "how": how, "spans": spans}
         (outliers if group < 0 else groups.setdefault(group, [])).append(member)
     total = len(rows)
+    persistence = group_persistence(store, run)
     return {"run": {"id": meta[0], "created": meta[1], "model_id": meta[2], "params": json.loads(meta[3]),
                     "slots": total, "groups": len(groups),
                     "outlier_share": round(len(outliers) / total, 4) if total else 0.0},
-            "groups": [{"id": g, "size": len(m), "files": len({x["file"] for x in m}), "members": m}
+            "groups": [{"id": g, "size": len(m), "files": len({x["file"] for x in m})}
+                       | ({} if persistence is None else {"persistence": round(float(persistence[g]), 4)})
+                       | {"members": m}
                        for g, m in sorted(groups.items(), key=lambda kv: -len(kv[1]))],
             "outliers": outliers}
+
+
+def group_persistence(store: Store, run: int) -> np.ndarray | None:
+    """Each group's persistence in the run (clusterer.LOW_PERSISTENCE), None for runs stored
+    before it was kept."""
+    return load_clusterer(store, run).persistence_
 
 
 def load_clusterer(store: Store, run: int) -> SlotClusterer:
@@ -156,14 +165,14 @@ def export_csv(result: dict, path: str | Path) -> None:
 
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["group", "file", "slot", "probability", "how", "spans"])
+        writer.writerow(["group", "file", "slot", "probability", "how", "spans", "group_persistence"])
         for g in result["groups"]:
             for m in g["members"]:
                 writer.writerow([g["id"], m["file"], m["slot"], m["probability"], m["how"],
-                                 ";".join(f"{a}-{b}" for a, b in m["spans"])])
+                                 ";".join(f"{a}-{b}" for a, b in m["spans"]), g.get("persistence", "")])
         for m in result["outliers"]:
             writer.writerow([-1, m["file"], m["slot"], m["probability"], m["how"],
-                             ";".join(f"{a}-{b}" for a, b in m["spans"])])
+                             ";".join(f"{a}-{b}" for a, b in m["spans"]), ""])
 
 
 def draw_map(store: Store, run: int, path: str | Path) -> None:
