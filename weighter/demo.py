@@ -78,8 +78,8 @@ def main() -> None:
     print(f"   {r['slots']} slots -> {r['groups']} groups, {r['outlier_share']:.0%} outliers")
     for g in result["groups"][:8]:
         files = sorted({Path(m["file"]).name for m in g["members"]})
-        print(f"   group {g['id']:>3}: {g['size']} slots in {g['files']} files ({', '.join(files[:4])}"
-              f"{', ...' if len(files) > 4 else ''})")
+        print(f"   group {g['id']:>3}: {g['size']} slots in {g['files']} files, persistence {g['persistence']:.2f} "
+              f"({', '.join(files[:4])}{', ...' if len(files) > 4 else ''})")
     draw_map(store, run, args.out / "groups.png")
 
     print("\n== 6. against the truth (weighter evaluate)")
@@ -96,7 +96,7 @@ def main() -> None:
     timeline_png(qset, args.out / "query_timeline.png", groups, rttm.get(query.path.stem))
     rows = "\n".join(f"| {m.score:.2f} | {m.cosine:.3f} | {m.probability} | {Path(m.file).name} | {m.query_slot} -> {m.stored_slot} | "
                      f"{_spans(m.query_spans)} | {_spans(m.stored_spans)} |" for m in matches)
-    group_rows = "\n".join(f"| {g['id']} | {g['size']} | {g['files']} | "
+    group_rows = "\n".join(f"| {g['id']} | {g['size']} | {g['files']} | {g['persistence']:.2f} | "
                            f"{', '.join(sorted({Path(m['file']).name for m in g['members']})[:6])} |"
                            for g in result["groups"])
     markdown_report(args.out / "report.md", "weighter demo report", [
@@ -104,7 +104,9 @@ def main() -> None:
         (f"Query: {query.path.name}", f"Truly heard: {', '.join(query.likes)}\n\n![timeline](query_timeline.png)\n\n"
          "| score | cosine | p | file | slots | here (s) | there (s) |\n|---|---|---|---|---|---|---|\n" + rows),
         ("Discovered groups", f"{r['groups']} groups, {r['outlier_share']:.0%} outliers\n\n![map](groups.png)\n\n"
-         "| group | slots | files | examples |\n|---|---|---|---|\n" + group_rows),
+         "Persistence (0-1): how clearly a group stands apart; groups above 0.2 linked the right files "
+         "91% of the time on synthetic corpora, below 0.05 70% (`benchmarks/cluster_persistence.py`).\n\n"
+         "| group | slots | files | persistence | examples |\n|---|---|---|---|---|\n" + group_rows),
         ("Figures (weighter evaluate)", "```\n" + json.dumps(figures, indent=1) + "\n```"),
     ])
     print(f"\ndone in {time.time() - started:.0f} s. Report: {args.out / 'report.md'} "
