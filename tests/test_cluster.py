@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 
 import numpy as np
@@ -263,6 +264,23 @@ def test_cli_warns_when_no_group_persists(tmp_path):
     assert json.loads(r.stdout)["groups"]  # groups were made...
     r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--run", "1"])
     assert "no group stands clearly apart" in r.stderr  # ...and the summary doubts them
+
+
+def test_runs_stored_before_persistence_show_none(store):
+    s, _, _ = store
+    run = cluster_store(s, SlotClusterer())
+    state = SlotClusterer.from_state(dict(np.load(io.BytesIO(s.db.execute(
+        "SELECT state FROM cluster_runs WHERE id = ?", (run,)).fetchone()[0])))).state()
+    del state["persistence"]
+    blob = io.BytesIO()
+    np.savez_compressed(blob, **state)
+    with s.writing():
+        s.db.execute("UPDATE cluster_runs SET state = ? WHERE id = ?", (blob.getvalue(), run))
+    assert all("persistence" not in g for g in run_result(s, run)["groups"])
+    r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--run", str(run)])
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+    rows = r.stdout.splitlines()[2:]  # after the run line and the header: group, slots, files, persistence
+    assert rows and all(line.split()[3] == "-" for line in rows)
 
 
 def test_no_run_and_empty_store_are_clear_errors(tmp_path):

@@ -127,8 +127,10 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
 
 def group_persistence(store: Store, run: int) -> np.ndarray | None:
     """Each group's persistence in the run (clusterer.LOW_PERSISTENCE), None for runs stored
-    before it was kept."""
-    return load_clusterer(store, run).persistence_
+    before it was kept. Reads that one array of the run's state, not its fitted points."""
+    blob = store.db.execute("SELECT state FROM cluster_runs WHERE id = ?", (run,)).fetchone()[0]
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return z["persistence"] if "persistence" in z.files else None
 
 
 def load_clusterer(store: Store, run: int) -> SlotClusterer:
