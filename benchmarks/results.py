@@ -55,6 +55,7 @@ RUNS = {
     "cluster outlier assignment": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
                                    "--methods eom --assign-outliers 0.0 0.1 0.3 0.5 --whiten off"],
     "cluster persistence": [f"{PY} benchmarks/cluster_persistence.py"],
+    "probe check": [f"{PY} benchmarks/probe_check.py"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
     "count errors": [f"{PY} benchmarks/count_errors.py"],
     "count errors, held-out": [f"{PY} benchmarks/count_errors.py --split heldout --seeds 7 8 9 10 11"],

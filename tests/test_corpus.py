@@ -11,7 +11,7 @@ from weighter.corpus import (BankSpec, ConversationMixer, MixerConfig, Utterance
                              simulate_vectors, switch_rate, write_corpus)
 from weighter.corpus.channels import DISTORTIONS, MP3_COMPRESSION, clipping, equaliser, mp3
 from weighter.corpus.rooms import room_responses
-from weighter.corpus.bank import check_identities, compact_bank
+from weighter.corpus.bank import check_identities, compact_bank, sounds_like
 from weighter.corpus.voices import espeak_data, espeak_split, invent_voices, speak
 from weighter.errors import CorpusError
 
@@ -218,6 +218,13 @@ def test_compact_bank_is_a_smaller_bank_of_the_same_voices_and_mixes_like_one(ti
         compact_bank(tiny_bank, tmp_path / "compact", ("train",))
     with pytest.raises(CorpusError, match="unknown split"):
         compact_bank(tiny_bank, tmp_path / "other", ("test",))
+
+
+def test_sounds_like_finds_copied_voices_and_not_distinct_ones(tiny_bank, tmp_path):
+    copy = compact_bank(tiny_bank, tmp_path / "copy", ("validation",), progress=False)  # the same voices, coded
+    flagged = sounds_like(copy, tiny_bank, "validation")
+    assert set(flagged) == set(copy.identities()) and all(flagged[i][0] == i for i in flagged)
+    assert not sounds_like(tiny_bank, tiny_bank, "train", bank_split="heldout")  # distinct persons
 
 
 def test_preload_decodes_a_split_once_and_shares_the_arrays(tiny_bank):

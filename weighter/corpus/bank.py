@@ -275,8 +275,8 @@ def check_identities(bank: UtteranceBank) -> dict:
     Invented train identities (``variant`` in their entry) are judged after the installed ones,
     whose verdict they never change: one is rejected when confused with another identity, or when
     INVENTED_CONFUSED of its clips land on a validation or held-out identity (or of theirs on it).
-    A probe bank's voices are judged as installed ones (it holds nothing else; whether one sounds
-    like a train voice is not checked: each is a fresh random draw).
+    A probe bank's voices are judged as installed ones (it holds nothing else); whether one sounds
+    like a train voice is ``sounds_like``'s question, asked of the training bank.
     """
     ids = bank.identities(include_rejected=True)
     # a probe bank's invented validation speakers are judged as installed voices are
@@ -305,6 +305,28 @@ def check_identities(bank: UtteranceBank) -> dict:
         result["invented_rejected"] = {i: list(v) for i, v in sorted(dropped.items())} if enough else {}
         result["rejected"] = sorted(set(rejected) | set(result["invented_rejected"]))
     return result
+
+
+def sounds_like(bank: UtteranceBank, reference: UtteranceBank, split: str = "train",
+                bank_split: str | None = None) -> dict[str, tuple[str, float]]:
+    """Which of ``bank``'s identities sound like one of ``reference``'s ``split`` identities,
+    by the test check_identities applies to invented voices: leave-one-out nearest centroid on
+    log-mel statistics over both banks' identities together; an identity is flagged when more
+    than INVENTED_CONFUSED of its clips land on a reference identity, or of that identity's on
+    it. For a probe bank against the training bank: are its "fresh" voices fresh? ``bank_split``
+    limits ``bank``'s identities to one split. Returns {identity: (the reference identity, the
+    larger share)}."""
+    mine, theirs = bank.identities(bank_split), reference.identities(split)
+    signatures = [[_clip_signature(c.astype(np.float32) / 32768.0, b.sample_rate) for c in b.clips(i)]
+                  for b, ids in ((bank, mine), (reference, theirs)) for i in ids]
+    confusion, _ = _confusion(signatures)  # (mine + theirs) x (mine + theirs)
+    n = len(mine)
+    both = np.maximum(confusion[:n, n:], confusion[n:, :n].T)  # (mine, theirs)
+    flagged = {}
+    for a in np.flatnonzero(both.max(1, initial=0) > INVENTED_CONFUSED):
+        b = int(np.argmax(both[a]))
+        flagged[mine[a]] = (theirs[b], round(float(both[a, b]), 3))
+    return flagged
 
 
 def _confusion(signatures: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
