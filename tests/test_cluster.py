@@ -287,5 +287,9 @@ def test_no_run_and_empty_store_are_clear_errors(tmp_path):
     s = Store(tmp_path / "empty", create=True)
     with pytest.raises(WeighterError, match="no active slots"):
         cluster_store(s, SlotClusterer())
+    with s.writing():
+        s.apply([(make_set(tmp_path / "one.wav", [0], np.eye(DIM, dtype=np.float32)), "one")])
+    r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory)])
+    assert r.exit_code != 0 and "only 1 active slot" in r.output and "Traceback" not in r.output
     with pytest.raises(WeighterError, match="no clustering run"):
         latest_run(s)

@@ -49,8 +49,9 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
     with store.writing():
         store.db.executescript(SCHEMA)
         ids, emb = store.active_vectors()
-        if not len(ids):
-            raise WeighterError(f"{store.directory}: no active slots to cluster (index some files first)")
+        if len(ids) < 2:
+            raise WeighterError(f"{store.directory}: {'no active slots' if not len(ids) else 'only 1 active slot'} "
+                                "to cluster; clustering needs at least 2 (index more files first)")
         clusterer.fit(emb)
         labels, probs = clusterer.labels_.copy(), clusterer.probabilities_.copy()
         how = np.where(np.isin(np.arange(len(ids)), clusterer.sample_), "fitted", "sampled").astype(object)
