@@ -397,6 +397,9 @@ def test_train_from_a_manifest_of_real_files(tiny_bank, tmp_path):
     _, payload = load_model(out)
     assert result["steps"] == 2 and payload["train"]["frame_supervision"] == 0.0  # likes only: no frame truth
     assert set(payload["likes"]) <= set(tiny_bank.identities("train"))
+    one = discover(tmp_path / "c" / "manifest.csv", require_likes=True)[:1]  # would all go to validation
+    with pytest.raises(WeighterError, match="lists 1 file; training needs at least 2"):
+        train(tmp_path / "one.pt", TrainConfig(steps=1), WeighterConfig(**SMALL), sources=one, progress=False)
 
 
 def test_fine_tuning_starts_from_a_trained_model_with_a_new_head(trained_model, tiny_bank, tmp_path):

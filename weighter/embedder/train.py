@@ -146,7 +146,8 @@ class ManifestBatches:
             except AudioError as error:
                 log.warning("skipped: %s", error)
         if not self.audio:
-            raise WeighterError("no usable training audio in the manifest")
+            raise WeighterError(f"no usable training audio in the manifest: all {len(sources)} training files "
+                                "were skipped (the reasons are above)")
 
     def sample(self, rng: np.random.Generator, frame_rate: float):
         picks = rng.integers(0, len(self.audio), size=self.cfg.batch_size)
@@ -384,6 +385,9 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
         val = validation_items(bank, "validation", cfg.val_files, cfg.seed + 1, frame_rate, telephone=cfg.telephone,
                                max_speakers=cfg.max_speakers)
     elif sources is not None:
+        if len(sources) < 2:
+            raise WeighterError(f"the manifest lists {len(sources)} file{'' if len(sources) == 1 else 's'}; training "
+                                "needs at least 2 (a tenth of the files, at least one, is held out for validation)")
         cut = max(1, len(sources) // 10)  # a tenth of the manifest (whole files) for validation
         order = np.random.default_rng(cfg.seed).permutation(len(sources))
         held = [sources[i] for i in order[:cut]]
