@@ -15,7 +15,7 @@ from weighter.corpus import MixerConfig, UtteranceBank, write_corpus
 from weighter.embedder import Embedder, WeighterConfig, WeighterModel
 from weighter.embedder.checkpoint import load_model, save_model
 from weighter.embedder.model import bce, file_prediction, wbce
-from weighter.embedder.train import TrainConfig, train
+from weighter.embedder.train import TrainConfig, margin_cross_entropy, train
 from weighter.errors import AudioError, WeighterError
 
 from conftest import SMALL_MODEL as SMALL
@@ -413,6 +413,7 @@ def test_fine_tuning_starts_from_a_trained_model_with_a_new_head(trained_model, 
           progress=False, init=trained_model[0])
     tuned, payload = load_model(out)
     assert payload["config"]["slots"] == base_payload["config"]["slots"]  # the init's architecture, not slots=3
+    assert payload["config"]["margin"] == base_payload["config"]["margin"]
     assert set(payload["likes"]) <= set(tiny_bank.identities("validation"))  # likes never seen by the base
     assert payload["train"]["init"] == str(trained_model[0])
     for key, value in base.state_dict().items():
@@ -421,6 +422,16 @@ def test_fine_tuning_starts_from_a_trained_model_with_a_new_head(trained_model, 
     with pytest.raises(WeighterError, match="no such model file"):
         train(tmp_path / "x.pt", TrainConfig(steps=1), WeighterConfig(), sources=discover(tmp_path / "c" / "manifest.csv",
               require_likes=True), progress=False, init=tmp_path / "missing.pt")
+    # a larger identity margin replaces the init's, and the identity loss grows with it
+    train(tmp_path / "wide.pt", TrainConfig(steps=1, batch_size=2, max_seconds=5, eval_every=1, lr=0.0, margin=0.45),
+          WeighterConfig(), sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True), progress=False,
+          init=trained_model[0])
+    wide, wide_payload = load_model(tmp_path / "wide.pt")
+    assert wide_payload["config"]["margin"] == 0.45 != base_payload["config"]["margin"]
+    emb, who = F.normalize(torch.randn(5, wide.config.embed_dim), dim=1), torch.arange(5) % wide.config.num_likes
+    wider = margin_cross_entropy(wide, emb, who)
+    wide.config.margin = base_payload["config"]["margin"]
+    assert wider > margin_cross_entropy(wide, emb, who)
 
 
 def test_fine_tuning_keeps_the_head_rows_of_likes_the_model_knew(trained_model, tiny_bank, tmp_path):

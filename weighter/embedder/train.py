@@ -57,6 +57,8 @@ class TrainConfig:
     frame_supervision: float = 1.0
     balance_activity: bool = False  # frame activity loss: each matched slot's speech and silence frames weigh
     #                                 alike (capped at BALANCE_CAP), so a speaker heard 1 s counts as one heard 20 s
+    margin: float | None = None  # the identity losses' AM-softmax margin (cosine units), replacing the model
+    #                              config's (also an init's): larger-margin fine-tuning pushes voices further apart
     eval_every: int = 250
     patience: int = 6  # evaluations without a better validation mAP before stopping
     # Synthetic validation conversations (10-30 s) scored each eval_every steps. 60 ranked run 7's
@@ -405,6 +407,8 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
         start, payload = load_model(init)
         model_cfg = WeighterConfig.from_dict(payload["config"])
     model_cfg.num_likes = len(data.likes)
+    if cfg.margin is not None:
+        model_cfg.margin = cfg.margin
     model = WeighterModel(model_cfg).to(device)
     if init is not None:
         weights = start.state_dict()
