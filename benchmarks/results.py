@@ -68,6 +68,12 @@ RUNS = {
     "related run 13": ["weighter -v train --synthetic --invented-voices 100 --source-siblings 100 --init default "
                        "--out r13.pt --steps 900 --lr 3e-4 --reverb 0.3 --distort 0.3 --related 0.2 --eval-every 300 "
                        "--patience 20 --seed 10; then weighter calibrate and cluster_tuning.py (probe, validation)"],
+    "large-margin run 14": [
+        "weighter -v train --synthetic --invented-voices 100 --source-siblings 100 --init default --out r14.pt --steps "
+        "1200 --lr 3e-4 --margin 0.4 --reverb 0.3 --distort 0.3 --eval-every 400 --patience 20 --seed 11; weighter -v "
+        "calibrate r14.pt --invented-voices 100 --source-siblings 100; then for M in shipped r14.pt: python "
+        "benchmarks/cluster_tuning.py --probe-voices 12 --bank-seed 2 --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
+        "--methods eom [--model M], and the same with --seeds 15 16 17 18 19 and no probe"],
     "candidates, whitened clustering": [
         "for M in gpu11-step3300 avg-B; do for B in '' '--probe-voices 12'; do echo \"== $M $B\"; python "
         "benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 --whiten on --min-samples 1 --methods eom $B "
@@ -78,7 +84,7 @@ RUNS = {
 # Run only when named in --only: long runs; runs on a lent GPU machine (the device tool) and
 # runs of model files kept outside the repo, both recorded with --stdout-from.
 SLOW = ("claims", "combine ablation 500", "combine ablation 1500", "gpu session", "gpu fine-tunes", "related run 13",
-        "candidates, whitened clustering")
+        "candidates, whitened clustering", "large-margin run 14")
 
 
 def main():
