@@ -317,8 +317,8 @@ def sounds_like(bank: UtteranceBank, reference: UtteranceBank, split: str = "tra
     limits ``bank``'s identities to one split. Returns {identity: (the reference identity, the
     larger share)}."""
     mine, theirs = bank.identities(bank_split), reference.identities(split)
-    signatures = [[_clip_signature(c.astype(np.float32) / 32768.0, b.sample_rate) for c in b.clips(i)]
-                  for b, ids in ((bank, mine), (reference, theirs)) for i in ids]
+    signatures = [[_clip_signature(c.astype(np.float32) / 32768.0, source.sample_rate) for c in source.clips(i)]
+                  for source, ids in ((bank, mine), (reference, theirs)) for i in ids]
     confusion, _ = _confusion(signatures)  # (mine + theirs) x (mine + theirs)
     n = len(mine)
     both = np.maximum(confusion[:n, n:], confusion[n:, :n].T)  # (mine, theirs)
