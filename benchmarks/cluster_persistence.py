@@ -58,7 +58,7 @@ def main():
                 precision = float(np.mean([bool(likes[a] & likes[b]) for a, b in pairs])) if pairs else None
                 groups.append((g["persistence"], precision))
             corpora.append({"corpus": f"{kind} {seed}", "groups": result["run"]["groups"],
-                            "strongest_persistence": max((g["persistence"] for g in result["groups"]), default=None)})
+                            "strongest_persistence": result["run"]["strongest_persistence"]})
             # nobody recurs: one single-speaker file per speaker, its active slots
             seen, keep = set(), []
             for s in sources:

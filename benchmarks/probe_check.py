@@ -16,7 +16,6 @@ the bank's check removed). Prints one JSON object per bank.
 
 import argparse
 import json
-import re
 import time
 
 from weighter.corpus import BankSpec, open_or_build_bank
@@ -37,7 +36,7 @@ def main():
         started = time.time()
         bank = open_or_build_bank(spec, progress=False)
         flagged = sounds_like(bank, train, "train", bank_split=split)
-        persons = sorted({re.sub(r"[+-]\d+$", "", i) for i in flagged})  # identity = person + pitch shift
+        persons = sorted({bank.identity(i)["person"] for i in flagged})
         strong = {i: v for i, v in flagged.items() if v[1] > CONFUSED}
         print(json.dumps({"bank": name, "identities": len(bank.identities(split)),
                           "train_identities": len(train.identities("train")),

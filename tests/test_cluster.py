@@ -233,6 +233,7 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
     assert set(payload) == {"run", "groups", "outliers"} and payload["run"]["id"] == 1
     assert payload["run"]["params"]["whiten"] and payload["run"]["params"]["pca_dims"] == SlotClusterer().pca_dims
     assert all(g["persistence"] > LOW_PERSISTENCE for g in payload["groups"])
+    assert payload["run"]["groups_may_be_chance"] is False
     assert {r["group_persistence"] for r in rows if r["group"] != "-1"} == {str(g["persistence"]) for g in payload["groups"]}
     # a file indexed after the run is placed without re-clustering, and kept in the run
     with s.writing():
@@ -262,6 +263,7 @@ def test_cli_warns_when_no_group_persists(tmp_path):
     r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["groups"]  # groups were made...
+    assert json.loads(r.stdout)["run"]["groups_may_be_chance"]
     r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--run", "1"])
     assert "no group stands clearly apart" in r.stderr  # ...and the summary doubts them
 

@@ -549,10 +549,9 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
         examples = ", ".join(sorted({Path(m['file']).name for m in g["members"]})[:4])
         persistence = f"{g['persistence']:.2f}" if "persistence" in g else "-"
         click.echo(f"{g['id']:>6} {g['size']:>6} {g['files']:>6} {persistence:>11}  {examples}")
-    strongest = max((g["persistence"] for g in result["groups"] if "persistence" in g), default=None)
-    if strongest is not None and strongest < LOW_PERSISTENCE:
-        click.echo(f"warning: no group stands clearly apart (strongest persistence {strongest:.3f} < "
-                   f"{LOW_PERSISTENCE}): these groups may be chance; does anyone speak in more than one file?",
+    if r["groups_may_be_chance"]:
+        click.echo(f"warning: no group stands clearly apart (strongest persistence {r['strongest_persistence']:.3f} "
+                   f"< {LOW_PERSISTENCE}): these groups may be chance; does anyone speak in more than one file?",
                    err=True)
     for label, path in (("csv", csv_path), ("map", map_path)):
         if path:

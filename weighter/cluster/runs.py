@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from weighter.cluster.clusterer import SlotClusterer
+from weighter.cluster.clusterer import LOW_PERSISTENCE, SlotClusterer
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
 from weighter.index.store import Store
@@ -96,7 +96,7 @@ def latest_run(store: Store, run: int | None = None) -> int:
 
 
 def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
-    """{"run": ..., "groups": [{"id", "size", "files", "members": [...]}], "outliers": [...]}"""
+    """{"run": ..., "groups": [{"id", "size", "files", "persistence", "members": [...]}], "outliers": [...]}"""
     meta = store.db.execute("SELECT id, created, model_id, params, slots, groups, outlier_share FROM cluster_runs "
                             "WHERE id = ?", (run,)).fetchone()
     rows = store.db.execute(
@@ -116,9 +116,13 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
         (outliers if group < 0 else groups.setdefault(group, [])).append(member)
     total = len(rows)
     persistence = group_persistence(store, run)
+    strongest = float(persistence.max()) if persistence is not None and len(persistence) else None
     return {"run": {"id": meta[0], "created": meta[1], "model_id": meta[2], "params": json.loads(meta[3]),
                     "slots": total, "groups": len(groups),
-                    "outlier_share": round(len(outliers) / total, 4) if total else 0.0},
+                    "outlier_share": round(len(outliers) / total, 4) if total else 0.0,
+                    "strongest_persistence": None if strongest is None else round(strongest, 4),
+                    # no group stands clearly apart: HDBSCAN makes groups even where nobody recurs
+                    "groups_may_be_chance": strongest is not None and strongest < LOW_PERSISTENCE},
             "groups": [{"id": g, "size": len(m), "files": len({x["file"] for x in m})}
                        | ({} if persistence is None else {"persistence": round(float(persistence[g]), 4)})
                        | {"members": m}
@@ -129,15 +133,19 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
 def group_persistence(store: Store, run: int) -> np.ndarray | None:
     """Each group's persistence in the run (clusterer.LOW_PERSISTENCE), None for runs stored
     before it was kept. Reads that one array of the run's state, not its fitted points."""
-    blob = store.db.execute("SELECT state FROM cluster_runs WHERE id = ?", (run,)).fetchone()[0]
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        return z["persistence"] if "persistence" in z.files else None
+    return _run_state(store, run, ("persistence",)).get("persistence")
 
 
 def load_clusterer(store: Store, run: int) -> SlotClusterer:
+    return SlotClusterer.from_state(_run_state(store, run))
+
+
+def _run_state(store: Store, run: int, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The run's stored clusterer state (SlotClusterer.state), or only those of ``keys`` it holds:
+    an npz decompresses just the arrays read."""
     blob = store.db.execute("SELECT state FROM cluster_runs WHERE id = ?", (run,)).fetchone()[0]
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        return SlotClusterer.from_state({k: z[k] for k in z.files})
+        return {k: z[k] for k in z.files if keys is None or k in keys}
 
 
 def assign_set(store: Store, run: int, embedding_set: EmbeddingSet, persist: bool) -> list[Member]:
