@@ -41,6 +41,9 @@ def main():
                         help="also assign outliers to their nearest group at these membership strengths")
     parser.add_argument("--min-samples", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--methods", nargs="+", default=["eom", "leaf"])
+    parser.add_argument("--split-evidence", nargs="+", default=["default"],
+                        help="BIC evidence at which a group holding two voices is split (weighter.cluster.split): "
+                             "numbers, 'none' (no splitting) or 'default' (the clusterer's)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--bank", default=None, help="a built bank whose validation split to mix (default: the default bank)")
     parser.add_argument("--probe-voices", type=int, default=0, help="mix from the probe bank of this many fresh voices")
@@ -56,17 +59,18 @@ def main():
     bank = UtteranceBank(args.bank) if args.bank else open_or_build_bank(spec, progress=False)
     embedder = Embedder.load(args.model)
     grid = list(itertools.product(args.pca, args.whiten, args.min_samples, args.methods, args.min_cluster_sizes,
-                                  [None] + (args.assign_outliers or [])))
+                                  [None] + (args.assign_outliers or []), args.split_evidence))
     scores = {setting: [] for setting in grid}
     for seed in args.seeds or [args.seed]:
         with tempfile.TemporaryDirectory() as tmp:
             sources, rttm = corpus_truth(mixed_corpus(bank, Path(tmp) / "corpus", "validation", args.files, seed))
             store = indexed_store(embedder, sources, Path(tmp) / "store")
             for setting in grid:
-                pca, whiten, min_samples, method, min_size, assign = setting
+                pca, whiten, min_samples, method, min_size, assign, split = setting
+                evidence = {} if split == "default" else {"split_evidence": None if split == "none" else float(split)}
                 r = clustered_figures(store, sources, rttm, SlotClusterer(
                     min_cluster_size=min_size, min_samples=min_samples, pca_dims=pca, cluster_selection_method=method,
-                    whiten=whiten == "on"), assign_outliers=assign)
+                    whiten=whiten == "on", **evidence), assign_outliers=assign)
                 scores[setting].append({"link_f1": r["linking"]["f1"], "ari": r["ari"],
                                         "outlier_share": r["outlier_share"], "count_accuracy": r["count_accuracy"],
                                         "map": r["map"]})
@@ -78,8 +82,9 @@ def main():
 
 
 def _name(setting) -> dict:
-    pca, whiten, min_samples, method, min_size, assign = setting
+    pca, whiten, min_samples, method, min_size, assign, split = setting
     return {"pca_dims": pca, "whiten": whiten, "min_samples": min_samples, "method": method} | (
+        {} if split == "default" else {"split_evidence": split}) | (
         {} if min_size is None else {"min_cluster_size": min_size}) | (
         {} if assign is None else {"assign_outliers": assign})
 

@@ -13,6 +13,7 @@ from weighter.cli import main
 from weighter.cluster import SlotClusterer, assign_set, cluster_store, latest_run, run_result
 from weighter.cluster.clusterer import LOW_PERSISTENCE, _knn
 from weighter.cluster.mst import hdbscan_from_mst, mutual_reachability_mst
+from weighter.cluster.split import split_groups, two_voices
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
 from weighter.index import Store
@@ -168,6 +169,63 @@ def test_group_persistence_tells_real_groups_from_chance():
     assert SlotClusterer.from_state(old).persistence_ is None  # runs stored before it was kept
 
 
+def test_two_voices_splits_two_gaussians_and_keeps_one():
+    rng = np.random.default_rng(0)
+    two = np.concatenate([rng.normal(-3, 1, 20), rng.normal(3, 1, 20)])
+    part = two_voices(two, min_part=3, evidence=5.0)
+    assert part is not None and len(set(part[:20])) == 1 and len(set(part[20:])) == 1 and part[0] != part[-1]
+    assert two_voices(rng.normal(0, 1, 40), min_part=3, evidence=5.0) is None
+    lopsided = np.concatenate([rng.normal(0, 1, 37), [30.0, 31.0, 32.0]])  # a clear part, but below min_part
+    assert two_voices(lopsided, min_part=3, evidence=5.0) is not None
+    assert two_voices(lopsided, min_part=4, evidence=5.0) is None
+    assert two_voices(two[:5], min_part=3, evidence=5.0) is None  # too few to hold two parts of 3
+
+
+def test_two_voices_false_splits_of_one_gaussian_are_rare():
+    """Groups of one voice (one Gaussian) split by chance: 1-4% of 300 draws each at 6-20 slots
+    in 256-d, none at 100 and 400 (this test's draws: 6 of 100 at 10 slots). At most 10% passes."""
+    rng = np.random.default_rng(1)
+    labels = np.zeros(10, np.int64)
+    splits = sum(len(split_groups(rng.normal(size=(10, 256)), labels, 3, 5.0)[1]) > 1 for _ in range(100))
+    assert splits <= 10
+    labels = np.zeros(100, np.int64)
+    assert not any(len(split_groups(rng.normal(size=(100, 256)), labels, 3, 5.0)[1]) > 1 for _ in range(20))
+
+
+def near_voices(angle=0.2, seed=0, per=12, noise=0.03):
+    """Five voices of ``per`` slots: voices 0 and 1 at ``angle`` radians (HDBSCAN keeps them in
+    one group at 0.2), the other three far apart."""
+    rng = np.random.default_rng(seed)
+    far = rng.normal(size=(4, 256))
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    away = rng.normal(size=256)
+    away -= (away @ far[0]) * far[0]
+    away /= np.linalg.norm(away)
+    centres = [far[0], far[0] * np.cos(angle) + away * np.sin(angle), far[1], far[2], far[3]]
+    x = np.stack([c + rng.normal(0, noise, 256) for c in centres for _ in range(per)])
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), np.repeat(np.arange(5), per)
+
+
+def test_clusterer_splits_a_group_of_two_near_voices_when_asked():
+    x, voice = near_voices()
+    merged = SlotClusterer().fit(x)
+    assert len(set(merged.labels_[voice < 2])) == 1  # HDBSCAN alone keeps voices 0 and 1 together
+    assert (merged.split_from_ == np.arange(len(merged.split_from_))).all()  # and nothing is split by default
+    split = SlotClusterer(split_evidence=5.0).fit(x)
+    assert adjusted_rand_score(voice, split.labels_) == 1.0
+    assert len(split.persistence_) == len(split.reach_) == split.labels_.max() + 1 == 5
+    first, second = split.labels_[voice == 0][0], split.labels_[voice == 1][0]
+    assert first != second and split.split_from_[first] == split.split_from_[second]  # two parts of one group
+    expected, _ = split_groups(x, merged.labels_, merged.min_cluster_size_, 5.0)
+    assert (split.labels_ == expected).all()  # the fit's split is split_groups on HDBSCAN's labels
+    again = SlotClusterer.from_state(split.state())
+    near = x[voice < 2] + np.random.default_rng(4).normal(0, 0.003, (int((voice < 2).sum()), 256)).astype(np.float32)
+    placed = again.predict(near / np.linalg.norm(near, axis=1, keepdims=True))[0]
+    assert ((placed == split.labels_[voice < 2]) | (placed < 0)).all()  # new slots go into the right part...
+    assert (placed >= 0).mean() > 0.8  # ...nearly all of them
+    assert (again.split_from_ == split.split_from_).all()
+
+
 @pytest.fixture
 def store(tmp_path):
     q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(DIM, DIM)))
@@ -247,6 +305,25 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
     assert r.exit_code == 0, r.output
     params = json.loads(r.stdout)["run"]["params"]
     assert params["whiten"] is False and params["pca_dims"] == 16 and json.loads(r.stdout)["run"]["groups"] == 6
+
+
+def test_cli_split_evidence_splits_and_says_so(tmp_path):
+    x, voice = near_voices()
+    s = Store(tmp_path / "store", create=True)
+    sets = [(EmbeddingSet(str(tmp_path / f"f{i:02d}.wav"), v[None], np.ones(1, np.float32), np.ones(1, bool),
+                          np.ones((1, 100), np.float32), 10.0, 10.0, "m1"), f"h{i}") for i, v in enumerate(x)]
+    with s.writing():
+        s.apply(sets)
+    plain = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--json"])
+    assert plain.exit_code == 0 and json.loads(plain.stdout)["run"]["groups"] == 4, plain.output
+    assert "split in two" not in CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--run", "1"]).output
+    r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--split-evidence", "5"])
+    assert r.exit_code == 0, r.output
+    assert "5 groups" in r.output and "split in two: 1 group(s)" in r.output
+    result = json.loads(CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--run", "2", "--json"]).stdout)
+    assert result["run"]["params"]["split_evidence"] == 5 and result["run"]["params"]["groups_split"] == 1
+    bad = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--split-evidence", "-1"])
+    assert bad.exit_code != 0 and "--split-evidence" in bad.output
 
 
 def test_cli_warns_when_no_group_persists(tmp_path):

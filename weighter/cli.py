@@ -483,6 +483,11 @@ def query(obj, file, store_dir, model, k, slot, as_json):
               help="Fit HDBSCAN on at most this many slots; assign the rest to the groups found.")
 @click.option("--method", type=click.Choice(["eom", "leaf"]), default="eom", show_default=True,
               help="HDBSCAN cluster selection.")
+@click.option("--split-evidence", type=float, default=None,
+              help="Split a group that holds two voices: along the group's main direction, two Gaussians must "
+                   "beat one by more than this much BIC (e.g. 5), each part at least --min-cluster-size slots. "
+                   "Off by default: on fresh synthetic corpora, evidence 5 raised link F1 / ARI by 0.015 / 0.021 "
+                   "where near-identical voices were merged and lowered them by 0.016 / 0.011 on ordinary voices.")
 @click.option("--assign-outliers", type=float, default=None,
               help="Also place outliers in their nearest group when membership >= this (0-1).")
 @click.option("--assign", "assign_file", type=click.Path(path_type=Path), default=None,
@@ -493,8 +498,8 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Export members to CSV.")
 @click.option("--map", "map_path", type=click.Path(path_type=Path), default=None, help="Write a 2-D map PNG.")
 @click.pass_obj
-def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sample_size, method, assign_outliers,
-            assign_file, run_id, model, as_json, csv_path, map_path):
+def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sample_size, method, split_evidence,
+            assign_outliers, assign_file, run_id, model, as_json, csv_path, map_path):
     """Sort the store's active slots into discovered groups (speakers nobody labelled).
 
     \b
@@ -528,7 +533,10 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
                 click.echo(f"slot {m['slot']}: {group} (membership {m['probability']:.2f}) {where}")
         return
     if run_id is None:
-        clusterer = SlotClusterer(min_cluster_size, min_samples, pca_dims, sample_size, method, whiten=whiten)
+        if split_evidence is not None and split_evidence < 0:
+            raise click.BadParameter(f"{split_evidence}: BIC evidence is at least 0", param_hint="--split-evidence")
+        clusterer = SlotClusterer(min_cluster_size, min_samples, pca_dims, sample_size, method, whiten=whiten,
+                                  split_evidence=split_evidence)
         run = cluster_store(store, clusterer, assign_outliers)
     else:
         run = latest_run(store, run_id)
@@ -544,6 +552,9 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
     click.echo(f"run {r['id']}: {r['slots']} slots -> {r['groups']} groups, {r['outlier_share']:.1%} outliers "
                f"(min_cluster_size {r['params']['min_cluster_size_used']}, min_samples {r['params']['min_samples_used']}, "
                f"{_space_words(r['params'])})")
+    if r["params"].get("split_evidence") is not None:
+        click.echo(f"split in two: {r['params']['groups_split']} group(s) holding two voices "
+                   f"(--split-evidence {r['params']['split_evidence']:g})")
     click.echo(f"{'group':>6} {'slots':>6} {'files':>6} {'persistence':>11}  example files")
     for g in result["groups"]:
         examples = ", ".join(sorted({Path(m['file']).name for m in g["members"]})[:4])

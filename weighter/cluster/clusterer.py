@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from weighter.cluster.mst import hdbscan_from_mst
+from weighter.cluster.split import split_groups
 
 
 GROUP_SLACK = 1.5  # see SlotClusterer._group_reach
@@ -59,6 +60,13 @@ DEFAULT_PCA_DIMS = 64
 # family as one speaker); random unit vectors in 256-d (12, 50, 300) at most 0.079 (in 16-d, up
 # to 0.17: few dimensions make chance structure). Below this for every group, a run warns.
 LOW_PERSISTENCE = 0.1
+# ``split_evidence``: a group holding two voices is split in two when two Gaussians along its
+# main direction beat one by more than this much BIC (weighter.cluster.split). Off by default:
+# under rule e8cc193, evidence 5 on fresh corpora (`python benchmarks/cluster_tuning.py --seeds
+# 20 21 22 23 24 --pca 64 --min-samples 1 --methods eom --split-evidence none 5`, and with
+# `--probe-voices 12 --bank-seed 3 --seeds 5 6 7 8 9`) moved link F1 / ARI from 0.8685 / 0.8667
+# to 0.8529 / 0.8557 on validation voices, from 0.7235 / 0.7129 to 0.7386 / 0.7336 on probe
+# voices (near-identical pairs): it splits merged look-alikes and, about as often, one voice.
 
 
 def default_min_cluster_size(n_fit: int) -> int:
@@ -72,7 +80,7 @@ def default_min_cluster_size(n_fit: int) -> int:
 class SlotClusterer:
     def __init__(self, min_cluster_size: int | None = None, min_samples: int | None = None,
                  pca_dims: int = DEFAULT_PCA_DIMS, sample_size: int = 30_000, cluster_selection_method: str = "eom",
-                 random_state: int = 0, whiten: bool = True):
+                 random_state: int = 0, whiten: bool = True, split_evidence: float | None = None):
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.pca_dims = pca_dims
@@ -80,11 +88,13 @@ class SlotClusterer:
         self.sample_size = sample_size
         self.cluster_selection_method = cluster_selection_method
         self.random_state = random_state
+        self.split_evidence = split_evidence
 
     def get_params(self) -> dict:
         return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples, "pca_dims": self.pca_dims,
                 "sample_size": self.sample_size, "cluster_selection_method": self.cluster_selection_method,
-                "random_state": self.random_state, "whiten": self.whiten}
+                "random_state": self.random_state, "whiten": self.whiten,
+                "split_evidence": self.split_evidence}
 
     def fit(self, X: np.ndarray) -> "SlotClusterer":
         X = np.asarray(X, dtype=np.float32)
@@ -115,9 +125,16 @@ class SlotClusterer:
         self.point_labels_ = fitted.labels_.astype(np.int64)
         self.persistence_ = np.asarray(fitted.cluster_persistence_, np.float32)  # per group, see LOW_PERSISTENCE
         self.reach_ = self._group_reach(fitted, len(sample))
+        self.split_from_ = np.arange(len(self.persistence_))  # the group each group came from (itself: not split)
+        if self.split_evidence is not None and len(self.persistence_):
+            # the two parts of a split group keep its persistence and reach limit
+            self.point_labels_, self.split_from_ = split_groups(X[sample], self.point_labels_, self.min_cluster_size_,
+                                                                self.split_evidence)
+            self.persistence_ = self.persistence_[self.split_from_]
+            self.reach_ = self.reach_[self.split_from_]
         labels = np.full(n, -1, np.int64)
         probs = np.zeros(n, np.float32)
-        labels[sample], probs[sample] = fitted.labels_, fitted.probabilities_
+        labels[sample], probs[sample] = self.point_labels_, fitted.probabilities_
         rest = np.setdiff1d(np.arange(n), sample)
         if len(rest):
             labels[rest], probs[rest] = self._assign(Z[rest], residual[rest])
@@ -216,7 +233,7 @@ class SlotClusterer:
         return {"mean": self.mean_, "components": self.components_, "points": self.points_, "residual": self.residual_, "reach": self.reach_,
                 "point_labels": self.point_labels_, "core": self.core_,
                 "whiten": np.array(self.whiten_), "scale": self.scale_, "persistence": self.persistence_,
-                "min_samples": np.array(self.min_samples_), "min_cluster_size": np.array(self.min_cluster_size_)}
+                "split_from": self.split_from_, "min_samples": np.array(self.min_samples_), "min_cluster_size": np.array(self.min_cluster_size_)}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "SlotClusterer":
@@ -228,6 +245,7 @@ class SlotClusterer:
         c.whiten_ = bool(state["whiten"]) if "whiten" in state else False
         c.scale_ = state["scale"] if "scale" in state else np.ones(len(c.components_), np.float32)
         c.persistence_ = state.get("persistence")  # None for runs stored before it was kept
+        c.split_from_ = state.get("split_from")  # None for runs stored before groups were split
         c.min_samples_, c.min_cluster_size_ = int(state["min_samples"]), int(state["min_cluster_size"])
         return c
 

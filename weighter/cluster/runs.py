@@ -66,7 +66,9 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
         np.savez_compressed(state, **clusterer.state())
         params = clusterer.get_params() | {"min_cluster_size_used": clusterer.min_cluster_size_,
                                             "min_samples_used": clusterer.min_samples_,
-                                            "assign_outliers": assign_outliers}
+                                            "assign_outliers": assign_outliers,
+                                            "groups_split": int((clusterer.split_from_ != np.arange(len(
+                                                clusterer.split_from_))).sum())}
         groups = len(set(labels.tolist()) - {-1})
         db = store.db
         db.execute("BEGIN IMMEDIATE")
