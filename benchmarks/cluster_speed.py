@@ -5,7 +5,9 @@ Synthetic slot embeddings (2000 speakers, unit vectors plus noise) go through th
 whitening and unit length; HDBSCAN on a sample of at most 30k,
 the rest assigned); ARI against the true speakers shows it still finds them.
 
-    python benchmarks/cluster_speed.py --slots 100000 1000000 [--pca-dims 64]
+    python benchmarks/cluster_speed.py --slots 100000 1000000 [--pca-dims 64] [--split-evidence 5]
+
+``--split-evidence`` also tests every group for two voices (``weighter cluster --split-evidence``).
 """
 
 import argparse
@@ -27,7 +29,7 @@ def outliers_alone(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def run(n: int, pca_dims: int) -> dict:
+def run(n: int, pca_dims: int, split_evidence: float | None = None) -> dict:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(2000, 256)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -35,9 +37,11 @@ def run(n: int, pca_dims: int) -> dict:
     x = centres[truth] + rng.normal(0, 0.04, (n, 256)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     started = time.perf_counter()
-    c = SlotClusterer(pca_dims=pca_dims).fit(x)
+    c = SlotClusterer(pca_dims=pca_dims, split_evidence=split_evidence).fit(x)
     seconds = time.perf_counter() - started
-    return {"slots": n, "pca_dims": pca_dims, "seconds": round(seconds, 1), "groups": int(c.labels_.max() + 1),
+    return {"slots": n, "pca_dims": pca_dims} | ({} if split_evidence is None else {
+            "split_evidence": split_evidence, "groups_split": int((c.split_from_ != np.arange(len(c.split_from_))).sum())}) | {
+            "seconds": round(seconds, 1), "groups": int(c.labels_.max() + 1),
             "outlier_share": round(float((c.labels_ < 0).mean()), 4),
             "ari": round(float(adjusted_rand_score(truth, outliers_alone(c.labels_))), 4),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
@@ -47,6 +51,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--slots", type=int, nargs="+", default=[100_000])
     parser.add_argument("--pca-dims", type=int, default=SlotClusterer().pca_dims)
+    parser.add_argument("--split-evidence", type=float, default=None,
+                        help="split groups holding two voices at this BIC evidence (default: no splitting)")
     args = parser.parse_args()
     for n in args.slots:
-        print(json.dumps(run(n, args.pca_dims)), flush=True)
+        print(json.dumps(run(n, args.pca_dims, args.split_evidence)), flush=True)

@@ -55,6 +55,13 @@ RUNS = {
     "cluster outlier assignment": [f"{PY} benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
                                    "--methods eom --assign-outliers 0.0 0.1 0.3 0.5 --whiten off"],
     "cluster persistence": [f"{PY} benchmarks/cluster_persistence.py"],
+    "cluster group split, fresh validation": [
+        f"{PY} benchmarks/cluster_tuning.py --seeds 20 21 22 23 24 --pca 64 --min-samples 1 --methods eom "
+        "--split-evidence none 5"],
+    "cluster group split, third probe": [
+        f"{PY} benchmarks/cluster_tuning.py --probe-voices 12 --bank-seed 3 --seeds 5 6 7 8 9 --pca 64 "
+        "--min-samples 1 --methods eom --split-evidence none 5"],
+    "cluster group split, speed": [f"{PY} benchmarks/cluster_speed.py --slots 100000 --split-evidence 5"],
     "probe check": [f"{PY} benchmarks/probe_check.py"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
     "count errors": [f"{PY} benchmarks/count_errors.py"],
