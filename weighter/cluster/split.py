@@ -35,26 +35,29 @@ def two_voices(z: np.ndarray, min_part: int, evidence: float) -> np.ndarray | No
     weight = np.array([cut, n - cut]) / n
     previous = -np.inf
     for _ in range(EM_STEPS):
-        log_p = np.log(weight) - 0.5 * np.log(2 * np.pi * spread) - (z[:, None] - mean) ** 2 / (2 * spread)
-        top = log_p.max(1, keepdims=True)
-        log_total = top[:, 0] + np.log(np.exp(log_p - top).sum(1))
+        log_p, log_total = _log_parts(z, weight, mean, spread)
         resp = np.exp(log_p - log_total[:, None])
         mass = resp.sum(0)
         if mass.min() < 1e-9:  # one component emptied: one Gaussian it is
             return None
         weight, mean = mass / n, (resp * z[:, None]).sum(0) / mass
         spread = (resp * (z[:, None] - mean) ** 2).sum(0) / mass + VARIANCE_FLOOR
-        likelihood = log_total.sum()
-        if likelihood - previous < 1e-9 * abs(likelihood):
+        if log_total.sum() - previous < 1e-9 * abs(log_total.sum()):
             break
-        previous = likelihood
-    log_p = np.log(weight) - 0.5 * np.log(2 * np.pi * spread) - (z[:, None] - mean) ** 2 / (2 * spread)
-    top = log_p.max(1, keepdims=True)
-    two = -2 * (top[:, 0] + np.log(np.exp(log_p - top).sum(1))).sum() + 5 * np.log(n)  # 5 parameters
+        previous = log_total.sum()
+    log_p, log_total = _log_parts(z, weight, mean, spread)
+    two = -2 * log_total.sum() + 5 * np.log(n)  # 5 parameters: 2 means, 2 variances, 1 weight
     part = np.argmax(log_p, 1)
     if one - two <= evidence or np.bincount(part, minlength=2).min() < min_part:
         return None
     return part
+
+
+def _log_parts(z, weight, mean, spread) -> tuple[np.ndarray, np.ndarray]:
+    """Each value's log density under each component (weighted), (n, 2), and under the mixture, (n,)."""
+    log_p = np.log(weight) - 0.5 * np.log(2 * np.pi * spread) - (z[:, None] - mean) ** 2 / (2 * spread)
+    top = log_p.max(1, keepdims=True)
+    return log_p, top[:, 0] + np.log(np.exp(log_p - top).sum(1))
 
 
 def _best_cut(order: np.ndarray, min_part: int) -> int:
