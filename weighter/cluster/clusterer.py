@@ -214,18 +214,17 @@ class SlotClusterer:
         tree = fitted.condensed_tree_.to_numpy()
         groups = int(fitted.labels_.max()) + 1
         reach = np.full(max(groups, 1), np.inf, np.float32)
-        selected = sorted(int(c) for c in fitted.condensed_tree_._select_clusters())  # label g = selected[g]
         leaves = tree[tree["child"] < n]
         leave = np.full(n, np.inf)
         leave[leaves["child"]] = 1.0 / np.maximum(leaves["lambda_val"], 1e-12)
+        selected = _selected_clusters(tree, fitted.labels_, n)
         for g in range(groups):
             own = leave[fitted.labels_ == g]
             own = own[np.isfinite(own)]
             limit = GROUP_SLACK * own.max() if len(own) else np.inf
-            if len(selected) == groups:
-                birth = tree["lambda_val"][tree["child"] == selected[g]]
-                if len(birth) and birth[0] > 0:
-                    limit = min(limit, 1.0 / birth[0])
+            birth = tree["lambda_val"][tree["child"] == selected[g]]
+            if len(birth) and birth[0] > 0:  # the root (no birth) has no limit of its own
+                limit = min(limit, 1.0 / birth[0])
             reach[g] = limit
         return reach
 
@@ -248,6 +247,30 @@ class SlotClusterer:
         c.split_from_ = state.get("split_from")  # None for runs stored before groups were split
         c.min_samples_, c.min_cluster_size_ = int(state["min_samples"]), int(state["min_cluster_size"])
         return c
+
+
+def _selected_clusters(tree: np.ndarray, labels: np.ndarray, n: int) -> list[int]:
+    """The condensed tree's cluster of each group label: the deepest cluster holding all the
+    group's points (each point's row names the cluster it fell out of). Read from the fit's own
+    labels, because hdbscan's ``condensed_tree_._select_clusters()`` (its plotting helper) can
+    select other clusters than the fit did."""
+    parent = {int(c): int(p) for p, c in zip(tree["parent"], tree["child"]) if c >= n}
+    fell_from = np.full(n, -1, np.int64)
+    points = tree[tree["child"] < n]
+    fell_from[points["child"]] = points["parent"]
+    selected = []
+    for g in range(int(labels.max()) + 1):
+        chains = []
+        for start in np.unique(fell_from[labels == g]):
+            chain = [int(start)]
+            while chain[-1] in parent:
+                chain.append(parent[chain[-1]])
+            chains.append(chain[::-1])  # root first
+        common = 0
+        while all(len(c) > common and c[common] == chains[0][common] for c in chains):
+            common += 1
+        selected.append(chains[0][common - 1])
+    return selected
 
 
 def _membership(core: np.ndarray, reach: np.ndarray) -> np.ndarray:
