@@ -432,6 +432,21 @@ def test_fine_tuning_starts_from_a_trained_model_with_a_new_head(trained_model, 
     wider = margin_cross_entropy(wide, emb, who)
     wide.config.margin = base_payload["config"]["margin"]
     assert wider > margin_cross_entropy(wide, emb, who)
+    # an input level is recorded in the model and used from then on: the same audio 40 dB quieter embeds alike
+    train(tmp_path / "level.pt", TrainConfig(steps=1, batch_size=2, max_seconds=5, eval_every=1, lr=0.0,
+                                             input_level=-21.0),
+          WeighterConfig(), sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True), progress=False,
+          init=trained_model[0])
+    level, level_payload = load_model(tmp_path / "level.pt")
+    assert level_payload["config"]["input_level_dbfs"] == -21.0 and "input_level_dbfs" not in base_payload["config"]
+    wave = 0.1 * torch.randn(1, 16000 * 3)
+    level.eval()
+    with torch.no_grad():
+        loud, quiet = level.logmel(wave), level.logmel(wave * 0.01)
+    assert torch.allclose(loud, quiet, atol=1e-3)
+    with pytest.raises(WeighterError, match="log-mel frontend's level"):
+        train(tmp_path / "r.pt", TrainConfig(steps=1, input_level=-21.0), WeighterConfig(frontend="resemblyzer"),
+              sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True), progress=False)
 
 
 def test_fine_tuning_keeps_the_head_rows_of_likes_the_model_knew(trained_model, tiny_bank, tmp_path):

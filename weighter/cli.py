@@ -657,6 +657,11 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--margin", type=float, default=None,
               help="AM-softmax margin of the identity losses, in cosine units (default: the model's own, 0.2 for new "
                    "ones; replaces an --init model's). A larger margin while fine-tuning pushes similar voices apart.")
+@click.option("--input-level", type=float, default=None, metavar="DBFS",
+              help="Scale every input to this RMS level (dBFS) before the log-mel frontend, in training and in "
+                   "every later use of the model (replaces an --init model's). For recordings far quieter or louder "
+                   "than the synthetic mixes (median -21 dBFS). Default: none, the features ignore level anyway "
+                   "except near silence.")
 @click.option("--combine", type=click.Choice(["sum", "max", "noisy_or"]), default="sum", show_default=True,
               help="How slots combine into one file-level prediction per like.")
 @click.option("--loss", type=click.Choice(["wbce", "bce"]), default="wbce", show_default=True)
@@ -698,7 +703,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "replaces --slots/--frontend; its classifier head keeps the rows of likes it knew, new likes get "
                    "new rows.")
 @click.pass_obj
-def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, margin, combine, loss,
+def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, margin, input_level,
+          combine, loss,
           lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, reverb, distort,
           related, pretrain_steps, seed, device, workers, resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
@@ -722,7 +728,8 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
         raise click.UsageError("give exactly one of --manifest or --synthetic")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1],
                       combine=combine, loss=loss, frame_supervision=frame_supervision,
-                      balance_activity=balance_activity, margin=margin, lr=lr, eval_every=eval_every,
+                      balance_activity=balance_activity, margin=margin, input_level=input_level, lr=lr,
+                      eval_every=eval_every,
                       val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
                       distort=distort, related=related, pretrain_steps=pretrain_steps, workers=workers)
     init = DEFAULT_MODEL if init == "default" else init

@@ -59,6 +59,8 @@ class TrainConfig:
     #                                 alike (capped at BALANCE_CAP), so a speaker heard 1 s counts as one heard 20 s
     margin: float | None = None  # the identity losses' AM-softmax margin (cosine units), replacing the model
     #                              config's (also an init's): larger-margin fine-tuning pushes voices further apart
+    input_level: float | None = None  # the log-mel frontend's input RMS level (dBFS), replacing the model config's
+    #                                   (also an init's): training then sees every file at one level
     eval_every: int = 250
     patience: int = 6  # evaluations without a better validation mAP before stopping
     # Synthetic validation conversations (10-30 s) scored each eval_every steps. 60 ranked run 7's
@@ -409,6 +411,11 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     model_cfg.num_likes = len(data.likes)
     if cfg.margin is not None:
         model_cfg.margin = cfg.margin
+    if cfg.input_level is not None:
+        if model_cfg.frontend != "logmel":
+            raise WeighterError(f"--input-level sets the log-mel frontend's level; this model's frontend is "
+                                f"{model_cfg.frontend!r}")
+        model_cfg.input_level_dbfs = float(cfg.input_level)
     model = WeighterModel(model_cfg).to(device)
     if init is not None:
         weights = start.state_dict()
