@@ -62,6 +62,9 @@ RUNS = {
         f"{PY} benchmarks/cluster_tuning.py --probe-voices 12 --bank-seed 3 --seeds 5 6 7 8 9 --pca 64 "
         "--min-samples 1 --methods eom --split-evidence none 5"],
     "cluster group split, speed": [f"{PY} benchmarks/cluster_speed.py --slots 100000 --split-evidence 5"],
+    "cluster assign": [f"{PY} benchmarks/cluster_assign.py --split heldout --seeds 7 8 9 10 11"],
+    "cluster assign, group slack": [
+        f"{PY} benchmarks/cluster_assign.py --split validation --seeds 5 6 7 --group-slack 2.0 1.5 1.25 1.0"],
     "probe check": [f"{PY} benchmarks/probe_check.py"],
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
     "count errors": [f"{PY} benchmarks/count_errors.py"],

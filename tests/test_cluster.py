@@ -21,11 +21,15 @@ from weighter.index import Store
 from test_index import DIM, make_set
 
 
-def blobs(n_groups=12, per=30, noise=0.04, dim=64, seed=0):
+def blobs(n_groups=12, per=30, noise=0.04, dim=64, seed=0, noise_seed=None):
+    """Slots of n_groups voices (unit centres + noise); ``noise_seed``: the same voices' centres
+    (those of ``seed``) with other noise, i.e. new slots of the same voices."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_groups, dim))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     labels = np.repeat(np.arange(n_groups), per)
+    if noise_seed is not None:
+        rng = np.random.default_rng(noise_seed)
     x = centres[labels] + rng.normal(0, noise, (len(labels), dim))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels, centres
 
@@ -98,7 +102,7 @@ def test_sample_fit_then_assign_matches_full_fit():
 def test_predict_places_new_points_and_rejects_strangers():
     x, labels, centres = blobs()
     c = SlotClusterer().fit(x)
-    fresh, fresh_labels, _ = blobs(seed=0)  # same centres, same noise level
+    fresh, fresh_labels, _ = blobs(noise_seed=1)  # same centres, same noise level, new noise
     predicted, strength = c.predict(fresh[::7])
     mapping = {l: np.bincount(c.labels_[labels == l][c.labels_[labels == l] >= 0]).argmax() for l in range(12)}
     assert np.mean([predicted[i] == mapping[fresh_labels[::7][i]] for i in range(len(predicted))]) > 0.95
@@ -117,6 +121,16 @@ def test_every_fitted_slot_is_accepted_by_its_own_group():
         for evidence in (None, 5.0):
             c = SlotClusterer(split_evidence=evidence).fit(x)
             assert (c.predict(x)[0] == c.labels_).all()
+
+
+def test_a_smaller_group_slack_turns_away_more_new_slots():
+    x, _, _ = blobs()
+    fresh, _, _ = blobs(noise_seed=1)  # new slots of the same voices
+    loose, tight = SlotClusterer().fit(x), SlotClusterer(group_slack=0.5).fit(x)
+    assert (loose.labels_ == tight.labels_).all()  # the fit itself does not change
+    assert (tight.reach_ <= loose.reach_).all() and (tight.reach_ < loose.reach_).any()
+    assert (tight.predict(fresh)[0] < 0).sum() > (loose.predict(fresh)[0] < 0).sum()
+    assert SlotClusterer(group_slack=0.5).get_params()["group_slack"] == 0.5
 
 
 def test_state_round_trip_predicts_the_same():
