@@ -703,10 +703,9 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "replaces --slots/--frontend; its classifier head keeps the rows of likes it knew, new likes get "
                    "new rows.")
 @click.pass_obj
-def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, margin, input_level,
-          combine, loss,
-          lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer, max_speakers, reverb, distort,
-          related, pretrain_steps, seed, device, workers, resume, init, **bank_args):
+def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, margin,
+          input_level, combine, loss, lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer,
+          max_speakers, reverb, distort, related, pretrain_steps, seed, device, workers, resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -729,8 +728,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1],
                       combine=combine, loss=loss, frame_supervision=frame_supervision,
                       balance_activity=balance_activity, margin=margin, input_level=input_level, lr=lr,
-                      eval_every=eval_every,
-                      val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
+                      eval_every=eval_every, val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
                       distort=distort, related=related, pretrain_steps=pretrain_steps, workers=workers)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
