@@ -350,6 +350,20 @@ def test_cli_split_evidence_splits_and_says_so(tmp_path):
     assert bad.exit_code != 0 and "--split-evidence" in bad.output
 
 
+def test_cli_group_slack_turns_away_later_slots(store, tmp_path):
+    s, _, _ = store
+    first = str(tmp_path / "f00.wav")
+    for slack, placed in ((None, True), ("0.1", False)):
+        args = ["cluster", "--store", str(s.directory), "--json"] + ([] if slack is None else ["--group-slack", slack])
+        run = json.loads(CliRunner().invoke(main, args).stdout)["run"]
+        assert run["params"]["group_slack"] == (1.5 if slack is None else 0.1)
+        r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--assign", first, "--json"])
+        assert r.exit_code == 0, r.output
+        assert all((m["group"] >= 0) == placed for m in json.loads(r.stdout)["slots"])
+    bad = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--group-slack", "0"])
+    assert bad.exit_code != 0 and "--group-slack" in bad.output
+
+
 def test_cli_warns_when_no_group_persists(tmp_path):
     """Nobody speaks in two files: HDBSCAN still makes groups, and the summary says they may be chance."""
     rng = np.random.default_rng(5)
