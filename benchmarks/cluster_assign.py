@@ -40,9 +40,8 @@ def group_leaders(store, sources, rttm, run) -> dict[str, int]:
     items, file_ids, _ = store_items(store, sources, rttm)
     counts = collections.defaultdict(collections.Counter)
     for item, file_id in zip(items, file_ids):
-        slot_ids = dict(store.db.execute("SELECT slot, id FROM slots WHERE file_id = ?", (file_id,)))
         for n, speaker in slot_speakers(item, 0.5):
-            group = groups.get(slot_ids[n], -1)
+            group = groups.get(store.slot_id(file_id, n), -1)
             if group >= 0:
                 counts[group][speaker] += 1
     return {c.most_common(1)[0][0]: group for group, c in counts.items()}

@@ -483,7 +483,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
               help="Fit HDBSCAN on at most this many slots; assign the rest to the groups found.")
 @click.option("--method", type=click.Choice(["eom", "leaf"]), default="eom", show_default=True,
               help="HDBSCAN cluster selection.")
-@click.option("--split-evidence", type=float, default=None,
+@click.option("--split-evidence", type=click.FloatRange(min=0), default=None,
               help="Split a group that holds two voices: along the group's main direction, two Gaussians must "
                    "beat one by more than this much BIC (e.g. 5), each part at least --min-cluster-size slots. "
                    "Off by default: on fresh synthetic corpora, evidence 5 raised link F1 / ARI by 0.015 / 0.021 "
@@ -538,8 +538,6 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
                 click.echo(f"slot {m['slot']}: {group} (membership {m['probability']:.2f}) {where}")
         return
     if run_id is None:
-        if split_evidence is not None and split_evidence < 0:
-            raise click.BadParameter(f"{split_evidence}: BIC evidence is at least 0", param_hint="--split-evidence")
         clusterer = SlotClusterer(min_cluster_size, min_samples, pca_dims, sample_size, method, whiten=whiten,
                                   split_evidence=split_evidence, group_slack=group_slack)
         run = cluster_store(store, clusterer, assign_outliers)

@@ -347,17 +347,16 @@ def evaluate_store(store, sources, rttm: dict | None = None, run: int | None = N
             "SELECT slot_id, group_id FROM cluster_members WHERE run_id = ?", (run,))}
         file_groups, true_labels, pred_labels, outliers, total = [], [], [], 0, 0
         for it, fid in zip(items, file_ids):
-            slot_rows = {slot: sid for sid, slot in store.db.execute("SELECT id, slot FROM slots WHERE file_id = ?", (fid,))}
             gs = set()
             for n in np.flatnonzero(it.confidence >= threshold):
-                g = groups.get(slot_rows[int(n)], -1)
+                g = groups.get(store.slot_id(fid, n), -1)
                 total += 1
                 outliers += g < 0
                 if g >= 0:
                     gs.add(g)
             file_groups.append(gs)
             for n, speaker in slot_speakers(it, threshold):
-                g = groups.get(slot_rows[n], -1)
+                g = groups.get(store.slot_id(fid, n), -1)
                 true_labels.append(speaker)
                 pred_labels.append(g if g >= 0 else f"outlier-{fid}-{n}")  # each outlier alone
         result["linking"] = linking_f1(file_groups, [set(it.likes) for it in items])

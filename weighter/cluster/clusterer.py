@@ -149,6 +149,11 @@ class SlotClusterer:
         self.sample_ = sample
         return self
 
+    @property
+    def groups_split_(self) -> int:
+        """How many groups of the fit are the second part of a split group (split_evidence)."""
+        return int((self.split_from_ != np.arange(len(self.split_from_))).sum())
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Slots in the clustering space (PCA; whitened and unit length unless ``whiten=False``)."""
         return self._space(X)[0]

@@ -67,8 +67,7 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
         params = clusterer.get_params() | {"min_cluster_size_used": clusterer.min_cluster_size_,
                                             "min_samples_used": clusterer.min_samples_,
                                             "assign_outliers": assign_outliers,
-                                            "groups_split": int((clusterer.split_from_ != np.arange(len(
-                                                clusterer.split_from_))).sum())}
+                                            "groups_split": clusterer.groups_split_}
         groups = len(set(labels.tolist()) - {-1})
         db = store.db
         db.execute("BEGIN IMMEDIATE")
@@ -161,11 +160,10 @@ def assign_set(store: Store, run: int, embedding_set: EmbeddingSet, persist: boo
                for n, l, p in zip(active, labels, strength)]
     if persist:
         file_id = store.file_id(embedding_set.path)
-        slot_ids = dict(store.db.execute("SELECT slot, id FROM slots WHERE file_id = ?", (file_id,)))
         with store.writing():
             store.db.execute("BEGIN")
             for m in members:
-                m.slot_id = int(slot_ids[m.slot])
+                m.slot_id = store.slot_id(file_id, m.slot)
                 # a slot this run already placed (fitted, sampled) keeps that membership
                 store.db.execute("INSERT OR IGNORE INTO cluster_members VALUES (?, ?, ?, ?, 'added')",
                                  (run, m.slot_id, m.group, m.probability))

@@ -366,6 +366,15 @@ def score_cohort(model: WeighterModel, bank: UtteranceBank, threshold: float, me
     return torch.from_numpy(vectors[draw_cohort(len(vectors), seed)]).half()
 
 
+def set_input_level(config: WeighterConfig, level: float) -> None:
+    """Scale every input to ``level`` dBFS before the log-mel frontend (``input_level_dbfs``);
+    refused for the other frontends, which have no such input."""
+    if config.frontend != "logmel":
+        raise WeighterError(f"--input-level sets the log-mel frontend's level; this model's frontend is "
+                            f"{config.frontend!r}")
+    config.input_level_dbfs = float(level)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -412,10 +421,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     if cfg.margin is not None:
         model_cfg.margin = cfg.margin
     if cfg.input_level is not None:
-        if model_cfg.frontend != "logmel":
-            raise WeighterError(f"--input-level sets the log-mel frontend's level; this model's frontend is "
-                                f"{model_cfg.frontend!r}")
-        model_cfg.input_level_dbfs = float(cfg.input_level)
+        set_input_level(model_cfg, cfg.input_level)
     model = WeighterModel(model_cfg).to(device)
     if init is not None:
         weights = start.state_dict()
@@ -530,10 +536,7 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
             raise WeighterError(f"unknown pooling {pooling!r} (frames, windows)")
         model.config.pooling = pooling
     if input_level is not None:
-        if model.config.frontend != "logmel":
-            raise WeighterError(f"--input-level sets the log-mel frontend's level; this model's frontend is "
-                                f"{model.config.frontend!r}")
-        model.config.input_level_dbfs = float(input_level)
+        set_input_level(model.config, input_level)
     device = torch.device("cpu")
     trained = payload.get("train") or {}  # the conversations it was validated on while training
     items = validation_items(bank, "validation", files, seed, model.frame_rate, *seconds,
