@@ -691,6 +691,12 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
               help="Synthetic: probability that a training conversation of 2+ speakers also holds a relative of its "
                    "first speaker (another pitch of the same person, or its source sibling): teaches the slots to "
                    "keep near-identical voices apart. Validation conversations stay as drawn.")
+@click.option("--empty", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Synthetic: share of training files with no speaker at all, only music, tones, hum or noise "
+                   "(weighter.corpus.sounds): teaches that such files have no active slot.")
+@click.option("--sounds", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Synthetic: share of training conversations that also carry such a sound over 2-15 s, 20 to "
+                   "0 dB under the speech: teaches the slots' weightings to leave it out.")
 @click.option("--pretrain-steps", type=int, default=0, show_default=True,
               help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -708,7 +714,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, margin,
           input_level, combine, loss, lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer,
-          max_speakers, reverb, distort, related, pretrain_steps, seed, device, workers, resume, init, **bank_args):
+          max_speakers, reverb, distort, related, empty, sounds, pretrain_steps, seed, device, workers, resume, init,
+          **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -732,7 +739,8 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
                       combine=combine, loss=loss, frame_supervision=frame_supervision,
                       balance_activity=balance_activity, margin=margin, input_level=input_level, lr=lr,
                       eval_every=eval_every, val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
-                      distort=distort, related=related, pretrain_steps=pretrain_steps, workers=workers)
+                      distort=distort, related=related, empty=empty, sounds=sounds, pretrain_steps=pretrain_steps,
+                      workers=workers)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
         logging.getLogger("weighter.embedder.train").setLevel(logging.INFO)

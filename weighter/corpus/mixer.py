@@ -25,6 +25,7 @@ import numpy as np
 from weighter.corpus.bank import UtteranceBank
 from weighter.corpus.channels import distort
 from weighter.corpus.rooms import room_responses
+from weighter.corpus.sounds import nonspeech
 from weighter.corpus.voices import SIBLING_SUFFIX
 from weighter.errors import CorpusError
 
@@ -51,14 +52,20 @@ class MixerConfig:
     # uniformly from hundreds of identities, two near-identical voices almost never meet in one
     # training file, while in a 42-identity split they often do.
     related: float = 0.0
+    # Non-speech (weighter.corpus.sounds): the probability that a file holds no speaker at all,
+    # only a sound (music, tones, hum, noise; or nothing but the background noise), and that a
+    # conversation also carries such a sound over a stretch of 2-15 s, 20 to 0 dB under its speech.
+    empty: float = 0.0
+    sounds: float = 0.0
 
     def __post_init__(self):
         if not 1 <= self.min_speakers <= self.max_speakers:
             raise CorpusError(f"speakers per file: need 1 <= min ({self.min_speakers}) <= max ({self.max_speakers})")
         if not 0 < self.min_duration <= self.max_duration:
             raise CorpusError(f"duration: need 0 < min ({self.min_duration}) <= max ({self.max_duration})")
-        if not all(0 <= p <= 1 for p in (self.overlap, self.telephone, self.reverb, self.distort, self.related)):
-            raise CorpusError("overlap, telephone, reverb, distort and related are probabilities in [0, 1]")
+        if not all(0 <= p <= 1 for p in (self.overlap, self.telephone, self.reverb, self.distort, self.related,
+                                         self.empty, self.sounds)):
+            raise CorpusError("overlap, telephone, reverb, distort, related, empty and sounds are probabilities in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,8 @@ class ConversationMixer:
 
     def sample(self, rng: np.random.Generator, keep_sources: bool = False) -> Conversation:
         cfg, sr = self.config, self.sample_rate
+        if cfg.empty and rng.random() < cfg.empty:  # no draw at 0: old corpora stay the same
+            return self._empty(rng, keep_sources)
         count = int(rng.integers(cfg.min_speakers, cfg.max_speakers + 1))
         speakers = [self.speakers[i] for i in rng.choice(len(self.speakers), size=count, replace=False)]
         if count > 1 and cfg.related and rng.random() < cfg.related:  # no draw at 0: old corpora stay the same
@@ -172,10 +181,42 @@ class ConversationMixer:
             sources = np.stack([fftconvolve(s, r)[:total] for s, r in zip(sources, responses)]).astype(np.float32)
         heard_rows = [i for i in range(count) if speakers[i] in likes]
         mix = sources[heard_rows].sum(0)  # (samples,): a speaker too briefly heard to be a like is not heard at all
+        speech_power = _speech_power(mix, segments, sr)
+        if cfg.sounds and rng.random() < cfg.sounds:  # no draw at 0: old corpora stay the same
+            n = int(min(total, rng.uniform(2.0, 15.0) * sr))
+            start = int(rng.integers(0, total - n + 1))
+            sound, _ = nonspeech(rng, n, sr)
+            mix[start:start + n] += sound * np.sqrt(speech_power * 10 ** (rng.uniform(-20, 0) / 10))
         snr = None
         if cfg.snr_db is not None:
             snr = float(rng.uniform(*cfg.snr_db))
-            mix = mix + _noise(rng, total, _speech_power(mix, segments, sr) / 10 ** (snr / 10))
+            mix = mix + _noise(rng, total, speech_power / 10 ** (snr / 10))
+        return self._finish(rng, mix, segments, likes, snr,
+                            {speakers[i]: sources[i] for i in range(count) if speakers[i] in likes} if keep_sources
+                            else None, reverberant)
+
+    def _empty(self, rng: np.random.Generator, keep_sources: bool) -> Conversation:
+        """A file without speakers: a non-speech sound over all or part of it (a quarter of
+        files: none), under background noise at the mixer's SNR (a quarter of files: digital
+        silence around the sound)."""
+        cfg, sr = self.config, self.sample_rate
+        total = int(round(float(rng.uniform(cfg.min_duration, cfg.max_duration)) * sr))
+        mix = np.zeros(total, np.float32)
+        level = 10 ** (rng.uniform(-30, -10) / 20)  # RMS re full scale
+        sound = cfg.snr_db is None or rng.random() < 0.75  # without background noise, never an all-zero file
+        if sound:
+            n = int(total * rng.uniform(0.3, 1.0))
+            start = int(rng.integers(0, total - n + 1))
+            mix[start:start + n] = nonspeech(rng, n, sr)[0] * level
+        snr = None
+        if cfg.snr_db is not None and (not sound or rng.random() < 0.75):
+            snr = float(rng.uniform(*cfg.snr_db)) if sound else None
+            mix = mix + _noise(rng, total, level ** 2 / 10 ** ((snr or 0.0) / 10))
+        return self._finish(rng, mix, [], (), snr, {} if keep_sources else None, False)
+
+    def _finish(self, rng, mix, segments, likes, snr, sources, reverberant) -> Conversation:
+        """The recording chain after the room: telephone channel, distortion, peak limit."""
+        cfg, sr = self.config, self.sample_rate
         channel = "clean"
         if rng.random() < cfg.telephone:
             mix, channel = _telephone(mix, sr), "telephone"
@@ -185,7 +226,7 @@ class ConversationMixer:
         peak = float(np.abs(mix).max(initial=0.0))
         scale = 0.9 / peak if peak > 0.9 else 1.0  # never clip; all speakers scale together
         mix = (mix * scale).astype(np.float32)
-        kept = {speakers[i]: sources[i] * scale for i in range(count) if speakers[i] in likes} if keep_sources else None
+        kept = {s: x * scale for s, x in sources.items()} if sources is not None else None
         return Conversation(mix, sr, segments, likes, channel, snr, kept, reverberant, distortion)
 
     def _turns(self, rng: np.random.Generator, count: int, duration: float) -> list[tuple[int, float]]:

@@ -72,6 +72,8 @@ class TrainConfig:
     reverb: float = 0.0  # share of conversations recorded in a reverberant room (mixer); validation stays dry
     distort: float = 0.0  # share of conversations through an MP3 / clipping / equaliser distortion (mixer)
     related: float = 0.0  # share of conversations that also hold a relative of their first speaker (mixer)
+    empty: float = 0.0  # share of training files with no speaker, only a non-speech sound or noise (mixer)
+    sounds: float = 0.0  # share of conversations that also carry a non-speech sound over a stretch (mixer)
     seed: int = 0
     device: str = "auto"
     pretrain_steps: int = 0  # synthetic only: first steps on single-speaker clips (speaker ID of the frames)
@@ -119,7 +121,8 @@ class BankBatches:
     def mixer(self, seconds: float, min_speakers: int = 1) -> ConversationMixer:
         return ConversationMixer(self.bank, self.split, MixerConfig(
             min_speakers, self.cfg.max_speakers, seconds, seconds, overlap=self.cfg.overlap,
-            telephone=self.cfg.telephone, reverb=self.cfg.reverb, distort=self.cfg.distort, related=self.cfg.related))
+            telephone=self.cfg.telephone, reverb=self.cfg.reverb, distort=self.cfg.distort, related=self.cfg.related,
+            empty=self.cfg.empty, sounds=self.cfg.sounds))
 
     def sample(self, rng: np.random.Generator, frame_rate: float):
         seconds = float(rng.uniform(self.cfg.min_seconds, self.cfg.max_seconds))
