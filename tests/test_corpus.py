@@ -11,6 +11,7 @@ from weighter.corpus import (BankSpec, ConversationMixer, MixerConfig, Utterance
                              simulate_vectors, switch_rate, write_corpus)
 from weighter.corpus.channels import DISTORTIONS, MP3_COMPRESSION, clipping, equaliser, mp3
 from weighter.corpus.rooms import room_responses
+from weighter.corpus.sounds import FAMILIES, nonspeech
 from weighter.corpus.bank import check_identities, compact_bank, sounds_like
 from weighter.corpus.voices import espeak_data, espeak_split, invent_voices, speak
 from weighter.errors import CorpusError
@@ -335,6 +336,37 @@ def test_reverberant_room_smears_each_speaker_and_keeps_the_truth(tiny_bank):
     assert wet.likes == dry.likes and wet.segments == dry.segments and len(wet.audio) == len(dry.audio)
     assert np.corrcoef(wet.audio, dry.audio)[0, 1] < 0.95  # not the same signal, nor silence
     assert np.abs(wet.audio).max() <= 0.9 + 1e-6
+
+
+def test_nonspeech_sounds_cover_every_family_at_unit_level():
+    rng = np.random.default_rng(0)
+    seen = {}
+    for _ in range(40):
+        x, family = nonspeech(rng, 3 * 16000)
+        assert x.dtype == np.float32 and len(x) == 3 * 16000 and np.isfinite(x).all()
+        assert np.mean(x.astype(np.float64) ** 2) == pytest.approx(1.0, rel=1e-3)
+        seen.setdefault(family, x)
+    assert set(seen) == set(FAMILIES)
+    power = np.abs(np.fft.rfft(seen["hum"])) ** 2
+    assert power[np.fft.rfftfreq(3 * 16000, 1 / 16000) < 800].sum() > 0.9 * power.sum()  # 50/60 Hz, 12 harmonics at most
+    again = [nonspeech(np.random.default_rng(7), 16000)[0] for _ in range(2)]
+    assert np.array_equal(*again)
+
+
+def test_empty_files_hold_no_speaker_and_a_laid_sound_leaves_the_truth_alone(tiny_bank):
+    config = MixerConfig(min_duration=12, max_duration=12)
+    empty = ConversationMixer(tiny_bank, "train", replace(config, empty=1.0))
+    for seed in range(8):
+        c = empty.sample(np.random.default_rng(seed), keep_sources=True)
+        assert c.likes == () and c.segments == [] and c.sources == {}
+        assert c.activity(50).shape == (0, 600) and len(c.audio) == 12 * 16000
+        assert 1e-3 < np.abs(c.audio).max() <= 0.9 + 1e-6  # a sound or noise, never an all-silent file
+    plain = ConversationMixer(tiny_bank, "train", config).sample(np.random.default_rng(3))
+    loud = ConversationMixer(tiny_bank, "train", replace(config, sounds=1.0)).sample(np.random.default_rng(3))
+    assert loud.likes == plain.likes and loud.segments == plain.segments  # drawn before the sound
+    assert not np.array_equal(loud.audio, plain.audio)
+    with pytest.raises(CorpusError, match="probabilities"):
+        MixerConfig(empty=1.5)
 
 
 @pytest.mark.parametrize("name", DISTORTIONS)

@@ -123,6 +123,33 @@ def test_bce_is_binary_cross_entropy_written_out():
     assert torch.allclose(bce(y, p), F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), y, reduction="none"))
 
 
+def test_files_without_speakers_train_every_slot_towards_silence(tiny_bank, tmp_path):
+    """--empty: a batch of files with no speaker (no likes, no activity rows) gives finite losses,
+    no identity loss, and a few steps on it lower every slot's confidence."""
+    from weighter.embedder.train import BankBatches, losses
+
+    cfg = TrainConfig(batch_size=3, min_seconds=4, max_seconds=6, empty=1.0)
+    data = BankBatches(tiny_bank, "train", cfg)
+    torch.manual_seed(0)
+    model = WeighterModel(WeighterConfig(**SMALL, num_likes=len(data.likes)))
+    wave, lengths, y, activity, speakers = data.sample(np.random.default_rng(0), model.frame_rate)
+    assert y.sum() == 0 and all(len(a) == 0 for a in activity) and speakers == [[], [], []]
+    with torch.no_grad():
+        before = model(wave, lengths)["confidence"]
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(10):
+        parts = losses(model, model(wave, lengths), y, activity, speakers, cfg)
+        assert set(parts) == {"file", "activity", "oracle", "total"} and torch.isfinite(parts["total"])
+        optimiser.zero_grad()
+        parts["total"].backward()
+        optimiser.step()
+    with torch.no_grad():
+        after = model(wave, lengths)["confidence"]
+    assert (after < before).all() and after.mean() < before.mean() - 0.05
+    refused = CliRunner().invoke(main, ["train", "--synthetic", "--out", str(tmp_path / "m.pt"), "--empty", "1.5"])
+    assert refused.exit_code == 2 and "--empty" in refused.output
+
+
 def test_training_losses_run_under_bfloat16_autocast(tiny_bank):
     """The GPU path trains under bfloat16 autocast: the losses must take bf16 activations
     (slot matching, index puts, the frame BCE) and give float32 losses with gradients."""
