@@ -36,6 +36,19 @@ def test_synth_writes_a_corpus_that_scan_reads(tiny_bank, tmp_path):
     assert again.exit_code == 1 and "already holds a corpus" in again.output
 
 
+def test_synth_empty_files_have_no_likes_and_no_rttm_lines_yet_sound(tiny_bank, tmp_path):
+    out = tmp_path / "corpus"
+    result = run("-q", "synth", out, "--bank", tiny_bank.directory, "--files", 6, "--split", "train", "--empty", 0.5,
+                 "--min-duration", 5, "--max-duration", 8)
+    assert result.exit_code == 0, result.output
+    report = json.loads(run("scan", out / "manifest.csv", "--json").stdout)
+    assert not report["failed"] and len(report["files"]) == 6  # no file all silent
+    empty = {f["path"].rsplit("/", 1)[-1].removesuffix(".flac") for f in report["files"] if not f["likes"]}
+    assert 0 < len(empty) < 6
+    assert not empty & {line.split()[1] for line in (out / "reference.rttm").read_text().splitlines()}
+    assert json.loads(result.stdout)["mixer"]["empty"] == 0.5
+
+
 def test_scan_goes_on_after_bad_files_and_exits_nonzero(tmp_path):
     sf.write(str(tmp_path / "good.wav"), 0.1 * np.sin(np.arange(16000) / 5.0).astype(np.float32), 16000)
     (tmp_path / "bad.wav").write_bytes(b"RIFF garbage")

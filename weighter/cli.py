@@ -213,6 +213,12 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
 @click.option("--related", type=float, default=0.0, show_default=True,
               help="Probability that a file of 2+ speakers also holds a relative of its first speaker: another "
                    "pitch of the same person, or its source sibling (near-identical voices in one file).")
+@click.option("--empty", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability that a file holds no speaker at all, only music, tones, hum or noise (its likes "
+                   "are empty; a good store and clustering give it no active slot).")
+@click.option("--sounds", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability that a conversation also carries such a sound over 2-15 s, 20 to 0 dB under "
+                   "its speech.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed and bank: same bytes.")
 @click.option("--vectors", is_flag=True, help="Write the research's vector simulation (OUT/vectors.npz) instead of audio.")
 @click.option("--dim", type=int, default=32, show_default=True, help="--vectors: dimension D.")
@@ -222,7 +228,7 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
 @click.option("--step", type=float, default=0.1, show_default=True, help="--vectors: random-walk step std.")
 @click.pass_obj
 def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_duration, overlap, snr, telephone,
-          reverb, distort, related, seed, vectors, dim, frames, pool, noise, step, **bank_args):
+          reverb, distort, related, empty, sounds, seed, vectors, dim, frames, pool, noise, step, **bank_args):
     """Generate a labelled multi-speaker corpus in OUT, offline, from TTS voices.
 
     \b
@@ -250,7 +256,8 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
     from weighter.corpus import MixerConfig, write_corpus
 
     config = MixerConfig(min_speakers, max_speakers, min_duration, max_duration, overlap=overlap, snr_db=snr,
-                         telephone=telephone, reverb=reverb, distort=distort, related=related)
+                         telephone=telephone, reverb=reverb, distort=distort, related=related, empty=empty,
+                         sounds=sounds)
     b = _open_bank(obj, **bank_args)
     summary = write_corpus(b, out, split, files, config, seed=seed, progress=obj["progress"])
     click.echo(json.dumps(summary) if obj["quiet"] else
