@@ -69,6 +69,8 @@ RUNS = {
     "confusions": [f"{PY} benchmarks/confusions.py --split heldout"],
     "count errors": [f"{PY} benchmarks/count_errors.py"],
     "count errors, held-out": [f"{PY} benchmarks/count_errors.py --split heldout --seeds 7 8 9 10 11"],
+    "no speech": [f"{PY} benchmarks/no_speech.py --files 12 --seed 1"],
+    "no speech, held-out calls": [f"{PY} benchmarks/no_speech.py --files 12 --seed 2 --split heldout"],
     "claims": [f"{PY} benchmarks/claims.py --json docs/claims.json"],
     "gpu session": ["OUT=/tmp/gpu TRAIN_SECONDS=400 bash benchmarks/gpu_session.sh; "
                     "cat /tmp/gpu/env.txt /tmp/gpu/speed.jsonl"],
@@ -84,6 +86,12 @@ RUNS = {
         "calibrate r14.pt --invented-voices 100 --source-siblings 100; then for M in shipped r14.pt: python "
         "benchmarks/cluster_tuning.py --probe-voices 12 --bank-seed 2 --seeds 5 6 7 8 9 --pca 64 --min-samples 1 "
         "--methods eom [--model M], and the same with --seeds 15 16 17 18 19 and no probe"],
+    "non-speech run 15": [
+        "weighter -v train --synthetic --invented-voices 100 --source-siblings 100 --init default --out ns.pt --steps "
+        "1200 --lr 3e-4 --reverb 0.3 --distort 0.3 --empty 0.1 --sounds 0.2 --eval-every 400 --patience 20 --seed 12; "
+        "weighter -v calibrate ns.pt --invented-voices 100 --source-siblings 100; then for M in shipped ns.pt: python "
+        "benchmarks/no_speech.py --files 12 --seed 1 [--model M]; python benchmarks/cluster_tuning.py --seeds 25 26 27 "
+        "28 29 --pca 64 --min-samples 1 --methods eom [--model M]; python benchmarks/real_speech.py [--model M]"],
     "candidates, whitened clustering": [
         "for M in gpu11-step3300 avg-B; do for B in '' '--probe-voices 12'; do echo \"== $M $B\"; python "
         "benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 --whiten on --min-samples 1 --methods eom $B "
@@ -94,7 +102,7 @@ RUNS = {
 # Run only when named in --only: long runs; runs on a lent GPU machine (the device tool) and
 # runs of model files kept outside the repo, both recorded with --stdout-from.
 SLOW = ("claims", "combine ablation 500", "combine ablation 1500", "gpu session", "gpu fine-tunes", "related run 13",
-        "candidates, whitened clustering", "large-margin run 14")
+        "candidates, whitened clustering", "large-margin run 14", "non-speech run 15")
 
 
 def main():
