@@ -283,8 +283,8 @@ def test_long_files_are_windowed_and_merged(trained, tiny_bank, tmp_path):
     # within a window, two active slots alike are one like, as for a short file
     embedder.threshold, embedder.distinct_cosine = 0.5, 0.9
     e = np.eye(3, 8, dtype=np.float32)
-    parts = [(np.stack([e[0], e[0], e[1]]), np.array([0.9, 0.8, 0.9], np.float32), np.ones((3, 500), np.float32)),
-             (np.stack([e[1], e[2], e[0]]), np.array([0.9, 0.1, 0.1], np.float32), np.ones((3, 300), np.float32))]
+    parts = [(np.stack([e[0], e[0], e[1]]), np.array([0.9, 0.8, 0.9], np.float32), np.ones((3, 500), np.float32), None),
+             (np.stack([e[1], e[2], e[0]]), np.array([0.9, 0.1, 0.1], np.float32), np.ones((3, 300), np.float32), None)]
     merged = embedder._assemble(Path("two-windows.flac"), parts, 8.0)
     assert merged.active.sum() == 2 and merged.weightings.shape == (2, 80)
 

@@ -28,6 +28,7 @@ class EmbeddingSet:
     timeline_rate: float  # Hz of the weightings timeline
     duration: float  # seconds
     model_id: str
+    speech_share: np.ndarray | None = None  # (N,) share of each slot's weighting on speech (embedded with a speech gate)
 
     def spans(self, slot: int, threshold: float = 0.5, min_seconds: float = 0.5) -> list[tuple[float, float]]:
         """Where slot ``slot`` is heard: (start, end) seconds where its weighting >= threshold."""
@@ -38,6 +39,8 @@ class EmbeddingSet:
         for n in range(len(self.confidence)):
             entry = {"slot": n, "confidence": round(float(self.confidence[n]), 4), "active": bool(self.active[n]),
                      "embedding": [round(float(v), 6) for v in self.embeddings[n]]}
+            if self.speech_share is not None:
+                entry["speech_share"] = round(float(self.speech_share[n]), 4)
             if spans:
                 entry["spans"] = self.spans(n)
             slots.append(entry)
@@ -46,12 +49,14 @@ class EmbeddingSet:
                 "weightings": [[round(float(v), 3) for v in row] for row in self.weightings]}
 
     def save(self, path: str | Path) -> None:
+        extra = {} if self.speech_share is None else {"speech_share": self.speech_share}
         np.savez_compressed(path, embeddings=self.embeddings, confidence=self.confidence, active=self.active,
                             weightings=self.weightings, timeline_rate=self.timeline_rate, duration=self.duration,
-                            model_id=self.model_id, path=self.path)
+                            model_id=self.model_id, path=self.path, **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "EmbeddingSet":
         with np.load(path, allow_pickle=False) as z:
             return cls(str(z["path"]), z["embeddings"], z["confidence"], z["active"], z["weightings"],
-                       float(z["timeline_rate"]), float(z["duration"]), str(z["model_id"]))
+                       float(z["timeline_rate"]), float(z["duration"]), str(z["model_id"]),
+                       z["speech_share"] if "speech_share" in z.files else None)

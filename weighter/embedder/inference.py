@@ -21,6 +21,7 @@ from weighter.audio import SAMPLE_RATE, AudioSource, audio_info, load_audio, str
 from weighter.audio.io import SILENCE_PEAK
 from weighter.embedder.checkpoint import load_model
 from weighter.embedder.slots import output_row, row_slots
+from weighter.embedder.speech import SpeechDetector, speech_share, speech_timeline
 from weighter.embedder.train import pick_device
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import AudioError, WeighterError
@@ -34,7 +35,11 @@ TIMELINE_RATE = 10.0  # Hz of the stored weightings (frames are 100 Hz: mean ove
 
 class Embedder:
     def __init__(self, model, payload: dict, device: torch.device, window_seconds: float = 60.0,
-                 batch_seconds: float = 240.0, merge_cosine: float = 0.7):
+                 batch_seconds: float = 240.0, merge_cosine: float = 0.7, speech_gate: float | None = None):
+        if speech_gate is not None and not 0 < speech_gate <= 1:
+            raise WeighterError(f"speech gate {speech_gate}: a share of a slot's weighting, in (0, 1]")
+        self.speech_gate = speech_gate  # a slot is active only if this share of its weighting is on speech
+        self.speech = SpeechDetector() if speech_gate is not None else None
         self.model = model.to(device).eval()
         self.payload = payload
         self.device = device
@@ -115,8 +120,9 @@ class Embedder:
         return self._assemble(path, parts, duration)
 
     @torch.no_grad()
-    def _run(self, audios: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Padded batch through the model -> per window (embeddings (N, E), confidence (N,), x (N, T))."""
+    def _run(self, audios: list[np.ndarray]) -> list[tuple]:
+        """Padded batch through the model -> per window (embeddings (N, E), confidence (N,), x (N, T),
+        speech probabilities at speech.FRAME_RATE or None without a speech gate)."""
         lengths = torch.tensor([max(len(a), 1024) for a in audios])
         wave = torch.zeros(len(audios), int(lengths.max()))
         for b, a in enumerate(audios):
@@ -125,25 +131,36 @@ class Embedder:
         frames = out["mask"].sum(1).tolist()
         hop = self.model.config.hop
         config = self.model.config
+        speech = self.speech.probabilities(audios) if self.speech else [None] * len(audios)
         parts = []
         for b, a in enumerate(audios):  # a slot holding two voices becomes two (slots.py)
             emb, conf, x = row_slots(output_row(out, b, frames[b]), config.split_cosine, config.split_min_share)
             # the frontend yields a few frames fewer than len / hop (its window overhangs the end);
             # padding each window back to len / hop keeps the windows of a long file aligned in time
-            parts.append((emb, conf, np.pad(x, ((0, 0), (0, max(0, len(a) // hop - frames[b]))))))
+            parts.append((emb, conf, np.pad(x, ((0, 0), (0, max(0, len(a) // hop - frames[b])))), speech[b]))
         return parts
+
+    def _gated(self, conf: np.ndarray, x: np.ndarray, speech: np.ndarray | None, rate: float) -> np.ndarray:
+        """Confidences with the slots that weigh too little speech at 0 (unchanged without a gate)."""
+        if speech is None:
+            return conf
+        share = speech_share(x, speech_timeline(speech, rate, x.shape[1]))
+        return np.where(share >= self.speech_gate, conf, 0.0)
 
     def _assemble(self, path: Path, parts: list, duration: float) -> EmbeddingSet:
         pool = int(round(self.model.frame_rate / TIMELINE_RATE))
+        frame_rate = self.model.frame_rate
         if len(parts) == 1:
-            emb, conf, x = parts[0]
+            emb, conf, x, speech = parts[0]
             active = np.zeros(len(conf), bool)
-            active[distinct_active(conf, emb, self.threshold, self.distinct_cosine)] = True
-            return EmbeddingSet(str(path), emb, conf, active, _pool(x, pool, duration),
-                                TIMELINE_RATE, duration, self.model_id)
+            active[distinct_active(self._gated(conf, x, speech, frame_rate), emb, self.threshold,
+                                   self.distinct_cosine)] = True
+            return self._speech_checked(EmbeddingSet(str(path), emb, conf, active, _pool(x, pool, duration),
+                                                     TIMELINE_RATE, duration, self.model_id), [speech])
         slots: list[dict] = []  # merged across windows
-        for w, (emb, conf, _) in enumerate(parts):
-            distinct = distinct_active(conf, emb, self.threshold, self.distinct_cosine)  # as for one window
+        for w, (emb, conf, x, speech) in enumerate(parts):
+            distinct = distinct_active(self._gated(conf, x, speech, frame_rate), emb, self.threshold,
+                                       self.distinct_cosine)  # as for one window
             for n in distinct[np.argsort(-conf[distinct], kind="stable")]:
                 free = [s for s in slots if w not in s["rows"]]
                 sims = [float(emb[n] @ (s["sum"] / np.linalg.norm(s["sum"]))) for s in free]
@@ -155,7 +172,7 @@ class Embedder:
                 else:
                     slots.append({"sum": conf[n] * emb[n], "conf": float(conf[n]), "rows": {w: n}})
         if not slots:  # nothing confident anywhere: keep the most confident slot of the file
-            w, n = max(((w, int(np.argmax(c))) for w, (_, c, _) in enumerate(parts)), key=lambda t: parts[t[0]][1][t[1]])
+            w, n = max(((w, int(np.argmax(p[1]))) for w, p in enumerate(parts)), key=lambda t: parts[t[0]][1][t[1]])
             slots = [{"sum": parts[w][0][n], "conf": float(parts[w][1][n]), "rows": {w: n}}]
         timelines = []
         for s in slots:
@@ -164,8 +181,19 @@ class Embedder:
             timelines.append(np.concatenate(rows))
         emb = np.stack([s["sum"] / np.linalg.norm(s["sum"]) for s in slots]).astype(np.float32)
         conf = np.array([s["conf"] for s in slots], np.float32)
-        return EmbeddingSet(str(path), emb, conf, conf >= self.threshold, _pool(np.stack(timelines), pool, duration),
-                            TIMELINE_RATE, duration, self.model_id)
+        return self._speech_checked(EmbeddingSet(str(path), emb, conf, conf >= self.threshold,
+                                                 _pool(np.stack(timelines), pool, duration), TIMELINE_RATE, duration,
+                                                 self.model_id), [p[3] for p in parts])
+
+    def _speech_checked(self, s: EmbeddingSet, speech: list) -> EmbeddingSet:
+        """With a speech gate: each slot's speech share over the whole file, and only the slots
+        at the gate or above left active."""
+        if self.speech is None:
+            return s
+        s.speech_share = speech_share(s.weightings, speech_timeline(np.concatenate(speech), s.timeline_rate,
+                                                                    s.weightings.shape[1]))
+        s.active = s.active & (s.speech_share >= self.speech_gate)
+        return s
 
 
 def _pool(x: np.ndarray, factor: int, duration: float) -> np.ndarray:
