@@ -32,11 +32,11 @@ def make_long_file(bank, split: str, path: Path, hours: float) -> None:
             handle.write(conv.audio)
 
 
-def child_peak(model: str | None, device: str, path: Path) -> dict:
+def child_peak(model: str | None, device: str, path: Path, speech_gate: float | None = None) -> dict:
     code = f"""
 import json, resource, time, sys
 from weighter.embedder import Embedder
-e = Embedder.load({model!r}, device={device!r})
+e = Embedder.load({model!r}, device={device!r}, speech_gate={speech_gate!r})
 t = time.perf_counter()
 s = e.embed([{str(path)!r}])[0]
 print(json.dumps({{"seconds": time.perf_counter() - t, "slots": int(s.active.sum()), "duration": s.duration,
@@ -55,13 +55,14 @@ def main():
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--bank", default=None, help="an utterance bank directory (default: the default bank)")
     parser.add_argument("--split", default="heldout", help="the bank split the test audio is mixed from")
+    parser.add_argument("--speech-gate", type=float, default=None, help="embed with this speech gate (Silero VAD)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from weighter.corpus import BankSpec, MixerConfig, UtteranceBank, open_or_build_bank, write_corpus
     from weighter.embedder import Embedder
 
     bank = UtteranceBank(args.bank) if args.bank else open_or_build_bank(BankSpec(), progress=False)
-    embedder = Embedder.load(args.model, device=args.device)
+    embedder = Embedder.load(args.model, device=args.device, speech_gate=args.speech_gate)
     with tempfile.TemporaryDirectory() as tmp:
         info = write_corpus(bank, Path(tmp) / "c", args.split, args.files, MixerConfig(1, 4, 30, 60), progress=False)
         files = sorted((Path(tmp) / "c" / "audio").glob("*.flac"))
@@ -69,7 +70,10 @@ def main():
         started = time.perf_counter()
         embedder.embed(files)
         seconds = time.perf_counter() - started
-        print(json.dumps({"what": "weighter embed (decode + log-mel + model + merge)", "threads": args.threads,
+        what = "weighter embed (decode + log-mel + model + merge)"
+        if args.speech_gate is not None:
+            what = f"weighter embed with speech gate {args.speech_gate:g} (+ Silero VAD)"
+        print(json.dumps({"what": what, "threads": args.threads,
                           "audio_s": info["audio_seconds"], "wall_s": round(seconds, 2),
                           "x_realtime": round(info["audio_seconds"] / seconds, 1),
                           "device": str(embedder.device)}), flush=True)
@@ -90,7 +94,7 @@ def main():
         for hours in args.hours:
             path = Path(tmp) / f"long_{hours:g}h.flac"
             make_long_file(bank, args.split, path, hours)
-            result = child_peak(args.model, args.device, path)
+            result = child_peak(args.model, args.device, path, args.speech_gate)
             result.update({"what": f"one {hours:g}-hour file", "x_realtime": round(result["duration"] / result["seconds"], 1)})
             print(json.dumps(result), flush=True)
             path.unlink()

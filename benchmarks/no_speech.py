@@ -1,7 +1,7 @@
 """Does the embedder hear speakers where there is nobody? Files of non-speech sound, and calls
 that open with one.
 
-    python benchmarks/no_speech.py [--model M] [--files 12] [--split validation] [--seed 0]
+    python benchmarks/no_speech.py [--model M] [--speech-gate G] [--files 12] [--split validation] [--seed 0]
 
 1. *No speech at all*: ``--files`` files of 10-40 s per kind of sound, every sound made by sox's
    synthesiser or recorded (alsa-utils' Noise.wav), never by the generator that training may
@@ -143,9 +143,10 @@ def main():
     parser.add_argument("--files", type=int, default=12, help="files per kind of sound; calls: 4 x this")
     parser.add_argument("--split", default="validation", choices=["validation", "heldout"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speech-gate", type=float, default=None, help="embed with this speech gate (Silero VAD)")
     args = parser.parse_args()
-    embedder = Embedder.load(args.model)
-    result = {"model": embedder.model_id, "no_speech": no_speech(embedder, args.files, args.seed),
+    embedder = Embedder.load(args.model, speech_gate=args.speech_gate)
+    result = {"model": embedder.model_id, "speech_gate": args.speech_gate, "no_speech": no_speech(embedder, args.files, args.seed),
               "opened_calls": opened_calls(embedder, args.files, args.split, args.seed)}
     print(json.dumps(result, indent=1))
 

@@ -35,6 +35,7 @@ BASELINES = ("classic-weighter", "classic-resemblyzer")
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
+    parser.add_argument("--speech-gate", type=float, default=None, help="embed with this speech gate (Silero VAD)")
     parser.add_argument("--files", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -47,7 +48,7 @@ def main():
     args = parser.parse_args()
     globals()["VAL_FILES"] = args.val_files
     bank = open_or_build_bank(BankSpec(), progress=False)
-    embedder = Embedder.load(args.model)
+    embedder = Embedder.load(args.model, speech_gate=args.speech_gate)
     baselines = args.baselines if args.baselines is not None else [] if args.seeds else list(BASELINES)
     if args.seeds:
         results = []

@@ -265,6 +265,14 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
                f"{summary['speakers_heard']} {split} speakers, {summary['channels']['telephone']} telephone) to {out}")
 
 
+_SPEECH_GATE = click.option(
+    "--speech-gate", type=click.FloatRange(0, 1, min_open=True), is_flag=False, flag_value=0.2, default=None,
+    metavar="[SHARE]",
+    help="Keep a slot active only if SHARE of its weighting falls on speech, by a pretrained voice-activity "
+         "detector (Silero VAD, pip install 'weighter[vad]'; alone: 0.2). Files of music, tones, hum or noise then "
+         "get no speaker; it costs embedding speed (README, 'Non-speech').")
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file. Default: the shipped model.")
@@ -273,8 +281,9 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
 @click.option("--json", "as_json", is_flag=True, help="Print the embedding sets as JSON on stdout.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--window", type=float, default=60.0, show_default=True, help="Seconds per model window (bounds memory).")
+@_SPEECH_GATE
 @click.pass_obj
-def embed(obj, inputs, model, out, as_json, device, window):
+def embed(obj, inputs, model, out, as_json, device, window, speech_gate):
     """Embed INPUTS (files, directories, file lists, manifests): per file a set of slot embeddings.
 
     Each slot has a 256-d embedding, a confidence, an active flag (confidence >= the model's
@@ -287,7 +296,7 @@ def embed(obj, inputs, model, out, as_json, device, window):
     if not out and not as_json:
         raise click.UsageError("give --out DIR, --json, or both")
     sources = [s for target in inputs for s in discover(target)]
-    embedder = Embedder.load(model, device=device, window_seconds=window)
+    embedder = Embedder.load(model, device=device, window_seconds=window, speech_gate=speech_gate)
     errors: list = []
     sets = embedder.embed(sources, progress=obj["progress"], errors=errors)
     for error in errors:
@@ -335,14 +344,14 @@ _STORE = click.option("--store", "store_dir", type=click.Path(path_type=Path), r
 _MODEL = click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file. Default: the shipped model.")
 
 
-def _add(obj, inputs, store_dir, model, index_type, create, as_json):
+def _add(obj, inputs, store_dir, model, index_type, create, as_json, speech_gate=None):
     from weighter.audio import discover
     from weighter.embedder import Embedder
     from weighter.index import Store, add_files
 
     sources = [s for target in inputs for s in discover(target)]
     store = Store(store_dir, create=create)
-    embedder = Embedder.load(model)
+    embedder = Embedder.load(model, speech_gate=speech_gate if create else store.speech_gate)
     store.check_model(embedder.model_id)
     errors: list = []
     result = add_files(store, embedder, sources, progress=obj["progress"], errors=errors, index_type=index_type)
@@ -364,15 +373,18 @@ def _add(obj, inputs, store_dir, model, index_type, create, as_json):
 @click.option("--index-type", default=None, help="FAISS factory string (e.g. 'HNSW32,Flat', 'IVF1024,Flat'). "
               "Default: exact 'Flat' up to 100k active slots, beyond 'IVF<4 sqrt(n)>,SQfp16' probing the fewest "
               "lists that find recall@10 >= 0.95 for the store's own slots (tuned per store, x2).")
+@_SPEECH_GATE
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def index_build(obj, inputs, store_dir, model, index_type, as_json):
-    """Create a store from INPUTS (audio directory, file list or manifest) and index every file."""
+def index_build(obj, inputs, store_dir, model, index_type, speech_gate, as_json):
+    """Create a store from INPUTS (audio directory, file list or manifest) and index every file.
+
+    With --speech-gate the store records it, and `index add` and `query` use it too."""
     from weighter.index import Store
 
     if (store_dir / "store.sqlite").exists() and Store(store_dir).info()["files"]:
         raise click.UsageError(f"{store_dir} already holds files: use `weighter index add`")
-    _add(obj, inputs, store_dir, model, index_type, True, as_json)
+    _add(obj, inputs, store_dir, model, index_type, True, as_json, speech_gate)
 
 
 @index.command("add")
@@ -382,7 +394,8 @@ def index_build(obj, inputs, store_dir, model, index_type, as_json):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def index_add(obj, inputs, store_dir, model, as_json):
-    """Add INPUTS to a store: unchanged files (same content hash) are skipped, changed ones replaced."""
+    """Add INPUTS to a store: unchanged files (same content hash) are skipped, changed ones replaced.
+    Embedded with the store's model and speech gate."""
     _add(obj, inputs, store_dir, model, None, False, as_json)
 
 
@@ -435,7 +448,7 @@ def _stored_or_embedded(store, path: Path, model):
         return store.embedding_set(file_id), True
     from weighter.embedder import Embedder
 
-    embedder = Embedder.load(model)
+    embedder = Embedder.load(model, speech_gate=store.speech_gate)
     store.check_model(embedder.model_id)
     return embedder.embed([path])[0], False
 

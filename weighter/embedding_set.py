@@ -29,6 +29,7 @@ class EmbeddingSet:
     duration: float  # seconds
     model_id: str
     speech_share: np.ndarray | None = None  # (N,) share of each slot's weighting on speech (embedded with a speech gate)
+    speech_gate: float | None = None  # the gate: a slot is active only with speech_share >= it
 
     def spans(self, slot: int, threshold: float = 0.5, min_seconds: float = 0.5) -> list[tuple[float, float]]:
         """Where slot ``slot`` is heard: (start, end) seconds where its weighting >= threshold."""
@@ -49,7 +50,7 @@ class EmbeddingSet:
                 "weightings": [[round(float(v), 3) for v in row] for row in self.weightings]}
 
     def save(self, path: str | Path) -> None:
-        extra = {} if self.speech_share is None else {"speech_share": self.speech_share}
+        extra = {} if self.speech_share is None else {"speech_share": self.speech_share, "speech_gate": self.speech_gate}
         np.savez_compressed(path, embeddings=self.embeddings, confidence=self.confidence, active=self.active,
                             weightings=self.weightings, timeline_rate=self.timeline_rate, duration=self.duration,
                             model_id=self.model_id, path=self.path, **extra)
@@ -59,4 +60,4 @@ class EmbeddingSet:
         with np.load(path, allow_pickle=False) as z:
             return cls(str(z["path"]), z["embeddings"], z["confidence"], z["active"], z["weightings"],
                        float(z["timeline_rate"]), float(z["duration"]), str(z["model_id"]),
-                       z["speech_share"] if "speech_share" in z.files else None)
+                       *((z["speech_share"], float(z["speech_gate"])) if "speech_share" in z.files else ()))

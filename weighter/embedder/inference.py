@@ -193,6 +193,7 @@ class Embedder:
         s.speech_share = speech_share(s.weightings, speech_timeline(np.concatenate(speech), s.timeline_rate,
                                                                     s.weightings.shape[1]))
         s.active = s.active & (s.speech_share >= self.speech_gate)
+        s.speech_gate = self.speech_gate
         return s
 
 

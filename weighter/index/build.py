@@ -27,6 +27,7 @@ def add_files(store: Store, embedder: "Embedder", sources: list[AudioSource], pr
     errors = [] if errors is None else errors
     with store.writing():
         store.check_model(embedder.model_id)
+        store.check_speech_gate(embedder.speech_gate)
         todo, unchanged = [], 0
         for source in sources:
             path = Path(source.path)

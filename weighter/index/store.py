@@ -133,6 +133,19 @@ class Store:
         return self._meta("model_id")
 
     @property
+    def speech_gate(self) -> float | None:
+        """The speech gate its sets were embedded with (weighter.embedder.speech); None: none,
+        also for stores from before the gate existed."""
+        value = self._meta("speech_gate")
+        return None if value in (None, "none") else float(value)
+
+    def check_speech_gate(self, gate: float | None) -> None:
+        """One gate per store: a slot's active flag means the same for every file."""
+        if self.model_id is not None and gate != self.speech_gate:
+            raise StoreError(f"{self.directory}: its files were embedded with speech gate {self.speech_gate}, "
+                             f"not {gate}; use the same gate (index add and query take the store's own)")
+
+    @property
     def generation(self) -> int:
         return int(self._meta("generation") or 0)
 
@@ -142,7 +155,7 @@ class Store:
         return {"store": str(self.directory), "model_id": self.model_id, "files": files,
                 "audio_seconds": round(seconds, 2), "slots": slots, "active_slots": active,
                 "index_type": self._meta("index_type"), "nprobe": int(self._meta("nprobe") or 0) or None,
-                "generation": self.generation,
+                "speech_gate": self.speech_gate, "generation": self.generation,
                 "faiss_file": self._faiss_name(self.generation) if self.generation else None,
                 "scoring": self.scoring(), "score_share": getattr(self.score_cohort(), "share", None)}
 
@@ -244,6 +257,8 @@ class Store:
                                [(i, np.asarray(v, np.float32).tobytes()) for i, v in enumerate(score_cohort.vectors)])
                 self.set_meta("score_top_share", repr(float(score_cohort.share)))
             if add and self.model_id is None:
+                gate = add[0][0].speech_gate
+                self.set_meta("speech_gate", "none" if gate is None else repr(float(gate)))
                 self.set_meta("model_id", add[0][0].model_id)
                 self.set_meta("embed_dim", str(add[0][0].embeddings.shape[1]))
 
