@@ -1,0 +1,85 @@
+"""The speech gate: Silero VAD (silero-vad package) on real generated speech and on tones,
+the gate in the embedder, and a store keeping one gate."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from weighter.cli import main
+from weighter.corpus import MixerConfig, write_corpus
+from weighter.embedder import Embedder
+from weighter.embedder.speech import FRAME_RATE, SEGMENT_CHUNKS, SpeechDetector, speech_share, speech_timeline
+from weighter.errors import WeighterError
+from weighter.index import Store, StoreError, add_files
+
+
+def test_speech_timeline_averages_detector_frames_into_timeline_steps():
+    p = np.repeat([0.0, 1.0, 0.0], [100, 50, 50]).astype(np.float32)  # 3.2 s silence, 1.6 s speech, 1.6 s silence
+    t = speech_timeline(p, 10.0, 64)  # 10 Hz over the 6.4 s
+    assert t.shape == (64,) and t[:32].max() == 0 and t[32:48].min() == 1 and t[48:].max() == 0
+    assert 0 < speech_timeline(p, 3.0, 20)[9] < 1  # a 1/3-s step across the edge at 3.2 s: a mean
+    w = np.zeros((2, 64), np.float32)
+    w[0, :32], w[1, 36:56] = 1.0, 0.5  # one slot on the silence, one mostly on the speech
+    assert np.allclose(speech_share(w, t), [0.0, 12 / 20])
+    assert speech_share(np.zeros((1, 64), np.float32), t)[0] == 0  # a slot that weighs nothing
+
+
+def test_detector_hears_generated_speech_and_not_a_tone_and_keeps_torch_threads(tiny_bank, write_tone):
+    threads = torch.get_num_threads()
+    detector = SpeechDetector()
+    assert torch.get_num_threads() == threads  # importing silero_vad sets one thread; undone
+    clip = tiny_bank.clips(tiny_bank.identities("train")[0])[0].astype(np.float32) / 32768.0
+    speech = np.concatenate([clip] * 6)  # long enough for two 8-s segments side by side
+    tone = sf.read(str(write_tone("t.wav", seconds=12.0)), dtype="float32")[0]
+    probs = detector.probabilities([speech, tone])
+    assert [len(p) for p in probs] == [-(-len(speech) // 512), -(-len(tone) // 512)]
+    assert len(probs[0]) > SEGMENT_CHUNKS  # crossed a segment boundary
+    voiced = np.abs(np.pad(speech, (0, len(probs[0]) * 512 - len(speech)))).reshape(-1, 512).max(1) > 0.05
+    assert probs[0][voiced].mean() > 0.6 and probs[1].mean() < 0.1
+    alone = detector.probabilities([speech])[0]
+    assert np.allclose(alone, probs[0], atol=1e-5)  # what a file gets does not depend on its batch
+
+
+def test_the_gate_leaves_no_active_slot_on_a_tone_and_keeps_speakers(trained_model, tiny_bank, tmp_path, write_tone):
+    model, _ = trained_model
+    write_corpus(tiny_bank, tmp_path / "c", "heldout", 3, MixerConfig(1, 2, 6, 9, snr_db=(25, 30)), progress=False)
+    speech = sorted((tmp_path / "c" / "audio").glob("*.flac"))
+    tone = write_tone("tone.wav", seconds=10.0)
+    plain, gated = Embedder.load(model), Embedder.load(model, speech_gate=0.2)
+    before, after = plain.embed([tone, *speech]), gated.embed([tone, *speech])
+    assert before[0].active.any()  # without the gate the tone has a speaker
+    assert not after[0].active.any() and after[0].speech_share.max() < 0.2
+    for b, a in zip(before[1:], after[1:]):
+        assert a.active.any() and (a.active <= b.active).all()  # the gate only takes slots away
+        assert (a.speech_share[a.active] >= 0.2).all() and a.speech_gate == 0.2
+    slot = gated.embed([speech[0]])[0].to_json()["slots"][0]
+    assert 0 <= slot["speech_share"] <= 1
+    windowed = Embedder.load(model, speech_gate=0.2, window_seconds=4).embed([tone])[0]  # the long-file path
+    assert not windowed.active.any()
+    with pytest.raises(WeighterError, match="speech gate"):
+        Embedder.load(model, speech_gate=0.0)
+
+
+def test_a_store_keeps_its_gate_for_adds_and_queries(trained_model, tiny_bank, tmp_path):
+    model, _ = trained_model
+    write_corpus(tiny_bank, tmp_path / "c", "heldout", 3, MixerConfig(1, 2, 5, 8), progress=False)
+    audio = sorted((tmp_path / "c" / "audio").glob("*.flac"))
+    store_dir = tmp_path / "s"
+    runner = CliRunner()
+    r = runner.invoke(main, ["index", "build", str(audio[0]), "--store", str(store_dir), "--model", str(model),
+                             "--speech-gate", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["speech_gate"] == 0.2  # the option alone: 0.2
+    r = runner.invoke(main, ["index", "add", str(audio[1]), "--store", str(store_dir), "--model", str(model), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["files"] == 2  # added with the store's gate
+    with pytest.raises(StoreError, match="speech gate 0.2, not None"):
+        add_files(Store(store_dir), Embedder.load(model), [audio[2]])
+    assert Store(store_dir).info()["files"] == 2
+    r = runner.invoke(main, ["query", str(audio[2]), "--store", str(store_dir), "--model", str(model), "--json"])
+    assert r.exit_code == 0, r.output  # a new file embedded with the store's gate
+    r = runner.invoke(main, ["embed", str(audio[0]), "--speech-gate", "1.5", "--json"])
+    assert r.exit_code == 2 and "--speech-gate" in r.output
