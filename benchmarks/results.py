@@ -71,6 +71,9 @@ RUNS = {
     "count errors, held-out": [f"{PY} benchmarks/count_errors.py --split heldout --seeds 7 8 9 10 11"],
     "no speech": [f"{PY} benchmarks/no_speech.py --files 12 --seed 1"],
     "no speech, held-out calls": [f"{PY} benchmarks/no_speech.py --files 12 --seed 2 --split heldout"],
+    "speech gate, no speech": [f"{PY} benchmarks/no_speech.py --files 12 --seed 2 --split heldout --speech-gate 0.2"],
+    "speech gate, five corpora": [f"{PY} benchmarks/quality.py --files 100 --seeds 7 8 9 10 11 --speech-gate 0.2"],
+    "speech gate, speed": [f"{PY} benchmarks/embed_speed.py --hours 1 --speech-gate 0.2"],
     "claims": [f"{PY} benchmarks/claims.py --json docs/claims.json"],
     "gpu session": ["OUT=/tmp/gpu TRAIN_SECONDS=400 bash benchmarks/gpu_session.sh; "
                     "cat /tmp/gpu/env.txt /tmp/gpu/speed.jsonl"],
