@@ -33,7 +33,7 @@ def test_detector_hears_generated_speech_and_not_a_tone_and_keeps_torch_threads(
     detector = SpeechDetector()
     assert torch.get_num_threads() == threads  # importing silero_vad sets one thread; undone
     clip = tiny_bank.clips(tiny_bank.identities("train")[0])[0].astype(np.float32) / 32768.0
-    speech = np.concatenate([clip] * 6)  # long enough for two 8-s segments side by side
+    speech = np.concatenate([clip] * 6)  # long enough for two segments side by side
     tone = sf.read(str(write_tone("t.wav", seconds=12.0)), dtype="float32")[0]
     probs = detector.probabilities([speech, tone])
     assert [len(p) for p in probs] == [-(-len(speech) // 512), -(-len(tone) // 512)]
