@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from weighter.cli import main
 from weighter.corpus import MixerConfig, write_corpus
 from weighter.embedder import Embedder
+from weighter.embedding_set import EmbeddingSet
 from weighter.embedder.speech import FRAME_RATE, SEGMENT_CHUNKS, SpeechDetector, speech_share, speech_timeline
 from weighter.errors import WeighterError
 from weighter.index import Store, StoreError, add_files
@@ -58,6 +59,12 @@ def test_the_gate_leaves_no_active_slot_on_a_tone_and_keeps_speakers(trained_mod
         assert (a.speech_share[a.active] >= 0.2).all() and a.speech_gate == 0.2
     slot = gated.embed([speech[0]])[0].to_json()["slots"][0]
     assert 0 <= slot["speech_share"] <= 1
+    after[1].save(tmp_path / "set.npz")
+    again = EmbeddingSet.load(tmp_path / "set.npz")
+    assert np.array_equal(again.speech_share, after[1].speech_share) and again.speech_gate == 0.2
+    after[1].speech_gate = None  # a share without its gate (made by hand) still round-trips
+    after[1].save(tmp_path / "bare.npz")
+    assert EmbeddingSet.load(tmp_path / "bare.npz").speech_gate is None
     windowed = Embedder.load(model, speech_gate=0.2, window_seconds=4).embed([tone])[0]  # the long-file path
     assert not windowed.active.any()
     with pytest.raises(WeighterError, match="speech gate"):

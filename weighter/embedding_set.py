@@ -50,7 +50,8 @@ class EmbeddingSet:
                 "weightings": [[round(float(v), 3) for v in row] for row in self.weightings]}
 
     def save(self, path: str | Path) -> None:
-        extra = {} if self.speech_share is None else {"speech_share": self.speech_share, "speech_gate": self.speech_gate}
+        extra = {} if self.speech_share is None else {
+            "speech_share": self.speech_share, "speech_gate": np.nan if self.speech_gate is None else self.speech_gate}
         np.savez_compressed(path, embeddings=self.embeddings, confidence=self.confidence, active=self.active,
                             weightings=self.weightings, timeline_rate=self.timeline_rate, duration=self.duration,
                             model_id=self.model_id, path=self.path, **extra)
@@ -60,4 +61,5 @@ class EmbeddingSet:
         with np.load(path, allow_pickle=False) as z:
             return cls(str(z["path"]), z["embeddings"], z["confidence"], z["active"], z["weightings"],
                        float(z["timeline_rate"]), float(z["duration"]), str(z["model_id"]),
-                       *((z["speech_share"], float(z["speech_gate"])) if "speech_share" in z.files else ()))
+                       *((z["speech_share"], None if np.isnan(z["speech_gate"]) else float(z["speech_gate"]))
+                         if "speech_share" in z.files else ()))
