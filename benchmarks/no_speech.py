@@ -36,7 +36,7 @@ SR = 16000
 KINDS = ("beeps", "sawtooth", "pluck", "chord", "brown", "pink", "recorded", "hiss")
 
 
-def sox(rng: np.random.Generator, seconds: float, *effects) -> np.ndarray:
+def sox(seconds: float, *effects) -> np.ndarray:
     """Raw float32 mono from ``sox -n`` and the given synth/effects chain."""
     cmd = ["sox", "-R", "-n", "-r", str(SR), "-c", "1", "-b", "32", "-e", "float", "-t", "raw", "-", *map(str, effects)]
     out = subprocess.run(cmd, check=True, capture_output=True).stdout
@@ -50,7 +50,7 @@ def melody(rng: np.random.Generator, seconds: float, wave: str) -> np.ndarray:
     while sum(map(len, notes)) < seconds * SR:
         length = float(rng.choice([0.15, 0.3, 0.45, 0.6]))
         note = f"%{int(rng.integers(-12, 13))}"  # semitones from A4
-        notes.append(sox(rng, length, "synth", length, wave, note, "fade", "0", length, length * 0.6))
+        notes.append(sox(length, "synth", length, wave, note, "fade", "0", length, length * 0.6))
     return np.concatenate(notes)[: int(seconds * SR)]
 
 
@@ -58,19 +58,19 @@ def sound(kind: str, rng: np.random.Generator, seconds: float) -> np.ndarray:
     """``seconds`` of one kind of non-speech sound at unit RMS where it sounds."""
     if kind == "beeps":
         on, off = rng.uniform(0.1, 1.0), rng.uniform(0.2, 2.0)
-        x = sox(rng, seconds, "synth", on, "square", rng.uniform(350, 1500), "pad", "0", off,
+        x = sox(seconds, "synth", on, "square", rng.uniform(350, 1500), "pad", "0", off,
                 "repeat", int(seconds / (on + off)) + 1)
     elif kind in ("sawtooth", "pluck"):
         x = melody(rng, seconds, kind)
     elif kind == "chord":
         root = rng.uniform(150, 400)
-        x = sox(rng, seconds, "synth", seconds, "triangle", root, "triangle", root * 1.26, "triangle", root * 1.5,
+        x = sox(seconds, "synth", seconds, "triangle", root, "triangle", root * 1.26, "triangle", root * 1.5,
                 "tremolo", rng.uniform(2, 8), rng.uniform(20, 60))
     elif kind == "brown":
-        x = sox(rng, seconds, "synth", seconds, "brownnoise", "band", rng.uniform(200, 2000), "400",
+        x = sox(seconds, "synth", seconds, "brownnoise", "band", rng.uniform(200, 2000), "400",
                 "tremolo", rng.uniform(0.1, 1.0), "50")
     elif kind == "pink":
-        x = sox(rng, seconds, "synth", seconds, "pinknoise", "highpass", rng.uniform(500, 3000))
+        x = sox(seconds, "synth", seconds, "pinknoise", "highpass", rng.uniform(500, 3000))
     elif kind == "recorded":
         noise = load_audio(Path("/usr/share/sounds/alsa/Noise.wav"))
         start = int(rng.integers(0, len(noise)))

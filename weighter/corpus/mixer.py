@@ -25,7 +25,7 @@ import numpy as np
 from weighter.corpus.bank import UtteranceBank
 from weighter.corpus.channels import distort
 from weighter.corpus.rooms import room_responses
-from weighter.corpus.sounds import nonspeech
+from weighter.corpus.sounds import coloured_noise, nonspeech
 from weighter.corpus.voices import SIBLING_SUFFIX
 from weighter.errors import CorpusError
 
@@ -306,22 +306,10 @@ def _speech_power(mix: np.ndarray, segments: list[Segment], sr: int) -> float:
 
 
 def _noise(rng: np.random.Generator, n: int, power: float) -> np.ndarray:
-    """Coloured noise of the given mean power: white, pink or brown (1/f^beta spectrum).
-
-    Made at the next FFT-friendly length (at most about 1% longer) and cut to ``n`` samples:
-    most conversation lengths have a large prime factor, which made the inverse FFT 10 to 30
-    times slower, half the cost of a training batch (``benchmarks/train_speed.py``). The
-    random draws are the ones a length-n spectrum takes, so the rest of a conversation (turns,
-    levels, channel) is drawn as before; the top 1% of the band stays empty."""
-    from scipy.fft import next_fast_len
-
+    """Background noise of the given mean power: white, pink or brown (sounds.coloured_noise)."""
     beta = float(rng.choice([0.0, 1.0, 2.0]))
-    spectrum = rng.normal(size=n // 2 + 1) + 1j * rng.normal(size=n // 2 + 1)
-    fast = next_fast_len(n, real=True)
-    freqs = np.maximum(np.fft.rfftfreq(fast)[: n // 2 + 1], 1.0 / fast)
-    noise = np.fft.irfft(spectrum / freqs ** (beta / 2), fast)[:n]
-    noise *= np.sqrt(power / (np.mean(noise ** 2) + 1e-20))
-    return noise.astype(np.float32)
+    noise = coloured_noise(rng, n, beta)
+    return (noise * np.sqrt(power / (np.mean(noise ** 2) + 1e-20))).astype(np.float32)
 
 
 def _telephone(mix: np.ndarray, sr: int) -> np.ndarray:

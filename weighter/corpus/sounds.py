@@ -28,11 +28,25 @@ def nonspeech(rng: np.random.Generator, n: int, sample_rate: int = 16000) -> tup
     return (sound / np.sqrt(power + 1e-20)).astype(np.float32), family
 
 
+def coloured_noise(rng: np.random.Generator, n: int, beta: float) -> np.ndarray:
+    """``n`` samples of noise with a 1/f^beta power spectrum (0 white, 1 pink, 2 brown), float64.
+
+    Made at the next FFT-friendly length (at most about 1% longer) and cut to ``n`` samples:
+    most conversation lengths have a large prime factor, which made the inverse FFT 10 to 30
+    times slower, half the cost of a training batch (``benchmarks/train_speed.py``). The
+    random draws are the ones a length-n spectrum takes, so the rest of a conversation (turns,
+    levels, channel) is drawn as before; the top 1% of the band stays empty."""
+    from scipy.fft import next_fast_len
+
+    spectrum = rng.normal(size=n // 2 + 1) + 1j * rng.normal(size=n // 2 + 1)
+    fast = next_fast_len(n, real=True)
+    freqs = np.maximum(np.fft.rfftfreq(fast)[: n // 2 + 1], 1.0 / fast)
+    return np.fft.irfft(spectrum / freqs ** (beta / 2), fast)[:n]
+
+
 def _swelling_noise(rng, n, sr):
     """Noise of spectral slope 1/f^beta, beta in [0, 2], its level swelling at 0.05-3 Hz."""
-    spectrum = rng.normal(size=n // 2 + 1) + 1j * rng.normal(size=n // 2 + 1)
-    freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
-    noise = np.fft.irfft(spectrum / freqs ** (rng.uniform(0, 2) / 2), n)
+    noise = coloured_noise(rng, n, rng.uniform(0, 2))
     t = np.arange(n) / sr
     depth = rng.uniform(0, 0.9)
     return noise * (1 - depth / 2 + depth / 2 * np.sin(2 * np.pi * rng.uniform(0.05, 3) * t + rng.uniform(0, 6.3)))
