@@ -140,27 +140,31 @@ class Embedder:
             parts.append((emb, conf, np.pad(x, ((0, 0), (0, max(0, len(a) // hop - frames[b])))), speech[b]))
         return parts
 
-    def _gated(self, conf: np.ndarray, x: np.ndarray, speech: np.ndarray | None, rate: float) -> np.ndarray:
-        """Confidences with the slots that weigh too little speech at 0 (unchanged without a gate)."""
-        if speech is None:
-            return conf
-        share = speech_share(x, speech_timeline(speech, rate, x.shape[1]))
-        return np.where(share >= self.speech_gate, conf, 0.0)
+    @staticmethod
+    def _speech_share(weightings: np.ndarray, rate: float, speech: np.ndarray | None) -> np.ndarray | None:
+        """Each slot's share of its weighting (N, T at ``rate`` Hz) on speech; None without a gate."""
+        return None if speech is None else speech_share(weightings, speech_timeline(speech, rate, weightings.shape[1]))
+
+    def _gated(self, conf: np.ndarray, share: np.ndarray | None) -> np.ndarray:
+        """Confidences with the slots that weigh too little speech at 0 (unchanged without a gate),
+        so that the duplicate merge never keeps a sound's slot in place of a speaker's."""
+        return conf if share is None else np.where(share >= self.speech_gate, conf, 0.0)
 
     def _assemble(self, path: Path, parts: list, duration: float) -> EmbeddingSet:
         pool = int(round(self.model.frame_rate / TIMELINE_RATE))
         frame_rate = self.model.frame_rate
         if len(parts) == 1:
             emb, conf, x, speech = parts[0]
+            weightings = _pool(x, pool, duration)
+            share = self._speech_share(weightings, TIMELINE_RATE, speech)
             active = np.zeros(len(conf), bool)
-            active[distinct_active(self._gated(conf, x, speech, frame_rate), emb, self.threshold,
-                                   self.distinct_cosine)] = True
-            return self._speech_checked(EmbeddingSet(str(path), emb, conf, active, _pool(x, pool, duration),
-                                                     TIMELINE_RATE, duration, self.model_id), [speech])
+            active[distinct_active(self._gated(conf, share), emb, self.threshold, self.distinct_cosine)] = True
+            return self._with_share(EmbeddingSet(str(path), emb, conf, active, weightings, TIMELINE_RATE, duration,
+                                                 self.model_id), share)
         slots: list[dict] = []  # merged across windows
-        for w, (emb, conf, x, speech) in enumerate(parts):
-            distinct = distinct_active(self._gated(conf, x, speech, frame_rate), emb, self.threshold,
-                                       self.distinct_cosine)  # as for one window
+        for w, (emb, conf, x, speech) in enumerate(parts):  # each window's slots as for one window
+            share = self._speech_share(x, frame_rate, speech)
+            distinct = distinct_active(self._gated(conf, share), emb, self.threshold, self.distinct_cosine)
             for n in distinct[np.argsort(-conf[distinct], kind="stable")]:
                 free = [s for s in slots if w not in s["rows"]]
                 sims = [float(emb[n] @ (s["sum"] / np.linalg.norm(s["sum"]))) for s in free]
@@ -181,19 +185,18 @@ class Embedder:
             timelines.append(np.concatenate(rows))
         emb = np.stack([s["sum"] / np.linalg.norm(s["sum"]) for s in slots]).astype(np.float32)
         conf = np.array([s["conf"] for s in slots], np.float32)
-        return self._speech_checked(EmbeddingSet(str(path), emb, conf, conf >= self.threshold,
-                                                 _pool(np.stack(timelines), pool, duration), TIMELINE_RATE, duration,
-                                                 self.model_id), [p[3] for p in parts])
+        weightings = _pool(np.stack(timelines), pool, duration)
+        speech = None if self.speech is None else np.concatenate([p[3] for p in parts])
+        return self._with_share(EmbeddingSet(str(path), emb, conf, conf >= self.threshold, weightings, TIMELINE_RATE,
+                                             duration, self.model_id),
+                                self._speech_share(weightings, TIMELINE_RATE, speech))
 
-    def _speech_checked(self, s: EmbeddingSet, speech: list) -> EmbeddingSet:
-        """With a speech gate: each slot's speech share over the whole file, and only the slots
-        at the gate or above left active."""
-        if self.speech is None:
-            return s
-        s.speech_share = speech_share(s.weightings, speech_timeline(np.concatenate(speech), s.timeline_rate,
-                                                                    s.weightings.shape[1]))
-        s.active = s.active & (s.speech_share >= self.speech_gate)
-        s.speech_gate = self.speech_gate
+    def _with_share(self, s: EmbeddingSet, share: np.ndarray | None) -> EmbeddingSet:
+        """With a speech gate: the file's slots with their speech shares, only those at the gate
+        or above left active (the merged slots of a long file are judged on the whole file)."""
+        if share is not None:
+            s.speech_share, s.speech_gate = share, self.speech_gate
+            s.active = s.active & (share >= self.speech_gate)
         return s
 
 
