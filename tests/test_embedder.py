@@ -14,7 +14,7 @@ from weighter.cli import main
 from weighter.corpus import MixerConfig, UtteranceBank, write_corpus
 from weighter.embedder import Embedder, WeighterConfig, WeighterModel
 from weighter.embedder.checkpoint import load_model, save_model
-from weighter.embedder.model import bce, file_prediction, wbce
+from weighter.embedder.model import _masked_group_norm, bce, file_prediction, wbce
 from weighter.embedder.train import TrainConfig, margin_cross_entropy, train
 from weighter.errors import AudioError, WeighterError
 
@@ -43,25 +43,45 @@ def test_shapes_weights_and_confidence(model):
     assert torch.allclose(out["confidence"][0], (x * x).sum(1) / x.sum(1), atol=1e-6)
 
 
-def test_window_pooling_averages_window_embeddings_by_slot_mass(model):
-    frames = torch.randn(2, 700, model.config.frame_dim)
-    mask = torch.arange(700)[None] < torch.tensor([700, 400])[:, None]
+@pytest.mark.parametrize("lengths", [[700, 400], [703, 697, 160, 159], [120, 70]])  # [120, 70]: a batch shorter than a window
+def test_window_pooling_averages_window_embeddings_by_slot_mass(model, lengths):
+    t = lengths[0]
+    frames = torch.randn(len(lengths), t, model.config.frame_dim)
+    mask = torch.arange(t)[None] < torch.tensor(lengths)[:, None]
     frames = frames * mask[..., None]
-    w = torch.rand(2, 3, 700) * mask[:, None]
+    w = torch.rand(len(lengths), 3, t) * mask[:, None]
     w = w / w.sum(2, keepdim=True)
     fast = model.window_pool(w, frames, mask)
     size, hop = model.config.pool_window, model.config.pool_hop
-    for b, length in enumerate([700, 400]):  # the slow way: each of the row's own windows (every hop
-        starts = list(range(0, length - size + 1, hop))  # from its start, the last ending at its last
-        if starts[-1] + size < length:                   # frame) pooled with model.pool, then weighted
-            starts.append(length - size)                 # by slot mass
-        windows = torch.zeros(len(starts), 700)
+    for b, length in enumerate(lengths):  # the slow way: each of the row's own windows (every hop
+        starts = list(range(0, max(length - size, 0) + 1, hop))  # from its start, the last ending at
+        if starts[-1] + size < length:                   # its last frame) pooled with model.pool, then
+            starts.append(length - size)                 # weighted by slot mass
+        windows = torch.zeros(len(starts), t)
         for i, s in enumerate(starts):
             windows[i, s:s + size] = mask[b, s:s + size] / max(int(mask[b, s:s + size].sum()), 1)
         inside = windows.sum(1) > 0
         emb = model.pool(windows[inside][None], frames[b:b + 1])[0]
         mass = torch.stack([w[b, :, s:s + size].sum(1) for s in starts], 1)[:, inside]
         assert torch.allclose(fast[b], torch.nn.functional.normalize(mass @ emb, dim=-1), atol=1e-5)
+
+
+def test_log_mel_and_frame_norms_compute_what_torchaudio_and_torch_do(model):
+    """The frontend's own fast paths: |STFT|^2 as re^2 + im^2 (torchaudio's MelSpectrogram takes
+    a complex abs) and the masked group norm (nn.GroupNorm, on a row without padding)."""
+    wave = torch.randn(2, 16000 * 3) * 0.1
+    torch.testing.assert_close(model.logmel.power_mel(wave), model.logmel.mel(wave).transpose(1, 2), rtol=1e-5, atol=1e-7)
+    norm = torch.nn.GroupNorm(1, 24)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(2, 24, 300) * 3 + 1
+    m = torch.ones(2, 1, 300)
+    with torch.no_grad():
+        torch.testing.assert_close(_masked_group_norm(norm, x, m), norm(x), rtol=1e-4, atol=1e-5)
+        m[1, :, 200:] = 0  # a padded row is normed over its own frames, zero past them
+        got = _masked_group_norm(norm, x * m, m)
+        torch.testing.assert_close(got[1, :, :200], norm(x[1:, :, :200])[0], rtol=1e-4, atol=1e-5)
+        assert torch.all(got[1, :, 200:] == 0)
 
 
 def test_a_padded_batch_gives_each_file_what_it_gives_alone():

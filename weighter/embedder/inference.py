@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,8 @@ class Embedder:
         bar = tqdm(total=sum(durations.values()), desc="embedding", unit="s", disable=not progress,
                    mininterval=1.0, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
         pending: list[tuple[Path, np.ndarray]] = []  # short files waiting for a batch
+        short = iter([p for p in order if durations[p] <= self.window_seconds])
+        ahead: dict[Path, Future] = {}  # short files decoding in the background, in order
 
         def flush():
             if pending:
@@ -87,19 +90,26 @@ class Embedder:
                     results[p] = self._assemble(p, [out], durations[p])
                 pending.clear()
 
-        for p in order:
-            try:
-                if durations[p] <= self.window_seconds:  # one window: batched with its neighbours in length
-                    pending.append((p, load_audio(p, SAMPLE_RATE, min_seconds=0.5)))
-                    if sum(len(a) for _, a in pending) >= self.batch_seconds * SAMPLE_RATE:
-                        flush()
-                else:  # a long file: streamed window by window, never whole in memory
-                    results[p] = self._long_file(p, durations[p])
-                bar.update(durations[p])
-            except AudioError as error:
-                if errors is None:
-                    raise
-                errors.append(error)
+        # short files decode one batch ahead in a second thread while the model runs (libsndfile
+        # lets go of the GIL): decoding in series took a tenth of the embedding time
+        with ThreadPoolExecutor(1, thread_name_prefix="weighter-decode") as decoder:
+            for p in order:
+                try:
+                    if durations[p] <= self.window_seconds:  # one window: batched with its neighbours in length
+                        for q in short:
+                            ahead[q] = decoder.submit(load_audio, q, SAMPLE_RATE, 0.5)
+                            if sum(durations[f] for f in ahead) >= 2 * self.batch_seconds:
+                                break
+                        pending.append((p, ahead.pop(p).result()))
+                        if sum(len(a) for _, a in pending) >= self.batch_seconds * SAMPLE_RATE:
+                            flush()
+                    else:  # a long file: streamed window by window, never whole in memory
+                        results[p] = self._long_file(p, durations[p])
+                    bar.update(durations[p])
+                except AudioError as error:
+                    if errors is None:
+                        raise
+                    errors.append(error)
         flush()
         bar.close()
         return [results[p] for p in paths if p in results]
@@ -111,10 +121,14 @@ class Embedder:
         return self._assemble(Path(name), parts, len(audio) / SAMPLE_RATE)
 
     def _long_file(self, path: Path, duration: float) -> EmbeddingSet:
-        parts, peak = [], 0.0
+        parts, batch, peak = [], [], 0.0  # windows run batch_seconds at a time, as short files do
         for chunk in stream_audio(path, SAMPLE_RATE, self.window_seconds):
             peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
-            parts.append(self._run([chunk])[0])
+            batch.append(chunk)
+            if sum(len(c) for c in batch) >= self.batch_seconds * SAMPLE_RATE:
+                parts += self._run(batch)
+                batch = []
+        parts += self._run(batch) if batch else []
         if peak < SILENCE_PEAK:
             raise AudioError(path, f"all silent (peak {peak:.1e} < {SILENCE_PEAK:.0e} full scale)")
         return self._assemble(path, parts, duration)

@@ -23,15 +23,20 @@ ITERATIONS = 10
 def two_groups(windows: np.ndarray, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Weighted spherical 2-means of unit vectors ``windows`` (W, E) with weights ``mass`` (W,):
     (in_first (W,) bool, centre_a, centre_b), or None when all windows fall in one group.
-    Seeds: the heaviest window, and the window least like it."""
+    Seeds: the heaviest window, and the window least like it. Stops early once the groups
+    stay the same (the centres, and so every later step, would too)."""
     a = int(np.argmax(mass))
     b = int(np.argmin(windows @ windows[a]))
     centre_a, centre_b = windows[a], windows[b]
     first = None
     for _ in range(ITERATIONS):
-        first = windows @ centre_a >= windows @ centre_b
-        if first.all() or not first.any():
+        sims = windows @ np.stack([centre_a, centre_b], 1)  # (W, 2)
+        groups = sims[:, 0] >= sims[:, 1]
+        if groups.all() or not groups.any():
             return None
+        if first is not None and np.array_equal(groups, first):
+            break
+        first = groups
         centre_a = _unit((mass[first, None] * windows[first]).sum(0))
         centre_b = _unit((mass[~first, None] * windows[~first]).sum(0))
     return first, centre_a, centre_b
