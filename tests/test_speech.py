@@ -13,7 +13,8 @@ from weighter.cli import main
 from weighter.corpus import MixerConfig, write_corpus
 from weighter.embedder import Embedder
 from weighter.embedding_set import EmbeddingSet
-from weighter.embedder.speech import FRAME_RATE, SEGMENT_CHUNKS, SpeechDetector, speech_share, speech_timeline
+from weighter.embedder.speech import (FRAME_RATE, SEGMENT_CHUNKS, SpeechDetector, speech_mask, speech_share,
+                                      speech_timeline)
 from weighter.errors import WeighterError
 from weighter.index import Store, StoreError, add_files
 
@@ -27,6 +28,17 @@ def test_speech_timeline_averages_detector_frames_into_timeline_steps():
     w[0, :32], w[1, 36:56] = 1.0, 0.5  # one slot on the silence, one mostly on the speech
     assert np.allclose(speech_share(w, t), [0.0, 12 / 20])
     assert speech_share(np.zeros((1, 64), np.float32), t)[0] == 0  # a slot that weighs nothing
+
+
+def test_speech_mask_keeps_pauses_inside_turns_and_drops_long_stretches():
+    t = np.zeros(100, np.float32)  # 10 Hz: speech at 2-3 s and 4.5-5 s (a 1.5-s pause), then 5 s of none
+    t[20:30], t[45:50] = 0.9, 0.6
+    t[70] = 0.4  # below the detector's 0.5: not speech
+    m = speech_mask(t, 10.0, pad_seconds=1.0)
+    assert set(np.unique(m)) == {0.0, 1.0}
+    assert np.flatnonzero(m).tolist() == list(range(10, 60))  # 1 s either side; the pause closed
+    assert speech_mask(t, 10.0, pad_seconds=0.0).sum() == 15
+    assert speech_mask(np.zeros(30, np.float32), 10.0).sum() == 0  # no speech anywhere
 
 
 def test_detector_hears_generated_speech_and_not_a_tone_and_keeps_torch_threads(tiny_bank, write_tone):
@@ -67,6 +79,15 @@ def test_the_gate_leaves_no_active_slot_on_a_tone_and_keeps_speakers(trained_mod
     assert EmbeddingSet.load(tmp_path / "bare.npz").speech_gate is None
     windowed = Embedder.load(model, speech_gate=0.2, window_seconds=4).embed([tone])[0]  # the long-file path
     assert not windowed.active.any()
+    # a call opened by 8 s of tone: the gated weightings keep to speech (and 1 s either side of it)
+    call = sf.read(str(speech[0]), dtype="float32")[0]
+    opened = np.concatenate([0.3 * sf.read(str(write_tone("o.wav", seconds=8.0)), dtype="float32")[0], call])
+    sf.write(str(tmp_path / "opened.wav"), opened, 16000)
+    for window in (60, 4):  # one window, and the long-file path
+        a = Embedder.load(model, window_seconds=window).embed([tmp_path / "opened.wav"])[0]
+        b = Embedder.load(model, speech_gate=0.2, window_seconds=window).embed([tmp_path / "opened.wav"])[0]
+        assert np.all(b.weightings <= a.weightings + 1e-7) and b.weightings[:, :65].max() == 0
+        assert b.weightings[:, 90:].sum() > 0.8 * a.weightings[:, 90:].sum()  # speech kept
     with pytest.raises(WeighterError, match="speech gate"):
         Embedder.load(model, speech_gate=0.0)
 

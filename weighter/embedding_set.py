@@ -24,7 +24,8 @@ class EmbeddingSet:
     embeddings: np.ndarray  # (N, E) float32, L2-normalised: one per slot
     confidence: np.ndarray  # (N,) float32 in [0, 1]
     active: np.ndarray  # (N,) bool: confidence >= the model's calibrated threshold
-    weightings: np.ndarray  # (N, T) float32 in [0, 1]: the slot's X over time, at timeline_rate
+    weightings: np.ndarray  # (N, T) float32 in [0, 1]: the slot's X over time, at timeline_rate (with a
+    #                         speech gate, 0 where no speech is heard within 1 s: embedder/speech.py)
     timeline_rate: float  # Hz of the weightings timeline
     duration: float  # seconds
     model_id: str

@@ -22,7 +22,7 @@ from weighter.audio import SAMPLE_RATE, AudioSource, audio_info, load_audio, str
 from weighter.audio.io import SILENCE_PEAK
 from weighter.embedder.checkpoint import load_model
 from weighter.embedder.slots import output_row, row_slots
-from weighter.embedder.speech import SpeechDetector, speech_share, speech_timeline
+from weighter.embedder.speech import SpeechDetector, speech_mask, speech_share, speech_timeline
 from weighter.embedder.train import pick_device
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import AudioError, WeighterError
@@ -170,11 +170,12 @@ class Embedder:
         if len(parts) == 1:
             emb, conf, x, speech = parts[0]
             weightings = _pool(x, pool, duration)
-            share = self._speech_share(weightings, TIMELINE_RATE, speech)
+            on_speech = None if speech is None else speech_timeline(speech, TIMELINE_RATE, weightings.shape[1])
+            share = None if speech is None else speech_share(weightings, on_speech)
             active = np.zeros(len(conf), bool)
             active[distinct_active(self._gated(conf, share), emb, self.threshold, self.distinct_cosine)] = True
-            return self._with_share(EmbeddingSet(str(path), emb, conf, active, weightings, TIMELINE_RATE, duration,
-                                                 self.model_id), share)
+            return self._with_speech(EmbeddingSet(str(path), emb, conf, active, weightings, TIMELINE_RATE, duration,
+                                                  self.model_id), share, on_speech)
         slots: list[dict] = []  # merged across windows
         for w, (emb, conf, x, speech) in enumerate(parts):  # each window's slots as for one window
             share = self._speech_share(x, frame_rate, speech)
@@ -200,17 +201,23 @@ class Embedder:
         emb = np.stack([s["sum"] / np.linalg.norm(s["sum"]) for s in slots]).astype(np.float32)
         conf = np.array([s["conf"] for s in slots], np.float32)
         weightings = _pool(np.stack(timelines), pool, duration)
-        speech = None if self.speech is None else np.concatenate([p[3] for p in parts])
-        return self._with_share(EmbeddingSet(str(path), emb, conf, conf >= self.threshold, weightings, TIMELINE_RATE,
-                                             duration, self.model_id),
-                                self._speech_share(weightings, TIMELINE_RATE, speech))
+        s = EmbeddingSet(str(path), emb, conf, conf >= self.threshold, weightings, TIMELINE_RATE, duration,
+                         self.model_id)
+        if self.speech is None:
+            return s
+        on_speech = speech_timeline(np.concatenate([p[3] for p in parts]), TIMELINE_RATE, weightings.shape[1])
+        return self._with_speech(s, speech_share(weightings, on_speech), on_speech)  # merged slots, whole file
 
-    def _with_share(self, s: EmbeddingSet, share: np.ndarray | None) -> EmbeddingSet:
+    def _with_speech(self, s: EmbeddingSet, share: np.ndarray | None, on_speech: np.ndarray | None) -> EmbeddingSet:
         """With a speech gate: the file's slots with their speech shares, only those at the gate
-        or above left active (the merged slots of a long file are judged on the whole file)."""
+        or above left active, and every weighting times the detector's speech probability
+        (``on_speech``, on the timeline), so that a slot's spans keep to where speech is heard (a
+        slot that holds a speaker and the music before him no longer spans the music). The share
+        is what of a slot's weighting this keeps."""
         if share is not None:
             s.speech_share, s.speech_gate = share, self.speech_gate
             s.active = s.active & (share >= self.speech_gate)
+            s.weightings = s.weightings * speech_mask(on_speech, TIMELINE_RATE)[None]
         return s
 
 

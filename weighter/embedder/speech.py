@@ -5,7 +5,11 @@ or noise an active slot all the same (``benchmarks/no_speech.py``). Silero VAD (
 ``silero-vad`` package, MIT; its weights ship inside the package, nothing downloads) was
 trained on real speech and real noise of many languages and says, every 32 ms, how likely
 the audio is speech. With a speech gate, the embedder keeps a slot active only when at least
-that share of its weighting falls on speech (``EmbeddingSet.speech_share``).
+that share of its weighting falls on speech (``EmbeddingSet.speech_share``), and zeroes every
+weighting where no speech is heard within ``PAD_SECONDS`` (``speech_mask``), so that a slot's
+spans keep to speech: a slot that holds a speaker and the music before him no longer spans the
+music. The pad keeps the pauses inside a turn (Silero misses stretches of some robotic TTS
+voices: unpadded, the weightings' DER on validation rose by 0.009, with 1 s by 0.004).
 
 The detector is a recurrent network read 512 samples at a time. One stream through a file is
 slow (about 30x real time on 2 cores); cut into 4-second segments run side by side as one
@@ -28,6 +32,7 @@ CHUNK = 512  # samples per detector step: 32 ms
 FRAME_RATE = SAMPLE_RATE / CHUNK  # 31.25 Hz
 SEGMENT_CHUNKS = 125  # 4 s per segment run side by side
 MAX_SEGMENTS = 512  # per batch: 512 x 4 s of float32 is 131 MB
+PAD_SECONDS = 1.0  # speech_mask: the time either side of heard speech that still counts as speech
 
 
 class SpeechDetector:
@@ -88,3 +93,14 @@ def speech_share(weightings: np.ndarray, speech: np.ndarray) -> np.ndarray:
     """(N,) share of each slot's weighting (N, T) that falls on speech (T,) in [0, 1]."""
     mass = weightings.sum(1)
     return np.where(mass > 0, (weightings * speech[None, :]).sum(1) / np.maximum(mass, 1e-12), 0.0).astype(np.float32)
+
+
+def speech_mask(speech: np.ndarray, rate: float, pad_seconds: float = PAD_SECONDS) -> np.ndarray:
+    """1 where speech (probability >= 0.5 on a timeline at ``rate`` Hz) is heard within
+    ``pad_seconds`` either side, else 0: pauses shorter than twice the pad stay inside a turn."""
+    heard = np.asarray(speech) >= 0.5
+    pad = int(round(pad_seconds * rate))
+    if pad <= 0 or not heard.any():
+        return heard.astype(np.float32)
+    near = np.convolve(heard.astype(np.float32), np.ones(2 * pad + 1, np.float32), mode="same") > 0
+    return near.astype(np.float32)
