@@ -39,6 +39,7 @@ def test_speech_mask_keeps_pauses_inside_turns_and_drops_long_stretches():
     assert np.flatnonzero(m).tolist() == list(range(10, 60))  # 1 s either side; the pause closed
     assert speech_mask(t, 10.0, pad_seconds=0.0).sum() == 15
     assert speech_mask(np.zeros(30, np.float32), 10.0).sum() == 0  # no speech anywhere
+    assert speech_mask(t[18:25], 10.0, pad_seconds=1.0).tolist() == [1.0] * 7  # shorter than the pad (a 0.7-s file)
 
 
 def test_detector_hears_generated_speech_and_not_a_tone_and_keeps_torch_threads(tiny_bank, write_tone):
@@ -88,6 +89,9 @@ def test_the_gate_leaves_no_active_slot_on_a_tone_and_keeps_speakers(trained_mod
         b = Embedder.load(model, speech_gate=0.2, window_seconds=window).embed([tmp_path / "opened.wav"])[0]
         assert np.all(b.weightings <= a.weightings + 1e-7) and b.weightings[:, :65].max() == 0
         assert b.weightings[:, 90:].sum() > 0.8 * a.weightings[:, 90:].sum()  # speech kept
+    sf.write(str(tmp_path / "short.wav"), call[:19200], 16000)  # 1.2 s: a timeline shorter than the mask's reach
+    short = gated.embed([tmp_path / "short.wav"])[0]
+    assert short.weightings.shape == (len(short.confidence), 12)
     with pytest.raises(WeighterError, match="speech gate"):
         Embedder.load(model, speech_gate=0.0)
 

@@ -210,10 +210,10 @@ class Embedder:
 
     def _with_speech(self, s: EmbeddingSet, share: np.ndarray | None, on_speech: np.ndarray | None) -> EmbeddingSet:
         """With a speech gate: the file's slots with their speech shares, only those at the gate
-        or above left active, and every weighting times the detector's speech probability
-        (``on_speech``, on the timeline), so that a slot's spans keep to where speech is heard (a
-        slot that holds a speaker and the music before him no longer spans the music). The share
-        is what of a slot's weighting this keeps."""
+        or above left active, and every weighting zeroed where the detector (``on_speech``, its
+        probabilities on the timeline) hears no speech within ``speech.PAD_SECONDS``, so that a
+        slot's spans keep to speech (a slot that holds a speaker and the music before him no
+        longer spans the music)."""
         if share is not None:
             s.speech_share, s.speech_gate = share, self.speech_gate
             s.active = s.active & (share >= self.speech_gate)

@@ -22,6 +22,8 @@ decisions (mean probability difference 0.015), 2-s ones on 95.2% (0.050).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -48,7 +50,9 @@ class SpeechDetector:
                                 f"or pip install silero-vad): {error}") from None
         finally:
             torch.set_num_threads(threads)  # importing silero_vad sets torch to one thread, for everyone
-        self.model = load_silero_vad()
+        with warnings.catch_warnings():  # the package loads its TorchScript file with torch.jit.load, which
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=FutureWarning)  # torch deprecates
+            self.model = load_silero_vad()
         torch.set_num_threads(threads)
 
     @torch.no_grad()
@@ -99,8 +103,8 @@ def speech_mask(speech: np.ndarray, rate: float, pad_seconds: float = PAD_SECOND
     """1 where speech (probability >= 0.5 on a timeline at ``rate`` Hz) is heard within
     ``pad_seconds`` either side, else 0: pauses shorter than twice the pad stay inside a turn."""
     heard = np.asarray(speech) >= 0.5
-    pad = int(round(pad_seconds * rate))
-    if pad <= 0 or not heard.any():
-        return heard.astype(np.float32)
-    near = np.convolve(heard.astype(np.float32), np.ones(2 * pad + 1, np.float32), mode="same") > 0
+    pad, n = int(round(pad_seconds * rate)), len(heard)
+    count = np.concatenate([[0], np.cumsum(heard)])  # heard steps before each step
+    steps = np.arange(n)
+    near = count[np.minimum(steps + pad + 1, n)] - count[np.maximum(steps - pad, 0)] > 0
     return near.astype(np.float32)
