@@ -1,11 +1,12 @@
 """Embedder speed (x real time, frontend included) and peak memory on long files.
 
 Speed: ``Embedder.embed`` over a corpus of 30-60 s files (decode, resample, log-mel, model,
-merge). Memory: peak RSS while embedding one synthetic 1-hour and one 3-hour FLAC file, each
+merge), ``--repeats`` times: the median, and the slowest and fastest run (this kind of 2-core
+machine varies by about 10% from run to run). Memory: peak RSS while embedding one synthetic 1-hour and one 3-hour FLAC file, each
 in a fresh process (so the peaks do not mix). Side by side in the same run when the optional
 ``resemblyzer`` package is installed: its sliding-window partial embeddings on the same audio.
 
-    python benchmarks/embed_speed.py [--model M] [--hours 1 3] [--threads 2] [--device auto]
+    python benchmarks/embed_speed.py [--model M] [--hours 1 3] [--threads 2] [--device auto] [--repeats 3]
         [--bank DIR --split S]   (another bank, e.g. a compact one on a GPU machine; --hours alone skips memory)
 """
 
@@ -51,6 +52,7 @@ def main():
     parser.add_argument("--model", default=None)
     parser.add_argument("--hours", type=float, nargs="*", default=[1.0, 3.0])
     parser.add_argument("--files", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3, help="times the corpus is embedded (median reported)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--bank", default=None, help="an utterance bank directory (default: the default bank)")
@@ -67,15 +69,19 @@ def main():
         info = write_corpus(bank, Path(tmp) / "c", args.split, args.files, MixerConfig(1, 4, 30, 60), progress=False)
         files = sorted((Path(tmp) / "c" / "audio").glob("*.flac"))
         embedder.embed(files[:1])  # warm-up
-        started = time.perf_counter()
-        embedder.embed(files)
-        seconds = time.perf_counter() - started
+        runs = []
+        for _ in range(max(1, args.repeats)):
+            started = time.perf_counter()
+            embedder.embed(files)
+            runs.append(time.perf_counter() - started)
+        seconds = float(np.median(runs))
         what = "weighter embed (decode + log-mel + model + merge)"
         if args.speech_gate is not None:
             what = f"weighter embed with speech gate {args.speech_gate:g} (+ Silero VAD)"
         print(json.dumps({"what": what, "threads": args.threads,
                           "audio_s": info["audio_seconds"], "wall_s": round(seconds, 2),
                           "x_realtime": round(info["audio_seconds"] / seconds, 1),
+                          "x_realtime_runs": [round(info["audio_seconds"] / s, 1) for s in sorted(runs, reverse=True)],
                           "device": str(embedder.device)}), flush=True)
         try:
             from resemblyzer import VoiceEncoder, preprocess_wav
