@@ -26,7 +26,7 @@ PY = "python"
 RUNS = {
     "synth": [f"{PY} benchmarks/synth_speed.py"],
     "embed": [f"{PY} benchmarks/embed_speed.py --hours 1 3"],
-    "train": [f"{PY} benchmarks/train_speed.py"],
+    "train": [f"{PY} benchmarks/train_speed.py --cached"],
     "index": [f"{PY} benchmarks/index_speed.py --vectors 100000 1000000"],
     "index 100k as IVF": [f"{PY} benchmarks/index_speed.py --vectors 100000 --index-type IVF1024,SQfp16"],
     "index recall by nprobe": [f"{PY} benchmarks/index_speed.py --vectors 150000 1000000 --recall-curve"],

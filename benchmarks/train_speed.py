@@ -8,9 +8,12 @@ drawn with its own seeded generator, so every configuration trains on the same b
 
 Printed per number of batch-making workers (``weighter train --workers``; the torch threads
 are what ``train`` leaves itself): seconds per step over ``--steps`` steps after two of
-warm-up. Then one process making batches alone, and its costliest parts (cProfile).
+warm-up. With ``--cached``, also the model's step alone: the same steps on batches made
+beforehand and kept in memory (if it is much shorter than with workers, making batches sets
+the pace, not the device). Then one process making batches alone, and its costliest parts
+(cProfile).
 
-    python benchmarks/train_speed.py [--workers 0 1 2] [--steps 20] [--device cpu] [--bank DIR]
+    python benchmarks/train_speed.py [--workers 0 1 2] [--steps 20] [--cached] [--device cpu] [--bank DIR]
 """
 
 import argparse
@@ -32,8 +35,9 @@ from weighter.embedder.train import (BankBatches, TrainConfig, auto_workers, los
 WARMUP = 2
 
 
-def step_seconds(bank, cfg: TrainConfig, device: torch.device) -> tuple[float, int]:
-    """Mean seconds per training step after WARMUP steps, and the torch threads it trained with."""
+def step_seconds(bank, cfg: TrainConfig, device: torch.device, cached: bool = False) -> tuple[float, int]:
+    """Mean seconds per training step after WARMUP steps, and the torch threads it trained with;
+    ``cached``: every batch made before the first step (the model's time alone)."""
     data = BankBatches(bank, "train", cfg)
     model_cfg = WeighterConfig.from_dict(read_model_file(DEFAULT_MODEL)["config"])
     model_cfg.num_likes = len(data.likes)
@@ -43,7 +47,8 @@ def step_seconds(bank, cfg: TrainConfig, device: torch.device) -> tuple[float, i
     loader = step_batches(data, None, cfg, frame_rate, 0, device)
     with training_threads(device, loader.num_workers):
         threads = torch.get_num_threads()
-        for step, (_, wave, lengths, y, activity, speakers) in enumerate(made_batches(loader)):
+        batches = list(made_batches(loader)) if cached else made_batches(loader)
+        for step, (_, wave, lengths, y, activity, speakers) in enumerate(batches):
             if step == WARMUP:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
@@ -64,6 +69,7 @@ def main():
                         help="numbers of workers to time (default: 0, 1 and train's default)")
     parser.add_argument("--steps", type=int, default=20, help="steps timed per configuration (after 2 of warm-up)")
     parser.add_argument("--batches", type=int, default=12, help="batches made alone for the cost breakdown")
+    parser.add_argument("--cached", action="store_true", help="also time the steps on batches made beforehand")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bank", default=None, help="an utterance bank directory (default: the default bank)")
     args = parser.parse_args()
@@ -75,6 +81,10 @@ def main():
         seconds, threads = step_seconds(bank, cfg, device)
         print(json.dumps({"device": device.type, "workers": workers, "torch_threads": threads,
                           "s_per_step": round(seconds, 3), "steps_timed": args.steps}), flush=True)
+    if args.cached:
+        seconds, threads = step_seconds(bank, TrainConfig(steps=args.steps + WARMUP, workers=0, **recipe), device, True)
+        print(json.dumps({"device": device.type, "batches": "made beforehand", "torch_threads": threads,
+                          "model_s_per_step": round(seconds, 3), "steps_timed": args.steps}), flush=True)
 
     if not args.batches:
         return
