@@ -33,6 +33,7 @@ PRETRAIN=${PRETRAIN:-0}
 RELATED=${RELATED:-0}  # --related: share of training files that also hold a relative of their first speaker
 STEPS=${STEPS:-}
 SPEEDS=${SPEEDS:-1}
+CACHED=${CACHED:-0}  # 1: train_speed.py also times the model alone, on batches made beforehand (~30 s more)
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 if ! python3 -c "import soundfile" 2>/dev/null; then
@@ -50,7 +51,7 @@ fi
 
 if [ -z "$STEPS" ]; then
     python3 benchmarks/train_speed.py --device "$DEVICE" --bank "$BANK" --workers $WORKERS --steps 40 \
-        --batches 0 | tee "$OUT/speed.jsonl" || exit 1
+        --batches 0 $([ "$CACHED" = 1 ] && echo --cached) | tee "$OUT/speed.jsonl" || exit 1
     read -r STEP_S WORKERS < <(python3 -c "import json; print(*min((r['s_per_step'], r['workers']) for r in
 map(json.loads, open('$OUT/speed.jsonl')) if 's_per_step' in r))") || exit 1
     STEPS=$(python3 -c "print(max($EVALS, int(($TRAIN_SECONDS - $EVALS * $EVAL_SECONDS) / $STEP_S) // $EVALS * $EVALS))")
