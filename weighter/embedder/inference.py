@@ -155,9 +155,13 @@ class Embedder:
         return parts
 
     @staticmethod
-    def _speech_share(weightings: np.ndarray, rate: float, speech: np.ndarray | None) -> np.ndarray | None:
-        """Each slot's share of its weighting (N, T at ``rate`` Hz) on speech; None without a gate."""
-        return None if speech is None else speech_share(weightings, speech_timeline(speech, rate, weightings.shape[1]))
+    def _on_speech(weightings: np.ndarray, rate: float, speech: np.ndarray | None) -> tuple:
+        """Each slot's share of its weighting (N, T at ``rate`` Hz) on speech (N,), and the
+        detector's probabilities on that timeline (T,); (None, None) without a gate."""
+        if speech is None:
+            return None, None
+        timeline = speech_timeline(speech, rate, weightings.shape[1])
+        return speech_share(weightings, timeline), timeline
 
     def _gated(self, conf: np.ndarray, share: np.ndarray | None) -> np.ndarray:
         """Confidences with the slots that weigh too little speech at 0 (unchanged without a gate),
@@ -170,15 +174,14 @@ class Embedder:
         if len(parts) == 1:
             emb, conf, x, speech = parts[0]
             weightings = _pool(x, pool, duration)
-            on_speech = None if speech is None else speech_timeline(speech, TIMELINE_RATE, weightings.shape[1])
-            share = None if speech is None else speech_share(weightings, on_speech)
+            share, on_speech = self._on_speech(weightings, TIMELINE_RATE, speech)
             active = np.zeros(len(conf), bool)
             active[distinct_active(self._gated(conf, share), emb, self.threshold, self.distinct_cosine)] = True
             return self._with_speech(EmbeddingSet(str(path), emb, conf, active, weightings, TIMELINE_RATE, duration,
                                                   self.model_id), share, on_speech)
         slots: list[dict] = []  # merged across windows
         for w, (emb, conf, x, speech) in enumerate(parts):  # each window's slots as for one window
-            share = self._speech_share(x, frame_rate, speech)
+            share, _ = self._on_speech(x, frame_rate, speech)
             distinct = distinct_active(self._gated(conf, share), emb, self.threshold, self.distinct_cosine)
             for n in distinct[np.argsort(-conf[distinct], kind="stable")]:
                 free = [s for s in slots if w not in s["rows"]]
@@ -201,12 +204,10 @@ class Embedder:
         emb = np.stack([s["sum"] / np.linalg.norm(s["sum"]) for s in slots]).astype(np.float32)
         conf = np.array([s["conf"] for s in slots], np.float32)
         weightings = _pool(np.stack(timelines), pool, duration)
-        s = EmbeddingSet(str(path), emb, conf, conf >= self.threshold, weightings, TIMELINE_RATE, duration,
-                         self.model_id)
-        if self.speech is None:
-            return s
-        on_speech = speech_timeline(np.concatenate([p[3] for p in parts]), TIMELINE_RATE, weightings.shape[1])
-        return self._with_speech(s, speech_share(weightings, on_speech), on_speech)  # merged slots, whole file
+        speech = None if self.speech is None else np.concatenate([p[3] for p in parts])
+        share, on_speech = self._on_speech(weightings, TIMELINE_RATE, speech)  # the merged slots, on the whole file
+        return self._with_speech(EmbeddingSet(str(path), emb, conf, conf >= self.threshold, weightings, TIMELINE_RATE,
+                                              duration, self.model_id), share, on_speech)
 
     def _with_speech(self, s: EmbeddingSet, share: np.ndarray | None, on_speech: np.ndarray | None) -> EmbeddingSet:
         """With a speech gate: the file's slots with their speech shares, only those at the gate
