@@ -601,6 +601,7 @@ def test_calibrate_records_the_score_share_and_scores_only_keeps_the_rest(traine
         recalibrate(path, tiny_bank, files=2, seconds=(6, 5))
     recalibrate(path, tiny_bank, files=6)
     payload = torch.load(path, weights_only=True)
+    assert payload["calibration_speakers"] == 2  # as many as the model's training mixed
     assert payload["score_top_share"] == TOP_SHARE and Embedder.load(path).score_cohort.share == TOP_SHARE
     del payload["score_top_share"]  # a file calibrated before the share was recorded
     payload["pair_calibration_snorm"] = [9.0, -9.0]  # as fitted at another share
@@ -615,6 +616,24 @@ def test_calibrate_records_the_score_share_and_scores_only_keeps_the_rest(traine
     for key in ("model_id", "threshold", "merge_cosine", "config"):
         assert after[key] == payload[key], key
     assert torch.equal(after["score_cohort"], payload["score_cohort"])
+
+
+def test_calibrate_max_speakers_reaches_the_conversations_and_is_recorded(trained_model, tiny_bank, tmp_path):
+    """--max-speakers sets how many speakers calibrate's conversations hold (the threshold and
+    merge cosine suit the counts they were fitted on) and is recorded; nonsense is refused."""
+    import shutil
+
+    from weighter.embedder.train import recalibrate
+
+    path = tmp_path / "m.pt"
+    shutil.copy(trained_model[0], path)
+    with pytest.raises(WeighterError, match="at least 1 speaker"):
+        recalibrate(path, tiny_bank, files=6, max_speakers=0)
+    with pytest.raises(WeighterError, match="fewer than --max-speakers 40"):  # the mixer sees the value
+        recalibrate(path, tiny_bank, files=6, max_speakers=40)
+    result = recalibrate(path, tiny_bank, files=6, max_speakers=1)
+    _, payload = load_model(path)
+    assert result["calibration_speakers"] == payload["calibration_speakers"] == 1
 
 
 def test_an_input_level_makes_log_mel_features_independent_of_the_recording_level():

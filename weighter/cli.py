@@ -614,11 +614,15 @@ def _space_words(params: dict) -> str:
 @click.option("--input-level", type=float, default=None,
               help="Scale every input to this RMS level (dBFS) before the log-mel frontend, so that features do "
                    "not depend on the recording level (the training mixes sit near -21). Changes the model id.")
+@click.option("--max-speakers", type=int, default=None,
+              help="Calibrate on conversations of 1 to this many speakers (default: as many as the model's "
+                   "training mixed, 4 for the shipped model). The threshold and merge cosine suit the speaker "
+                   "counts they were fitted on: match the files you will embed.")
 @click.option("--scores-only", is_flag=True,
               help="Keep the threshold, merge cosine, slot split and score cohort; fit only the match-probability "
                    "calibrations again, at the current score share (a model calibrated by an earlier version).")
 @click.pass_obj
-def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, scores_only, **bank_args):
+def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_speakers, scores_only, **bank_args):
     """Re-fit MODEL's activity threshold, merge cosine, slot split and match-probability
     calibration on the synthetic bank's validation split, draw its score cohort (slots of the
     bank's train voices, which stores normalise query scores against) and record the share of
@@ -628,7 +632,8 @@ def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, scor
     from weighter.embedder.train import recalibrate
 
     result = recalibrate(model, _open_bank(obj, **bank_args), files=files, seconds=seconds, checkpoint=checkpoint,
-                         pooling=pooling, scores_only=scores_only, input_level=input_level)
+                         pooling=pooling, scores_only=scores_only, input_level=input_level,
+                         max_speakers=max_speakers)
     click.echo(json.dumps(result))
 
 

@@ -512,7 +512,8 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
 
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
                 seconds: tuple[float, float] = (10, 30), checkpoint: str | Path | None = None,
-                pooling: str | None = None, scores_only: bool = False, input_level: float | None = None) -> dict:
+                pooling: str | None = None, scores_only: bool = False, input_level: float | None = None,
+                max_speakers: int | None = None) -> dict:
     """Re-derive a model's activity threshold, merge cosine, slot split (pooling "windows":
     SPLIT_GRID, best count accuracy then mAP) and pair calibrations on the bank's validation
     split (never the held-out one; ``files`` conversations of ``seconds`` (min, max) length),
@@ -523,8 +524,13 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     with ``input_level`` the log-mel frontend's input level (dBFS, likewise).
     With ``scores_only``, the threshold, merge cosine, slot split and score cohort stay as the
     file has them and only the pair calibrations are fitted again, at TOP_SHARE: for a file
-    calibrated under an earlier share (its model id does not change)."""
+    calibrated under an earlier share (its model id does not change).
+    ``max_speakers``: the conversations hold 1 to this many speakers (default: as many as the
+    model's training mixed, 4 for the shipped one); recorded as ``calibration_speakers`` (kept
+    by ``scores_only``, which fits no threshold)."""
     model, payload = load_model(path)
+    if max_speakers is not None and max_speakers < 1:
+        raise WeighterError(f"--max-speakers {max_speakers}: calibration conversations need at least 1 speaker")
     if scores_only and (checkpoint is not None or pooling is not None or input_level is not None):
         raise WeighterError("--scores-only keeps the model's weights and settings: drop --checkpoint, --pooling "
                             "and --input-level")
@@ -542,8 +548,9 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
         set_input_level(model.config, input_level)
     device = torch.device("cpu")
     trained = payload.get("train") or {}  # the conversations it was validated on while training
+    speakers = int(max_speakers if max_speakers is not None else trained.get("max_speakers", 4))
     items = validation_items(bank, "validation", files, seed, model.frame_rate, *seconds,
-                             telephone=trained.get("telephone", 0.2), max_speakers=trained.get("max_speakers", 4))
+                             telephone=trained.get("telephone", 0.2), max_speakers=speakers)
     parts = embed_parts(model, items, device)
     if scores_only:
         split = (model.config.split_cosine, model.config.split_min_share)
@@ -561,17 +568,20 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
         model.config.split_cosine, model.config.split_min_share = split
         threshold, merge_cosine = metrics["threshold"], metrics["merge_cosine"]
         cohort = score_cohort(model, bank, threshold, merge_cosine, seed=seed + 1,
-                              telephone=trained.get("telephone", 0.2), max_speakers=trained.get("max_speakers", 4))
+                              telephone=trained.get("telephone", 0.2), max_speakers=speakers)
     scores = Cohort(cohort.float().numpy(), TOP_SHARE)
     metrics = summarize(truths, threshold, merge_cosine, scores)
     metrics["split_cosine"], metrics["split_min_share"] = split
     extra = {k: v for k, v in payload.items() if k not in
              ("format", "version", "model_id", "config", "state_dict", "likes", "threshold", "train", "metrics")}
     extra["merge_cosine"] = merge_cosine
+    if not scores_only:  # the threshold and merge cosine were fitted on these conversations
+        extra["calibration_speakers"] = speakers
     extra.update(pair_calibrations(truths, threshold, merge_cosine, scores))
     extra["score_cohort"], extra["score_top_share"] = cohort, TOP_SHARE
     save_model(path, model, payload["likes"], threshold, train=payload.get("train"), metrics=metrics, extra=extra)
     return {"threshold": metrics["threshold"], "merge_cosine": merge_cosine, "split_cosine": split[0],
             "split_min_share": split[1], "pair_calibration": extra["pair_calibration"],
             "pair_calibration_snorm": extra["pair_calibration_snorm"], "score_cohort": list(cohort.shape),
-            "score_top_share": TOP_SHARE, "metrics": metrics}
+            "score_top_share": TOP_SHARE, "calibration_speakers": extra.get("calibration_speakers"),
+            "metrics": metrics}
