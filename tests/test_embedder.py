@@ -179,13 +179,14 @@ def test_training_losses_run_under_bfloat16_autocast(tiny_bank):
     data = BankBatches(tiny_bank, "train", cfg)
     model = WeighterModel(WeighterConfig(**SMALL, num_likes=len(data.likes)))
     wave, lengths, y, activity, speakers = data.sample(np.random.default_rng(0), model.frame_rate)
-    for balance in (False, True):
-        cfg.balance_activity = balance
+    assert max(len(a) for a in activity) > 1  # a file of two speakers, for the separation loss
+    for balance, separation in ((False, 0.0), (True, 1.0)):
+        cfg.balance_activity, cfg.separation = balance, separation
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(wave, lengths)
             assert out["x"].dtype == torch.bfloat16  # what the losses are given on a GPU
             parts = losses(model, out, y, activity, speakers, cfg)
-        assert set(parts) == {"file", "activity", "identity", "oracle", "total"}
+        assert set(parts) == {"file", "activity", "identity", "oracle", "total"} | ({"separation"} if separation else set())
         assert parts["total"].dtype == torch.float32 and torch.isfinite(parts["total"])
         model.zero_grad()
         parts["total"].backward()
@@ -195,6 +196,18 @@ def test_training_losses_run_under_bfloat16_autocast(tiny_bank):
         frames = model.frames(wave)
         pooled = model.pool(torch.full((len(who), 1, frames.shape[1]), 1.0 / frames.shape[1]), frames)[:, 0]
         assert torch.isfinite(margin_cross_entropy(model, pooled, who))
+
+
+def test_separation_loss_is_how_far_two_speakers_slots_are_too_alike():
+    from weighter.embedder.train import SEPARATION_COSINE, separation_loss
+
+    same = F.normalize(torch.ones(3, 8), dim=-1)  # three slots, one direction: every pair at cosine 1
+    assert float(separation_loss(same)) == pytest.approx(1 - SEPARATION_COSINE)
+    assert float(separation_loss(torch.eye(3, 8))) == 0.0  # orthogonal: nothing to push
+    e = torch.tensor([[1.0, 0.0], [0.8, 0.6]], requires_grad=True)  # cosine 0.8: pushed apart
+    separation_loss(e).backward()
+    step = e.detach() - 0.1 * e.grad
+    assert float(F.cosine_similarity(step[0], step[1], 0)) < 0.8
 
 
 def test_balanced_activity_weights_give_speech_and_silence_half_each():
@@ -342,10 +355,11 @@ def test_cli_train_and_embed(tiny_bank, tmp_path):
     model = tmp_path / "m.pt"
     result = runner.invoke(main, ["-q", "train", "--synthetic", "--bank", str(tiny_bank.directory), "--out", str(model),
                                   "--steps", "2", "--batch-size", "2", "--seconds", "4:5", "--eval-every", "2",
-                                  "--max-speakers", "2", "--balance-activity", "--related", "0.5"])
+                                  "--max-speakers", "2", "--balance-activity", "--related", "0.5",
+                                  "--separation", "0.5"])
     assert result.exit_code == 0, result.output
     saved = torch.load(model, weights_only=True)["train"]
-    assert saved["balance_activity"] is True and saved["related"] == 0.5
+    assert saved["balance_activity"] is True and saved["related"] == 0.5 and saved["separation"] == 0.5
     write_corpus(tiny_bank, tmp_path / "c", "heldout", 2, MixerConfig(1, 2, 5, 6), progress=False)
     result = runner.invoke(main, ["embed", str(tmp_path / "c" / "manifest.csv"), "--model", str(model), "--json"])
     assert result.exit_code == 0, result.output

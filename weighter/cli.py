@@ -683,6 +683,10 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
               help="Synthetic: in the frame activity loss, weigh each speaker's speech and silence frames alike "
                    "(a speaker heard 1 s counts as much as one heard 20 s; speakers heard briefly are the ones "
                    "counting misses).")
+@click.option("--separation", type=float, default=0.0, show_default=True,
+              help="Synthetic: weight of a loss that pushes apart two slots matched to two speakers of one file "
+                   "(cosine above 0.4): the duplicate merge drops a slot too like another, and the missed "
+                   "speakers of undercounted files often had one. 0: off.")
 @click.option("--margin", type=float, default=None,
               help="AM-softmax margin of the identity losses, in cosine units (default: the model's own, 0.2 for new "
                    "ones; replaces an --init model's). A larger margin while fine-tuning pushes similar voices apart.")
@@ -738,7 +742,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "replaces --slots/--frontend; its classifier head keeps the rows of likes it knew, new likes get "
                    "new rows.")
 @click.pass_obj
-def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, margin,
+def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, separation,
+          margin,
           input_level, combine, loss, lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer,
           max_speakers, reverb, distort, related, empty, sounds, pretrain_steps, seed, device, workers, resume, init,
           **bank_args):
@@ -763,7 +768,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
         raise click.UsageError("give exactly one of --manifest or --synthetic")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1],
                       combine=combine, loss=loss, frame_supervision=frame_supervision,
-                      balance_activity=balance_activity, margin=margin, input_level=input_level, lr=lr,
+                      balance_activity=balance_activity, separation=separation, margin=margin, input_level=input_level, lr=lr,
                       eval_every=eval_every, val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
                       distort=distort, related=related, empty=empty, sounds=sounds, pretrain_steps=pretrain_steps,
                       workers=workers)

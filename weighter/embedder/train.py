@@ -36,6 +36,7 @@ from weighter.scoring import TOP_SHARE, Cohort, draw_cohort
 
 log = logging.getLogger(__name__)
 BALANCE_CAP = 8.0  # TrainConfig.balance_activity: at most this weight on a frame
+SEPARATION_COSINE = 0.4  # TrainConfig.separation: two speakers' slots of one file should be less alike than this
 # (split cosine, min share) tried by recalibrate; (None, .) = never split. On 120 validation
 # files with the shipped weights, 0.6 / 0.35 raised count accuracy 0.842 -> 0.900 and mAP
 # 0.844 -> 0.857; share 0.35 was best at every cosine 0.4-0.7 (README: the whole grid).
@@ -57,6 +58,8 @@ class TrainConfig:
     frame_supervision: float = 1.0
     balance_activity: bool = False  # frame activity loss: each matched slot's speech and silence frames weigh
     #                                 alike (capped at BALANCE_CAP), so a speaker heard 1 s counts as one heard 20 s
+    separation: float = 0.0  # weight of a loss that pushes apart two slots matched to two speakers of one file
+    #                          (their cosine above SEPARATION_COSINE), so that the duplicate merge keeps both
     margin: float | None = None  # the identity losses' AM-softmax margin (cosine units), replacing the model
     #                              config's (also an init's): larger-margin fine-tuning pushes voices further apart
     input_level: float | None = None  # the log-mel frontend's input RMS level (dBFS), replacing the model config's
@@ -258,7 +261,7 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
     result = {"file": per_like.sum(1).mean()}
     if activity is not None and cfg.frame_supervision > 0:
         x, mask = out["x"].float(), out["mask"]  # (B, N, T), (B, T); float32 under autocast too
-        act_loss, id_loss = [], []
+        act_loss, id_loss, sep_loss = [], [], []
         for b, a in enumerate(activity):
             t = x.shape[2]
             a = F.pad(a, (0, max(0, t - a.shape[1])))[:, :t].to(x.device)  # (S_b, T)
@@ -269,6 +272,8 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
                 target[rows] = a[cols]
                 id_loss.append(margin_cross_entropy(model, out["embeddings"][b, rows],
                                                     torch.tensor(speakers[b], device=x.device)[cols]))
+                if cfg.separation > 0 and len(rows) > 1:
+                    sep_loss.append(separation_loss(out["embeddings"][b, rows]))
                 if cfg.balance_activity:
                     weight = weight.clone()
                     weight[rows] = balanced_weights(target[rows], weight[rows])
@@ -276,10 +281,22 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
         result["activity"] = torch.stack(act_loss).mean()
         if id_loss:
             result["identity"] = torch.stack(id_loss).mean()
+        if sep_loss:
+            result["separation"] = torch.stack(sep_loss).mean()
         result["oracle"] = oracle_identity_loss(model, out["frames"], activity, speakers)
     result["total"] = result["file"] + cfg.frame_supervision * (
-        result.get("activity", 0) + result.get("identity", 0) + result.get("oracle", 0))
+        result.get("activity", 0) + result.get("identity", 0) + result.get("oracle", 0)) + \
+        cfg.separation * result.get("separation", 0)
     return result
+
+
+def separation_loss(embeddings: torch.Tensor) -> torch.Tensor:
+    """Slots of one file matched to different speakers (M, E), unit length: the mean over
+    their pairs of how far their cosine exceeds SEPARATION_COSINE (0 when all are below it).
+    The duplicate merge takes two slots of one file this alike for one voice."""
+    e = embeddings.float()
+    i, j = torch.triu_indices(len(e), len(e), 1, device=e.device)
+    return F.relu((e[i] * e[j]).sum(-1) - SEPARATION_COSINE).mean()
 
 
 def balanced_weights(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
