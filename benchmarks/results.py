@@ -103,6 +103,12 @@ RUNS = {
         "python benchmarks/cluster_tuning.py --seeds 25 26 27 28 29 --pca 64 --min-samples 1 --methods eom [--model M]; "
         "python benchmarks/robustness.py --split validation --files 100 --only 'as generated' '5-6 speakers' "
         "[--model M]; python benchmarks/count_errors.py --model r16.pt"],
+    "separation run 17": [
+        "weighter -v train --synthetic --invented-voices 100 --source-siblings 100 --init default --out r17.pt --steps "
+        "1200 --lr 3e-4 --reverb 0.3 --distort 0.3 --separation 5 --eval-every 400 --patience 20 --seed 14; weighter "
+        "-v calibrate r17.pt --invented-voices 100 --source-siblings 100; then for M in shipped r17.pt: python "
+        "benchmarks/cluster_tuning.py --seeds 30 31 32 33 34 --pca 64 --min-samples 1 --methods eom [--model M]; "
+        "python benchmarks/count_errors.py --model r17.pt"],
     "candidates, whitened clustering": [
         "for M in gpu11-step3300 avg-B; do for B in '' '--probe-voices 12'; do echo \"== $M $B\"; python "
         "benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32 --whiten on --min-samples 1 --methods eom $B "
@@ -114,7 +120,7 @@ RUNS = {
 # runs of model files kept outside the repo, both recorded with --stdout-from.
 SLOW = ("claims", "combine ablation 500", "combine ablation 1500", "gpu session", "gpu fine-tunes", "related run 13",
         "candidates, whitened clustering", "large-margin run 14", "non-speech run 15",
-        "six-speaker run 16")
+        "six-speaker run 16", "separation run 17")
 
 
 def main():
