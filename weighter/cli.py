@@ -743,8 +743,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "new rows.")
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, separation,
-          margin,
-          input_level, combine, loss, lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer,
+          margin, input_level, combine, loss, lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer,
           max_speakers, reverb, distort, related, empty, sounds, pretrain_steps, seed, device, workers, resume, init,
           **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.

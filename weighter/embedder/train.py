@@ -270,10 +270,10 @@ def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers,
             if len(a):
                 rows, cols = match_slots(x[b], a)
                 target[rows] = a[cols]
-                id_loss.append(margin_cross_entropy(model, out["embeddings"][b, rows],
-                                                    torch.tensor(speakers[b], device=x.device)[cols]))
+                matched = out["embeddings"][b, rows]
+                id_loss.append(margin_cross_entropy(model, matched, torch.tensor(speakers[b], device=x.device)[cols]))
                 if cfg.separation > 0 and len(rows) > 1:
-                    sep_loss.append(separation_loss(out["embeddings"][b, rows]))
+                    sep_loss.append(separation_loss(matched))
                 if cfg.balance_activity:
                     weight = weight.clone()
                     weight[rows] = balanced_weights(target[rows], weight[rows])
@@ -566,8 +566,9 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     device = torch.device("cpu")
     trained = payload.get("train") or {}  # the conversations it was validated on while training
     speakers = int(max_speakers if max_speakers is not None else trained.get("max_speakers", 4))
+    telephone = trained.get("telephone", 0.2)
     items = validation_items(bank, "validation", files, seed, model.frame_rate, *seconds,
-                             telephone=trained.get("telephone", 0.2), max_speakers=speakers)
+                             telephone=telephone, max_speakers=speakers)
     parts = embed_parts(model, items, device)
     if scores_only:
         split = (model.config.split_cosine, model.config.split_min_share)
@@ -584,8 +585,8 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
         _, split, truths, metrics = max(tried, key=lambda t: t[0])  # the first of equals, as the grid is ordered
         model.config.split_cosine, model.config.split_min_share = split
         threshold, merge_cosine = metrics["threshold"], metrics["merge_cosine"]
-        cohort = score_cohort(model, bank, threshold, merge_cosine, seed=seed + 1,
-                              telephone=trained.get("telephone", 0.2), max_speakers=speakers)
+        cohort = score_cohort(model, bank, threshold, merge_cosine, seed=seed + 1, telephone=telephone,
+                              max_speakers=speakers)
     scores = Cohort(cohort.float().numpy(), TOP_SHARE)
     metrics = summarize(truths, threshold, merge_cosine, scores)
     metrics["split_cosine"], metrics["split_min_share"] = split
