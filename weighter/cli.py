@@ -97,7 +97,7 @@ _BANK_OPTIONS = [
                       "$WEIGHTER_CACHE or ~/.cache/weighter, keyed by the bank options."),
     click.option("--engines", default="espeak,flite", show_default=True,
                  help="TTS engines for the bank, comma-separated (espeak, flite)."),
-    click.option("--voices", "max_voices", type=int, default=None,
+    click.option("--max-voices", "max_voices", type=int, default=None,
                  help="Cap on base voices (each gives 3 identities at -3/0/+3 semitones). Default: all."),
     click.option("--clips", "clips_per_identity", type=int, default=12, show_default=True,
                  help="Clips per identity in the bank."),
@@ -220,6 +220,11 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
               help="Probability that a conversation also carries such a sound over 2-15 s, 20 to 0 dB under "
                    "its speech.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed and bank: same bytes.")
+@click.option("--voices", "voices_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Mix real recordings instead of TTS voices: a folder of SPEAKER/*.flac|wav (one speaker per "
+                   "folder; your own enrolment recordings, say). Speakers are split by a fixed hash of their name.")
+@click.option("--voice-shares", default="0.35:0.15:0.5", show_default=True,
+              help="--voices: shares of speakers in train:validation:heldout (e.g. 0:0:1 puts all in heldout).")
 @click.option("--vectors", is_flag=True, help="Write the research's vector simulation (OUT/vectors.npz) instead of audio.")
 @click.option("--dim", type=int, default=32, show_default=True, help="--vectors: dimension D.")
 @click.option("--frames", type=int, default=300, show_default=True, help="--vectors: frames per file.")
@@ -228,7 +233,8 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
 @click.option("--step", type=float, default=0.1, show_default=True, help="--vectors: random-walk step std.")
 @click.pass_obj
 def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_duration, overlap, snr, telephone,
-          reverb, distort, related, empty, sounds, seed, vectors, dim, frames, pool, noise, step, **bank_args):
+          reverb, distort, related, empty, sounds, seed, voices_dir, voice_shares, vectors, dim, frames, pool, noise,
+          step, **bank_args):
     """Generate a labelled multi-speaker corpus in OUT, offline, from TTS voices.
 
     \b
@@ -238,7 +244,12 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
     OUT/speakers.json     the identity split and the corpus settings
 
     Speakers come from one split of the utterance bank (default: heldout, never used in
-    training). With --vectors, writes the research's vector simulation instead.
+    training), or with --voices from a folder of real single-speaker recordings:
+
+    \b
+      weighter synth real --voices ../shared/real-speech/librispeech --max-speakers 3 --max-duration 40
+
+    With --vectors, writes the research's vector simulation instead.
     """
     if vectors:
         import numpy as np
@@ -258,11 +269,26 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
     config = MixerConfig(min_speakers, max_speakers, min_duration, max_duration, overlap=overlap, snr_db=snr,
                          telephone=telephone, reverb=reverb, distort=distort, related=related, empty=empty,
                          sounds=sounds)
-    b = _open_bank(obj, **bank_args)
+    if voices_dir is not None:
+        from weighter.corpus.recordings import RecordingBank
+
+        b = RecordingBank(voices_dir, _shares(voice_shares))
+    else:
+        b = _open_bank(obj, **bank_args)
     summary = write_corpus(b, out, split, files, config, seed=seed, progress=obj["progress"])
     click.echo(json.dumps(summary) if obj["quiet"] else
                f"wrote {summary['files']} files ({summary['audio_seconds'] / 60:.1f} min, "
                f"{summary['speakers_heard']} {split} speakers, {summary['channels']['telephone']} telephone) to {out}")
+
+
+def _shares(text: str) -> tuple[float, float, float]:
+    try:
+        shares = tuple(float(v) for v in text.split(":"))
+    except ValueError:
+        shares = ()
+    if len(shares) != 3:
+        raise click.BadParameter(f"{text!r}: expected three shares TRAIN:VALIDATION:HELDOUT, e.g. 0.35:0.15:0.5")
+    return shares
 
 
 _SPEECH_GATE = click.option(
