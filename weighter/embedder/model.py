@@ -40,6 +40,9 @@ class WeighterConfig:
     ssl_bundle: str = "WAVLM_BASE_PLUS"  # frontend "ssl": the torchaudio.pipelines bundle (weights download once)
     ssl_layer: int = 6  # frontend "ssl": the transformer layer whose output are the frames (speaker
     #                     identity is strongest in the middle layers of WavLM)
+    partial_hop: int = 0  # frontend "resemblyzer": 0 = the LSTM's every output over consecutive 1.6-s chunks;
+    #                       H > 0 = one speaker embedding per 1.6-s window every H frames (Resemblyzer's own
+    #                       "partials"), held over the H frames nearest the window's centre
     n_mels: int = 64
     input_level_dbfs: float | None = None  # frontend "logmel": each input scaled to this RMS level first, so
     #                                        that the log-mel floor sits at the same depth below the speech
@@ -65,7 +68,9 @@ class WeighterConfig:
     #                           transposed convolution (the research found it worse)
     embed_dim: int = 256  # E
     pooling: str = "frames"  # "frames": project the W-weighted mean and std of all frames; "windows": the
-    #                          W-mass-weighted mean of window embeddings (each window's frames pooled alike)
+    #                          W-mass-weighted mean of window embeddings (each window's frames pooled alike);
+    #                          "mean": the W-weighted mean of the frames, unprojected (keeps a frozen
+    #                          frontend's speaker space, learnt from thousands of real voices)
     pool_window: int = 160  # frames (1.6 s) per window for pooling = "windows"
     pool_hop: int = 50  # frames between window starts
     split_cosine: float | None = None  # pooling "windows": a slot whose windows form two groups this unalike
@@ -85,12 +90,15 @@ class WeighterConfig:
         d["time_strides"] = list(self.time_strides)
         if d["input_level_dbfs"] is None:  # absent, as in files from before it: their model ids stay
             del d["input_level_dbfs"]
+        if not d["partial_hop"]:  # likewise
+            del d["partial_hop"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "WeighterConfig":
         d = dict(d)
         d.setdefault("frontend", "logmel")
+        d.setdefault("partial_hop", 0)
         d["time_strides"] = tuple(d["time_strides"])
         return cls(**d)
 
@@ -255,13 +263,19 @@ class ResemblyzerFrontend:
     def __init__(self, c: WeighterConfig):
         import torchaudio
 
-        try:
-            import resemblyzer
-        except ImportError:
-            raise WeighterError("this model uses the Resemblyzer frontend: pip install 'weighter[resemblyzer]'") from None
+        import importlib.util
         from pathlib import Path
 
-        state = torch.load(Path(resemblyzer.__file__).parent / "pretrained.pt", map_location="cpu", weights_only=True)
+        # the package's weights file, found without importing the package (it imports librosa and webrtcvad)
+        spec = importlib.util.find_spec("resemblyzer")
+        weights = Path(spec.origin).parent / "pretrained.pt" if spec and spec.origin else None
+        if weights is None or not weights.is_file():
+            raise WeighterError("this model uses the Resemblyzer frontend, whose weights come from the resemblyzer "
+                                "package: pip install resemblyzer")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as error:  # a truncated or foreign file: torch raises many types
+            raise WeighterError(f"{weights}: Resemblyzer's weights are unreadable ({type(error).__name__})") from None
         self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
         self.linear = nn.Linear(256, 256)
         self.lstm.load_state_dict({k[5:]: v for k, v in state["model_state"].items() if k.startswith("lstm.")})
@@ -271,6 +285,47 @@ class ResemblyzerFrontend:
         self.mel = torchaudio.transforms.MelSpectrogram(c.sample_rate, n_fft=400, hop_length=c.hop, n_mels=40,
                                                         norm="slaney", mel_scale="slaney", center=False)
         self.hop = c.hop
+        self.partial_hop = c.partial_hop
+
+    def embed_windows(self, windows: torch.Tensor, lengths: torch.Tensor, batch: int = 512) -> torch.Tensor:
+        """Speaker embeddings of mel windows (W, L, 40), each valid for its first ``lengths`` (W,)
+        frames: the LSTM's output at a window's last valid frame, linear, ReLU, L2 norm -> (W, 256)."""
+        out = []
+        for i in range(0, len(windows), batch):  # bounded memory: (batch, 160, 256) of LSTM outputs
+            h, _ = self.lstm(windows[i:i + batch])
+            last = h[torch.arange(len(h), device=h.device), lengths[i:i + batch] - 1]  # (b, 256)
+            out.append(F.normalize(F.relu(self.linear(last)), dim=-1))
+        return torch.cat(out) if out else windows.new_zeros(0, 256)
+
+    def window_grid(self, length: int) -> tuple[torch.Tensor, int]:
+        """Start frames of the partial windows of a row of ``length`` valid frames, and their length."""
+        if length <= self.chunk:
+            return torch.zeros(1, dtype=torch.long), max(length, 1)
+        return torch.arange(0, length - self.chunk + 1, self.partial_hop), self.chunk
+
+    def partials(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mel (B, T, 40) -> frames (B, T, 256): each frame holds the embedding of the 1.6-s window
+        whose centre is nearest (frames t in [kH, kH + H) take window k - c, c = the windows' centre
+        offset in hops), so every H-frame block holds one window and the weighter's time strides can
+        line up with them. Rows shorter than one window get one embedding of their whole length."""
+        b, t, _ = mel.shape
+        hop, lengths = self.partial_hop, mask.sum(1).tolist()
+        shift = int(round((self.chunk / 2 - hop / 2) / hop))
+        windows, sizes, rows = [], [], []
+        for row, length in enumerate(lengths):
+            starts, size = self.window_grid(int(length))
+            index = starts[:, None] + torch.arange(size)  # (K, size) frame indices
+            windows.append((row, mel[row, index.to(mel.device)], size))
+            sizes.append(len(starts))
+        out = mel.new_zeros(b, t, 256)
+        for size in sorted({w[2] for w in windows}):  # one LSTM pass per window length (all 160 but short rows)
+            group = [w for w in windows if w[2] == size]
+            emb = self.embed_windows(torch.cat([w[1] for w in group]),
+                                     torch.full((sum(len(w[1]) for w in group),), size, device=mel.device))
+            for (row, chunk, _), part in zip(group, torch.split(emb, [len(w[1]) for w in group])):
+                k = (torch.arange(t, device=mel.device) // hop - shift).clamp(0, len(part) - 1)  # (T,)
+                out[row] = part[k]
+        return out * mask[..., None]  # (B, T, 256)
 
     def frames(self, samples: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.div(samples - 400, self.hop, rounding_mode="floor") + 1, min=0)
@@ -284,6 +339,8 @@ class ResemblyzerFrontend:
         rms = torch.sqrt((wave ** 2).sum(1) / (valid * self.hop) + 1e-10)  # (B,)
         wave = wave * (10 ** (-30 / 20) / rms)[:, None]  # -30 dBFS, as resemblyzer's preprocessing
         mel = self.mel(wave).transpose(1, 2)[:, : mask.shape[1]]  # (B, T, 40), power mel
+        if self.partial_hop:
+            return self.partials(mel, mask)
         b, t, _ = mel.shape
         pad = (-t) % self.chunk
         chunks = F.pad(mel, (0, 0, 0, pad)).reshape(b * (t + pad) // self.chunk, self.chunk, 40)
@@ -365,11 +422,14 @@ class WeighterModel(nn.Module):
             object.__setattr__(self, "frozen", SSLFrontend(c))  # sets c.frame_dim
         else:
             raise ValueError(f"unknown frontend {c.frontend!r} (logmel, resemblyzer, ssl)")
-        if c.pooling not in ("frames", "windows"):
-            raise ValueError(f"unknown pooling {c.pooling!r} (frames, windows)")
+        if c.pooling not in ("frames", "windows", "mean"):
+            raise ValueError(f"unknown pooling {c.pooling!r} (frames, windows, mean)")
         self.weighter = Weighter(c)
-        self.project = nn.Sequential(nn.Linear(2 * c.frame_dim, c.embed_dim), nn.GELU(),
-                                     nn.Linear(c.embed_dim, c.embed_dim))
+        if c.pooling == "mean":  # the frames' own space: the embedding is as wide as a frame
+            c.embed_dim = c.frame_dim
+        else:
+            self.project = nn.Sequential(nn.Linear(2 * c.frame_dim, c.embed_dim), nn.GELU(),
+                                         nn.Linear(c.embed_dim, c.embed_dim))
         if c.num_likes:
             self.like_vectors = nn.Parameter(torch.randn(c.num_likes, c.embed_dim) * 0.05)
             self.like_bias = nn.Parameter(torch.full((c.num_likes,), c.cos_bias))
@@ -378,11 +438,16 @@ class WeighterModel(nn.Module):
         """wave (B, S) at 16 kHz, lengths (B,) in samples. Returns, per slot n and frame t:
         x (B, N, T), weights W (B, N, T), confidence C (B, N), embeddings (B, N, E), mask (B, T)."""
         frame_lengths, mask = self._frame_mask(wave, lengths)  # (B,), (B, T)
-        frames = self.frames(wave, mask)  # (B, T, Cf)
+        return self.from_frames(self.frames(wave, mask), mask)
+
+    def from_frames(self, frames: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``forward`` after the frontend: frames (B, T, Cf), zero where mask (B, T) is False (a
+        frozen frontend's frames can be computed once and cached for training)."""
+        frame_lengths = mask.sum(1)
         x, y = self.weighter(frames, frame_lengths)  # (B, N, T)
         x, w, confidence = weigh(x, y, mask, self.config.confidence)  # padding weighs nothing
         out = {"x": x, "weights": w, "confidence": confidence, "mask": mask, "frames": frames}
-        if self.config.pooling == "frames":
+        if self.config.pooling in ("frames", "mean"):
             out["embeddings"] = self.pool(w, frames)
         else:  # the windows too, for splitting a slot that holds two voices (embedder/slots.py)
             windows, mass, starts, ends = self.window_parts(w, frames, mask)
@@ -416,6 +481,8 @@ class WeighterModel(nn.Module):
         """Weighted mean and std of the frames, projected and L2-normalised.
         weights (B, M, T), each row summing to 1; frames (B, T, Cf) -> (B, M, E)."""
         mean = torch.einsum("bnt,btc->bnc", weights, frames)  # (B, M, Cf)
+        if self.config.pooling == "mean":
+            return F.normalize(mean, dim=-1)
         second = torch.einsum("bnt,btc->bnc", weights, frames * frames)
         std = (second - mean * mean).clamp(min=1e-5).sqrt()
         return F.normalize(self.project(torch.cat([mean, std], -1)), dim=-1)
