@@ -21,9 +21,9 @@ from tqdm import tqdm
 from weighter.audio import SAMPLE_RATE, AudioSource, audio_info, load_audio, stream_audio
 from weighter.audio.io import SILENCE_PEAK
 from weighter.embedder.checkpoint import load_model
+from weighter.embedder.device import pick_device
 from weighter.embedder.slots import output_row, row_slots
 from weighter.embedder.speech import SpeechDetector, speech_mask, speech_share, speech_timeline
-from weighter.embedder.train import pick_device
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import AudioError, WeighterError
 from weighter.evaluation import distinct_active

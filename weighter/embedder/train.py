@@ -28,6 +28,7 @@ from tqdm import tqdm
 from weighter.audio import AudioSource, load_audio
 from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
 from weighter.embedder.checkpoint import load_model, save_model
+from weighter.embedder.device import pick_device  # noqa: F401  (re-exported: weighter.embedder.train.pick_device)
 from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
 from weighter.embedder.slots import output_row, row_slots
 from weighter.errors import AudioError, WeighterError
@@ -393,14 +394,6 @@ def set_input_level(config: WeighterConfig, level: float) -> None:
         raise WeighterError(f"--input-level sets the log-mel frontend's level; this model's frontend is "
                             f"{config.frontend!r}")
     config.input_level_dbfs = float(level)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise WeighterError("--device cuda: no CUDA device is available")
-    return torch.device(name)
 
 
 def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: UtteranceBank | None = None,
