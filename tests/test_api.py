@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import weighter
 
 ROOT = Path(weighter.__file__).resolve().parent.parent
@@ -37,3 +39,24 @@ def test_pick_device_still_importable_from_train():
 
     assert from_train is pick_device
     assert str(pick_device("cpu")) == "cpu"
+
+
+def test_top_level_names():
+    from weighter import Embedder, EmbeddingSet, SlotClusterer, Store, add_files, query_store
+    from weighter.cluster import SlotClusterer as from_cluster
+    from weighter.embedder.inference import Embedder as from_inference
+    from weighter.embedding_set import EmbeddingSet as from_module
+    from weighter.index import Store as from_index
+    from weighter.index import add_files as add_from_index
+    from weighter.index import query_store as query_from_index
+
+    assert (Embedder, EmbeddingSet, Store, SlotClusterer, add_files, query_store) == (
+        from_inference, from_module, from_index, from_cluster, add_from_index, query_from_index)
+    for name in weighter.__all__:
+        assert getattr(weighter, name) is not None, name
+    assert set(weighter.__all__) <= set(dir(weighter))
+
+
+def test_unknown_top_level_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        weighter.Nope  # noqa: B018
