@@ -38,7 +38,7 @@ def main(ctx, verbose, quiet):
     """Index, query and cluster a corpus of recordings by who (or what) is heard in them.
 
     \b
-    Typical session:
+    Typical use:
       weighter synth corpus --files 50                     # a labelled synthetic corpus (or your audio)
       weighter index build corpus/audio --store s          # embed every file into a store
       weighter query corpus/audio/conv_00001.flac --store s    # files sharing a speaker, and where
@@ -498,8 +498,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--pca-dims", type=int, default=64, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
 @click.option("--whiten/--no-whiten", default=True, show_default=True,
               help="Capped whitening: bring the PCA components stronger than the mean down to it (weaker ones "
-                   "stay), then scale slots to unit length before HDBSCAN (--no-whiten: plain PCA distances, as "
-                   "before the fifteenth session).")
+                   "stay), then scale slots to unit length before HDBSCAN (--no-whiten: plain PCA distances).")
 @click.option("--sample-size", type=int, default=30000, show_default=True,
               help="Fit HDBSCAN on at most this many slots; assign the rest to the groups found.")
 @click.option("--method", type=click.Choice(["eom", "leaf"]), default="eom", show_default=True,

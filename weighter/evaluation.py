@@ -26,7 +26,7 @@ def distinct_active(confidence: np.ndarray, embeddings: np.ndarray, threshold: f
                     merge_cosine: float | None = None) -> np.ndarray:
     """Active slots: confidence >= threshold, and (with ``merge_cosine``) no two alike: of two
     active slots whose embeddings have cosine >= merge_cosine the less confident is dropped, as
-    a like is present in a file once (WEIGHTER.md's trap: several slots latch onto one speaker)."""
+    a like is present in a file once (a known trap: several slots latch onto one speaker)."""
     active = np.flatnonzero(confidence >= threshold)
     if merge_cosine is None or len(active) < 2:
         return active

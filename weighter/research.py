@@ -1,4 +1,4 @@
-"""The research's claims, measured on its vector simulation (issue 6 §4; WEIGHTER.md).
+"""The research's claims, measured on its vector simulation.
 
 Setup: each file is T frames of D dimensions, ``speaker vector + N(0, sigma^2 I)``, the active
 speaker chosen by the bounded random walk of ``weighter.corpus.vectors`` (its step sets the turn

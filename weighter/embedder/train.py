@@ -7,7 +7,7 @@ Losses, per batch of B files, K training likes, N slots:
 - frame supervision (synthetic corpora only, weight ``frame_supervision``; 0 = likes alone):
   slots are matched one-to-one to the true speakers (Hungarian, on BCE between X and each
   speaker's activity); matched slots learn that activity and their speaker's identity
-  (cross-entropy), unmatched slots learn silence. This fights the traps WEIGHTER.md lists:
+  (cross-entropy), unmatched slots learn silence. This fights two traps:
   several slots on one speaker, and confident slots that cover only a few frames.
 """
 
@@ -38,9 +38,8 @@ from weighter.scoring import TOP_SHARE, Cohort, draw_cohort
 log = logging.getLogger(__name__)
 BALANCE_CAP = 8.0  # TrainConfig.balance_activity: at most this weight on a frame
 SEPARATION_COSINE = 0.4  # TrainConfig.separation: two speakers' slots of one file should be less alike than this
-# (split cosine, min share) tried by recalibrate; (None, .) = never split. On 120 validation
-# files with the shipped weights, 0.6 / 0.35 raised count accuracy 0.842 -> 0.900 and mAP
-# 0.844 -> 0.857; share 0.35 was best at every cosine 0.4-0.7 (README: the whole grid).
+# (split cosine, min share) pairs that recalibrate tries for the slot split (embedder/slots.py);
+# (None, .) = never split. Measured on validation files: docs/history.md, the slot split table.
 SPLIT_GRID = [(None, 0.25)] + [(c, s) for c in (0.4, 0.5, 0.6, 0.7) for s in (0.25, 0.3, 0.35, 0.4)]
 
 
@@ -67,9 +66,8 @@ class TrainConfig:
     #                                   (also an init's): training then sees every file at one level
     eval_every: int = 250
     patience: int = 6  # evaluations without a better validation mAP before stopping
-    # Synthetic validation conversations (10-30 s) scored each eval_every steps. 60 ranked run 7's
-    # checkpoints wrongly (step 800 0.868 > step 2400 0.865; on 200: 0.860 < 0.871, as on every
-    # larger validation set); 200 take about 18 s on 2 cores.
+    # Synthetic validation conversations (10-30 s) scored each eval_every steps: 60 ranked checkpoints
+    # wrongly, 200 did not and take about 18 s on 2 cores (docs/history.md, "The default model").
     val_files: int = 200
     telephone: float = 0.2
     overlap: float = 0.1
