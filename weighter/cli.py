@@ -558,7 +558,8 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
                 click.echo(f"slot {m['slot']}: {group} (membership {m['probability']:.2f}) {where}")
         return
     if run_id is None:
-        clusterer = SlotClusterer(min_cluster_size, min_samples, pca_dims, sample_size, method, whiten=whiten,
+        clusterer = SlotClusterer(min_cluster_size=min_cluster_size, min_samples=min_samples, pca_dims=pca_dims,
+                                  sample_size=sample_size, cluster_selection_method=method, whiten=whiten,
                                   split_evidence=split_evidence, group_slack=group_slack)
         run = cluster_store(store, clusterer, assign_outliers)
     else:

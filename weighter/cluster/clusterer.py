@@ -19,6 +19,7 @@ pitch). ``whiten=False`` keeps plain PCA distances. Measurements: ``docs/results
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
 
 from weighter.cluster.mst import hdbscan_from_mst
 from weighter.cluster.split import split_groups
@@ -44,14 +45,89 @@ LOW_PERSISTENCE = 0.1
 
 
 def default_min_cluster_size(n_fit: int) -> int:
-    """Smallest group, in slots of the fitted sample: 3 up to 4k slots, then growing with
-    log2 of the sample (5 at 30k). A like must recur in a few files; much larger minima would
-    hide the speakers heard in few files (at 100k slots of 2000 speakers, a 30k sample holds
-    about 15 slots of each)."""
+    """The smallest group, in slots, when ``min_cluster_size`` is not given.
+
+    3 up to 4k slots, then growing with log2 of the sample (5 at 30k). A like must recur in a
+    few files; much larger minima would hide the speakers heard in few files (at 100k slots of
+    2000 speakers, a 30k sample holds about 15 slots of each).
+
+    Parameters
+    ----------
+    n_fit : int
+        Slots HDBSCAN is fitted on (the sample, at most ``sample_size``).
+
+    Returns
+    -------
+    int
+        The smallest group size, at least 3.
+
+    Examples
+    --------
+    >>> default_min_cluster_size(1000), default_min_cluster_size(30_000)
+    (3, 5)
+    """
     return int(max(3, int(np.log2(max(n_fit, 2))) - 9))
 
 
-class SlotClusterer:
+class SlotClusterer(ClusterMixin, BaseEstimator):
+    """HDBSCAN over slot embeddings in a whitened PCA space; new slots placed without refitting.
+
+    A scikit-learn estimator: the constructor only stores its hyperparameters, so
+    ``get_params``, ``set_params`` and ``sklearn.base.clone`` work; ``fit`` learns the groups
+    and sets the attributes that end in ``_``.
+
+    Parameters
+    ----------
+    min_cluster_size : int or None, default None
+        Smallest group, in slots of the fitted sample; None: ``default_min_cluster_size``.
+    min_samples : int or None, default None
+        HDBSCAN's min_samples (larger: more conservative, more outliers); None: 1.
+    pca_dims : int, default 64
+        PCA dimensions kept before HDBSCAN; 0 keeps the embedding space.
+    sample_size : int, default 30000
+        HDBSCAN is fitted on at most this many slots (a seeded random sample); the rest are
+        placed by ``predict``.
+    cluster_selection_method : {"eom", "leaf"}, default "eom"
+        HDBSCAN's cluster selection.
+    random_state : int, default 0
+        Seed of the sample.
+    whiten : bool, default True
+        Capped whitening and unit length after PCA; False keeps plain PCA distances.
+    split_evidence : float or None, default None
+        Split a group holding two voices when two Gaussians along its main direction beat one
+        by more than this much BIC (``weighter.cluster.split``); None: never.
+    group_slack : float, default 1.5
+        How far beyond its farthest member a group takes a new slot, as a multiple of that
+        member's distance.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_slots,), int64
+        Group of each fitted slot, -1 for outliers.
+    probabilities_ : ndarray of shape (n_slots,), float32
+        Membership strength of each slot in its group, in [0, 1] (0 for outliers).
+    persistence_ : ndarray of shape (n_groups,), float32
+        How long each group holds together in HDBSCAN's condensed tree, 0-1.
+    sample_ : ndarray of int
+        Indices of the slots HDBSCAN was fitted on.
+    min_cluster_size_, min_samples_ : int
+        The values used (the defaults resolved).
+    mean_, components_, scale_ : ndarray
+        The PCA mean (E,), basis (d, E) and whitening scale (d,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from weighter import SlotClusterer
+    >>> rng = np.random.default_rng(0)
+    >>> centres = rng.normal(size=(3, 32))
+    >>> X = np.repeat(centres, 20, axis=0) + rng.normal(0, 0.05, (60, 32))  # 3 voices x 20 slots
+    >>> clusterer = SlotClusterer(pca_dims=16).fit(X)
+    >>> len(set(clusterer.labels_) - {-1})
+    3
+    >>> labels, strength = clusterer.predict(X[:2])
+    """
+
     def __init__(self, min_cluster_size: int | None = None, min_samples: int | None = None,
                  pca_dims: int = DEFAULT_PCA_DIMS, sample_size: int = 30_000, cluster_selection_method: str = "eom",
                  random_state: int = 0, whiten: bool = True, split_evidence: float | None = None,
@@ -66,13 +142,26 @@ class SlotClusterer:
         self.split_evidence = split_evidence
         self.group_slack = group_slack
 
-    def get_params(self) -> dict:
-        return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples, "pca_dims": self.pca_dims,
-                "sample_size": self.sample_size, "cluster_selection_method": self.cluster_selection_method,
-                "random_state": self.random_state, "whiten": self.whiten,
-                "split_evidence": self.split_evidence, "group_slack": self.group_slack}
+    def fit(self, X: np.ndarray, y=None) -> "SlotClusterer":
+        """Find the groups among slots ``X``.
 
-    def fit(self, X: np.ndarray) -> "SlotClusterer":
+        Parameters
+        ----------
+        X : array-like of shape (n_slots, E)
+            Slot embeddings (unit length, as the embedder writes them); at least 2 slots.
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        Returns
+        -------
+        SlotClusterer
+            ``self``, with ``labels_``, ``probabilities_`` and the state ``predict`` needs.
+
+        Raises
+        ------
+        ValueError
+            Fewer than 2 slots.
+        """
         X = np.asarray(X, dtype=np.float32)
         n = len(X)
         if n < 2:
@@ -124,11 +213,39 @@ class SlotClusterer:
         return int((self.split_from_ != np.arange(len(self.split_from_))).sum())
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """Slots in the clustering space (PCA; whitened and unit length unless ``whiten=False``)."""
+        """Slots in the clustering space.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_slots, E)
+            Slot embeddings.
+
+        Returns
+        -------
+        ndarray of shape (n_slots, d), float32
+            PCA coordinates; whitened and unit length unless ``whiten=False``.
+        """
         return self._space(X)[0]
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and membership strengths of new slots in the fitted groups (no re-clustering)."""
+        """Place new slots into the fitted groups, without re-clustering.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_slots, E)
+            Slot embeddings.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_slots,), int64
+            The group of each slot, -1 where it is too far from every group.
+        strength : ndarray of shape (n_slots,), float32
+            Membership strength in [0, 1] (0 for -1).
+
+        Examples
+        --------
+        >>> labels, strength = SlotClusterer().fit(X).predict(new_slots)  # doctest: +SKIP
+        """
         return self._assign(*self._space(X))
 
     def _space(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,8 +285,23 @@ class SlotClusterer:
         return labels, strength
 
     def nearest_group(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The group of the nearest grouped fitted point and the membership strength, however far
-        (``--assign-outliers`` then keeps those above a chosen strength)."""
+        """The group of the nearest grouped fitted slot, however far (unlike ``predict``).
+
+        ``cluster_store(..., assign_outliers=s)`` uses it to place outliers whose strength is at
+        least ``s``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_slots, E)
+            Slot embeddings.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_slots,)
+            The nearest group (-1 only when the fit found no group).
+        strength : ndarray of shape (n_slots,), float32
+            Membership strength in that group, in [0, 1].
+        """
         grouped = self.point_labels_ >= 0
         if not grouped.any():
             return np.full(len(X), -1), np.zeros(len(X), np.float32)
@@ -210,6 +342,13 @@ class SlotClusterer:
         return reach
 
     def state(self) -> dict[str, np.ndarray]:
+        """The fitted state as plain arrays (what a clustering run stores in SQLite).
+
+        Returns
+        -------
+        dict of str to ndarray
+            Everything ``from_state`` needs to ``predict`` again.
+        """
         return {"mean": self.mean_, "components": self.components_, "points": self.points_, "residual": self.residual_, "reach": self.reach_,
                 "point_labels": self.point_labels_, "core": self.core_,
                 "whiten": np.array(self.whiten_), "scale": self.scale_, "persistence": self.persistence_,
@@ -217,6 +356,22 @@ class SlotClusterer:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "SlotClusterer":
+        """A fitted clusterer rebuilt from ``state()`` (its hyperparameters are the defaults).
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            As ``state()`` returned it, or as a clustering run stored it.
+
+        Returns
+        -------
+        SlotClusterer
+            Ready for ``predict``, ``transform`` and ``nearest_group``.
+
+        Examples
+        --------
+        >>> again = SlotClusterer.from_state(clusterer.state())  # doctest: +SKIP
+        """
         c = cls()
         c.mean_, c.components_, c.points_ = state["mean"], state["components"], state["points"]
         c.point_labels_, c.core_, c.residual_ = state["point_labels"], state["core"], state["residual"]
