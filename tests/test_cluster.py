@@ -429,5 +429,9 @@ def test_no_run_and_empty_store_are_clear_errors(tmp_path):
         s.apply([(make_set(tmp_path / "one.wav", [0], np.eye(DIM, dtype=np.float32)), "one")])
     r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory)])
     assert r.exit_code != 0 and "only 1 active slot" in r.output and "Traceback" not in r.output
-    with pytest.raises(WeighterError, match="no clustering run"):
+    with pytest.raises(WeighterError, match="no clustering run") as error:
         latest_run(s)
+    assert "--" not in str(error.value)  # the library names no CLI flags; the CLI adds its own hint
+    r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--run", "3"])
+    assert r.exit_code == 1 and "no clustering run 3" in r.output
+    assert f"on the command line: `weighter cluster --store {s.directory}`" in r.output

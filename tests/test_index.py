@@ -444,3 +444,18 @@ def test_add_files_takes_plain_paths_and_audio_sources(tmp_path, basis):
         assert all(s.file_id(tmp_path / n) is not None for n in ("a.wav", "b.wav", "c.wav"))
         again = add_files(s, embedder, (str(tmp_path / n) for n in ("a.wav", "b.wav")))  # any iterable
         assert again["added"] == 0 and again["unchanged"] == 2
+
+
+def test_errors_name_parameters_and_the_cli_adds_its_flags(store, tmp_path):
+    stored = store.embedding_set(store.file_id(tmp_path / "a.wav"))  # 3 slots
+    with pytest.raises(ValueError, match=r"^slot 7: the query has slots 0 to 2$"):
+        query_store(store, stored, slot=7)
+    r = CliRunner().invoke(main, ["query", str(tmp_path / "a.wav"), "--store", str(store.directory), "--slot", "7"])
+    assert r.exit_code == 2 and "Invalid value for '--slot': slot 7: the query has slots 0 to 2" in r.output
+    (store.directory / store.info()["faiss_file"]).unlink()
+    with pytest.raises(StoreError, match="rebuild it from SQLite with Store.repair") as error:
+        Store(store.directory).search(stored.embeddings, 1)
+    assert "--" not in str(error.value)
+    r = CliRunner().invoke(main, ["query", str(tmp_path / "a.wav"), "--store", str(store.directory)])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert f"on the command line: `weighter index info --store {store.directory} --check --repair`" in r.output

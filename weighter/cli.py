@@ -16,13 +16,15 @@ log = logging.getLogger("weighter")
 
 
 class _Group(click.Group):
-    """Turns any WeighterError into one line on stderr and exit code 1."""
+    """Turns any WeighterError into one line on stderr and exit code 1 (with the error's
+    command-line hint, where it has one)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except WeighterError as error:
-            click.echo(f"error: {error}", err=True)
+            hint = getattr(error, "cli_hint", None)
+            click.echo(f"error: {error}" + (f"; on the command line: {hint}" if hint else ""), err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
@@ -477,7 +479,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
     try:
         matches = query_store(store, query_set, k=k, slot=slot)
     except ValueError as error:
-        raise click.UsageError(str(error)) from None
+        raise click.BadParameter(str(error), param_hint="'--slot'") from None
     if as_json:
         click.echo(json.dumps(matches_json(query_set, matches)))
         return

@@ -92,7 +92,8 @@ def latest_run(store: Store, run: int | None = None) -> int:
                            "SELECT id FROM cluster_runs WHERE id = ?", () if run is None else (run,)).fetchone()
     if row is None or row[0] is None:
         raise WeighterError(f"{store.directory}: no clustering run{'' if run is None else f' {run}'} "
-                            "(run `weighter cluster --store DIR` first)")
+                            "(cluster the store first: cluster_store)",
+                            cli_hint=f"`weighter cluster --store {store.directory}`")
     return int(row[0])
 
 

@@ -112,7 +112,7 @@ class ConversationMixer:
         if len(self.speakers) < config.max_speakers:
             raise CorpusError(
                 f"split {split!r} of {bank.directory} has {len(self.speakers)} identities, "
-                f"fewer than --max-speakers {config.max_speakers}"
+                f"fewer than max_speakers {config.max_speakers}"
             )
         self.sample_rate = bank.sample_rate
 

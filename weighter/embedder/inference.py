@@ -59,7 +59,8 @@ class Embedder:
         """A trained model file, or the default model shipped inside the package."""
         path = Path(path) if path else DEFAULT_MODEL
         if not path.exists() and path == DEFAULT_MODEL:
-            raise WeighterError(f"{path}: the bundled default model is missing (reinstall weighter, or pass --model)")
+            raise WeighterError(f"{path}: the bundled default model is missing (reinstall weighter, or pass a model "
+                                "file's path)", cli_hint="give a model file with --model")
         model, payload = load_model(path)
         return cls(model, payload, pick_device(device), **kw)
 

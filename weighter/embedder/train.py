@@ -389,7 +389,7 @@ def set_input_level(config: WeighterConfig, level: float) -> None:
     """Scale every input to ``level`` dBFS before the log-mel frontend (``input_level_dbfs``);
     refused for the other frontends, which have no such input."""
     if config.frontend != "logmel":
-        raise WeighterError(f"--input-level sets the log-mel frontend's level; this model's frontend is "
+        raise WeighterError(f"input_level sets the log-mel frontend's level; this model's frontend is "
                             f"{config.frontend!r}")
     config.input_level_dbfs = float(level)
 
@@ -538,12 +538,12 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     by ``scores_only``, which fits no threshold)."""
     model, payload = load_model(path)
     if max_speakers is not None and max_speakers < 1:
-        raise WeighterError(f"--max-speakers {max_speakers}: calibration conversations need at least 1 speaker")
+        raise WeighterError(f"max_speakers {max_speakers}: calibration conversations need at least 1 speaker")
     if scores_only and (checkpoint is not None or pooling is not None or input_level is not None):
-        raise WeighterError("--scores-only keeps the model's weights and settings: drop --checkpoint, --pooling "
-                            "and --input-level")
+        raise WeighterError("scores_only keeps the model's weights and settings: drop checkpoint, pooling "
+                            "and input_level")
     if scores_only and payload.get("score_cohort") is None:
-        raise WeighterError(f"{path}: has no score cohort to fit scores for; calibrate it without --scores-only")
+        raise WeighterError(f"{path}: has no score cohort to fit scores for; calibrate it without scores_only")
     if checkpoint is not None:  # take the weights of a training checkpoint's last step instead
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])

@@ -40,7 +40,7 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
                 exclude_self: bool = True) -> list[Match]:
     if slot is not None:
         if not 0 <= slot < len(query.confidence):
-            raise ValueError(f"--slot {slot}: the query has slots 0 to {len(query.confidence) - 1}")
+            raise ValueError(f"slot {slot}: the query has slots 0 to {len(query.confidence) - 1}")
         slots = np.array([slot])
     else:
         slots = np.flatnonzero(query.active)

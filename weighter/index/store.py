@@ -144,7 +144,7 @@ class Store:
         if not self.db_path.exists():
             if not create:
                 raise StoreError(f"{self.directory}: not a weighter store (no store.sqlite; create one with "
-                                 "`weighter index build`)")
+                                 "create=True)", cli_hint="create one with `weighter index build`")
             self.directory.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
@@ -157,7 +157,7 @@ class Store:
             raise StoreError(f"{self.db_path}: corrupt or not an SQLite store ({error})") from None
         if self._meta("format") != str(STORE_FORMAT):
             raise StoreError(f"{self.directory}: store format {self._meta('format')} is not {STORE_FORMAT}; "
-                             "build it again with `weighter index build`")
+                             "build it again in a new store", cli_hint="`weighter index build`")
         self._index = None
         self._index_generation = None
         self._stats = None
@@ -171,6 +171,10 @@ class Store:
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    @property
+    def _repair_hint(self) -> str:
+        return f"`weighter index info --store {self.directory} --check --repair`"
 
     def __enter__(self) -> "Store":
         return self
@@ -541,13 +545,13 @@ class Store:
                     index = faiss.read_index(str(path))
                 except RuntimeError as error:
                     raise StoreError(f"{path}: corrupt FAISS index ({str(error).splitlines()[0][:120]}); "
-                                     "rebuild it with `weighter index info --check --repair`") from None
+                                     "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint) from None
                 _tune(index)
                 self._index, self._index_generation = index, generation
                 return index
             time.sleep(0.05)
         raise StoreError(f"{self.directory}: FAISS file {self._faiss_name(self.generation)} is missing; "
-                         "rebuild it with `weighter index info --check --repair`")
+                         "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint)
 
     def score_cohort(self) -> Cohort | None:
         """The model's score cohort that this store normalises against, with its share (a store
@@ -579,8 +583,8 @@ class Store:
                     with np.load(path) as arrays:
                         stats = {key: arrays[key] for key in ("ids", "mean", "spread")}
                 except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-                    raise StoreError(f"{path}: corrupt scores file ({error}); rebuild it with "
-                                     "`weighter index info --check --repair`") from None
+                    raise StoreError(f"{path}: corrupt scores file ({error}); rebuild it from SQLite with "
+                                     "Store.repair()", cli_hint=self._repair_hint) from None
             self._stats, self._stats_generation = stats, generation
             return stats
         return None
@@ -602,7 +606,7 @@ class Store:
         stats = self._load_stats()
         if stats is None:
             raise StoreError(f"{self.directory}: scores file {self._stats_name(self.generation)} is missing; "
-                             "rebuild it with `weighter index info --check --repair`")
+                             "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint)
         vector_ids = np.asarray(vector_ids, np.int64)
         table = self._stats_table(stats)
         if table is not None:  # by file id and slot number (a query's scoring at 1M vectors: 0.66 -> 0.19 ms)
