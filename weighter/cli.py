@@ -15,9 +15,41 @@ from weighter.errors import WeighterError
 log = logging.getLogger("weighter")
 
 
+def _verbosity_options() -> list[click.Option]:
+    """-v and -q: taken by the top-level command and, the same, by every sub-command."""
+    return [click.Option(["-v", "--verbose"], count=True, help="More detail on stderr (-vv for debug)."),
+            click.Option(["-q", "--quiet"], is_flag=True, help="No progress bars or info; errors only.")]
+
+
+def _set_verbosity(obj: dict, verbose: int, quiet: bool) -> None:
+    """Logging level and progress bars from -v / -q, kept in ``ctx.obj`` for the commands."""
+    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # also when given again after the sub-command
+    obj.update(verbose=verbose, quiet=quiet, progress=not quiet and sys.stderr.isatty() or verbose > 0)
+
+
+class _Command(click.Command):
+    """Every leaf command: also takes -v / -q after its name (``weighter index add DIR --store S
+    -q``); they add to the ones given before the sub-command."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params += _verbosity_options()
+
+    def invoke(self, ctx):
+        verbose, quiet = ctx.params.pop("verbose", 0), ctx.params.pop("quiet", False)
+        obj = ctx.ensure_object(dict)
+        if verbose or quiet or "progress" not in obj:
+            _set_verbosity(obj, obj.get("verbose", 0) + verbose, obj.get("quiet", False) or quiet)
+        return super().invoke(ctx)
+
+
 class _Group(click.Group):
     """Turns any WeighterError into one line on stderr and exit code 1 (with the error's
-    command-line hint, where it has one)."""
+    command-line hint, where it has one). Its commands are ``_Command``s."""
+
+    command_class = _Command
 
     def invoke(self, ctx):
         try:
@@ -31,10 +63,8 @@ class _Group(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, params=_verbosity_options(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="weighter")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or info; errors only.")
 @click.pass_context
 def main(ctx, verbose, quiet):
     """Index, query and cluster a corpus of recordings by who (or what) is heard in them.
@@ -47,9 +77,8 @@ def main(ctx, verbose, quiet):
       weighter cluster --store s --map groups.png          # speakers discovered across the corpus
       weighter evaluate --store s --manifest corpus/manifest.csv --rttm corpus/reference.rttm
     """
-    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    ctx.obj = {"progress": not quiet and sys.stderr.isatty() or verbose > 0, "quiet": quiet}
+    ctx.obj = {}
+    _set_verbosity(ctx.obj, verbose, quiet)
 
 
 @main.command()
