@@ -53,6 +53,17 @@ class SpeechDetector:
 
     @torch.no_grad()
     def probabilities(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """Speech probability of every 32 ms frame of each 16 kHz mono signal.
+
+        Parameters
+        ----------
+        audios : list of ndarray of shape (samples,), float32
+
+        Returns
+        -------
+        list of ndarray of shape (ceil(samples / 512),), float32
+            In [0, 1], at ``FRAME_RATE`` Hz.
+        """
         segments, owners = [], []  # (SEGMENT_CHUNKS * CHUNK,) pieces and the audio each belongs to
         for i, audio in enumerate(audios):
             frames = max(1, -(-len(audio) // CHUNK))

@@ -45,6 +45,15 @@ SPLIT_GRID = [(None, 0.25)] + [(c, s) for c in (0.4, 0.5, 0.6, 0.7) for s in (0.
 
 @dataclass
 class TrainConfig:
+    """Every setting of a training run (each described beside it); ``weighter train`` fills it.
+
+    Examples
+    --------
+    >>> from weighter.embedder.train import TrainConfig
+    >>> TrainConfig(steps=500, batch_size=8).eval_every
+    250
+    """
+
     steps: int = 3000
     batch_size: int = 12
     min_seconds: float = 8.0  # each batch draws one duration in [min, max]
@@ -93,6 +102,7 @@ class BankClips:
         self.bank, self.cfg, self.likes = bank, cfg, likes
 
     def sample(self, rng: np.random.Generator):
+        """One batch: waves (pretrain_batch, samples) float32 and each item's identity index."""
         from weighter.corpus.mixer import _noise, _telephone
 
         n = int(self.cfg.pretrain_seconds * 16000)
@@ -121,12 +131,14 @@ class BankBatches:
         self.index = {s: i for i, s in enumerate(self.likes)}
 
     def mixer(self, seconds: float, min_speakers: int = 1) -> ConversationMixer:
+        """A mixer of conversations exactly ``seconds`` long, with the run's channel settings."""
         return ConversationMixer(self.bank, self.split, MixerConfig(
             min_speakers, self.cfg.max_speakers, seconds, seconds, overlap=self.cfg.overlap,
             telephone=self.cfg.telephone, reverb=self.cfg.reverb, distort=self.cfg.distort, related=self.cfg.related,
             empty=self.cfg.empty, sounds=self.cfg.sounds))
 
     def sample(self, rng: np.random.Generator, frame_rate: float):
+        """One batch of fresh conversations of one drawn length: waves, likes and frame truth."""
         seconds = float(rng.uniform(self.cfg.min_seconds, self.cfg.max_seconds))
         mixer = self.mixer(seconds)
         convs = [mixer.sample(rng) for _ in range(self.cfg.batch_size)]
@@ -159,6 +171,7 @@ class ManifestBatches:
                                 "were skipped (the reasons are above)")
 
     def sample(self, rng: np.random.Generator, frame_rate: float):
+        """One batch of random crops of the manifest's files: waves, lengths and likes (no frame truth)."""
         picks = rng.integers(0, len(self.audio), size=self.cfg.batch_size)
         limit = int(self.cfg.max_seconds * 16000)
         crops = []
@@ -177,6 +190,7 @@ class ManifestBatches:
 
 
 def usable_cores() -> int:
+    """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -254,6 +268,8 @@ def made_batches(loader: torch.utils.data.DataLoader):
 
 
 def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers, cfg: TrainConfig) -> dict:
+    """The batch's losses by name (the file loss always; the frame, identity and separation
+    losses as ``cfg`` and the frame truth allow); see the module docstring."""
     logits = model.like_logits(out["embeddings"])  # (B, N, K)
     p_file = file_prediction(torch.sigmoid(logits), out["confidence"], cfg.combine)  # (B, K)
     per_like = wbce(y, p_file) if cfg.loss == "wbce" else bce(y, p_file.clamp(max=1.0))
@@ -357,12 +373,14 @@ def embed_parts(model: WeighterModel, items: list, device: torch.device) -> list
 
 
 def split_items(parts: list, split_cosine: float | None, min_share: float) -> list[SetTruth]:
+    """Validation outputs with each slot holding two voices split (embedder/slots.py), as SetTruths."""
     return [SetTruth(*row_slots(row, split_cosine, min_share), likes, activity) for row, likes, activity in parts]
 
 
 def validation_items(bank: UtteranceBank, split: str, files: int, seed: int, frame_rate: float,
                      min_seconds: float = 10, max_seconds: float = 30, telephone: float = 0.2,
                      max_speakers: int = 4) -> list:
+    """``files`` seeded conversations of a bank split: (audio, likes, frame activity) each."""
     mixer = ConversationMixer(bank, split, MixerConfig(1, max_speakers, min_seconds, max_seconds, overlap=0.1,
                                                        telephone=telephone))
     rng = np.random.default_rng(seed)
