@@ -79,3 +79,25 @@ def test_range_options_name_the_option_and_the_form(tmp_path):
     result = runner.invoke(main, ["train", "--synthetic", "--out", str(tmp_path / "m.pt"), "--seconds", "8"])
     assert result.exit_code == 2 and "'--seconds': expected 'LO:HI', got '8'" in result.output
     assert not (tmp_path / "c").exists()
+
+
+def test_quiet_and_verbose_are_taken_after_the_sub_command_too(tmp_path):
+    import logging
+
+    sf.write(str(tmp_path / "good.wav"), 0.1 * np.sin(np.arange(16000) / 5.0).astype(np.float32), 16000)
+    loud = run("scan", tmp_path)
+    assert loud.exit_code == 0 and "good.wav" in loud.stdout
+    for args in (("-q", "scan", tmp_path), ("scan", tmp_path, "-q"), ("scan", "--quiet", tmp_path)):
+        quiet = run(*args)
+        assert quiet.exit_code == 0 and quiet.stdout == "", args  # no per-file lines
+        assert "1 files ok" in quiet.stderr
+    assert run("scan", tmp_path, "-vv").exit_code == 0 and logging.getLogger().level == logging.DEBUG
+    assert run("-v", "scan", tmp_path, "-v").exit_code == 0 and logging.getLogger().level == logging.DEBUG  # they add
+    assert run("-v", "scan", tmp_path).exit_code == 0 and logging.getLogger().level == logging.INFO
+    store = tmp_path / "s"
+    run("index", "info", "--store", store)  # not a store: an error, but -q is an option of every command
+    for command in (["index", "add", tmp_path, "--store", store, "-q"], ["index", "info", "--store", store, "-v"],
+                    ["query", tmp_path / "good.wav", "--store", store, "-q"], ["cluster", "--store", store, "-q"]):
+        result = run(*command)
+        assert "No such option" not in result.output and "not a weighter store" in result.output, command
+    logging.getLogger().setLevel(logging.WARNING)

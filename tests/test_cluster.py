@@ -133,6 +133,27 @@ def test_a_smaller_group_slack_turns_away_more_new_slots():
     assert SlotClusterer(group_slack=0.5).get_params()["group_slack"] == 0.5
 
 
+def test_is_a_scikit_learn_estimator():
+    from sklearn.base import ClusterMixin, clone
+
+    c = SlotClusterer(min_samples=2, pca_dims=16, group_slack=1.25)
+    params = c.get_params()
+    assert params["min_samples"] == 2 and params["pca_dims"] == 16 and params["group_slack"] == 1.25
+    assert set(params) == {"min_cluster_size", "min_samples", "pca_dims", "sample_size", "cluster_selection_method",
+                           "random_state", "whiten", "split_evidence", "group_slack"}
+    assert c.set_params(pca_dims=32) is c and c.pca_dims == 32
+    with pytest.raises(ValueError):
+        c.set_params(no_such_parameter=1)
+    x, labels, _ = blobs()
+    fitted = c.fit(x)
+    twin = clone(fitted)
+    assert twin is not fitted and twin.get_params() == fitted.get_params()
+    assert not hasattr(twin, "labels_")  # clone copies hyperparameters, not what was learnt
+    assert isinstance(c, ClusterMixin)
+    assert np.array_equal(twin.fit_predict(x), fitted.labels_)  # same parameters, same groups
+    assert adjusted_rand_score(labels, twin.labels_) > 0.95
+
+
 def test_state_round_trip_predicts_the_same():
     x, _, _ = blobs()
     c = SlotClusterer().fit(x)
@@ -408,5 +429,9 @@ def test_no_run_and_empty_store_are_clear_errors(tmp_path):
         s.apply([(make_set(tmp_path / "one.wav", [0], np.eye(DIM, dtype=np.float32)), "one")])
     r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory)])
     assert r.exit_code != 0 and "only 1 active slot" in r.output and "Traceback" not in r.output
-    with pytest.raises(WeighterError, match="no clustering run"):
+    with pytest.raises(WeighterError, match="no clustering run") as error:
         latest_run(s)
+    assert "--" not in str(error.value)  # the library names no CLI flags; the CLI adds its own hint
+    r = CliRunner().invoke(main, ["cluster", "--store", str(s.directory), "--run", "3"])
+    assert r.exit_code == 1 and "no clustering run 3" in r.output
+    assert f"on the command line: `weighter cluster --store {s.directory}`" in r.output

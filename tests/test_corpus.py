@@ -404,7 +404,7 @@ def test_mixer_distortion_is_recorded_and_written(tiny_bank, tmp_path):
 
 
 def test_mixer_refuses_impossible_requests(tiny_bank):
-    with pytest.raises(CorpusError, match="fewer than --max-speakers"):
+    with pytest.raises(CorpusError, match="fewer than max_speakers"):
         ConversationMixer(tiny_bank, "heldout", MixerConfig(max_speakers=40))
     with pytest.raises(CorpusError, match="min"):
         MixerConfig(min_speakers=3, max_speakers=2)

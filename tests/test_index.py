@@ -398,3 +398,64 @@ def test_cli_build_add_query_remove_with_a_killed_writer(trained_model, tiny_ban
     assert r.exit_code == 0 and "problems: []" in r.output
     r = runner.invoke(main, ["index", "remove", str(first), "--store", str(store)])
     assert r.exit_code == 0 and Store(store).file_id(first) is None
+
+
+def test_store_is_a_context_manager_that_closes_on_exit(tmp_path, basis):
+    import sqlite3
+
+    with Store(tmp_path / "cm", create=True) as s:
+        with s.writing():
+            s.apply([(make_set(tmp_path / "a.wav", [0], basis), "hash-a")])
+        assert s.info()["files"] == 1
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        s.db.execute("SELECT 1")
+    with pytest.raises(RuntimeError), Store(tmp_path / "cm") as again:  # closed on an error too
+        raise RuntimeError
+    with pytest.raises(sqlite3.ProgrammingError):
+        again.db.execute("SELECT 1")
+    assert Store(tmp_path / "cm").info()["files"] == 1
+
+
+class _FakeEmbedder:
+    """What add_files needs of an Embedder, without a model: each path gets make_set's set."""
+
+    model_id, speech_gate, payload, score_cohort = "m1", None, {}, None
+
+    def __init__(self, basis):
+        self.basis, self.seen = basis, []
+
+    def embed(self, inputs, progress=False, errors=None):
+        inputs = list(inputs)
+        self.seen += inputs
+        return [make_set(p, [i % DIM], self.basis, seed=i) for i, p in enumerate(inputs)]
+
+
+def test_add_files_takes_plain_paths_and_audio_sources(tmp_path, basis):
+    from weighter.audio import AudioSource
+    from weighter.index import add_files
+
+    for name in ("a.wav", "b.wav", "c.wav"):
+        (tmp_path / name).write_bytes(name.encode())
+    embedder = _FakeEmbedder(basis)
+    with Store(tmp_path / "s", create=True) as s:
+        result = add_files(s, embedder, [str(tmp_path / "a.wav"), tmp_path / "b.wav",
+                                         AudioSource(tmp_path / "c.wav")])
+        assert result["added"] == 3 and result["files"] == 3
+        assert all(s.file_id(tmp_path / n) is not None for n in ("a.wav", "b.wav", "c.wav"))
+        again = add_files(s, embedder, (str(tmp_path / n) for n in ("a.wav", "b.wav")))  # any iterable
+        assert again["added"] == 0 and again["unchanged"] == 2
+
+
+def test_errors_name_parameters_and_the_cli_adds_its_flags(store, tmp_path):
+    stored = store.embedding_set(store.file_id(tmp_path / "a.wav"))  # 3 slots
+    with pytest.raises(ValueError, match=r"^slot 7: the query has slots 0 to 2$"):
+        query_store(store, stored, slot=7)
+    r = CliRunner().invoke(main, ["query", str(tmp_path / "a.wav"), "--store", str(store.directory), "--slot", "7"])
+    assert r.exit_code == 2 and "Invalid value for '--slot': slot 7: the query has slots 0 to 2" in r.output
+    (store.directory / store.info()["faiss_file"]).unlink()
+    with pytest.raises(StoreError, match="rebuild it from SQLite with Store.repair") as error:
+        Store(store.directory).search(stored.embeddings, 1)
+    assert "--" not in str(error.value)
+    r = CliRunner().invoke(main, ["query", str(tmp_path / "a.wav"), "--store", str(store.directory)])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert f"on the command line: `weighter index info --store {store.directory} --check --repair`" in r.output

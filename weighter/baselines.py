@@ -25,6 +25,7 @@ TIMELINE_RATE = 10.0  # Hz, as the embedder's
 
 
 def window_starts(samples: int) -> np.ndarray:
+    """Start samples of the WINDOW-long windows, HOP apart, over a signal of ``samples``."""
     win, hop = int(WINDOW * SAMPLE_RATE), int(HOP * SAMPLE_RATE)
     return np.arange(0, max(samples - win, 0) + 1, hop)
 
@@ -44,6 +45,7 @@ def weighter_windows(model) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def resemblyzer_windows() -> Callable[[np.ndarray], np.ndarray]:
+    """Window embeddings from Resemblyzer's pretrained speaker encoder (unit length)."""
     from resemblyzer import VoiceEncoder
     from resemblyzer.audio import wav_to_mel_spectrogram
 
@@ -63,6 +65,9 @@ def resemblyzer_windows() -> Callable[[np.ndarray], np.ndarray]:
 
 def classic_set(path: str | Path, embed_windows, distance_threshold: float, model_id: str,
                 min_windows: int = 3, audio: np.ndarray | None = None) -> EmbeddingSet:
+    """A classic pipeline's embedding set for one file: voiced window embeddings clustered by
+    agglomerative clustering (cosine, average linkage, cut at ``distance_threshold``); one slot
+    per cluster, its confidence the cluster's share of windows, active from ``min_windows``."""
     from sklearn.cluster import AgglomerativeClustering
 
     audio = load_audio(path) if audio is None else audio

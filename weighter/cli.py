@@ -15,39 +15,70 @@ from weighter.errors import WeighterError
 log = logging.getLogger("weighter")
 
 
+def _verbosity_options() -> list[click.Option]:
+    """-v and -q: taken by the top-level command and, the same, by every sub-command."""
+    return [click.Option(["-v", "--verbose"], count=True, help="More detail on stderr (-vv for debug)."),
+            click.Option(["-q", "--quiet"], is_flag=True, help="No progress bars or info; errors only.")]
+
+
+def _set_verbosity(obj: dict, verbose: int, quiet: bool) -> None:
+    """Logging level and progress bars from -v / -q, kept in ``ctx.obj`` for the commands."""
+    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # also when given again after the sub-command
+    obj.update(verbose=verbose, quiet=quiet, progress=not quiet and sys.stderr.isatty() or verbose > 0)
+
+
+class _Command(click.Command):
+    """Every leaf command: also takes -v / -q after its name (``weighter index add DIR --store S
+    -q``); they add to the ones given before the sub-command."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params += _verbosity_options()
+
+    def invoke(self, ctx):
+        verbose, quiet = ctx.params.pop("verbose", 0), ctx.params.pop("quiet", False)
+        obj = ctx.ensure_object(dict)
+        if verbose or quiet or "progress" not in obj:
+            _set_verbosity(obj, obj.get("verbose", 0) + verbose, obj.get("quiet", False) or quiet)
+        return super().invoke(ctx)
+
+
 class _Group(click.Group):
-    """Turns any WeighterError into one line on stderr and exit code 1."""
+    """Turns any WeighterError into one line on stderr and exit code 1 (with the error's
+    command-line hint, where it has one). Its commands are ``_Command``s."""
+
+    command_class = _Command
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except WeighterError as error:
-            click.echo(f"error: {error}", err=True)
+            hint = getattr(error, "cli_hint", None)
+            click.echo(f"error: {error}" + (f"; on the command line: {hint}" if hint else ""), err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, params=_verbosity_options(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="weighter")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or info; errors only.")
 @click.pass_context
 def main(ctx, verbose, quiet):
     """Index, query and cluster a corpus of recordings by who (or what) is heard in them.
 
     \b
-    Typical session:
+    Typical use:
       weighter synth corpus --files 50                     # a labelled synthetic corpus (or your audio)
       weighter index build corpus/audio --store s          # embed every file into a store
       weighter query corpus/audio/conv_00001.flac --store s    # files sharing a speaker, and where
       weighter cluster --store s --map groups.png          # speakers discovered across the corpus
       weighter evaluate --store s --manifest corpus/manifest.csv --rttm corpus/reference.rttm
     """
-    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    ctx.obj = {"progress": not quiet and sys.stderr.isatty() or verbose > 0, "quiet": quiet}
+    ctx.obj = {}
+    _set_verbosity(ctx.obj, verbose, quiet)
 
 
 @main.command()
@@ -503,7 +534,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
     try:
         matches = query_store(store, query_set, k=k, slot=slot)
     except ValueError as error:
-        raise click.UsageError(str(error)) from None
+        raise click.BadParameter(str(error), param_hint="'--slot'") from None
     if as_json:
         click.echo(json.dumps(matches_json(query_set, matches)))
         return
@@ -524,8 +555,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--pca-dims", type=int, default=64, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
 @click.option("--whiten/--no-whiten", default=True, show_default=True,
               help="Capped whitening: bring the PCA components stronger than the mean down to it (weaker ones "
-                   "stay), then scale slots to unit length before HDBSCAN (--no-whiten: plain PCA distances, as "
-                   "before the fifteenth session).")
+                   "stay), then scale slots to unit length before HDBSCAN (--no-whiten: plain PCA distances).")
 @click.option("--sample-size", type=int, default=30000, show_default=True,
               help="Fit HDBSCAN on at most this many slots; assign the rest to the groups found.")
 @click.option("--method", type=click.Choice(["eom", "leaf"]), default="eom", show_default=True,
@@ -585,7 +615,8 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
                 click.echo(f"slot {m['slot']}: {group} (membership {m['probability']:.2f}) {where}")
         return
     if run_id is None:
-        clusterer = SlotClusterer(min_cluster_size, min_samples, pca_dims, sample_size, method, whiten=whiten,
+        clusterer = SlotClusterer(min_cluster_size=min_cluster_size, min_samples=min_samples, pca_dims=pca_dims,
+                                  sample_size=sample_size, cluster_selection_method=method, whiten=whiten,
                                   split_evidence=split_evidence, group_slack=group_slack)
         run = cluster_store(store, clusterer, assign_outliers)
     else:

@@ -27,6 +27,7 @@ from weighter.report import markdown_report, timeline_png
 
 
 def main() -> None:
+    """Run the demo end to end (``python -m weighter.demo --out demo``); see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo"))
     parser.add_argument("--files", type=int, default=40)

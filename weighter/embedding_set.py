@@ -10,8 +10,31 @@ import numpy as np
 
 def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float = 0.5,
           min_seconds: float = 0.5) -> list[tuple[float, float]]:
-    """(start, end) seconds of the runs where one slot's weighting (T,) at ``rate`` Hz is >= threshold,
-    runs shorter than ``min_seconds`` left out."""
+    """Where one slot is heard: the runs of its weighting at or above ``threshold``.
+
+    Parameters
+    ----------
+    weighting : ndarray of shape (T,)
+        One slot's weighting over time, in [0, 1].
+    rate : float
+        Hz of the weighting.
+    duration : float
+        Seconds of the file (the last span ends there at most).
+    threshold : float, default 0.5
+    min_seconds : float, default 0.5
+        Shorter runs are left out.
+
+    Returns
+    -------
+    list of (float, float)
+        (start, end) in seconds, rounded to 10 ms.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spans(np.array([0, 0.9, 0.9, 0.9, 0.9, 0.9, 0, 0]), rate=2.0, duration=4.0) == [(0.5, 3.0)]
+    True
+    """
     edges = np.diff(np.concatenate([[0], (np.asarray(weighting) >= threshold).astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     keep = (ends - starts) / rate >= min_seconds
@@ -20,6 +43,44 @@ def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float 
 
 @dataclass
 class EmbeddingSet:
+    """One file's embedding set: N slots, each an embedding, a confidence and a weighting over time.
+
+    The embedder makes one per file (``Embedder.embed``); a store keeps them
+    (``Store.embedding_set``), queries and clustering read them. Active slots are the likes
+    (speakers) the model heard in the file.
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    embeddings : ndarray of shape (N, E), float32
+        One L2-normalised embedding per slot (E = 256 for the shipped model).
+    confidence : ndarray of shape (N,), float32
+        In [0, 1].
+    active : ndarray of shape (N,), bool
+        Confidence at or above the model's calibrated threshold (and, with a speech gate,
+        enough of the slot's weighting on speech).
+    weightings : ndarray of shape (N, T), float32
+        Each slot's weighting over time, in [0, 1], at ``timeline_rate``.
+    timeline_rate : float
+        Hz of the weightings (10 from the embedder).
+    duration : float
+        Seconds.
+    model_id : str
+        The model that made the set.
+    speech_share : ndarray of shape (N,) or None
+        Share of each slot's weighting on speech (with a speech gate only).
+    speech_gate : float or None
+        The gate it was embedded with.
+
+    Examples
+    --------
+    >>> from weighter import Embedder
+    >>> s = Embedder.load().embed(["call.flac"])[0]  # doctest: +SKIP
+    >>> s.embeddings[s.active].shape, s.spans(int(s.active.argmax()))  # doctest: +SKIP
+    ((2, 256), [(0.0, 4.3), (9.1, 12.0)])
+    """
+
     path: str
     embeddings: np.ndarray  # (N, E) float32, L2-normalised: one per slot
     confidence: np.ndarray  # (N,) float32 in [0, 1]
@@ -33,10 +94,38 @@ class EmbeddingSet:
     speech_gate: float | None = None  # the gate: a slot is active only with speech_share >= it
 
     def spans(self, slot: int, threshold: float = 0.5, min_seconds: float = 0.5) -> list[tuple[float, float]]:
-        """Where slot ``slot`` is heard: (start, end) seconds where its weighting >= threshold."""
+        """Where slot ``slot`` is heard: (start, end) seconds where its weighting >= threshold.
+
+        Parameters
+        ----------
+        slot : int
+            Slot number, 0 to N - 1.
+        threshold : float, default 0.5
+        min_seconds : float, default 0.5
+            Shorter runs are left out.
+
+        Returns
+        -------
+        list of (float, float)
+            (start, end) in seconds.
+        """
         return spans(self.weightings[slot], self.timeline_rate, self.duration, threshold, min_seconds)
 
     def to_json(self, spans: bool = True) -> dict:
+        """The set as JSON-ready Python values (what ``weighter embed --json`` prints).
+
+        Parameters
+        ----------
+        spans : bool, default True
+            Include each slot's spans.
+
+        Returns
+        -------
+        dict
+            ``path``, ``duration``, ``model_id``, ``timeline_rate``, ``slots`` (per slot:
+            ``slot``, ``confidence``, ``active``, ``embedding``, and ``spans``, ``speech_share``
+            where known) and ``weightings`` (N lists of T values).
+        """
         slots = []
         for n in range(len(self.confidence)):
             entry = {"slot": n, "confidence": round(float(self.confidence[n]), 4), "active": bool(self.active[n]),
@@ -51,6 +140,18 @@ class EmbeddingSet:
                 "weightings": [[round(float(v), 3) for v in row] for row in self.weightings]}
 
     def save(self, path: str | Path) -> None:
+        """Write the set to a compressed ``.npz`` file that ``load`` reads back.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write.
+
+        Examples
+        --------
+        >>> s.save("call.npz"); EmbeddingSet.load("call.npz").model_id == s.model_id  # doctest: +SKIP
+        True
+        """
         extra = {} if self.speech_share is None else {
             "speech_share": self.speech_share, "speech_gate": np.nan if self.speech_gate is None else self.speech_gate}
         np.savez_compressed(path, embeddings=self.embeddings, confidence=self.confidence, active=self.active,
@@ -59,6 +160,17 @@ class EmbeddingSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "EmbeddingSet":
+        """Read a set that ``save`` wrote (no pickled objects are loaded).
+
+        Parameters
+        ----------
+        path : str or Path
+            A ``.npz`` file.
+
+        Returns
+        -------
+        EmbeddingSet
+        """
         with np.load(path, allow_pickle=False) as z:
             return cls(str(z["path"]), z["embeddings"], z["confidence"], z["active"], z["weightings"],
                        float(z["timeline_rate"]), float(z["duration"]), str(z["model_id"]),

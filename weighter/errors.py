@@ -2,7 +2,15 @@
 
 
 class WeighterError(Exception):
-    """Base class: the CLI prints ``str(error)`` as one line and exits non-zero."""
+    """Base class: the CLI prints ``str(error)`` as one line and exits non-zero.
+
+    Messages speak of the library's parameters. ``cli_hint``, where an error has one, says
+    how to act on it from the command line (a ``weighter`` command); the CLI appends it.
+    """
+
+    def __init__(self, *args, cli_hint: str | None = None):
+        super().__init__(*args)
+        self.cli_hint = cli_hint
 
 
 class AudioError(WeighterError):

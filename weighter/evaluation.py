@@ -15,6 +15,8 @@ from weighter.scoring import Cohort, cohort_stats, normalised
 
 @dataclass
 class SetTruth:
+    """A model's slots for one file beside the file's truth (likes, and who speaks when)."""
+
     embeddings: np.ndarray  # (N, E) L2-normalised
     confidence: np.ndarray  # (N,)
     x: np.ndarray  # (N, T) slot weightings X on some frame grid
@@ -26,7 +28,7 @@ def distinct_active(confidence: np.ndarray, embeddings: np.ndarray, threshold: f
                     merge_cosine: float | None = None) -> np.ndarray:
     """Active slots: confidence >= threshold, and (with ``merge_cosine``) no two alike: of two
     active slots whose embeddings have cosine >= merge_cosine the less confident is dropped, as
-    a like is present in a file once (WEIGHTER.md's trap: several slots latch onto one speaker)."""
+    a like is present in a file once (a known trap: several slots latch onto one speaker)."""
     active = np.flatnonzero(confidence >= threshold)
     if merge_cosine is None or len(active) < 2:
         return active
@@ -52,6 +54,7 @@ def calibrate_threshold(items: list[SetTruth], grid=np.linspace(0.05, 0.95, 91),
 
 
 def active_slots(item: SetTruth, threshold: float, merge_cosine: float | None = None) -> np.ndarray:
+    """``distinct_active`` slots of a file, or its most confident slot when none is."""
     active = distinct_active(item.confidence, item.embeddings, threshold, merge_cosine)
     return active if len(active) else np.array([int(np.argmax(item.confidence))])
 
@@ -162,6 +165,8 @@ def slot_eer(items: list[SetTruth], threshold: float) -> float:
 
 
 def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """The error rate where false rejections of ``genuine`` scores equal false acceptances of
+    ``impostor`` scores (NaN when either is empty)."""
     if len(genuine) == 0 or len(impostor) == 0:
         return float("nan")
     thresholds = np.unique(np.concatenate([genuine, impostor]))

@@ -47,6 +47,7 @@ def timeline_png(embedding_set: EmbeddingSet, path: str | Path, groups: dict[int
 
 
 def markdown_report(path: str | Path, title: str, sections: list[tuple[str, str]]) -> None:
+    """Write a Markdown file: ``title``, then one ``##`` section per (heading, body)."""
     text = [f"# {title}", ""]
     for heading, body in sections:
         text += [f"## {heading}", "", body.rstrip(), ""]

@@ -1,4 +1,4 @@
-"""The research's claims, measured on its vector simulation (issue 6 §4; WEIGHTER.md).
+"""The research's claims, measured on its vector simulation.
 
 Setup: each file is T frames of D dimensions, ``speaker vector + N(0, sigma^2 I)``, the active
 speaker chosen by the bounded random walk of ``weighter.corpus.vectors`` (its step sets the turn
@@ -47,6 +47,7 @@ class Setting:
     min_share: float = 0.05  # a speaker heard in fewer frames is dropped (its frames go to the one before)
 
     def describe(self) -> str:
+        """The setting in one line (dimension, frames, walk step, speakers per file)."""
         return f"D={self.dim}, T={self.frames}, step={self.step}, {self.min_speakers}-{self.max_speakers} speakers"
 
 
@@ -61,9 +62,11 @@ class Files:
     speakers: np.ndarray  # (P, D)
 
     def frames(self, sigma: float) -> np.ndarray:
+        """The files' frames at noise ``sigma``: (F, T, D)."""
         return self.clean + sigma * self.z
 
     def subset(self, keep: np.ndarray) -> "Files":
+        """The files selected by ``keep`` (an index or mask over files)."""
         return Files(self.clean[keep], self.z[keep], self.labels[keep], self.likes[keep], self.speakers)
 
     def truth(self, f: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +76,7 @@ class Files:
 
 
 def make_files(setting: Setting, files: int, speakers: np.ndarray, seed: int) -> Files:
+    """``files`` seeded files of ``setting`` whose speakers are drawn from ``speakers`` (P, D)."""
     rng = np.random.default_rng(seed)
     s = setting
     labels, _, likes = draw_turns(rng, files, len(speakers), s.frames, s.min_speakers, s.max_speakers, s.step)
@@ -127,16 +131,19 @@ def group_means(frames: np.ndarray, labels: np.ndarray) -> np.ndarray:
 # Time-blind and oracle estimators: (frames (T, D), labels (T,), k) -> estimates (M, D)
 
 def ceiling(frames, labels, k):
+    """The per-speaker frame means under the true labels: the bound on every estimator."""
     return group_means(frames, labels)
 
 
 def kmeans(frames, labels, k):
+    """k-means with the true k over the frames (time-blind)."""
     from sklearn.cluster import KMeans
 
     return KMeans(k, n_init=4, random_state=0).fit(frames).cluster_centers_
 
 
 def hdbscan_pca(frames, labels, k, dims: int = 5, min_cluster_size: int = 15):
+    """HDBSCAN after PCA to ``dims`` dimensions (time-blind); estimates are the groups' frame means."""
     import hdbscan
     from sklearn.decomposition import PCA
 
@@ -160,6 +167,7 @@ def smoothed_kmeans(window: int):
 
 
 def separated_share(files: Files, sigma: float, estimator, limit: int | None = None) -> float:
+    """Share of the (first ``limit``) files at noise ``sigma`` that ``estimator`` separates."""
     frames = files.frames(sigma)
     n = len(frames) if limit is None else min(limit, len(frames))
     hits = 0
@@ -211,6 +219,7 @@ class VectorWeighter(nn.Module):
         self.scale = 10.0
 
     def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames (B, T, D) -> x, weights, confidence and estimates (B, N, D): W-weighted frame means."""
         b, t, _ = frames.shape
         mask = torch.ones(b, t, dtype=torch.bool)
         x, y = self.weighter(frames, torch.full((b,), t))
@@ -219,12 +228,15 @@ class VectorWeighter(nn.Module):
         return {"x": x, "weights": w, "confidence": c, "estimates": estimates}
 
     def like_probability(self, estimates: torch.Tensor) -> torch.Tensor:
+        """Each slot's probability of each training like, from the estimates' cosines (B, N, K)."""
         cos = F.normalize(estimates, dim=-1) @ F.normalize(self.like_vectors, dim=-1).T  # (B, N, K)
         return torch.sigmoid(self.scale * cos + self.like_bias)
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """How the vector weighter is trained (each setting described beside it)."""
+
     steps: int = 1500
     batch: int = 64
     lr: float = 3e-3

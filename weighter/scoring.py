@@ -10,14 +10,10 @@ by each side's statistics:
 
     score(a, b) = ((cos - mean_a) / spread_a + (cos - mean_b) / spread_b) / 2
 
-Why not a cohort drawn from the user's own corpus (adaptive s-norm)? Measured: it gained
-more on the generator's corpora, where every speaker is heard in a few percent of the files
-(validation mAP 0.899 -> 0.930), but a speaker heard in many files (a host, an agent) then
-fills his own cohort with his true matches and they are normalised away: the real-speech
-check (one real man in 8 of 16 files) fell from precision@7 0.875 to 0.536. With the training
-identities as the cohort it rose to 0.964 (the fifth session's model, 707 cohort slots; the
-sixth session's: 0.821 -> 0.875), while the synthetic held-out mAP barely moved (0.848 ->
-0.849). Figures: ``benchmarks/score_norm.py``.
+The cohort is the model's training identities rather than slots of the user's own corpus
+(adaptive s-norm): a speaker heard in many files (a host, an agent) would fill his own cohort
+with his true matches and have them normalised away. Measurements: ``docs/results.md``
+("score norm"), reasoning in full: ``docs/code-notes.md``.
 """
 
 from __future__ import annotations

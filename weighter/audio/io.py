@@ -23,6 +23,20 @@ SILENCE_PEAK = 1e-4  # full scale: below this everywhere, a file carries no sign
 
 @dataclass(frozen=True)
 class AudioInfo:
+    """What an audio file's header says (nothing decoded): see ``audio_info``.
+
+    Attributes
+    ----------
+    path : str
+    sample_rate : int
+        Hz, as stored.
+    channels : int
+    frames : int
+        Samples per channel, as stored.
+    format : str
+        libsndfile's name for the container (``"WAV"``, ``"FLAC"``, ...).
+    """
+
     path: str
     sample_rate: int  # Hz, as stored
     channels: int
@@ -30,13 +44,28 @@ class AudioInfo:
     format: str
 
     @property
-    def duration(self) -> float:  # seconds
+    def duration(self) -> float:
+        """Length in seconds."""
         return self.frames / self.sample_rate
 
 
 @dataclass(frozen=True)
 class AudioStats:
-    """What one full pass over a file measured (at the target sample rate)."""
+    """What one full pass over a file measured (at the target sample rate): see ``scan_audio``.
+
+    Attributes
+    ----------
+    path : str
+    duration : float
+        Seconds.
+    sample_rate : int
+        Hz, as stored.
+    channels : int
+    peak : float
+        Largest absolute sample of the mono signal, full scale 1.0.
+    rms_db : float
+        RMS level over the whole file, dBFS.
+    """
 
     path: str
     duration: float  # seconds
@@ -47,7 +76,28 @@ class AudioStats:
 
 
 def audio_info(path: str | Path) -> AudioInfo:
-    """Header facts of an audio file, or an AudioError saying why it cannot be used."""
+    """Read an audio file's header, or say why the file cannot be used.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file libsndfile reads (wav, flac, ogg, mp3, ...).
+
+    Returns
+    -------
+    AudioInfo
+
+    Raises
+    ------
+    AudioError
+        Missing, a directory, empty, not audio, or no samples.
+
+    Examples
+    --------
+    >>> from weighter.audio import audio_info
+    >>> audio_info("call.flac").duration  # doctest: +SKIP
+    42.5
+    """
     path = Path(path)
     if not path.exists():
         raise AudioError(path, "no such file")
@@ -69,10 +119,34 @@ def stream_audio(
     sample_rate: int = SAMPLE_RATE,
     chunk_seconds: float = 60.0,
 ) -> Iterator[np.ndarray]:
-    """Yield consecutive mono float32 chunks of ``chunk_seconds`` (the last may be shorter).
+    """Decode a file in consecutive chunks, mono, at ``sample_rate``: memory stays bounded.
 
     Chunks are resampled with 100 ms of context on each side and trimmed, so their
     concatenation equals resampling the whole file up to edge effects far below audibility.
+
+    Parameters
+    ----------
+    path : str or Path
+        An audio file.
+    sample_rate : int, default 16000
+        Hz of the chunks (the file is resampled when it is stored at another rate).
+    chunk_seconds : float, default 60.0
+        Seconds per chunk; the last may be shorter.
+
+    Yields
+    ------
+    ndarray of shape (samples,), float32
+        Channels averaged, full scale 1.0.
+
+    Raises
+    ------
+    AudioError
+        The file is unusable (see ``audio_info``) or decoding fails.
+
+    Examples
+    --------
+    >>> from weighter.audio import stream_audio
+    >>> seconds = sum(len(c) for c in stream_audio("long.flac")) / 16000  # doctest: +SKIP
     """
     info = audio_info(path)
     sr_in = info.sample_rate
@@ -109,7 +183,34 @@ def load_audio(
     sample_rate: int = SAMPLE_RATE,
     min_seconds: float = 0.0,
 ) -> np.ndarray:
-    """The whole file as mono float32 at ``sample_rate``; raises AudioError on unusable input."""
+    """Decode a whole file, mono, at ``sample_rate``.
+
+    Parameters
+    ----------
+    path : str or Path
+        An audio file.
+    sample_rate : int, default 16000
+        Hz of the result.
+    min_seconds : float, default 0.0
+        Shorter files are refused.
+
+    Returns
+    -------
+    ndarray of shape (samples,), float32
+        Channels averaged, full scale 1.0.
+
+    Raises
+    ------
+    AudioError
+        Unusable, shorter than ``min_seconds``, or all silent.
+
+    Examples
+    --------
+    >>> from weighter.audio import load_audio
+    >>> audio = load_audio("call.flac")  # doctest: +SKIP
+    >>> audio.dtype, audio.ndim  # doctest: +SKIP
+    (dtype('float32'), 1)
+    """
     chunks = list(stream_audio(path, sample_rate))
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     _validate(path, len(audio) / sample_rate, float(np.abs(audio).max(initial=0.0)), min_seconds)
@@ -122,7 +223,34 @@ def scan_audio(
     min_seconds: float = 0.0,
     chunk_seconds: float = 60.0,
 ) -> AudioStats:
-    """Decode the whole file once, in chunks, and measure it; raises AudioError when unusable."""
+    """Decode a whole file once, in chunks, and measure it (what ``weighter scan`` reports).
+
+    Parameters
+    ----------
+    path : str or Path
+        An audio file.
+    sample_rate : int, default 16000
+        Hz it is decoded at, as the embedder reads it.
+    min_seconds : float, default 0.0
+        Shorter files are refused.
+    chunk_seconds : float, default 60.0
+        Seconds decoded at a time.
+
+    Returns
+    -------
+    AudioStats
+
+    Raises
+    ------
+    AudioError
+        Unusable, shorter than ``min_seconds``, or all silent.
+
+    Examples
+    --------
+    >>> from weighter.audio import scan_audio
+    >>> scan_audio("call.flac", min_seconds=0.5).rms_db  # doctest: +SKIP
+    -23.4
+    """
     info = audio_info(path)
     samples, peak, energy = 0, 0.0, 0.0
     for chunk in stream_audio(path, sample_rate, chunk_seconds):

@@ -19,14 +19,58 @@ LIKES_SEPARATOR = ";"
 
 @dataclass(frozen=True)
 class AudioSource:
-    """One input file and, when a manifest gave them, its file-level likes."""
+    """One input file and, when a manifest gave them, its file-level likes.
+
+    Attributes
+    ----------
+    path : Path
+        The audio file.
+    likes : tuple of str
+        File-level labels (e.g. the speakers of a call); empty when none are known.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from weighter.audio import AudioSource
+    >>> AudioSource(Path("calls/001.flac"), ("alice", "bob")).likes
+    ('alice', 'bob')
+    """
 
     path: Path
     likes: tuple[str, ...] = field(default=())
 
 
 def discover(target: str | Path, require_likes: bool = False) -> list[AudioSource]:
-    """Expand a file, directory (recursive), file list (.txt/.lst) or manifest (.csv)."""
+    """Expand what a user points at into audio sources.
+
+    Parameters
+    ----------
+    target : str or Path
+        An audio file; a directory (searched recursively for ``AUDIO_EXTENSIONS``); a file list
+        (``.txt`` or ``.lst``, one path a line, ``#`` comments); or a manifest (``.csv``, see
+        ``read_manifest``). Relative paths in lists and manifests are relative to their file.
+    require_likes : bool, default False
+        Refuse a target where no file carries likes (training needs them).
+
+    Returns
+    -------
+    list of AudioSource
+        In a stable order (sorted paths for a directory, file order otherwise).
+
+    Raises
+    ------
+    WeighterError
+        No such file or directory, or a directory without audio files.
+    ManifestError
+        A malformed list or manifest, or no likes where ``require_likes``.
+
+    Examples
+    --------
+    >>> from weighter.audio import discover
+    >>> sources = discover("corpus/manifest.csv")  # doctest: +SKIP
+    >>> sources[0].path, sources[0].likes  # doctest: +SKIP
+    (PosixPath('corpus/audio/conv_00000.flac'), ('espeak-en-us+0',))
+    """
     target = Path(target)
     if not target.exists():
         raise WeighterError(f"{target}: no such file or directory")
@@ -47,6 +91,30 @@ def discover(target: str | Path, require_likes: bool = False) -> list[AudioSourc
 
 
 def read_manifest(path: str | Path) -> list[AudioSource]:
+    """Read a manifest CSV: a header row with at least ``path``, optionally ``likes``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV (UTF-8). ``likes`` separates labels with ``;``; relative paths are taken
+        relative to the manifest's directory.
+
+    Returns
+    -------
+    list of AudioSource
+        One per row, in file order.
+
+    Raises
+    ------
+    ManifestError
+        Not UTF-8, malformed, no ``path`` column, an empty path, or no rows.
+
+    Examples
+    --------
+    >>> from weighter.audio import read_manifest
+    >>> [s.likes for s in read_manifest("corpus/manifest.csv")][:2]  # doctest: +SKIP
+    [('alice', 'bob'), ('carol',)]
+    """
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
@@ -75,6 +143,22 @@ def read_manifest(path: str | Path) -> list[AudioSource]:
 
 
 def write_manifest(path: str | Path, rows: list[AudioSource]) -> None:
+    """Write a manifest CSV (``path,likes``) that ``read_manifest`` reads back.
+
+    Paths under the manifest's directory are written relative to it, so the folder can move.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV to write (replaced if it exists).
+    rows : list of AudioSource
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from weighter.audio import AudioSource, write_manifest
+    >>> write_manifest("c/manifest.csv", [AudioSource(Path("c/a.flac"), ("alice",))])  # doctest: +SKIP
+    """
     path = Path(path)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")

@@ -1,88 +1,133 @@
-"""Discovered groups: HDBSCAN over slot embeddings, after PCA, sklearn-style.
+"""Discovered groups: HDBSCAN over slot embeddings, after PCA, as a scikit-learn estimator.
 
 ``SlotClusterer(...).fit(X)`` sets ``labels_`` (-1 = outlier), ``probabilities_`` and the state
 that ``predict`` needs to place new slots into the fitted groups without re-clustering.
 
 Scale: HDBSCAN is fitted on at most ``sample_size`` slots (a random sample); every other slot
-is then assigned by ``predict``. Prediction follows HDBSCAN's approximate_predict: a new point
-goes to the group of the fitted point nearest to it in *mutual reachability* distance
-max(core(a), core(b), d(a, b)), if that point is in a group; its membership is that point's
-core distance over the mutual reachability distance (1 when it sits inside the core). The
+is then assigned by ``predict``, as HDBSCAN's approximate_predict does: to the group of the
+fitted point nearest in *mutual reachability* distance, max(core(a), core(b), d(a, b)). The
 state is plain arrays (PCA basis, fitted points, core distances, labels), stored in SQLite,
 never pickled.
 
-The space: PCA (64 dimensions by default); each component divided by the square root of
-max(its variance, the mean variance of the kept components) over the fitted sample (capped
-whitening: the strong components are brought down to the mean, weak ones are never lifted);
-each slot then scaled to unit length. The aim: the weaker components, where near-identical
-voices may differ, count for more against the few strong ones (voice families, pitch). Full
-whitening lifted pure-noise components as high as real ones when a corpus has fewer speakers
-than dimensions, and lost well-separated groups. ``whiten=False`` keeps plain PCA distances
-(how runs were made before).
+The space: PCA, capped whitening (components stronger than the mean variance are brought down
+to it, weaker ones are never lifted), then unit length, so that the weak components where
+near-identical voices differ count for more against the few strong ones (voice families,
+pitch). ``whiten=False`` keeps plain PCA distances. Measurements: ``docs/results.md``
+("cluster whitening"); the reasoning in full: ``docs/code-notes.md``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
 
 from weighter.cluster.mst import hdbscan_from_mst
 from weighter.cluster.split import split_groups
 
 
-# How far beyond its farthest member a group still takes a new slot (SlotClusterer._group_reach).
-# `python benchmarks/cluster_assign.py --split validation --seeds 5 6 7 --group-slack ...` (files
-# added after a run of 80; strangers from the first probe bank): slack 2.0 / 1.5 / 1.25 / 1.0
-# placed 0.990 / 0.990 / 0.962 / 0.837 of known speakers' slots in their group and kept 0.573 /
-# 0.653 / 0.800 / 0.973 of strangers' slots out of every group.
+# How far beyond its farthest member a group still takes a new slot, as a multiple of that
+# member's distance (``_group_reach``). Measured: docs/results.md, "cluster assign, group slack".
 GROUP_SLACK = 1.5
 # FAISS computes squared distances in float32: a slot and its exact copy can come out up to
 # ~1e-3 apart after the square root (unit-scale slots), never a real difference between voices.
 DISTANCE_NOISE = 1e-3
-# HDBSCAN's min_samples: 1 makes the core distance a slot's nearest other slot. A speaker is
-# often heard in only a few files, so larger values call many of his slots noise. Measured on
-# 100 validation files (`python benchmarks/cluster_tuning.py`, shipped model with its slot
-# split, PCA 64, eom): min_samples 1 / 2 / 3 gave outliers 3.2% / 7.1% / 10.7%, link F1
-# 0.900 / 0.885 / 0.829. (PCA dimensions: see DEFAULT_PCA_DIMS.)
+# HDBSCAN's min_samples: 1 makes the core distance a slot's nearest other slot, since a speaker
+# heard in few files would otherwise be called noise. Measured: docs/results.md, "cluster tuning".
 DEFAULT_MIN_SAMPLES = 1
-# Capped whitening, unit length (`python benchmarks/cluster_tuning.py --seeds 5 6 7 8 9 --pca 32
-# 64 --whiten on off --min-samples 1 --methods eom [--probe-voices 12]`, shipped model; rules
-# e3e4575, e79288e): link F1 / ARI on five validation corpora, PCA 32 0.858 / 0.854, 64 0.867 /
-# 0.869 (plain 64, the default before: 0.862 / 0.856); on five probe corpora of near-identical
-# voices 0.705 / 0.688 and 0.703 / 0.688 (plain 64: 0.695 / 0.672). Both passed; 32 was taken by
-# 0.001 of probe gain. On fresh corpora (rule e2623ea: five validation corpora of seeds 10-14,
-# five of a second probe bank, `--probe-voices 12 --bank-seed 1`) 64 led 32 by 0.009 over the
-# four figures (validation 0.848 / 0.840 vs 0.856 / 0.843, probe 0.731 / 0.715 vs 0.712 /
-# 0.686; plain 64 0.852 / 0.832 and 0.716 / 0.687): 64.
+# PCA dimensions kept before HDBSCAN (capped whitening, unit length); 64 led 32 on fresh
+# validation and probe corpora. Measured: docs/results.md, "cluster whitening".
 DEFAULT_PCA_DIMS = 64
-# A group's persistence (hdbscan's cluster_persistence_: how long, in the condensed tree, the
-# group holds together before it falls apart, 0-1) says how clearly it stands apart.
-# `python benchmarks/cluster_persistence.py` (shipped model, six 100-file corpora: held-out
-# seeds 7, 8, validation 5, 6, probe 5, 6; 224 groups): the share of a group's file pairs that
-# truly share a speaker was 0.70 for groups of persistence 0.02-0.05, 0.76-0.79 for 0.05-0.2,
-# 0.91-0.93 above 0.2; each corpus's strongest group 0.52-0.83. Where nobody speaks in two files
-# HDBSCAN still finds groups: one file per speaker of those corpora (15-24 slots) gave at most
-# 0.04-0.06, or 0.17-0.18 where near-identical voices were among them (the model hears such a
-# family as one speaker); random unit vectors in 256-d (12, 50, 300) at most 0.079 (in 16-d, up
-# to 0.17: few dimensions make chance structure). Below this for every group, a run warns.
+# A group's persistence (0-1: how long it holds together in the condensed tree) below which, for
+# every group, a run warns that its groups may be chance. Measured: docs/results.md, "cluster persistence".
 LOW_PERSISTENCE = 0.1
-# ``split_evidence``: a group holding two voices is split in two when two Gaussians along its
-# main direction beat one by more than this much BIC (weighter.cluster.split). Off by default:
-# under rule e8cc193, evidence 5 on fresh corpora (`python benchmarks/cluster_tuning.py --seeds
-# 20 21 22 23 24 --pca 64 --min-samples 1 --methods eom --split-evidence none 5`, and with
-# `--probe-voices 12 --bank-seed 3 --seeds 5 6 7 8 9`) moved link F1 / ARI from 0.8685 / 0.8667
-# to 0.8529 / 0.8557 on validation voices, from 0.7235 / 0.7129 to 0.7386 / 0.7336 on probe
-# voices (near-identical pairs): it splits merged look-alikes and, about as often, one voice.
+# ``split_evidence`` (BIC by which two Gaussians must beat one to split a group) is off by default:
+# it splits merged look-alikes and about as often one voice. docs/results.md, "cluster group split".
 
 
 def default_min_cluster_size(n_fit: int) -> int:
-    """Smallest group, in slots of the fitted sample: 3 up to 4k slots, then growing with
-    log2 of the sample (5 at 30k). A like must recur in a few files; much larger minima would
-    hide the speakers heard in few files (at 100k slots of 2000 speakers, a 30k sample holds
-    about 15 slots of each)."""
+    """The smallest group, in slots, when ``min_cluster_size`` is not given.
+
+    3 up to 4k slots, then growing with log2 of the sample (5 at 30k). A like must recur in a
+    few files; much larger minima would hide the speakers heard in few files (at 100k slots of
+    2000 speakers, a 30k sample holds about 15 slots of each).
+
+    Parameters
+    ----------
+    n_fit : int
+        Slots HDBSCAN is fitted on (the sample, at most ``sample_size``).
+
+    Returns
+    -------
+    int
+        The smallest group size, at least 3.
+
+    Examples
+    --------
+    >>> default_min_cluster_size(1000), default_min_cluster_size(30_000)
+    (3, 5)
+    """
     return int(max(3, int(np.log2(max(n_fit, 2))) - 9))
 
 
-class SlotClusterer:
+class SlotClusterer(ClusterMixin, BaseEstimator):
+    """HDBSCAN over slot embeddings in a whitened PCA space; new slots placed without refitting.
+
+    A scikit-learn estimator: the constructor only stores its hyperparameters, so
+    ``get_params``, ``set_params`` and ``sklearn.base.clone`` work; ``fit`` learns the groups
+    and sets the attributes that end in ``_``.
+
+    Parameters
+    ----------
+    min_cluster_size : int or None, default None
+        Smallest group, in slots of the fitted sample; None: ``default_min_cluster_size``.
+    min_samples : int or None, default None
+        HDBSCAN's min_samples (larger: more conservative, more outliers); None: 1.
+    pca_dims : int, default 64
+        PCA dimensions kept before HDBSCAN; 0 keeps the embedding space.
+    sample_size : int, default 30000
+        HDBSCAN is fitted on at most this many slots (a seeded random sample); the rest are
+        placed by ``predict``.
+    cluster_selection_method : {"eom", "leaf"}, default "eom"
+        HDBSCAN's cluster selection.
+    random_state : int, default 0
+        Seed of the sample.
+    whiten : bool, default True
+        Capped whitening and unit length after PCA; False keeps plain PCA distances.
+    split_evidence : float or None, default None
+        Split a group holding two voices when two Gaussians along its main direction beat one
+        by more than this much BIC (``weighter.cluster.split``); None: never.
+    group_slack : float, default 1.5
+        How far beyond its farthest member a group takes a new slot, as a multiple of that
+        member's distance.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_slots,), int64
+        Group of each fitted slot, -1 for outliers.
+    probabilities_ : ndarray of shape (n_slots,), float32
+        Membership strength of each slot in its group, in [0, 1] (0 for outliers).
+    persistence_ : ndarray of shape (n_groups,), float32
+        How long each group holds together in HDBSCAN's condensed tree, 0-1.
+    sample_ : ndarray of int
+        Indices of the slots HDBSCAN was fitted on.
+    min_cluster_size_, min_samples_ : int
+        The values used (the defaults resolved).
+    mean_, components_, scale_ : ndarray
+        The PCA mean (E,), basis (d, E) and whitening scale (d,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from weighter import SlotClusterer
+    >>> rng = np.random.default_rng(0)
+    >>> centres = rng.normal(size=(3, 32))
+    >>> X = np.repeat(centres, 20, axis=0) + rng.normal(0, 0.05, (60, 32))  # 3 voices x 20 slots
+    >>> clusterer = SlotClusterer(pca_dims=16).fit(X)
+    >>> len(set(clusterer.labels_) - {-1})
+    3
+    >>> labels, strength = clusterer.predict(X[:2])
+    """
+
     def __init__(self, min_cluster_size: int | None = None, min_samples: int | None = None,
                  pca_dims: int = DEFAULT_PCA_DIMS, sample_size: int = 30_000, cluster_selection_method: str = "eom",
                  random_state: int = 0, whiten: bool = True, split_evidence: float | None = None,
@@ -97,13 +142,26 @@ class SlotClusterer:
         self.split_evidence = split_evidence
         self.group_slack = group_slack
 
-    def get_params(self) -> dict:
-        return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples, "pca_dims": self.pca_dims,
-                "sample_size": self.sample_size, "cluster_selection_method": self.cluster_selection_method,
-                "random_state": self.random_state, "whiten": self.whiten,
-                "split_evidence": self.split_evidence, "group_slack": self.group_slack}
+    def fit(self, X: np.ndarray, y=None) -> "SlotClusterer":
+        """Find the groups among slots ``X``.
 
-    def fit(self, X: np.ndarray) -> "SlotClusterer":
+        Parameters
+        ----------
+        X : array-like of shape (n_slots, E)
+            Slot embeddings (unit length, as the embedder writes them); at least 2 slots.
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        Returns
+        -------
+        SlotClusterer
+            ``self``, with ``labels_``, ``probabilities_`` and the state ``predict`` needs.
+
+        Raises
+        ------
+        ValueError
+            Fewer than 2 slots.
+        """
         X = np.asarray(X, dtype=np.float32)
         n = len(X)
         if n < 2:
@@ -155,11 +213,39 @@ class SlotClusterer:
         return int((self.split_from_ != np.arange(len(self.split_from_))).sum())
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """Slots in the clustering space (PCA; whitened and unit length unless ``whiten=False``)."""
+        """Slots in the clustering space.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_slots, E)
+            Slot embeddings.
+
+        Returns
+        -------
+        ndarray of shape (n_slots, d), float32
+            PCA coordinates; whitened and unit length unless ``whiten=False``.
+        """
         return self._space(X)[0]
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and membership strengths of new slots in the fitted groups (no re-clustering)."""
+        """Place new slots into the fitted groups, without re-clustering.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_slots, E)
+            Slot embeddings.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_slots,), int64
+            The group of each slot, -1 where it is too far from every group.
+        strength : ndarray of shape (n_slots,), float32
+            Membership strength in [0, 1] (0 for -1).
+
+        Examples
+        --------
+        >>> labels, strength = SlotClusterer().fit(X).predict(new_slots)  # doctest: +SKIP
+        """
         return self._assign(*self._space(X))
 
     def _space(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,8 +285,23 @@ class SlotClusterer:
         return labels, strength
 
     def nearest_group(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The group of the nearest grouped fitted point and the membership strength, however far
-        (``--assign-outliers`` then keeps those above a chosen strength)."""
+        """The group of the nearest grouped fitted slot, however far (unlike ``predict``).
+
+        ``cluster_store(..., assign_outliers=s)`` uses it to place outliers whose strength is at
+        least ``s``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_slots, E)
+            Slot embeddings.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_slots,)
+            The nearest group (-1 only when the fit found no group).
+        strength : ndarray of shape (n_slots,), float32
+            Membership strength in that group, in [0, 1].
+        """
         grouped = self.point_labels_ >= 0
         if not grouped.any():
             return np.full(len(X), -1), np.zeros(len(X), np.float32)
@@ -241,6 +342,13 @@ class SlotClusterer:
         return reach
 
     def state(self) -> dict[str, np.ndarray]:
+        """The fitted state as plain arrays (what a clustering run stores in SQLite).
+
+        Returns
+        -------
+        dict of str to ndarray
+            Everything ``from_state`` needs to ``predict`` again.
+        """
         return {"mean": self.mean_, "components": self.components_, "points": self.points_, "residual": self.residual_, "reach": self.reach_,
                 "point_labels": self.point_labels_, "core": self.core_,
                 "whiten": np.array(self.whiten_), "scale": self.scale_, "persistence": self.persistence_,
@@ -248,6 +356,22 @@ class SlotClusterer:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "SlotClusterer":
+        """A fitted clusterer rebuilt from ``state()`` (its hyperparameters are the defaults).
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            As ``state()`` returned it, or as a clustering run stored it.
+
+        Returns
+        -------
+        SlotClusterer
+            Ready for ``predict``, ``transform`` and ``nearest_group``.
+
+        Examples
+        --------
+        >>> again = SlotClusterer.from_state(clusterer.state())  # doctest: +SKIP
+        """
         c = cls()
         c.mean_, c.components_, c.points_ = state["mean"], state["components"], state["points"]
         c.point_labels_, c.core_, c.residual_ = state["point_labels"], state["core"], state["residual"]

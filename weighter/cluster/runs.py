@@ -35,6 +35,25 @@ CREATE TABLE IF NOT EXISTS cluster_members (
 
 @dataclass
 class Member:
+    """One slot's place in a clustering run (``assign_set`` returns them).
+
+    Attributes
+    ----------
+    file : str
+    slot : int
+        Slot number in its file.
+    slot_id : int
+        The store's vector id of the slot (-1 until it is stored).
+    group : int
+        The group, -1 for an outlier.
+    probability : float
+        Membership strength, in [0, 1].
+    how : str
+        ``"fitted"``, ``"sampled"``, ``"outlier-assigned"`` or ``"added"``.
+    spans : list of (float, float)
+        Seconds where the slot is heard.
+    """
+
     file: str
     slot: int
     slot_id: int
@@ -45,7 +64,36 @@ class Member:
 
 
 def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float | None = None) -> int:
-    """Fit on the store's active slots, persist the run; returns the run id."""
+    """Cluster a store's active slots and keep the run in the store.
+
+    Parameters
+    ----------
+    store : Store
+        A store with at least 2 active slots.
+    clusterer : SlotClusterer
+        Unfitted (it is fitted here); its parameters are recorded with the run.
+    assign_outliers : float or None
+        Also place an outlier in its nearest group when its membership strength is at least
+        this (0-1); None: outliers stay outliers.
+
+    Returns
+    -------
+    int
+        The run's id (``run_result`` reads it back, ``assign_set`` places new files into it).
+
+    Raises
+    ------
+    WeighterError
+        Fewer than 2 active slots.
+
+    Examples
+    --------
+    >>> from weighter import SlotClusterer, Store, cluster_store, run_result
+    >>> with Store("calls.store") as store:  # doctest: +SKIP
+    ...     run = cluster_store(store, SlotClusterer())
+    ...     print(run_result(store, run)["run"]["groups"], "groups")
+    12 groups
+    """
     with store.writing():
         store.db.executescript(SCHEMA)
         ids, emb = store.active_vectors()
@@ -87,17 +135,52 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
 
 
 def latest_run(store: Store, run: int | None = None) -> int:
+    """The id of the store's latest clustering run, or check that run ``run`` exists.
+
+    Parameters
+    ----------
+    store : Store
+    run : int or None
+        A run id to check; None: the latest.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    WeighterError
+        No run (or no run ``run``) in the store.
+    """
     store.db.executescript(SCHEMA)
     row = store.db.execute("SELECT MAX(id) FROM cluster_runs" if run is None else
                            "SELECT id FROM cluster_runs WHERE id = ?", () if run is None else (run,)).fetchone()
     if row is None or row[0] is None:
         raise WeighterError(f"{store.directory}: no clustering run{'' if run is None else f' {run}'} "
-                            "(run `weighter cluster --store DIR` first)")
+                            "(cluster the store first: cluster_store)",
+                            cli_hint=f"`weighter cluster --store {store.directory}`")
     return int(row[0])
 
 
 def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
-    """{"run": ..., "groups": [{"id", "size", "files", "persistence", "members": [...]}], "outliers": [...]}"""
+    """A clustering run's groups and members, as JSON-ready values.
+
+    Parameters
+    ----------
+    store : Store
+    run : int
+        A run id (``cluster_store``, ``latest_run``).
+    with_spans : bool, default True
+        Give each member the seconds where its slot is heard (reads every member's set).
+
+    Returns
+    -------
+    dict
+        ``{"run": {"id", "created", "model_id", "params", "slots", "groups", "outlier_share",
+        "strongest_persistence", "groups_may_be_chance"}, "groups": [{"id", "size", "files",
+        "persistence", "members": [...]}], "outliers": [...]}``, groups largest first; each
+        member ``{"file", "slot", "probability", "how", "spans"}``.
+    """
     meta = store.db.execute("SELECT id, created, model_id, params, slots, groups, outlier_share FROM cluster_runs "
                             "WHERE id = ?", (run,)).fetchone()
     rows = store.db.execute(
@@ -132,12 +215,35 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
 
 
 def group_persistence(store: Store, run: int) -> np.ndarray | None:
-    """Each group's persistence in the run (clusterer.LOW_PERSISTENCE), None for runs stored
-    before it was kept. Reads that one array of the run's state, not its fitted points."""
+    """Each group's persistence in a run (0-1; see ``clusterer.LOW_PERSISTENCE``).
+
+    Reads that one array of the run's state, not its fitted points.
+
+    Parameters
+    ----------
+    store : Store
+    run : int
+
+    Returns
+    -------
+    ndarray of shape (n_groups,) or None
+        None for runs stored before persistence was kept.
+    """
     return _run_state(store, run, ("persistence",)).get("persistence")
 
 
 def load_clusterer(store: Store, run: int) -> SlotClusterer:
+    """The fitted clusterer of a stored run, ready to ``predict``.
+
+    Parameters
+    ----------
+    store : Store
+    run : int
+
+    Returns
+    -------
+    SlotClusterer
+    """
     return SlotClusterer.from_state(_run_state(store, run))
 
 
@@ -150,7 +256,33 @@ def _run_state(store: Store, run: int, keys: tuple[str, ...] | None = None) -> d
 
 
 def assign_set(store: Store, run: int, embedding_set: EmbeddingSet, persist: bool) -> list[Member]:
-    """Place a file's active slots into the run's groups (no re-clustering)."""
+    """Place a file's active slots into a run's groups, without re-clustering.
+
+    Parameters
+    ----------
+    store : Store
+    run : int
+        The run (``latest_run(store)`` for the latest).
+    embedding_set : EmbeddingSet
+        The file's set (its most confident slot stands in when none is active).
+    persist : bool
+        Record the placements in the run (the file must be in the store); a slot the run
+        already placed keeps its membership.
+
+    Returns
+    -------
+    list of Member
+        One per placed slot; ``group`` -1 where the slot fits no group.
+
+    Examples
+    --------
+    >>> from weighter import Embedder, Store, assign_set
+    >>> from weighter.cluster import latest_run
+    >>> with Store("calls.store") as store:  # doctest: +SKIP
+    ...     new = Embedder.load().embed(["new.flac"])[0]
+    ...     [(m.slot, m.group) for m in assign_set(store, latest_run(store), new, persist=False)]
+    [(0, 4), (2, -1)]
+    """
     clusterer = load_clusterer(store, run)
     active = np.flatnonzero(embedding_set.active)
     if not len(active):
@@ -172,6 +304,15 @@ def assign_set(store: Store, run: int, embedding_set: EmbeddingSet, persist: boo
 
 
 def export_csv(result: dict, path: str | Path) -> None:
+    """Write a run's members to CSV: group, file, slot, probability, how, spans, group_persistence.
+
+    Parameters
+    ----------
+    result : dict
+        As ``run_result`` returns it; outliers are written with group -1.
+    path : str or Path
+        The CSV file to write.
+    """
     import csv
 
     with open(path, "w", newline="") as handle:
@@ -187,9 +328,18 @@ def export_csv(result: dict, path: str | Path) -> None:
 
 
 def draw_map(store: Store, run: int, path: str | Path) -> None:
-    """A 2-D map of the run's slots coloured by group, drawn from the space the run clustered in
-    (its PCA, whitening and unit length): t-SNE up to 3000 slots, else that space's first two
-    principal directions."""
+    """Draw a 2-D map of a run's slots, coloured by group, to a PNG file.
+
+    Drawn from the space the run clustered in (its PCA, whitening and unit length): t-SNE up to
+    3000 slots, else that space's first two principal directions.
+
+    Parameters
+    ----------
+    store : Store
+    run : int
+    path : str or Path
+        The image file to write (matplotlib picks the format by its suffix).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -62,6 +62,7 @@ class BankSpec:
     probe_voices: int = 0
 
     def key(self) -> str:
+        """12 hex digits naming the bank these settings build (its cache directory)."""
         fields = [BANK_FORMAT, sorted(self.engines), self.clips_per_identity, self.max_voices, self.seed]
         if self.invented_voices:  # banks without invented voices keep the key (and cache) they had
             fields.append(self.invented_voices)
@@ -73,6 +74,7 @@ class BankSpec:
 
 
 def default_bank_dir(spec: BankSpec) -> Path:
+    """Where a bank is cached by default: ``$WEIGHTER_CACHE`` (or ``~/.cache/weighter``)/bank-<key>."""
     root = Path(os.environ.get("WEIGHTER_CACHE", Path.home() / ".cache" / "weighter"))
     return root / f"bank-{spec.key()}"
 
@@ -103,6 +105,7 @@ class UtteranceBank:
         return [i for i, e in self._by_id.items() if (split is None or e["split"] == split) and i not in rejected]
 
     def identity(self, identity_id: str) -> dict:
+        """An identity's entry in the bank index: its split, voice, pitch and clips."""
         return self._by_id[identity_id]
 
     def clips(self, identity_id: str) -> list[np.ndarray]:
@@ -140,6 +143,7 @@ class UtteranceBank:
         return {s: sorted(p) for s, p in table.items()}
 
     def summary(self) -> dict:
+        """Counts (identities, per split, clips, seconds of audio) and the distinctness check."""
         seconds = sum(c["duration"] for e in self._by_id.values() for c in e["clips"])
         per_split = {s: len(self.identities(s)) for s in SPLITS}  # usable identities
         return {"directory": str(self.directory), "identities": len(self._by_id), "per_split": per_split,
@@ -149,6 +153,30 @@ class UtteranceBank:
 
 def open_or_build_bank(spec: BankSpec, directory: str | Path | None = None, jobs: int = 2,
                        progress: bool = True) -> UtteranceBank:
+    """Open the bank of ``spec``, building it first when it is not there.
+
+    Parameters
+    ----------
+    spec : BankSpec
+        The bank's settings (TTS engines, voices, clips per identity, seed, ...).
+    directory : str, Path or None
+        Where the bank is; None: ``default_bank_dir(spec)``, a cache shared by runs.
+    jobs : int, default 2
+        Parallel TTS processes while building.
+    progress : bool, default True
+        Show a progress bar while building.
+
+    Returns
+    -------
+    UtteranceBank
+
+    Examples
+    --------
+    >>> from weighter import BankSpec, open_or_build_bank
+    >>> bank = open_or_build_bank(BankSpec(max_voices=5, clips_per_identity=3))  # doctest: +SKIP
+    >>> len(bank.identities("heldout"))  # doctest: +SKIP
+    3
+    """
     directory = Path(directory) if directory else default_bank_dir(spec)
     if (directory / "bank.json").exists():
         return UtteranceBank(directory)
@@ -202,6 +230,27 @@ def compact_bank(bank: UtteranceBank, directory: str | Path, splits: tuple[str, 
 
 
 def build_bank(spec: BankSpec, directory: str | Path, jobs: int = 2, progress: bool = True) -> UtteranceBank:
+    """Build a new bank in ``directory``: speak every identity's clips with the TTS engines,
+    check that identities are distinct, and write the bank index last.
+
+    Parameters
+    ----------
+    spec : BankSpec
+    directory : str or Path
+        Must not hold a bank yet.
+    jobs : int, default 2
+        Parallel TTS processes.
+    progress : bool, default True
+
+    Returns
+    -------
+    UtteranceBank
+
+    Raises
+    ------
+    CorpusError
+        A bank already there, a missing TTS engine, or impossible settings.
+    """
     directory = Path(directory)
     if (directory / "bank.json").exists():
         raise CorpusError(f"{directory}: a bank already exists there (delete it to rebuild)")

@@ -26,6 +26,7 @@ def distort(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> tu
 
 
 def mp3(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """An MP3 round trip at a random constant bitrate, realigned to the input (same length)."""
     import soundfile as sf
 
     buffer = io.BytesIO()
@@ -48,11 +49,13 @@ def _delay(decoded: np.ndarray, audio: np.ndarray, longest: int = 4000) -> int:
 
 
 def clipping(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Overdrive by 6-20 dB, then hard clipping at full scale or tanh saturation."""
     driven = audio * 10 ** (rng.uniform(6, 20) / 20)
     return np.clip(driven, -1, 1) if rng.random() < 0.5 else np.tanh(driven)
 
 
 def equaliser(audio: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A random spectral tilt (dB per octave from 1 kHz) plus two one-octave peaking bands."""
     spectrum = np.fft.rfft(audio)
     freqs = np.fft.rfftfreq(len(audio), 1 / sample_rate)
     octaves = np.log2(np.maximum(freqs, 50.0) / 1000.0)  # octaves from 1 kHz

@@ -32,6 +32,17 @@ from weighter.errors import CorpusError
 
 @dataclass(frozen=True)
 class MixerConfig:
+    """How the mixer draws conversations: speakers, lengths, turns, noise and channels.
+
+    Each field is described beside it; probabilities are in [0, 1] and checked on creation.
+
+    Examples
+    --------
+    >>> from weighter import MixerConfig
+    >>> MixerConfig(min_speakers=2, max_speakers=3, min_duration=10, max_duration=20, telephone=0.2).max_speakers
+    3
+    """
+
     min_speakers: int = 1
     max_speakers: int = 4
     min_duration: float = 10.0  # seconds per file
@@ -70,6 +81,8 @@ class MixerConfig:
 
 @dataclass(frozen=True)
 class Segment:
+    """One stretch of one speaker's speech in a conversation (a line of the RTTM truth)."""
+
     start: float  # seconds
     end: float  # seconds
     speaker: str
@@ -77,6 +90,8 @@ class Segment:
 
 @dataclass
 class Conversation:
+    """One mixed recording and its truth: who speaks when, and the speakers heard (its likes)."""
+
     audio: np.ndarray  # (samples,) float32 at sample_rate
     sample_rate: int
     segments: list[Segment]  # where each speaker's speech actually is
@@ -89,6 +104,7 @@ class Conversation:
 
     @property
     def duration(self) -> float:
+        """Length in seconds."""
         return len(self.audio) / self.sample_rate
 
     def activity(self, frame_rate: float, speakers: tuple[str, ...] | None = None) -> np.ndarray:
@@ -112,7 +128,7 @@ class ConversationMixer:
         if len(self.speakers) < config.max_speakers:
             raise CorpusError(
                 f"split {split!r} of {bank.directory} has {len(self.speakers)} identities, "
-                f"fewer than --max-speakers {config.max_speakers}"
+                f"fewer than max_speakers {config.max_speakers}"
             )
         self.sample_rate = bank.sample_rate
 
@@ -132,6 +148,28 @@ class ConversationMixer:
         return {i: [k for k in members[family(i)] if k != i] for i in self.speakers}
 
     def sample(self, rng: np.random.Generator, keep_sources: bool = False) -> Conversation:
+        """Draw one conversation.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The only source of randomness: the same generator state gives the same conversation.
+        keep_sources : bool, default False
+            Keep each speaker's signal before noise and channel (``Conversation.sources``).
+
+        Returns
+        -------
+        Conversation
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from weighter import ConversationMixer, MixerConfig
+        >>> mixer = ConversationMixer(bank, "heldout", MixerConfig(max_speakers=3))  # doctest: +SKIP
+        >>> conversation = mixer.sample(np.random.default_rng(0))  # doctest: +SKIP
+        >>> conversation.likes, conversation.duration  # doctest: +SKIP
+        (('espeak-en+3', 'flite-slt+0'), 23.75)
+        """
         cfg, sr = self.config, self.sample_rate
         if cfg.empty and rng.random() < cfg.empty:  # no draw at 0: old corpora stay the same
             return self._empty(rng, keep_sources)
@@ -257,6 +295,7 @@ class ConversationMixer:
 
 
 def write_rttm(handle, file_id: str, segments: list[Segment]) -> None:
+    """Write segments as RTTM ``SPEAKER`` lines (times in seconds, 3 decimals) to a text handle."""
     for seg in segments:
         handle.write(f"SPEAKER {file_id} 1 {seg.start:.3f} {seg.end - seg.start:.3f} <NA> <NA> {seg.speaker} <NA> <NA>\n")
 

@@ -20,6 +20,7 @@ _WORD = re.compile(r"^[a-z]{2,10}$")
 
 @lru_cache(maxsize=1)
 def vocabulary() -> tuple[str, ...]:
+    """The system word list's plain lowercase words of 2-10 letters, sorted (cached)."""
     if not DICTIONARY.exists():
         raise CorpusError(f"{DICTIONARY}: word list missing (apt-get install wamerican)")
     words = [w for w in DICTIONARY.read_text(encoding="utf-8", errors="ignore").split() if _WORD.match(w)]
@@ -27,6 +28,7 @@ def vocabulary() -> tuple[str, ...]:
 
 
 def sentence(rng: np.random.Generator, min_words: int = 6, max_words: int = 14) -> str:
+    """A random sentence of ``min_words`` to ``max_words`` words for a TTS clip, with one comma."""
     words = vocabulary()
     n = int(rng.integers(min_words, max_words + 1))
     picked = [words[i] for i in rng.integers(0, len(words), size=n)]

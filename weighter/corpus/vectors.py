@@ -17,6 +17,8 @@ from weighter.errors import CorpusError
 
 @dataclass(frozen=True)
 class VectorSimConfig:
+    """The research's vector simulation: files of noisy speaker vectors, turns by a random walk."""
+
     files: int = 1000
     pool: int = 200  # speakers to draw from
     dim: int = 32  # D
@@ -77,4 +79,5 @@ def switch_rate(labels: np.ndarray) -> float:
 
 
 def config_dict(config: VectorSimConfig) -> dict:
+    """The configuration as a plain dict (for JSON)."""
     return asdict(config)

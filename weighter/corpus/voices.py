@@ -37,6 +37,8 @@ ESPEAK_EXCLUDED = {"whisper", "whisperf"}
 
 @dataclass(frozen=True)
 class BaseVoice:
+    """A TTS voice and the person behind it (the unit of the train / validation / held-out split)."""
+
     engine: str  # "espeak" | "flite"
     name: str  # the engine's own voice or variant name
     person: str  # who is behind it: the split unit
@@ -46,15 +48,19 @@ class BaseVoice:
 
 @dataclass(frozen=True)
 class Identity:
+    """A speaker of the bank: a base voice at one pitch shift."""
+
     voice: BaseVoice
     pitch: int  # semitones
 
     @property
     def id(self) -> str:
+        """``<engine>-<voice><pitch>``, e.g. ``espeak-en-us+3``."""
         return f"{self.voice.engine}-{self.voice.name}{self.pitch:+d}"
 
     @property
     def split(self) -> str:
+        """The split of the person behind the voice."""
         return self.voice.split
 
 
@@ -69,6 +75,7 @@ def espeak_split(variant: str) -> str:
 
 
 def require_engines(engines: tuple[str, ...]) -> None:
+    """Raise CorpusError naming every missing program (the TTS engines asked for, and sox)."""
     needed = {"espeak": "espeak-ng", "flite": "flite"}
     missing = [needed[e] for e in engines if shutil.which(needed[e]) is None]
     if shutil.which("sox") is None:

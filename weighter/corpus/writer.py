@@ -28,7 +28,7 @@ def write_corpus(bank: UtteranceBank, out: str | Path, split: str, files: int, c
     if (out / "manifest.csv").exists() or (out / "audio").exists():
         raise CorpusError(f"{out}: already holds a corpus (choose an empty directory)")
     if files < 1:
-        raise CorpusError("--files must be at least 1")
+        raise CorpusError(f"files {files}: must be at least 1")
     mixer = ConversationMixer(bank, split, config)
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True)

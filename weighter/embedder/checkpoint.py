@@ -50,6 +50,22 @@ def save_model(path: str | Path, model: WeighterModel, likes: list[str], thresho
 
 
 def read_model_file(path: str | Path) -> dict:
+    """A model file's payload (configuration, weights, calibration), loaded without pickled code.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    dict
+        ``format``, ``config``, ``state_dict``, ``model_id`` and what calibration recorded.
+
+    Raises
+    ------
+    WeighterError
+        Missing, unreadable, not a model file, or a format this version does not read.
+    """
     path = Path(path)
     if not path.exists():
         raise WeighterError(f"{path}: no such model file")
@@ -68,6 +84,31 @@ def read_model_file(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path) -> tuple[WeighterModel, dict]:
+    """A model file's network (in evaluation mode, on the CPU) and its payload.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    model : WeighterModel
+    payload : dict
+        As ``read_model_file`` returns it.
+
+    Raises
+    ------
+    WeighterError
+        As ``read_model_file``, or weights that do not fit this version's network.
+
+    Examples
+    --------
+    >>> from weighter.embedder import DEFAULT_MODEL
+    >>> from weighter.embedder.checkpoint import load_model
+    >>> model, payload = load_model(DEFAULT_MODEL)  # doctest: +SKIP
+    >>> payload["model_id"]  # doctest: +SKIP
+    'weighter-...'
+    """
     payload = read_model_file(path)
     try:
         model = WeighterModel(WeighterConfig.from_dict(payload["config"]))

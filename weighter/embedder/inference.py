@@ -21,9 +21,9 @@ from tqdm import tqdm
 from weighter.audio import SAMPLE_RATE, AudioSource, audio_info, load_audio, stream_audio
 from weighter.audio.io import SILENCE_PEAK
 from weighter.embedder.checkpoint import load_model
+from weighter.embedder.device import pick_device
 from weighter.embedder.slots import output_row, row_slots
 from weighter.embedder.speech import SpeechDetector, speech_mask, speech_share, speech_timeline
-from weighter.embedder.train import pick_device
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import AudioError, WeighterError
 from weighter.evaluation import distinct_active
@@ -35,6 +35,47 @@ TIMELINE_RATE = 10.0  # Hz of the stored weightings (frames are 100 Hz: mean ove
 
 
 class Embedder:
+    """A trained Weighter model ready to embed audio files into embedding sets.
+
+    Make one with ``Embedder.load`` (a model file, or the model shipped with the package);
+    the constructor takes a model already loaded.
+
+    Parameters
+    ----------
+    model : WeighterModel
+        The network (moved to ``device`` and set to evaluation mode).
+    payload : dict
+        The model file's metadata (``model_id``, calibrated ``threshold`` and ``merge_cosine``,
+        score cohort, ...), as ``weighter.embedder.checkpoint.load_model`` returns it.
+    device : torch.device
+    window_seconds : float, default 60.0
+        Files are read in windows of this many seconds, so memory stays bounded.
+    batch_seconds : float, default 240.0
+        Seconds of audio run through the model at once.
+    merge_cosine : float, default 0.7
+        Active slots of different windows of one long file this alike become one slot.
+    speech_gate : float or None, default None
+        In (0, 1]: a slot stays active only if this share of its weighting falls on speech, by
+        a voice-activity detector (needs the ``silero-vad`` package); None: no gate.
+
+    Attributes
+    ----------
+    model_id : str
+        Identifies the model; a store holds one model's embeddings.
+    threshold : float
+        Confidence at or above which a slot is active.
+    score_cohort : Cohort or None
+        The model's score cohort (``weighter.scoring``).
+
+    Examples
+    --------
+    >>> from weighter import Embedder
+    >>> embedder = Embedder.load()  # the shipped model, on CUDA when available  # doctest: +SKIP
+    >>> sets = embedder.embed(["calls/a.flac", "calls/b.flac"])  # doctest: +SKIP
+    >>> [int(s.active.sum()) for s in sets]  # speakers heard per file  # doctest: +SKIP
+    [2, 3]
+    """
+
     def __init__(self, model, payload: dict, device: torch.device, window_seconds: float = 60.0,
                  batch_seconds: float = 240.0, merge_cosine: float = 0.7, speech_gate: float | None = None):
         if speech_gate is not None and not 0 < speech_gate <= 1:
@@ -56,17 +97,72 @@ class Embedder:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", **kw) -> "Embedder":
-        """A trained model file, or the default model shipped inside the package."""
+        """Load a model file, or the default model shipped inside the package.
+
+        Parameters
+        ----------
+        path : str, Path or None
+            A model file (``weighter train`` writes one); None: ``DEFAULT_MODEL``.
+        device : str, default "auto"
+            ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        **kw
+            ``window_seconds``, ``batch_seconds``, ``merge_cosine`` and ``speech_gate``, as for
+            the class.
+
+        Returns
+        -------
+        Embedder
+
+        Raises
+        ------
+        WeighterError
+            A missing, corrupt or incompatible model file, or no CUDA device for ``"cuda"``.
+
+        Examples
+        --------
+        >>> embedder = Embedder.load("model.pt", device="cpu", speech_gate=0.2)  # doctest: +SKIP
+        """
         path = Path(path) if path else DEFAULT_MODEL
         if not path.exists() and path == DEFAULT_MODEL:
-            raise WeighterError(f"{path}: the bundled default model is missing (reinstall weighter, or pass --model)")
+            raise WeighterError(f"{path}: the bundled default model is missing (reinstall weighter, or pass a model "
+                                "file's path)", cli_hint="give a model file with --model")
         model, payload = load_model(path)
         return cls(model, payload, pick_device(device), **kw)
 
     def embed(self, inputs: Iterable[str | Path | AudioSource], progress: bool = False,
               errors: list | None = None) -> list[EmbeddingSet]:
-        """Embedding sets in input order. Unusable files raise AudioError, or, when ``errors``
-        is a list, are appended to it (as AudioError) and skipped."""
+        """Embed audio files: one embedding set per file, in input order.
+
+        Short files are batched together by length; files longer than ``window_seconds`` are
+        streamed window by window and their slots merged across windows.
+
+        Parameters
+        ----------
+        inputs : iterable of str, Path or AudioSource
+            Audio files (``weighter.audio.discover`` expands directories and manifests).
+        progress : bool, default False
+            Show a progress bar (seconds of audio).
+        errors : list or None
+            Where unusable files go (as ``AudioError``) while the rest go on; None: the first
+            unusable file raises.
+
+        Returns
+        -------
+        list of EmbeddingSet
+            One per usable file, in input order; weightings at 10 Hz.
+
+        Raises
+        ------
+        AudioError
+            An unusable file (unreadable, empty, silent...), when ``errors`` is None.
+
+        Examples
+        --------
+        >>> errors = []
+        >>> sets = Embedder.load().embed(["a.flac", "broken.wav"], errors=errors)  # doctest: +SKIP
+        >>> len(sets), str(errors[0])  # doctest: +SKIP
+        (1, 'broken.wav: not readable as audio (Format not recognised.)')
+        """
         paths = [Path(i.path if isinstance(i, AudioSource) else i) for i in inputs]
         durations = {}
         for p in paths:
@@ -115,7 +211,26 @@ class Embedder:
         return [results[p] for p in paths if p in results]
 
     def embed_audio(self, audio: np.ndarray, name: str = "<array>") -> EmbeddingSet:
-        """One mono float32 signal at 16 kHz."""
+        """Embed one signal already in memory.
+
+        Parameters
+        ----------
+        audio : ndarray of shape (samples,), float32
+            Mono, 16 kHz, full scale 1.0.
+        name : str, default "<array>"
+            The ``path`` the set carries.
+
+        Returns
+        -------
+        EmbeddingSet
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> s = Embedder.load().embed_audio(np.zeros(16000, np.float32) + 0.01, name="tone")  # doctest: +SKIP
+        >>> s.weightings.shape[1]  # 1 s at 10 Hz  # doctest: +SKIP
+        10
+        """
         step = int(self.window_seconds * SAMPLE_RATE)
         parts = [self._run([audio[i:i + step]])[0] for i in range(0, max(1, len(audio)), step)]
         return self._assemble(Path(name), parts, len(audio) / SAMPLE_RATE)

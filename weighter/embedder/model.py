@@ -34,6 +34,15 @@ warnings.filterwarnings("ignore", message="Support for mismatched key_padding_ma
 
 @dataclass
 class WeighterConfig:
+    """Every hyperparameter of a Weighter model (each described beside it); a model file keeps it.
+
+    Examples
+    --------
+    >>> from weighter.embedder import WeighterConfig
+    >>> WeighterConfig(slots=4).to_dict()["slots"]
+    4
+    """
+
     sample_rate: int = 16_000  # Hz
     frontend: str = "logmel"  # "logmel": frames learnt jointly; "resemblyzer": frozen pretrained speaker encoder;
     #                           "ssl": a frozen self-supervised speech model of torchaudio (WavLM by default)
@@ -83,9 +92,11 @@ class WeighterConfig:
 
     @property
     def time_shrink(self) -> int:
+        """Frames per weighter step: the product of the two convolutions' strides (15)."""
         return self.time_strides[0] * self.time_strides[1]
 
     def to_dict(self) -> dict:
+        """The configuration as JSON-ready values (what a model file stores; ``from_dict`` inverts it)."""
         d = asdict(self)
         d["time_strides"] = list(self.time_strides)
         if d["input_level_dbfs"] is None:  # absent, as in files from before it: their model ids stay
@@ -96,6 +107,7 @@ class WeighterConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WeighterConfig":
+        """A configuration from ``to_dict``'s values (also those of older model files)."""
         d = dict(d)
         d.setdefault("frontend", "logmel")
         d.setdefault("partial_hop", 0)
@@ -118,6 +130,8 @@ class LogMel(nn.Module):
         self.config = c  # the model's own: input_level_dbfs is read at each call
 
     def frames(self, samples: torch.Tensor) -> torch.Tensor:
+        """Frames the frontend yields for inputs of ``samples`` samples (no centring: the window
+        must fit)."""
         return torch.clamp(torch.div(samples - self.n_fft, self.hop, rounding_mode="floor") + 1, min=0)
 
     def power_mel(self, wave: torch.Tensor) -> torch.Tensor:
@@ -130,6 +144,8 @@ class LogMel(nn.Module):
         return torch.matmul(power.transpose(1, 2), self.mel.mel_scale.fb)
 
     def forward(self, wave: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """wave (B, S) at 16 kHz, optional frame mask (B, T) -> log-mel (B, T, M), each file's
+        mean over its valid frames removed."""
         if self.config.input_level_dbfs is not None:  # RMS over each row's own samples (a batch pads with zeros)
             if mask is None:
                 samples = torch.full_like(wave[:, :1], wave.shape[1])
@@ -328,6 +344,7 @@ class ResemblyzerFrontend:
         return out * mask[..., None]  # (B, T, 256)
 
     def frames(self, samples: torch.Tensor) -> torch.Tensor:
+        """Frames the frontend yields for inputs of ``samples`` samples."""
         return torch.clamp(torch.div(samples - 400, self.hop, rounding_mode="floor") + 1, min=0)
 
     @torch.no_grad()
@@ -409,6 +426,25 @@ def weigh(x: torch.Tensor, y: torch.Tensor | None, mask: torch.Tensor, confidenc
 
 
 class WeighterModel(nn.Module):
+    """The Weighter network: audio -> N slots, each an embedding, a confidence and a weighting.
+
+    Most programs use ``Embedder``, which loads a model file and runs this network in windows
+    and batches; see the module docstring for the architecture.
+
+    Parameters
+    ----------
+    config : WeighterConfig
+
+    Examples
+    --------
+    >>> import torch
+    >>> from weighter.embedder import WeighterConfig, WeighterModel
+    >>> model = WeighterModel(WeighterConfig(slots=4, embed_dim=32)).eval()
+    >>> out = model(torch.zeros(1, 32000))  # 2 s at 16 kHz
+    >>> tuple(out["embeddings"].shape), tuple(out["confidence"].shape)
+    ((1, 4, 32), (1, 4))
+    """
+
     def __init__(self, config: WeighterConfig):
         super().__init__()
         self.config = c = config
@@ -554,7 +590,8 @@ class WeighterModel(nn.Module):
         return self.config.cos_scale * cos + self.like_bias
 
     @property
-    def frame_rate(self) -> float:  # Hz
+    def frame_rate(self) -> float:
+        """Hz of the frames and of the weightings the network outputs (100)."""
         return self.config.sample_rate / self.config.hop
 
 

@@ -7,17 +7,13 @@ trained on real speech and real noise of many languages and says, every 32 ms, h
 the audio is speech. With a speech gate, the embedder keeps a slot active only when at least
 that share of its weighting falls on speech (``EmbeddingSet.speech_share``), and zeroes every
 weighting where no speech is heard within ``PAD_SECONDS`` (``speech_mask``), so that a slot's
-spans keep to speech: a slot that holds a speaker and the music before him no longer spans the
-music. The pad keeps the pauses inside a turn (Silero misses stretches of some robotic TTS
-voices: unpadded, the weightings' DER on validation rose by 0.009, with 1 s by 0.004).
+spans keep to speech. The pad keeps the pauses inside a turn.
 
-The detector is a recurrent network read 512 samples at a time. One stream through a file is
-slow (about 30x real time on 2 cores); cut into 4-second segments run side by side as one
-batch it reaches several hundred times real time here. Each segment starts from a fresh state,
-which the detector forgets within a fraction of a second. Measured on 12 validation
-conversations (eighteenth session, script not kept): 8-s segments 212x real time, 4-s 479x,
-2-s 596x; against 8-s segments, 4-s ones agree on 98.7% of the frames' speech / no-speech
-decisions (mean probability difference 0.015), 2-s ones on 95.2% (0.050).
+The detector is a recurrent network read 512 samples at a time; one stream through a file is
+slow, so a file is cut into 4-second segments run side by side as one batch, each from a fresh
+state (which the detector forgets within a fraction of a second). Measurements:
+``docs/results.md`` ("speech gate, speed"); the figures behind these choices:
+``docs/code-notes.md``.
 """
 
 from __future__ import annotations
@@ -57,6 +53,17 @@ class SpeechDetector:
 
     @torch.no_grad()
     def probabilities(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """Speech probability of every 32 ms frame of each 16 kHz mono signal.
+
+        Parameters
+        ----------
+        audios : list of ndarray of shape (samples,), float32
+
+        Returns
+        -------
+        list of ndarray of shape (ceil(samples / 512),), float32
+            In [0, 1], at ``FRAME_RATE`` Hz.
+        """
         segments, owners = [], []  # (SEGMENT_CHUNKS * CHUNK,) pieces and the audio each belongs to
         for i, audio in enumerate(audios):
             frames = max(1, -(-len(audio) // CHUNK))

@@ -7,7 +7,7 @@ Losses, per batch of B files, K training likes, N slots:
 - frame supervision (synthetic corpora only, weight ``frame_supervision``; 0 = likes alone):
   slots are matched one-to-one to the true speakers (Hungarian, on BCE between X and each
   speaker's activity); matched slots learn that activity and their speaker's identity
-  (cross-entropy), unmatched slots learn silence. This fights the traps WEIGHTER.md lists:
+  (cross-entropy), unmatched slots learn silence. This fights two traps:
   several slots on one speaker, and confident slots that cover only a few frames.
 """
 
@@ -28,6 +28,7 @@ from tqdm import tqdm
 from weighter.audio import AudioSource, load_audio
 from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
 from weighter.embedder.checkpoint import load_model, save_model
+from weighter.embedder.device import pick_device  # noqa: F401  (re-exported: weighter.embedder.train.pick_device)
 from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
 from weighter.embedder.slots import output_row, row_slots
 from weighter.errors import AudioError, WeighterError
@@ -37,14 +38,22 @@ from weighter.scoring import TOP_SHARE, Cohort, draw_cohort
 log = logging.getLogger(__name__)
 BALANCE_CAP = 8.0  # TrainConfig.balance_activity: at most this weight on a frame
 SEPARATION_COSINE = 0.4  # TrainConfig.separation: two speakers' slots of one file should be less alike than this
-# (split cosine, min share) tried by recalibrate; (None, .) = never split. On 120 validation
-# files with the shipped weights, 0.6 / 0.35 raised count accuracy 0.842 -> 0.900 and mAP
-# 0.844 -> 0.857; share 0.35 was best at every cosine 0.4-0.7 (README: the whole grid).
+# (split cosine, min share) pairs that recalibrate tries for the slot split (embedder/slots.py);
+# (None, .) = never split. Measured on validation files: docs/history.md, the slot split table.
 SPLIT_GRID = [(None, 0.25)] + [(c, s) for c in (0.4, 0.5, 0.6, 0.7) for s in (0.25, 0.3, 0.35, 0.4)]
 
 
 @dataclass
 class TrainConfig:
+    """Every setting of a training run (each described beside it); ``weighter train`` fills it.
+
+    Examples
+    --------
+    >>> from weighter.embedder.train import TrainConfig
+    >>> TrainConfig(steps=500, batch_size=8).eval_every
+    250
+    """
+
     steps: int = 3000
     batch_size: int = 12
     min_seconds: float = 8.0  # each batch draws one duration in [min, max]
@@ -66,9 +75,8 @@ class TrainConfig:
     #                                   (also an init's): training then sees every file at one level
     eval_every: int = 250
     patience: int = 6  # evaluations without a better validation mAP before stopping
-    # Synthetic validation conversations (10-30 s) scored each eval_every steps. 60 ranked run 7's
-    # checkpoints wrongly (step 800 0.868 > step 2400 0.865; on 200: 0.860 < 0.871, as on every
-    # larger validation set); 200 take about 18 s on 2 cores.
+    # Synthetic validation conversations (10-30 s) scored each eval_every steps: 60 ranked checkpoints
+    # wrongly, 200 did not and take about 18 s on 2 cores (docs/history.md, "The default model").
     val_files: int = 200
     telephone: float = 0.2
     overlap: float = 0.1
@@ -94,6 +102,7 @@ class BankClips:
         self.bank, self.cfg, self.likes = bank, cfg, likes
 
     def sample(self, rng: np.random.Generator):
+        """One batch: waves (pretrain_batch, samples) float32 and each item's identity index."""
         from weighter.corpus.mixer import _noise, _telephone
 
         n = int(self.cfg.pretrain_seconds * 16000)
@@ -122,12 +131,14 @@ class BankBatches:
         self.index = {s: i for i, s in enumerate(self.likes)}
 
     def mixer(self, seconds: float, min_speakers: int = 1) -> ConversationMixer:
+        """A mixer of conversations exactly ``seconds`` long, with the run's channel settings."""
         return ConversationMixer(self.bank, self.split, MixerConfig(
             min_speakers, self.cfg.max_speakers, seconds, seconds, overlap=self.cfg.overlap,
             telephone=self.cfg.telephone, reverb=self.cfg.reverb, distort=self.cfg.distort, related=self.cfg.related,
             empty=self.cfg.empty, sounds=self.cfg.sounds))
 
     def sample(self, rng: np.random.Generator, frame_rate: float):
+        """One batch of fresh conversations of one drawn length: waves, likes and frame truth."""
         seconds = float(rng.uniform(self.cfg.min_seconds, self.cfg.max_seconds))
         mixer = self.mixer(seconds)
         convs = [mixer.sample(rng) for _ in range(self.cfg.batch_size)]
@@ -160,6 +171,7 @@ class ManifestBatches:
                                 "were skipped (the reasons are above)")
 
     def sample(self, rng: np.random.Generator, frame_rate: float):
+        """One batch of random crops of the manifest's files: waves, lengths and likes (no frame truth)."""
         picks = rng.integers(0, len(self.audio), size=self.cfg.batch_size)
         limit = int(self.cfg.max_seconds * 16000)
         crops = []
@@ -178,6 +190,7 @@ class ManifestBatches:
 
 
 def usable_cores() -> int:
+    """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -255,6 +268,8 @@ def made_batches(loader: torch.utils.data.DataLoader):
 
 
 def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers, cfg: TrainConfig) -> dict:
+    """The batch's losses by name (the file loss always; the frame, identity and separation
+    losses as ``cfg`` and the frame truth allow); see the module docstring."""
     logits = model.like_logits(out["embeddings"])  # (B, N, K)
     p_file = file_prediction(torch.sigmoid(logits), out["confidence"], cfg.combine)  # (B, K)
     per_like = wbce(y, p_file) if cfg.loss == "wbce" else bce(y, p_file.clamp(max=1.0))
@@ -358,12 +373,14 @@ def embed_parts(model: WeighterModel, items: list, device: torch.device) -> list
 
 
 def split_items(parts: list, split_cosine: float | None, min_share: float) -> list[SetTruth]:
+    """Validation outputs with each slot holding two voices split (embedder/slots.py), as SetTruths."""
     return [SetTruth(*row_slots(row, split_cosine, min_share), likes, activity) for row, likes, activity in parts]
 
 
 def validation_items(bank: UtteranceBank, split: str, files: int, seed: int, frame_rate: float,
                      min_seconds: float = 10, max_seconds: float = 30, telephone: float = 0.2,
                      max_speakers: int = 4) -> list:
+    """``files`` seeded conversations of a bank split: (audio, likes, frame activity) each."""
     mixer = ConversationMixer(bank, split, MixerConfig(1, max_speakers, min_seconds, max_seconds, overlap=0.1,
                                                        telephone=telephone))
     rng = np.random.default_rng(seed)
@@ -390,17 +407,9 @@ def set_input_level(config: WeighterConfig, level: float) -> None:
     """Scale every input to ``level`` dBFS before the log-mel frontend (``input_level_dbfs``);
     refused for the other frontends, which have no such input."""
     if config.frontend != "logmel":
-        raise WeighterError(f"--input-level sets the log-mel frontend's level; this model's frontend is "
+        raise WeighterError(f"input_level sets the log-mel frontend's level; this model's frontend is "
                             f"{config.frontend!r}")
     config.input_level_dbfs = float(level)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise WeighterError("--device cuda: no CUDA device is available")
-    return torch.device(name)
 
 
 def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: UtteranceBank | None = None,
@@ -547,12 +556,12 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     by ``scores_only``, which fits no threshold)."""
     model, payload = load_model(path)
     if max_speakers is not None and max_speakers < 1:
-        raise WeighterError(f"--max-speakers {max_speakers}: calibration conversations need at least 1 speaker")
+        raise WeighterError(f"max_speakers {max_speakers}: calibration conversations need at least 1 speaker")
     if scores_only and (checkpoint is not None or pooling is not None or input_level is not None):
-        raise WeighterError("--scores-only keeps the model's weights and settings: drop --checkpoint, --pooling "
-                            "and --input-level")
+        raise WeighterError("scores_only keeps the model's weights and settings: drop checkpoint, pooling "
+                            "and input_level")
     if scores_only and payload.get("score_cohort") is None:
-        raise WeighterError(f"{path}: has no score cohort to fit scores for; calibrate it without --scores-only")
+        raise WeighterError(f"{path}: has no score cohort to fit scores for; calibrate it without scores_only")
     if checkpoint is not None:  # take the weights of a training checkpoint's last step instead
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])

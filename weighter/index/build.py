@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,20 +18,61 @@ if TYPE_CHECKING:  # torch is not imported by the store's readers
 log = logging.getLogger(__name__)
 
 
-def add_files(store: Store, embedder: "Embedder", sources: list[AudioSource], progress: bool = False,
+def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | AudioSource], progress: bool = False,
               errors: list | None = None, index_type: str | None = None, commit_every: int = 500) -> dict:
-    """Embed and store every source not already stored with the same content hash.
+    """Embed and store every file not already stored with the same content hash.
 
-    Commits every ``commit_every`` files: each commit is atomic, so a kill loses at most the
-    files embedded since the last one, never what was already stored.
+    A file whose content changed is embedded again and replaces its old slots. Commits every
+    ``commit_every`` files: each commit is atomic, so a kill loses at most the files embedded
+    since the last one, never what was already stored.
+
+    Parameters
+    ----------
+    store : Store
+        The store to fill (``Store(directory, create=True)`` for a new one).
+    embedder : Embedder
+        The store's model (a store holds one model's embeddings and one speech gate).
+    inputs : iterable of str, Path or AudioSource
+        Audio files (``weighter.audio.discover`` expands directories, file lists and manifests).
+    progress : bool, default False
+        Show a progress bar.
+    errors : list or None
+        Where unusable files go (as ``AudioError``) while the rest go on; None: the first one
+        raises.
+    index_type : str or None
+        A FAISS factory string (e.g. ``"HNSW32,Flat"``); None: exact search up to 100k active
+        slots, an IVF index beyond.
+    commit_every : int, default 500
+        Files per atomic commit.
+
+    Returns
+    -------
+    dict
+        ``added``, ``unchanged`` and ``failed`` file counts, then ``store.info()``.
+
+    Raises
+    ------
+    StoreError
+        The store holds another model's embeddings or another speech gate, or another process
+        is writing it.
+    AudioError
+        An unusable file, when ``errors`` is None.
+
+    Examples
+    --------
+    >>> from weighter import Embedder, Store, add_files
+    >>> with Store("calls.store", create=True) as store:  # doctest: +SKIP
+    ...     result = add_files(store, Embedder.load(), ["calls/a.flac", "calls/b.flac"])
+    >>> result["added"], result["active_slots"]  # doctest: +SKIP
+    (2, 5)
     """
     errors = [] if errors is None else errors
     with store.writing():
         store.check_model(embedder.model_id)
         store.check_speech_gate(embedder.speech_gate)
         todo, unchanged = [], 0
-        for source in sources:
-            path = Path(source.path)
+        for source in inputs:
+            path = Path(source.path if isinstance(source, AudioSource) else source)
             try:
                 digest = content_hash(path)
             except OSError as error:
@@ -58,6 +100,25 @@ def add_files(store: Store, embedder: "Embedder", sources: list[AudioSource], pr
 
 
 def remove_files(store: Store, paths: list[str | Path]) -> dict:
+    """Remove files from a store, by path, in one atomic step.
+
+    Parameters
+    ----------
+    store : Store
+    paths : list of str or Path
+        Paths as they were added (they are resolved).
+
+    Returns
+    -------
+    dict
+        ``removed`` (count), ``not_in_store`` (the paths that were not stored), then
+        ``store.info()``.
+
+    Examples
+    --------
+    >>> remove_files(store, ["calls/a.flac"])["removed"]  # doctest: +SKIP
+    1
+    """
     with store.writing():
         known = [p for p in paths if store.file_id(p) is not None]
         missing = [str(p) for p in paths if store.file_id(p) is None]

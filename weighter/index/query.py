@@ -26,6 +26,26 @@ from weighter.scoring import normalised
 
 @dataclass
 class Match:
+    """A stored file that shares a like with the query, and where it is heard in both.
+
+    Attributes
+    ----------
+    file : str
+        The stored file's path.
+    score : float
+        Its best slot-pair score: the pair's cosine normalised against the store's score
+        cohort (the raw cosine for a model without one); larger is more alike.
+    cosine : float
+        That pair's cosine, in [-1, 1].
+    probability : float or None
+        Calibrated probability that the two files share a like (None for a model without
+        calibration).
+    query_slot, stored_slot : int
+        The matched pair's slot numbers.
+    query_spans, stored_spans : list of (float, float)
+        Seconds where the like is heard in the query and in the stored file.
+    """
+
     file: str
     score: float  # best slot-pair score: the cosine normalised against the store's cohort
     cosine: float  # that pair's cosine, in [-1, 1]
@@ -38,9 +58,46 @@ class Match:
 
 def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None = None,
                 exclude_self: bool = True) -> list[Match]:
+    """Stored files that share a like with ``query``, best first.
+
+    Each active query slot searches its nearest stored slots in FAISS; a file scores its best
+    (query slot, stored slot) pair.
+
+    Parameters
+    ----------
+    store : Store
+    query : EmbeddingSet
+        The query file's set (``Embedder.embed``, or ``Store.embedding_set`` for a stored file).
+    k : int, default 10
+        How many files to return.
+    slot : int or None
+        Search with this query slot only; None: all active slots (the most confident one when
+        none is active).
+    exclude_self : bool, default True
+        Leave out the query's own file when it is stored.
+
+    Returns
+    -------
+    list of Match
+        At most ``k``, by descending score; empty for an empty store.
+
+    Raises
+    ------
+    ValueError
+        ``slot`` is not a slot of the query.
+
+    Examples
+    --------
+    >>> from weighter import Embedder, Store, query_store
+    >>> with Store("calls.store") as store:  # doctest: +SKIP
+    ...     query = Embedder.load().embed(["new.flac"])[0]
+    ...     for m in query_store(store, query, k=3):
+    ...         print(f"{m.score:.2f} {m.file} {m.stored_spans}")
+    5.31 calls/b.flac [(0.0, 4.2)]
+    """
     if slot is not None:
         if not 0 <= slot < len(query.confidence):
-            raise ValueError(f"--slot {slot}: the query has slots 0 to {len(query.confidence) - 1}")
+            raise ValueError(f"slot {slot}: the query has slots 0 to {len(query.confidence) - 1}")
         slots = np.array([slot])
     else:
         slots = np.flatnonzero(query.active)
@@ -119,6 +176,19 @@ def _rescore(store: Store, vectors: np.ndarray, query_stats, file_ids: list[int]
 
 
 def matches_json(query: EmbeddingSet, matches: list[Match]) -> dict:
+    """A query's results as JSON-ready values (what ``weighter query --json`` prints).
+
+    Parameters
+    ----------
+    query : EmbeddingSet
+    matches : list of Match
+        As ``query_store`` returned them.
+
+    Returns
+    -------
+    dict
+        ``{"query": {"file", "duration", "active_slots"}, "results": [Match fields, ...]}``.
+    """
     return {"query": {"file": query.path, "duration": round(query.duration, 3),
                       "active_slots": [int(n) for n in np.flatnonzero(query.active)]},
             "results": [asdict(m) for m in matches]}

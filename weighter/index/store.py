@@ -80,10 +80,28 @@ CREATE TABLE IF NOT EXISTS score_cohort (id INTEGER PRIMARY KEY, embedding BLOB 
 
 
 class StoreError(WeighterError):
-    pass
+    """A store that cannot be opened, written or read as asked (not a store, another model, a
+    second writer, a missing or corrupt FAISS or scores file)."""
 
 
 def content_hash(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as a store records it to skip unchanged files.
+
+    Parameters
+    ----------
+    path : str or Path
+        Any file.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+
+    Examples
+    --------
+    >>> content_hash("call.flac")  # doctest: +SKIP
+    '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -92,7 +110,33 @@ def content_hash(path: str | Path) -> str:
 
 
 class Store:
-    """Open (or, with ``create=True``, create) a store directory."""
+    """A store directory: files and their slots in SQLite, active slots in a FAISS index.
+
+    Readers need no lock; one writer at a time holds ``writing()``. Fill a store with
+    ``weighter.index.add_files``, search it with ``weighter.index.query_store``. A store is a
+    context manager: ``with Store(...) as store:`` closes its database on exit.
+
+    Parameters
+    ----------
+    directory : str or Path
+        The store directory (``store.sqlite`` and the FAISS and scores files inside).
+    create : bool, default False
+        Create the directory and an empty store if there is none; otherwise a missing store
+        raises ``StoreError``.
+
+    Raises
+    ------
+    StoreError
+        Not a store (and ``create`` is False), a corrupt database, or another store format.
+
+    Examples
+    --------
+    >>> from weighter import Embedder, Store, add_files, query_store
+    >>> with Store("calls.store", create=True) as store:  # doctest: +SKIP
+    ...     add_files(store, Embedder.load(), ["calls/a.flac", "calls/b.flac"])
+    ...     print(store.info()["files"], "files,", store.info()["active_slots"], "active slots")
+    2 files, 5 active slots
+    """
 
     def __init__(self, directory: str | Path, create: bool = False):
         self.directory = Path(directory)
@@ -100,7 +144,7 @@ class Store:
         if not self.db_path.exists():
             if not create:
                 raise StoreError(f"{self.directory}: not a weighter store (no store.sqlite; create one with "
-                                 "`weighter index build`)")
+                                 "create=True)", cli_hint="create one with `weighter index build`")
             self.directory.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
@@ -113,7 +157,7 @@ class Store:
             raise StoreError(f"{self.db_path}: corrupt or not an SQLite store ({error})") from None
         if self._meta("format") != str(STORE_FORMAT):
             raise StoreError(f"{self.directory}: store format {self._meta('format')} is not {STORE_FORMAT}; "
-                             "build it again with `weighter index build`")
+                             "build it again in a new store", cli_hint="`weighter index build`")
         self._index = None
         self._index_generation = None
         self._stats = None
@@ -129,7 +173,18 @@ class Store:
         return row[0] if row else None
 
     @property
+    def _repair_hint(self) -> str:
+        return f"`weighter index info --store {self.directory} --check --repair`"
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
     def model_id(self) -> str | None:
+        """The id of the model whose embeddings the store holds; None while it is empty."""
         return self._meta("model_id")
 
     @property
@@ -140,16 +195,43 @@ class Store:
         return None if value in (None, "none") else float(value)
 
     def check_speech_gate(self, gate: float | None) -> None:
-        """One gate per store: a slot's active flag means the same for every file."""
+        """Refuse a speech gate other than the store's: a slot's active flag must mean the same
+        for every file.
+
+        Parameters
+        ----------
+        gate : float or None
+            The embedder's ``speech_gate``.
+
+        Raises
+        ------
+        StoreError
+            The store holds files embedded with another gate.
+        """
         if self.model_id is not None and gate != self.speech_gate:
             raise StoreError(f"{self.directory}: its files were embedded with speech gate {self.speech_gate}, "
                              f"not {gate}; use the same gate (index add and query take the store's own)")
 
     @property
     def generation(self) -> int:
+        """The number of the FAISS and scores files in use; each write makes a new one (0: none yet)."""
         return int(self._meta("generation") or 0)
 
     def info(self) -> dict:
+        """What the store holds.
+
+        Returns
+        -------
+        dict
+            ``store``, ``model_id``, ``files``, ``audio_seconds``, ``slots``, ``active_slots``,
+            ``index_type``, ``nprobe``, ``speech_gate``, ``generation``, ``faiss_file``,
+            ``scoring`` ("s-norm" or "cosine") and ``score_share``.
+
+        Examples
+        --------
+        >>> Store("calls.store").info()["active_slots"]  # doctest: +SKIP
+        5
+        """
         files, seconds = self.db.execute("SELECT COUNT(*), COALESCE(SUM(duration), 0) FROM files").fetchone()
         slots, active = self.db.execute("SELECT COUNT(*), COALESCE(SUM(active), 0) FROM slots").fetchone()
         return {"store": str(self.directory), "model_id": self.model_id, "files": files,
@@ -162,7 +244,25 @@ class Store:
     # -- writing ------------------------------------------------------------------------
     @contextmanager
     def writing(self):
-        """Exclusive writer: a second writer is refused at once with a clear message."""
+        """Hold the store's write lock for a block: one writer at a time.
+
+        A second writer, in this process or another, is refused at once.
+
+        Yields
+        ------
+        Store
+            ``self``.
+
+        Raises
+        ------
+        StoreError
+            Another writer holds the lock.
+
+        Examples
+        --------
+        >>> with store.writing():  # doctest: +SKIP
+        ...     store.repair()
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         handle = open(self.directory / "write.lock", "a+")
         try:
@@ -188,29 +288,62 @@ class Store:
             handle.close()
 
     def set_meta(self, key: str, value: str) -> None:
+        """Record ``value`` under ``key`` in the store's meta table (replacing any)."""
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def meta(self, key: str) -> str | None:
+        """The value recorded under ``key`` in the store's meta table, or None."""
         return self._meta(key)
 
     def check_model(self, model_id: str) -> None:
+        """Refuse embeddings of another model than the store's (one embedding space per store).
+
+        Parameters
+        ----------
+        model_id : str
+            The embedder's ``model_id``.
+
+        Raises
+        ------
+        StoreError
+            The store holds embeddings of another model.
+        """
         if self.model_id is not None and self.model_id != model_id:
             raise StoreError(f"{self.directory}: holds embeddings of model {self.model_id}, not {model_id}; "
                              "use a new store (or the same model)")
 
     def known_hash(self, path: str | Path) -> str | None:
+        """The content hash stored for ``path`` (resolved), or None if it is not stored."""
         row = self.db.execute("SELECT content_hash FROM files WHERE path = ?", (str(Path(path).resolve()),)).fetchone()
         return row[0] if row else None
 
     def apply(self, add: list[tuple[EmbeddingSet, str]], remove: list[str | Path] = (), index_type: str | None = None,
               after_faiss_written=None, rebuild: bool = False, score_cohort: Cohort | None = None) -> dict:
-        """Add (or replace) embedding sets with their content hashes and remove paths, atomically.
-        ``rebuild``: build the FAISS index and scores file from SQLite even where an incremental
-        update would do. ``score_cohort``: the model's cohort (weighter.scoring), kept by a store
-        that has none yet.
+        """Add (or replace) embedding sets and remove files, in one atomic step.
 
-        Must run inside ``writing()``. ``after_faiss_written`` is a test hook: it runs between
-        writing the new FAISS file and committing SQLite (where a crash must lose nothing).
+        Most programs call ``add_files`` and ``remove_files`` instead. Must run inside
+        ``writing()``.
+
+        Parameters
+        ----------
+        add : list of (EmbeddingSet, str)
+            Embedding sets with their files' content hashes; a path already stored is replaced.
+        remove : list of str or Path
+            Paths to remove.
+        index_type : str or None
+            A FAISS factory string for the index; None keeps the store's, or picks one by size.
+        after_faiss_written : callable or None
+            A test hook, run between writing the new FAISS file and committing SQLite (where a
+            crash must lose nothing).
+        rebuild : bool, default False
+            Build the FAISS index and scores file from SQLite even where an update would do.
+        score_cohort : Cohort or None
+            The model's score cohort (``weighter.scoring``), kept by a store that has none yet.
+
+        Returns
+        -------
+        dict
+            ``added``, ``removed``, ``active_vectors`` (in the new index) and ``index_type``.
         """
         if self._lock_handle is None:
             raise StoreError("Store.apply must run inside Store.writing()")
@@ -412,13 +545,13 @@ class Store:
                     index = faiss.read_index(str(path))
                 except RuntimeError as error:
                     raise StoreError(f"{path}: corrupt FAISS index ({str(error).splitlines()[0][:120]}); "
-                                     "rebuild it with `weighter index info --check --repair`") from None
+                                     "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint) from None
                 _tune(index)
                 self._index, self._index_generation = index, generation
                 return index
             time.sleep(0.05)
         raise StoreError(f"{self.directory}: FAISS file {self._faiss_name(self.generation)} is missing; "
-                         "rebuild it with `weighter index info --check --repair`")
+                         "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint)
 
     def score_cohort(self) -> Cohort | None:
         """The model's score cohort that this store normalises against, with its share (a store
@@ -450,8 +583,8 @@ class Store:
                     with np.load(path) as arrays:
                         stats = {key: arrays[key] for key in ("ids", "mean", "spread")}
                 except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-                    raise StoreError(f"{path}: corrupt scores file ({error}); rebuild it with "
-                                     "`weighter index info --check --repair`") from None
+                    raise StoreError(f"{path}: corrupt scores file ({error}); rebuild it from SQLite with "
+                                     "Store.repair()", cli_hint=self._repair_hint) from None
             self._stats, self._stats_generation = stats, generation
             return stats
         return None
@@ -473,7 +606,7 @@ class Store:
         stats = self._load_stats()
         if stats is None:
             raise StoreError(f"{self.directory}: scores file {self._stats_name(self.generation)} is missing; "
-                             "rebuild it with `weighter index info --check --repair`")
+                             "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint)
         vector_ids = np.asarray(vector_ids, np.int64)
         table = self._stats_table(stats)
         if table is not None:  # by file id and slot number (a query's scoring at 1M vectors: 0.66 -> 0.19 ms)
@@ -519,6 +652,15 @@ class Store:
         return top_stats(best)
 
     def active_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every active slot, from SQLite.
+
+        Returns
+        -------
+        ids : ndarray of shape (n,), int64
+            Slot (vector) ids, ascending.
+        vectors : ndarray of shape (n, E), float32
+            Their embeddings.
+        """
         rows = self.db.execute("SELECT id, embedding FROM slots WHERE active = 1 ORDER BY id").fetchall()
         dim = int(self._meta("embed_dim") or 256)
         ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -544,6 +686,7 @@ class Store:
 
     @staticmethod
     def slot_id(file_id: int, slot: int) -> int:
+        """The vector id of slot ``slot`` of file ``file_id`` (``owners`` inverts it)."""
         return (int(file_id) << SLOT_BITS) + int(slot)
 
     @staticmethod
@@ -587,6 +730,26 @@ class Store:
         return np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), emb
 
     def embedding_set(self, file_id: int) -> EmbeddingSet:
+        """A stored file's embedding set, as the embedder made it.
+
+        Parameters
+        ----------
+        file_id : int
+            As ``file_id(path)`` returns it.
+
+        Returns
+        -------
+        EmbeddingSet
+
+        Raises
+        ------
+        StoreError
+            No such file.
+
+        Examples
+        --------
+        >>> query = store.embedding_set(store.file_id("calls/a.flac"))  # doctest: +SKIP
+        """
         file = self.db.execute("SELECT path, duration FROM files WHERE id = ?", (file_id,)).fetchone()
         if file is None:
             raise StoreError(f"{self.directory}: no file with id {file_id}")
@@ -598,11 +761,19 @@ class Store:
                             weights, float(rows[0][4]), float(file[1]), self.model_id or "")
 
     def file_id(self, path: str | Path) -> int | None:
+        """The id of a stored file by its path (resolved), or None if it is not stored."""
         row = self.db.execute("SELECT id FROM files WHERE path = ?", (str(Path(path).resolve()),)).fetchone()
         return row[0] if row else None
 
     def check(self) -> list[str]:
-        """Problems found: SQLite integrity, and FAISS holding exactly the active slots."""
+        """Verify the store: SQLite's integrity, and the FAISS and scores files holding exactly
+        the active slots.
+
+        Returns
+        -------
+        list of str
+            One line per problem; empty when the store is sound.
+        """
         problems = []
         result = self.db.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
@@ -647,10 +818,24 @@ class Store:
         return problems
 
     def repair(self) -> dict:
-        """Rebuild the FAISS index from SQLite (the source of truth). Run inside ``writing()``."""
+        """Rebuild the FAISS index and scores file from SQLite (the source of truth).
+
+        Must run inside ``writing()``.
+
+        Returns
+        -------
+        dict
+            As ``apply`` returns it.
+
+        Examples
+        --------
+        >>> with Store("calls.store") as store, store.writing():  # doctest: +SKIP
+        ...     store.repair()
+        """
         return self.apply([], [], rebuild=True)
 
-    def close(self):
+    def close(self) -> None:
+        """Close the store's database; ``with Store(...) as store:`` does it on exit."""
         self.db.close()
 
 
