@@ -38,7 +38,7 @@ def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float 
     edges = np.diff(np.concatenate([[0], (np.asarray(weighting) >= threshold).astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     keep = (ends - starts) / rate >= min_seconds
-    return [(round(a / rate, 2), round(min(b / rate, duration), 2)) for a, b in zip(starts[keep], ends[keep])]
+    return [(round(float(a) / rate, 2), round(min(float(b) / rate, duration), 2)) for a, b in zip(starts[keep], ends[keep])]
 
 
 @dataclass
