@@ -1,11 +1,13 @@
 # Two entry points, each safe to run twice on a fresh machine:
 #   make demo   set up, then run the main job on the embedded default
+#               (make demo VOICES=../shared/real-speech/librispeech: on real voices)
 #   make test   set up, then run the test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-8)
 DEMO ?= demo
+VOICES ?=
 
 .PHONY: setup system-deps demo test bench clean
 
@@ -14,7 +16,7 @@ setup: system-deps $(STAMP)
 system-deps:
 	@scripts/install-system-deps.sh
 
-# torch 2.14.1 + torchaudio 2.11.0: the pair that imports together (docs/ENVIRONMENT notes).
+# torch 2.14.1 + torchaudio 2.11.0: the pair that imports together on these machines.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m weighter.demo --out $(DEMO)
+	$(PY) -m weighter.demo --out $(DEMO) $(if $(VOICES),--voices $(VOICES))
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,90 +1,182 @@
-"""Does the embedder link a *real* speaker across files? The only real speech offline:
-Debian alsa-utils' /usr/share/sounds/alsa (8 short phrases of one man, 48 kHz).
+"""How well does weighter work on real people it never trained or tuned on?
 
-Builds 16 files: 8 held-out TTS conversations with 3 of the real man's phrases inserted
-(different phrases and positions each time), 8 without him. Stores them, then asks for each
-file with him: how many of its top 7 matches also contain him (precision@7; 7 others do), and
-how many of its top 7 come from the TTS speakers only. Same for the classic pipeline with
-Resemblyzer (a speaker encoder trained on thousands of real voices) when installed.
+Mixes conversations of the real LibriSpeech readers in ../shared/real-speech/librispeech (or
+any folder of SPEAKER/*.flac, ``--voices``) from the speakers of one split (default: heldout,
+the report split: docs/real-speech.md), with the synthetic corpus's conditions (1-3 speakers,
+10-40 s, turn-taking, background noise, 20% telephone band, 10% overlapping turns). Then, on
+the same files in the same run:
 
-    python benchmarks/real_speech.py [--model M]
+- the Weighter model (default or ``--model``): store, queries, clustering (the library's
+  defaults), and every figure of ``weighter.evaluation.evaluate_store``; count errors by kind
+  (over / under); the expected calibration error of the query probability ``p`` over the
+  top-10 results of every query (10 equal bins);
+- the ceiling for the model's frontend: each true speaker's turns (from the RTTM) pooled into
+  one embedding per speaker per file, files ranked by their best pair (mAP);
+- the classic pipeline (``weighter.baselines``: Resemblyzer's 1.6-s windows, per-file
+  agglomerative clustering with its distance threshold calibrated on the *validation*
+  speakers, the same store and clustering).
+
+    python benchmarks/real_speech.py [--model M] [--files 60] [--seeds 0 1 2] [--baselines classic-resemblyzer]
+
+Prints one JSON line per corpus and a last line with the mean, min and max over corpora.
 """
 
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+import torch
 
-from weighter.audio import AudioSource, load_audio
-from weighter.corpus import BankSpec, ConversationMixer, MixerConfig, open_or_build_bank
+from common import clustered_figures, corpus_truth, indexed_store, mean_min_max
+from weighter.audio import load_audio
+from weighter.corpus import MixerConfig, write_corpus
+from weighter.corpus.recordings import RecordingBank
 from weighter.embedder import Embedder
-from weighter.index import Store, add_files, query_store
+from weighter.evaluation import mean_average_precision
 
-ALSA = Path("/usr/share/sounds/alsa")
-
-
-def build(tmp: Path) -> list[AudioSource]:
-    phrases = [load_audio(p) for p in sorted(ALSA.glob("*.wav")) if p.name != "Noise.wav"]
-    bank = open_or_build_bank(BankSpec(), progress=False)
-    mixer = ConversationMixer(bank, "heldout", MixerConfig(2, 2, 15, 20, snr_db=(25, 30)))
-    rng = np.random.default_rng(3)
-    sources = []
-    for i in range(16):
-        conv = mixer.sample(rng)
-        audio, likes = conv.audio, list(conv.likes)
-        if i < 8:
-            picks = rng.choice(len(phrases), 3, replace=False)
-            gap = np.zeros(int(0.3 * 16000), np.float32)
-            real = np.concatenate([np.concatenate([phrases[k] * 0.5, gap]) for k in picks])
-            cut = int(rng.uniform(0.3, 0.7) * len(audio))
-            audio = np.concatenate([audio[:cut], gap, real, audio[cut:]])
-            likes.append("alsa-real-man")
-        path = tmp / f"real_{i:02d}.flac"
-        sf.write(str(path), audio, 16000)
-        sources.append(AudioSource(path, tuple(likes)))
-    return sources
-
-
-def score(store: Store, sets_by_path: dict, sources) -> dict:
-    likes = {str(s.path.resolve()): set(s.likes) for s in sources}
-    precision = []
-    for s in sources[:8]:
-        q = sets_by_path[str(s.path.resolve())]
-        top = query_store(store, q, k=7)
-        precision.append(np.mean(["alsa-real-man" in likes[m.file] for m in top]))
-    return {"precision@7_real_man": round(float(np.mean(precision)), 4), "chance": round(7 / 15, 4)}
+VOICES = Path(__file__).resolve().parents[2] / "shared" / "real-speech" / "librispeech"
+# Real conversations as the issue's real corpus: 1-3 speakers, 10-40 s, with the synthetic conditions.
+REAL_MIX = MixerConfig(1, 3, 10.0, 40.0, overlap=0.1, telephone=0.2)
+VAL_FILES = 40  # validation-speaker files that calibrate the classic pipeline's threshold
+SUMMARISED = ("count_accuracy", "over", "under", "map", "recall@1", "slot_eer", "der", "link_f1", "ari",
+              "outlier_share", "ece_top10", "ceiling_map")
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=None)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    parser.add_argument("--voices", type=Path, default=VOICES, help="folder of SPEAKER/*.flac recordings")
+    parser.add_argument("--split", default="heldout", help="the speakers to report on (train/validation/heldout)")
+    parser.add_argument("--files", type=int, default=60, help="conversations per corpus")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one corpus per seed")
+    parser.add_argument("--baselines", nargs="*", default=["classic-resemblyzer"],
+                        help="classic-resemblyzer and/or classic-weighter (none: skip)")
+    parser.add_argument("--clean", action="store_true", help="no background noise, no telephone band")
+    parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
-    if not ALSA.exists():
-        raise SystemExit(f"{ALSA} missing: apt-get install alsa-utils")
+    if args.clean:
+        global REAL_MIX
+        REAL_MIX = MixerConfig(1, 3, 10.0, 40.0, overlap=0.1, telephone=0.0, snr_db=None)
+    if not args.voices.is_dir():
+        raise SystemExit(f"{args.voices}: no such folder of real recordings (see ../shared/real-speech/README.md)")
+    bank = RecordingBank(args.voices)
+    embedder = Embedder.load(args.model)
+    results = []
+    for seed in args.seeds:
+        results.append(score(bank, embedder, args.split, args.files, seed, args.baselines))
+        print(json.dumps(results[-1]), flush=True)
+    summary = {"split": args.split, "clean": args.clean, "speakers": len(bank.identities(args.split)), "seeds": args.seeds,
+               "files_each": args.files, "model_id": embedder.model_id} | stats(results)
+    for name in args.baselines:
+        summary[name] = stats([r[name] for r in results])
+    print(json.dumps(summary))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"corpora": results, "summary": summary}, indent=1))
+
+
+def stats(rows: list[dict]) -> dict:
+    rows = [r | {"link_f1": r["linking"]["f1"]} for r in rows]
+    keys = [k for k in SUMMARISED if all(k in r for r in rows)]
+    return mean_min_max(rows, keys)
+
+
+def score(bank, embedder, split: str, files: int, seed: int, baselines: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sources = build(tmp)
-        embedder = Embedder.load(args.model)
-        store = Store(tmp / "w", create=True)
-        add_files(store, embedder, sources)
-        sets = {str(s.path.resolve()): store.embedding_set(store.file_id(s.path)) for s in sources}
-        print(json.dumps({"embedder": f"weighter {embedder.model_id}"} | score(store, sets, sources)))
-        try:
-            from weighter.baselines import classic_set, resemblyzer_windows
+        write_corpus(bank, tmp / "corpus", split, files, REAL_MIX, seed=seed, progress=False)
+        sources, rttm = corpus_truth(tmp / "corpus")
+        started = time.perf_counter()
+        store = indexed_store(embedder, sources, tmp / "store")
+        seconds = time.perf_counter() - started
+        result = {"seed": seed, "files": files} | clustered_figures(store, sources, rttm)
+        result |= count_errors(store, sources) | {"ece_top10": calibration_error(store, sources)}
+        result["ceiling_map"] = ceiling(embedder, sources, rttm)
+        audio = sum(load_audio(s.path).shape[0] for s in sources) / 16000
+        result["embed_x_realtime"] = round(audio / seconds, 1)
+        for name in baselines:
+            result[name] = classic(name, embedder, bank, sources, rttm, tmp, seed)
+    return result
 
-            windows = resemblyzer_windows()
-        except ImportError:
-            print(json.dumps({"embedder": "classic-resemblyzer", "skipped": "resemblyzer not installed"}))
-            return
-        store = Store(tmp / "r", create=True)
-        built = [classic_set(s.path, windows, 0.4, "classic-resemblyzer") for s in sources]
-        with store.writing():
-            store.apply([(b, str(i)) for i, b in enumerate(built)])
-        sets = {str(Path(b.path).resolve()): b for b in built}
-        print(json.dumps({"embedder": "classic-resemblyzer (threshold 0.4)"} | score(store, sets, sources)))
+
+def count_errors(store, sources) -> dict:
+    """Files whose active slots are more (over) or fewer (under) than their speakers, as shares."""
+    over = under = 0
+    for s in sources:
+        active = int(store.embedding_set(store.file_id(s.path)).active.sum())
+        over += active > len(s.likes)
+        under += active < len(s.likes)
+    return {"over": round(over / len(sources), 4), "under": round(under / len(sources), 4)}
+
+
+def calibration_error(store, sources, k: int = 10, bins: int = 10) -> float | None:
+    """Expected calibration error of ``p`` over the top-k results of every file's query: the
+    results binned by p, each bin's |mean p - share that truly share a speaker| weighted by its size."""
+    from weighter.index import query_store
+
+    likes = {str(Path(s.path).resolve()): set(s.likes) for s in sources}
+    probs, truth = [], []
+    for s in sources:
+        query = store.embedding_set(store.file_id(s.path))
+        for m in query_store(store, query, k=k):
+            if m.probability is None:
+                return None
+            probs.append(m.probability)
+            truth.append(bool(likes[str(Path(s.path).resolve())] & likes[str(Path(m.file).resolve())]))
+    probs, truth = np.array(probs), np.array(truth, float)
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    error = sum(abs(probs[which == b].mean() - truth[which == b].mean()) * (which == b).sum()
+                for b in range(bins) if (which == b).any())
+    return round(float(error / len(probs)), 4)
+
+
+@torch.no_grad()
+def ceiling(embedder, sources, rttm) -> float:
+    """mAP with perfect who-speaks-when: each true speaker's frames (RTTM) pooled by the model
+    into one embedding per speaker per file; files ranked by their best pair."""
+    model = embedder.model
+    per_file = []
+    for s in sources:
+        wave = torch.from_numpy(load_audio(s.path))[None]
+        frames = model.frames(wave)  # (1, T, Cf)
+        t = frames.shape[1]
+        weights = torch.zeros(1, len(s.likes), t)
+        for start, end, speaker in rttm.get(Path(s.path).stem, []):
+            if speaker in s.likes:
+                row = s.likes.index(speaker)
+                weights[0, row, int(start * model.frame_rate): int(np.ceil(end * model.frame_rate))] = 1.0
+        weights = weights / weights.sum(2, keepdim=True).clamp(min=1)
+        per_file.append(model.pool(weights, frames)[0].numpy())
+    n = len(per_file)
+    scores, shared = np.full((n, n), -np.inf), np.zeros((n, n), bool)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                scores[i, j] = float((per_file[i] @ per_file[j].T).max())
+                shared[i, j] = bool(set(sources[i].likes) & set(sources[j].likes))
+    return round(mean_average_precision(scores, shared), 4)
+
+
+def classic(name, embedder, bank, sources, rttm, tmp, seed) -> dict:
+    """The diarize-then-link pipeline, its threshold calibrated on the validation speakers."""
+    from weighter.baselines import calibrate_distance, classic_set, resemblyzer_windows, weighter_windows
+    from weighter.index import Store
+
+    windows = weighter_windows(embedder.model) if name == "classic-weighter" else resemblyzer_windows()
+    write_corpus(bank, tmp / f"val-{name}", "validation", VAL_FILES, REAL_MIX, seed=seed + 100, progress=False)
+    val_sources, _ = corpus_truth(tmp / f"val-{name}")
+    threshold, val_acc = calibrate_distance([(s.path, s.likes) for s in val_sources], windows)
+    started = time.perf_counter()
+    sets = [classic_set(s.path, windows, threshold, name) for s in sources]
+    seconds = time.perf_counter() - started
+    store = Store(tmp / f"store-{name}", create=True)
+    with store.writing():
+        store.apply([(s, f"{name}-{i}") for i, s in enumerate(sets)])
+    figures = clustered_figures(store, sources, rttm) | count_errors(store, sources)
+    return figures | {"distance_threshold": threshold, "validation_count_accuracy": round(val_acc, 4),
+                      "x_realtime": round(sum(s.duration for s in sets) / seconds, 1)}
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# TTS voices and sox for the synthetic corpus, and alsa-utils' recorded phrases for the real-speech
-# benchmark (Debian/Ubuntu). Safe to run twice.
+# TTS voices and sox for the synthetic corpus, and alsa-utils' recorded Noise.wav (a non-speech
+# sound of benchmarks/no_speech.py) (Debian/Ubuntu). Safe to run twice.
 set -euo pipefail
 need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v flite >/dev/null || need+=(flite)
 command -v sox >/dev/null || need+=(sox libsox-fmt-all)
 [ -f /usr/share/dict/words ] || need+=(wamerican)
-[ -d /usr/share/sounds/alsa ] || need+=(alsa-utils)  # the one real voice of benchmarks/real_speech.py
+[ -d /usr/share/sounds/alsa ] || need+=(alsa-utils)  # /usr/share/sounds/alsa/Noise.wav
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -664,7 +664,7 @@ def _space_words(params: dict) -> str:
               help="Length range MIN:MAX of those conversations, in seconds.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Take the weights of this training checkpoint's last step (MODEL.ckpt) instead of MODEL's.")
-@click.option("--pooling", type=click.Choice(["frames", "windows"]), default=None,
+@click.option("--pooling", type=click.Choice(["frames", "windows", "mean"]), default=None,
               help="Set how slots pool frames into embeddings: 'frames' (the W-weighted mean and std of all "
                    "frames, as trained) or 'windows' (the W-mass-weighted mean of 1.6 s window embeddings). "
                    "Changes the model id: stores built with the old setting refuse the new file.")
@@ -678,8 +678,12 @@ def _space_words(params: dict) -> str:
 @click.option("--scores-only", is_flag=True,
               help="Keep the threshold, merge cosine, slot split and score cohort; fit only the match-probability "
                    "calibrations again, at the current score share (a model calibrated by an earlier version).")
+@click.option("--voices", "voices_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Calibrate on conversations of real recordings instead (a folder of SPEAKER/*.flac|wav): its "
+                   "validation speakers fit the thresholds, its train speakers give the score cohort.")
 @click.pass_obj
-def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_speakers, scores_only, **bank_args):
+def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_speakers, scores_only, voices_dir,
+              **bank_args):
     """Re-fit MODEL's activity threshold, merge cosine, slot split and match-probability
     calibration on the synthetic bank's validation split, draw its score cohort (slots of the
     bank's train voices, which stores normalise query scores against) and record the share of
@@ -688,7 +692,13 @@ def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_
     new file otherwise."""
     from weighter.embedder.train import recalibrate
 
-    result = recalibrate(model, _open_bank(obj, **bank_args), files=files, seconds=seconds, checkpoint=checkpoint,
+    if voices_dir is not None:
+        from weighter.corpus.recordings import RecordingBank
+
+        bank = RecordingBank(voices_dir)
+    else:
+        bank = _open_bank(obj, **bank_args)
+    result = recalibrate(model, bank, files=files, seconds=seconds, checkpoint=checkpoint,
                          pooling=pooling, scores_only=scores_only, input_level=input_level,
                          max_speakers=max_speakers)
     click.echo(json.dumps(result))
@@ -770,6 +780,18 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--ssl-layer", type=int, default=6, show_default=True,
               help="--frontend ssl: the transformer layer whose output are the frame features.")
 @click.option("--max-speakers", type=int, default=4, show_default=True, help="Synthetic: speakers per conversation, 1 to this.")
+@click.option("--voices", "voices_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Also (or, without --synthetic, only) mix conversations from real recordings: a folder of "
+                   "SPEAKER/*.flac|wav whose train split trains and validation split validates "
+                   "(`weighter synth --voices`).")
+@click.option("--voices-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="With --synthetic and --voices: the share of conversations mixed from the recordings.")
+@click.option("--partials", "partial_hop", type=click.IntRange(min=0), default=0, show_default=True, metavar="H",
+              help="--frontend resemblyzer: one speaker embedding per 1.6-s window every H frames of 10 ms "
+                   "(Resemblyzer's own partials; 0: its LSTM's every output). The frozen frames are then "
+                   "computed once per conversation and cached: only the weighter trains (minutes on a CPU).")
+@click.option("--cached-files", type=click.IntRange(min=1), default=3000, show_default=True,
+              help="--partials: training conversations whose frames are cached.")
 @click.option("--reverb", type=float, default=0.0, show_default=True,
               help="Synthetic: probability that a training conversation is recorded in a reverberant room.")
 @click.option("--distort", type=float, default=0.0, show_default=True,
@@ -801,8 +823,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, separation,
           margin, input_level, combine, loss, lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer,
-          max_speakers, reverb, distort, related, empty, sounds, pretrain_steps, seed, device, workers, resume, init,
-          **bank_args):
+          max_speakers, voices_dir, voices_share, partial_hop, cached_files, reverb, distort, related, empty, sounds,
+          pretrain_steps, seed, device, workers, resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -810,8 +832,10 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
       weighter train --manifest calls.csv --out model.pt
     Fine-tuning the shipped model on them instead of starting from scratch:
       weighter train --manifest calls.csv --init default --out model.pt --steps 500
-    From the synthetic bank (how the shipped default is made):
-      weighter train --synthetic --out model.pt
+    From TTS voices and real recordings on Resemblyzer's frozen partials (how the shipped
+    default is made: docs/model.md):
+      weighter train --synthetic --voices ../shared/real-speech/librispeech --frontend resemblyzer \\
+        --partials 50 --out model.pt
 
     The best model by validation retrieval mAP is kept in OUT; OUT.ckpt lets --resume continue.
     """
@@ -820,8 +844,10 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     from weighter.embedder.model import WeighterConfig
     from weighter.embedder.train import TrainConfig, train as run_training
 
-    if bool(manifest) == bool(synthetic):
-        raise click.UsageError("give exactly one of --manifest or --synthetic")
+    if bool(manifest) == bool(synthetic or voices_dir):
+        raise click.UsageError("give --manifest, or --synthetic and/or --voices")
+    if partial_hop and frontend != "resemblyzer":
+        raise click.UsageError("--partials is an option of --frontend resemblyzer")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1],
                       combine=combine, loss=loss, frame_supervision=frame_supervision,
                       balance_activity=balance_activity, separation=separation, margin=margin, input_level=input_level, lr=lr,
@@ -832,16 +858,50 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
         logging.getLogger("weighter.embedder.train").setLevel(logging.INFO)
     model_cfg = WeighterConfig(slots=slots, frontend=frontend, ssl_bundle=ssl_bundle, ssl_layer=ssl_layer)
-    if synthetic:
+    if partial_hop:
+        result = _train_cached(obj, out, cfg, model_cfg, partial_hop, cached_files, synthetic, voices_dir,
+                               voices_share, bank_args)
+    elif voices_dir is not None:
+        raise click.UsageError("--voices trains on cached frozen frames: add --frontend resemblyzer --partials H")
+    elif synthetic:
         result = run_training(out, cfg, model_cfg, bank=_open_bank(obj, **bank_args), resume=resume,
                               progress=obj["progress"], init=init)
     else:
         result = run_training(out, cfg, model_cfg, sources=discover(manifest, require_likes=True),
                               resume=resume, progress=obj["progress"], init=init)
+    if partial_hop:
+        click.echo(json.dumps(result["history"][-1] if result["history"] else {}) if obj["quiet"] else
+                   f"best validation count accuracy + mAP {result['best_score']:.4f} at step {result['best_step']} "
+                   f"of {result['steps']}; model: {out}")
+        return
     click.echo(json.dumps(result["history"][-1] if result["history"] else {}) if obj["quiet"] else
                f"best validation mAP {result['best_map']:.4f}"
                f"{'' if result['best_step'] is None else ' at step %d' % result['best_step']}"
                f" of {result['steps']}; model: {out}")
+
+
+def _train_cached(obj, out, cfg, model_cfg, partial_hop, cached_files, synthetic, voices_dir, voices_share,
+                  bank_args):
+    """``weighter train --partials``: the weighter alone, on cached frozen frames of mixed conversations."""
+    from weighter.embedder.cached import Source, train_cached
+
+    model_cfg.partial_hop, model_cfg.pooling = partial_hop, "mean"
+    model_cfg.time_strides, model_cfg.channel_shrink = (5, 10), 1  # one token per 0.5-s window, all 256 channels
+    train_sources, val_sources = [], []
+    if voices_dir is not None:
+        from weighter.corpus.recordings import RecordingBank
+
+        real = RecordingBank(voices_dir)
+        share = voices_share if synthetic else 1.0
+        train_sources.append(Source(real, "train", share))
+        val_sources.append(Source(real, "validation"))  # real voices are the yardstick: they alone choose
+    if synthetic:
+        bank = _open_bank(obj, **bank_args)
+        train_sources.append(Source(bank, "train", 1.0 - voices_share if voices_dir else 1.0))
+        if voices_dir is None:
+            val_sources.append(Source(bank, "validation"))
+    return train_cached(out, cfg, model_cfg, [s for s in train_sources if s.share > 0],
+                        [s for s in val_sources if s.share > 0], train_files=cached_files, progress=obj["progress"])
 
 
 if __name__ == "__main__":

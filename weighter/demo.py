@@ -32,21 +32,34 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("demo"))
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--voices", type=Path, default=None,
+                        help="mix the corpus from real recordings instead (a folder of SPEAKER/*.flac: their held-out "
+                             "split, e.g. ../shared/real-speech/librispeech)")
     args = parser.parse_args()
     tty = sys.stderr.isatty()
     started = time.time()
 
-    print("== 1. utterance bank (TTS, cached after the first run)")
-    bank = open_or_build_bank(BankSpec(), progress=tty)
-    summary = bank.summary()
-    print(f"   {summary['directory']}: {summary['identities']} identities {summary['per_split']}, "
-          f"{summary['audio_seconds'] / 60:.0f} min of clips")
+    if args.voices is not None:
+        from weighter.corpus.recordings import RecordingBank
+
+        print(f"== 1. real recordings: {args.voices}")
+        bank = RecordingBank(args.voices)
+        summary = bank.summary()
+        print(f"   {summary['identities']} speakers {summary['per_split']} (split by a fixed hash of their names)")
+        mix = MixerConfig(1, 3, 10.0, 40.0, overlap=0.1, telephone=0.2)
+    else:
+        print("== 1. utterance bank (TTS, cached after the first run)")
+        bank = open_or_build_bank(BankSpec(), progress=tty)
+        summary = bank.summary()
+        print(f"   {summary['directory']}: {summary['identities']} identities {summary['per_split']}, "
+              f"{summary['audio_seconds'] / 60:.0f} min of clips")
+        mix = MixerConfig(overlap=0.1, telephone=0.2)
 
     corpus, store_dir = args.out / "corpus", args.out / "store"
     for previous in (corpus, store_dir):  # only what the demo itself writes
         shutil.rmtree(previous, ignore_errors=True)
     print(f"\n== 2. held-out demo corpus -> {corpus}")
-    info = write_corpus(bank, corpus, "heldout", args.files, MixerConfig(overlap=0.1, telephone=0.2),
+    info = write_corpus(bank, corpus, "heldout", args.files, mix,
                         seed=args.seed, progress=False)
     print(f"   {info['files']} files, {info['audio_seconds'] / 60:.1f} min, {info['speakers_heard']} held-out speakers "
           f"(never in training), {info['channels']['telephone']} over a telephone channel")
