@@ -485,6 +485,8 @@ class WeighterModel(nn.Module):
         out = {"x": x, "weights": w, "confidence": confidence, "mask": mask, "frames": frames}
         if self.config.pooling in ("frames", "mean"):
             out["embeddings"] = self.pool(w, frames)
+            if self.config.pooling == "mean" and self.config.partial_hop:  # the partials are the windows
+                out.update(self.partial_parts(w, frames, mask))
         else:  # the windows too, for splitting a slot that holds two voices (embedder/slots.py)
             windows, mass, starts, ends = self.window_parts(w, frames, mask)
             out.update(embeddings=_mass_average(mass, windows), windows=windows, mass=mass, window_starts=starts,
@@ -522,6 +524,19 @@ class WeighterModel(nn.Module):
         second = torch.einsum("bnt,btc->bnc", weights, frames * frames)
         std = (second - mean * mean).clamp(min=1e-5).sqrt()
         return F.normalize(self.project(torch.cat([mean, std], -1)), dim=-1)
+
+    def partial_parts(self, weights: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> dict:
+        """For the partials frontend, what splitting a two-voice slot needs (embedder/slots.py):
+        the window embeddings, one per ``partial_hop`` block (B, K, Cf), each slot's mass in each
+        block (B, N, K), and the blocks' first and past-the-last frames (B, K)."""
+        b, n, t = weights.shape
+        hop = self.config.partial_hop
+        k = -(-t // hop)
+        windows = F.pad(frames, (0, 0, 0, k * hop - t))[:, ::hop]  # (B, K, Cf): zero past each row's end
+        mass = F.pad(weights.float(), (0, k * hop - t)).reshape(b, n, k, hop).sum(-1).to(weights.dtype)
+        starts = (torch.arange(k, device=frames.device) * hop)[None].expand(b, -1)
+        ends = torch.minimum(starts + hop, mask.sum(1, keepdim=True))
+        return {"windows": windows, "mass": mass, "window_starts": starts, "window_ends": ends}
 
     def window_pool(self, weights: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Slot embeddings as averages of window embeddings: every window of ``pool_window`` frames

@@ -40,7 +40,7 @@ BALANCE_CAP = 8.0  # TrainConfig.balance_activity: at most this weight on a fram
 SEPARATION_COSINE = 0.4  # TrainConfig.separation: two speakers' slots of one file should be less alike than this
 # (split cosine, min share) pairs that recalibrate tries for the slot split (embedder/slots.py);
 # (None, .) = never split. Measured on validation files: docs/history.md, the slot split table.
-SPLIT_GRID = [(None, 0.25)] + [(c, s) for c in (0.4, 0.5, 0.6, 0.7) for s in (0.25, 0.3, 0.35, 0.4)]
+SPLIT_GRID = [(None, 0.25)] + [(c, s) for c in (0.4, 0.5, 0.6, 0.7, 0.8) for s in (0.25, 0.3, 0.35, 0.4)]
 
 
 @dataclass
@@ -539,7 +539,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
                 seconds: tuple[float, float] = (10, 30), checkpoint: str | Path | None = None,
                 pooling: str | None = None, scores_only: bool = False, input_level: float | None = None,
-                max_speakers: int | None = None) -> dict:
+                max_speakers: int | None = None, pair_group: int | None = None) -> dict:
     """Re-derive a model's activity threshold, merge cosine, slot split (pooling "windows":
     SPLIT_GRID, best count accuracy then mAP) and pair calibrations on the bank's validation
     split (never the held-out one; ``files`` conversations of ``seconds`` (min, max) length),
@@ -585,7 +585,8 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
         threshold, merge_cosine, cohort = payload["threshold"], payload.get("merge_cosine"), payload["score_cohort"]
     else:
         tried = []
-        for candidate in SPLIT_GRID if model.config.pooling == "windows" else [(None, model.config.split_min_share)]:
+        splits = model.config.pooling == "windows" or model.config.partial_hop  # slots that have windows to split
+        for candidate in SPLIT_GRID if splits else [(None, model.config.split_min_share)]:
             truths = split_items(parts, *candidate)
             metrics = summarize(truths)
             log.info("split cosine %s, min share %s: count accuracy %.4f, mAP %.4f, slot EER %.4f", *candidate,
@@ -604,7 +605,8 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     extra["merge_cosine"] = merge_cosine
     if not scores_only:  # the threshold and merge cosine were fitted on these conversations
         extra["calibration_speakers"] = speakers
-    extra.update(pair_calibrations(truths, threshold, merge_cosine, scores))
+    extra.update(pair_calibrations(truths, threshold, merge_cosine, scores, pair_group))
+    extra["calibration_pair_group"] = pair_group or 0  # 0: every pair of the validation files
     extra["score_cohort"], extra["score_top_share"] = cohort, TOP_SHARE
     save_model(path, model, payload["likes"], threshold, train=payload.get("train"), metrics=metrics, extra=extra)
     return {"threshold": metrics["threshold"], "merge_cosine": merge_cosine, "split_cosine": split[0],
