@@ -95,3 +95,15 @@ def test_read_rttm(tmp_path):
     path.write_text("SPEAKER f1 1 zero\n")
     with pytest.raises(Exception, match="line 1"):
         read_rttm(path)
+
+
+def test_pair_calibration_prior_moves_only_the_intercept():
+    rng = np.random.default_rng(0)
+    centres = unit(rng.normal(size=(4, 8)))
+    items = [item([centres[k] + rng.normal(0, 0.4, 8)], [f"s{k}"]) for k in rng.integers(0, 4, 40)]
+    a, b = pair_calibration(items, 0.5)
+    a2, b2 = pair_calibration(items, 0.5, prior=0.03)
+    same = np.mean([set(x.likes) & set(y.likes) != set() for i, x in enumerate(items) for y in items[i + 1:]])
+    assert a2 == a
+    assert b2 - b == pytest.approx(np.log(0.03 / 0.97) - np.log(same / (1 - same)), abs=2e-4)
+    assert b2 < b  # these 4 speakers share far more often than 3% of pairs

@@ -156,3 +156,23 @@ def test_cached_training_writes_a_usable_model(voices, tmp_path):
     s = embedder.embed([next(voices.glob("*/a.wav"))])[0]
     assert s.embeddings.shape == (3, 256) and s.active.any()
     assert np.allclose(np.linalg.norm(s.embeddings, axis=1), 1, atol=1e-4)
+
+
+def test_partials_model_gives_its_windows_for_the_slot_split():
+    from weighter.embedder.slots import output_row, row_slots
+
+    audio = _speech_like(np.random.default_rng(3), 5.3, 140)
+    model = _partials_model(slots=3)
+    with torch.no_grad():
+        out = model(torch.from_numpy(audio)[None])
+    t = out["x"].shape[2]
+    k = -(-t // 50)
+    assert out["windows"].shape == (1, k, 256) and out["mass"].shape == (1, 3, k)
+    assert torch.allclose(out["windows"][0], out["frames"][0, ::50])  # one partial per 50-frame block
+    assert torch.allclose(out["mass"].sum(2), out["weights"].sum(2), atol=1e-5)  # every frame's weight, once
+    assert int(out["window_ends"][0, -1]) == t
+    row = output_row(out, 0, t)
+    emb, conf, x = row_slots(row, None, 0.25)  # never split: the slots as they are
+    assert np.array_equal(emb, row["embeddings"])
+    emb, conf, x = row_slots(row, 1.01, 0.0)  # split whenever two groups exist
+    assert len(emb) >= 3 and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)

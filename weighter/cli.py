@@ -681,13 +681,14 @@ def _space_words(params: dict) -> str:
 @click.option("--voices", "voices_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Calibrate on conversations of real recordings instead (a folder of SPEAKER/*.flac|wav): its "
                    "validation speakers fit the thresholds, its train speakers give the score cohort.")
-@click.option("--pair-group", type=click.IntRange(min=2), default=None, metavar="N",
-              help="Fit the match probability p on pairs within groups of N validation files only, so that "
-                   "speakers recur as sparsely as in the corpora you will search (a few validation speakers "
-                   "over all files recur far more often, and p would come out too high).")
+@click.option("--pair-prior", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              metavar="P",
+              help="State the match probability p for corpora where two files share a speaker with probability P "
+                   "(default: as often as the validation files do; a few validation speakers over many files "
+                   "share far more often than people in a real corpus, and p would come out too high).")
 @click.pass_obj
 def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_speakers, scores_only, voices_dir,
-              pair_group, **bank_args):
+              pair_prior, **bank_args):
     """Re-fit MODEL's activity threshold, merge cosine, slot split and match-probability
     calibration on the synthetic bank's validation split, draw its score cohort (slots of the
     bank's train voices, which stores normalise query scores against) and record the share of
@@ -704,7 +705,7 @@ def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_
         bank = _open_bank(obj, **bank_args)
     result = recalibrate(model, bank, files=files, seconds=seconds, checkpoint=checkpoint,
                          pooling=pooling, scores_only=scores_only, input_level=input_level,
-                         max_speakers=max_speakers, pair_group=pair_group)
+                         max_speakers=max_speakers, pair_prior=pair_prior)
     click.echo(json.dumps(result))
 
 

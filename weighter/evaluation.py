@@ -208,31 +208,36 @@ def file_pair_scores(items: list[SetTruth], threshold: float, merge_cosine: floa
 
 
 def pair_calibration(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
-                     cohort: Cohort | None = None, group: int | None = None) -> list[float] | None:
+                     cohort: Cohort | None = None, prior: float | None = None) -> list[float] | None:
     """Logistic fit P(two files share a like | best slot score) = sigmoid(a s + b), for the
     raw cosine or, with ``cohort``, the normalised score; None when the validation data has
-    only one class. With ``group``, only pairs within consecutive groups of that many files
-    count: a few validation speakers then recur in a corpus as sparsely as people do in real
-    ones (P depends on how often files share a like, not on the scores alone)."""
+    only one class.
+
+    P depends on how often two files of a corpus share a like at all (the base rate): a few
+    validation speakers over many files share far more often than people in a real corpus do.
+    With ``prior``, the intercept is moved from the validation pairs' base rate to that one
+    (Bayes: the likelihood ratio of a score is kept, the prior odds replaced)."""
     from sklearn.linear_model import LogisticRegression
 
-    chunks = [items] if not group else [items[i:i + group] for i in range(0, len(items), group)]
-    parts = [file_pair_scores(chunk, threshold, merge_cosine, cohort) for chunk in chunks if len(chunk) > 1]
-    scores, same = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    scores, same = file_pair_scores(items, threshold, merge_cosine, cohort)
     if len(set(same.tolist())) < 2:
         return None
     fit = LogisticRegression(C=100.0).fit(scores[:, None], same)
-    return [round(float(fit.coef_[0, 0]), 4), round(float(fit.intercept_[0]), 4)]
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if prior is not None:
+        seen = float(np.mean(same))
+        b += float(np.log(prior / (1 - prior)) - np.log(seen / (1 - seen)))
+    return [round(a, 4), round(b, 4)]
 
 
 def pair_calibrations(items: list[SetTruth], threshold: float, merge_cosine: float | None = None,
-                      cohort: Cohort | None = None, group: int | None = None) -> dict:
+                      cohort: Cohort | None = None, prior: float | None = None) -> dict:
     """The calibrations a model file carries: for raw cosines ("pair_calibration") and, when
     it carries a score cohort, for scores normalised against it ("pair_calibration_snorm");
-    ``group`` as in ``pair_calibration``."""
-    out = {"pair_calibration": pair_calibration(items, threshold, merge_cosine, group=group)}
+    ``prior`` as in ``pair_calibration``."""
+    out = {"pair_calibration": pair_calibration(items, threshold, merge_cosine, prior=prior)}
     if cohort is not None:
-        out["pair_calibration_snorm"] = pair_calibration(items, threshold, merge_cosine, cohort, group)
+        out["pair_calibration_snorm"] = pair_calibration(items, threshold, merge_cosine, cohort, prior)
     return out
 
 

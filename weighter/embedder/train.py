@@ -539,7 +539,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
                 seconds: tuple[float, float] = (10, 30), checkpoint: str | Path | None = None,
                 pooling: str | None = None, scores_only: bool = False, input_level: float | None = None,
-                max_speakers: int | None = None, pair_group: int | None = None) -> dict:
+                max_speakers: int | None = None, pair_prior: float | None = None) -> dict:
     """Re-derive a model's activity threshold, merge cosine, slot split (pooling "windows":
     SPLIT_GRID, best count accuracy then mAP) and pair calibrations on the bank's validation
     split (never the held-out one; ``files`` conversations of ``seconds`` (min, max) length),
@@ -605,8 +605,9 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     extra["merge_cosine"] = merge_cosine
     if not scores_only:  # the threshold and merge cosine were fitted on these conversations
         extra["calibration_speakers"] = speakers
-    extra.update(pair_calibrations(truths, threshold, merge_cosine, scores, pair_group))
-    extra["calibration_pair_group"] = pair_group or 0  # 0: every pair of the validation files
+    extra.update(pair_calibrations(truths, threshold, merge_cosine, scores, pair_prior))
+    if pair_prior is not None:  # the base rate p is stated for (absent: the validation pairs' own)
+        extra["pair_prior"] = float(pair_prior)
     extra["score_cohort"], extra["score_top_share"] = cohort, TOP_SHARE
     save_model(path, model, payload["likes"], threshold, train=payload.get("train"), metrics=metrics, extra=extra)
     return {"threshold": metrics["threshold"], "merge_cosine": merge_cosine, "split_cosine": split[0],
