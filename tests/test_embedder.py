@@ -367,7 +367,7 @@ def test_cli_train_and_embed(tiny_bank, tmp_path):
     assert len(payload["sets"]) == 2 and len(payload["sets"][0]["slots"]) == 6
     assert len(payload["sets"][0]["slots"][0]["embedding"]) == 256
     result = runner.invoke(main, ["train", "--out", str(model)])
-    assert result.exit_code != 0 and "exactly one of --manifest or --synthetic" in result.output
+    assert result.exit_code != 0 and "give --manifest, or --synthetic and/or --voices" in result.output
 
 
 def test_cli_train_logs_each_validation_when_stderr_is_no_terminal(tiny_bank, tmp_path, caplog):
