@@ -49,3 +49,25 @@ def mean_min_max(rows: list[dict], keys) -> dict:
     values = {k: np.array([r[k] for r in rows], float) for k in keys}
     return {stat: {k: round(float(f(v)), 4) for k, v in values.items()}
             for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))}
+
+
+def classic_figures(name: str, windows, val_sources: list[AudioSource], sources: list[AudioSource], rttm: dict,
+                    directory: Path) -> tuple[dict, Store]:
+    """The diarize-then-link pipeline (weighter.baselines) on ``sources``: its distance threshold
+    calibrated on ``val_sources``, its sets in a new store at ``directory``, clustered and scored
+    like the Weighter's. Returns the figures and the store."""
+    import time
+
+    from weighter.baselines import calibrate_distance, classic_set
+
+    threshold, val_acc = calibrate_distance([(s.path, s.likes) for s in val_sources], windows)
+    started = time.perf_counter()
+    sets = [classic_set(s.path, windows, threshold, name) for s in sources]
+    seconds = time.perf_counter() - started
+    store = Store(directory, create=True)
+    with store.writing():
+        store.apply([(s, f"{name}-{i}") for i, s in enumerate(sets)])
+    figures = clustered_figures(store, sources, rttm)
+    return figures | {"distance_threshold": threshold, "validation_count_accuracy": round(val_acc, 4),
+                      "x_realtime": round(sum(s.duration for s in sets) / seconds, 1)}, store
+

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import clustered_figures, corpus_truth, indexed_store, mean_min_max, mixed_corpus
+from common import classic_figures, clustered_figures, corpus_truth, indexed_store, mean_min_max, mixed_corpus
 from weighter.audio import load_audio
 from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder import Embedder
 from weighter.evaluation import SetTruth, retrieval_map
-from weighter.index import Store
 
 VAL_FILES = 30  # validation files that calibrate the baselines' clustering threshold
 BASELINES = ("classic-weighter", "classic-resemblyzer")
@@ -113,24 +112,14 @@ def classic_baseline(name, embedder, bank, sources, rttm, tmp, seed) -> dict:
     """Diarize-then-link: window embeddings, per-file agglomerative clustering, centroids as the
     set; its threshold calibrated on the *validation* split; then the same store, clustering
     and figures as the Weighter."""
-    from weighter.baselines import calibrate_distance, classic_set, resemblyzer_windows, weighter_windows
+    from weighter.baselines import resemblyzer_windows, weighter_windows
 
     try:
         windows = weighter_windows(embedder.model) if name == "classic-weighter" else resemblyzer_windows()
     except ImportError:
         return {"skipped": "resemblyzer is not installed (pip install 'weighter[resemblyzer]')"}
     val_sources, _ = corpus_truth(mixed_corpus(bank, tmp / f"val-{name}", "validation", VAL_FILES, seed + 100))
-    threshold, val_acc = calibrate_distance([(s.path, s.likes) for s in val_sources], windows)
-    started = time.perf_counter()
-    sets = [classic_set(s.path, windows, threshold, name) for s in sources]
-    seconds = time.perf_counter() - started
-    store = Store(tmp / f"store-{name}", create=True)
-    with store.writing():
-        store.apply([(s, f"{name}-{i}") for i, s in enumerate(sets)])
-    figures = clustered_figures(store, sources, rttm)
-    audio = sum(s.duration for s in sets)
-    return figures | {"distance_threshold": threshold, "validation_count_accuracy": round(val_acc, 4),
-                      "x_realtime": round(audio / seconds, 1)}
+    return classic_figures(name, windows, val_sources, sources, rttm, tmp / f"store-{name}")[0]
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import clustered_figures, corpus_truth, indexed_store, mean_min_max
+from common import classic_figures, clustered_figures, corpus_truth, indexed_store, mean_min_max
 from weighter.audio import load_audio
 from weighter.corpus import MixerConfig, write_corpus
 from weighter.corpus.recordings import RecordingBank
@@ -161,22 +161,13 @@ def ceiling(embedder, sources, rttm) -> float:
 
 def classic(name, embedder, bank, sources, rttm, tmp, seed) -> dict:
     """The diarize-then-link pipeline, its threshold calibrated on the validation speakers."""
-    from weighter.baselines import calibrate_distance, classic_set, resemblyzer_windows, weighter_windows
-    from weighter.index import Store
+    from weighter.baselines import resemblyzer_windows, weighter_windows
 
     windows = weighter_windows(embedder.model) if name == "classic-weighter" else resemblyzer_windows()
     write_corpus(bank, tmp / f"val-{name}", "validation", VAL_FILES, REAL_MIX, seed=seed + 100, progress=False)
     val_sources, _ = corpus_truth(tmp / f"val-{name}")
-    threshold, val_acc = calibrate_distance([(s.path, s.likes) for s in val_sources], windows)
-    started = time.perf_counter()
-    sets = [classic_set(s.path, windows, threshold, name) for s in sources]
-    seconds = time.perf_counter() - started
-    store = Store(tmp / f"store-{name}", create=True)
-    with store.writing():
-        store.apply([(s, f"{name}-{i}") for i, s in enumerate(sets)])
-    figures = clustered_figures(store, sources, rttm) | count_errors(store, sources)
-    return figures | {"distance_threshold": threshold, "validation_count_accuracy": round(val_acc, 4),
-                      "x_realtime": round(sum(s.duration for s in sets) / seconds, 1)}
+    figures, store = classic_figures(name, windows, val_sources, sources, rttm, tmp / f"store-{name}")
+    return figures | count_errors(store, sources)
 
 
 if __name__ == "__main__":
