@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from tqdm import tqdm
 from weighter.audio import AudioSource, load_audio
 from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
 from weighter.embedder.checkpoint import load_model, save_model
+from weighter.embedder.config import TrainConfig  # re-exported too: weighter.embedder.train.TrainConfig
 from weighter.embedder.device import pick_device  # noqa: F401  (re-exported: weighter.embedder.train.pick_device)
 from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
 from weighter.embedder.slots import output_row, row_slots
@@ -41,56 +42,6 @@ SEPARATION_COSINE = 0.4  # TrainConfig.separation: two speakers' slots of one fi
 # (split cosine, min share) pairs that recalibrate tries for the slot split (embedder/slots.py);
 # (None, .) = never split. Measured on validation files: docs/history.md, the slot split table.
 SPLIT_GRID = [(None, 0.25)] + [(c, s) for c in (0.4, 0.5, 0.6, 0.7, 0.8) for s in (0.25, 0.3, 0.35, 0.4)]
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (each described beside it); ``weighter train`` fills it.
-
-    Examples
-    --------
-    >>> from weighter.embedder.train import TrainConfig
-    >>> TrainConfig(steps=500, batch_size=8).eval_every
-    250
-    """
-
-    steps: int = 3000
-    batch_size: int = 12
-    min_seconds: float = 8.0  # each batch draws one duration in [min, max]
-    max_seconds: float = 20.0
-    max_speakers: int = 4
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup: int = 100  # steps
-    combine: str = "sum"  # sum | max | noisy_or
-    loss: str = "wbce"  # wbce | bce
-    frame_supervision: float = 1.0
-    balance_activity: bool = False  # frame activity loss: each matched slot's speech and silence frames weigh
-    #                                 alike (capped at BALANCE_CAP), so a speaker heard 1 s counts as one heard 20 s
-    separation: float = 0.0  # weight of a loss that pushes apart two slots matched to two speakers of one file
-    #                          (their cosine above SEPARATION_COSINE), so that the duplicate merge keeps both
-    margin: float | None = None  # the identity losses' AM-softmax margin (cosine units), replacing the model
-    #                              config's (also an init's): larger-margin fine-tuning pushes voices further apart
-    input_level: float | None = None  # the log-mel frontend's input RMS level (dBFS), replacing the model config's
-    #                                   (also an init's): training then sees every file at one level
-    eval_every: int = 250
-    patience: int = 6  # evaluations without a better validation mAP before stopping
-    # Synthetic validation conversations (10-30 s) scored each eval_every steps: 60 ranked checkpoints
-    # wrongly, 200 did not and take about 18 s on 2 cores (docs/history.md, "The default model").
-    val_files: int = 200
-    telephone: float = 0.2
-    overlap: float = 0.1
-    reverb: float = 0.0  # share of conversations recorded in a reverberant room (mixer); validation stays dry
-    distort: float = 0.0  # share of conversations through an MP3 / clipping / equaliser distortion (mixer)
-    related: float = 0.0  # share of conversations that also hold a relative of their first speaker (mixer)
-    empty: float = 0.0  # share of training files with no speaker, only a non-speech sound or noise (mixer)
-    sounds: float = 0.0  # share of conversations that also carry a non-speech sound over a stretch (mixer)
-    seed: int = 0
-    device: str = "auto"
-    pretrain_steps: int = 0  # synthetic only: first steps on single-speaker clips (speaker ID of the frames)
-    pretrain_batch: int = 64
-    pretrain_seconds: float = 3.0
-    workers: int | None = None  # processes making batches beside training; None = auto_workers(device)
 
 
 class BankClips:
