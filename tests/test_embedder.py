@@ -14,7 +14,8 @@ from weighter.cli import main
 from weighter.corpus import MixerConfig, UtteranceBank, write_corpus
 from weighter.embedder import Embedder, WeighterConfig, WeighterModel
 from weighter.embedder.checkpoint import load_model, save_model
-from weighter.embedder.model import _masked_group_norm, bce, file_prediction, wbce
+from weighter.embedder.losses import bce, file_prediction, wbce
+from weighter.embedder.model import _masked_group_norm
 from weighter.embedder.train import TrainConfig, margin_cross_entropy, train
 from weighter.errors import AudioError, WeighterError
 

@@ -1,14 +1,7 @@
 """Training the Weighter: from file-level likes (any manifest of real files) or from the
 synthetic utterance bank with conversations mixed on the fly (how the default model is made).
 
-Losses, per batch of B files, K training likes, N slots:
-- file loss (always): p = sigmoid(cosine logits) (B, N, K); the slots combine into one
-  prediction per like, P = file_prediction(p, C) (B, K); wBCE(y, P) summed over likes.
-- frame supervision (synthetic corpora only, weight ``frame_supervision``; 0 = likes alone):
-  slots are matched one-to-one to the true speakers (Hungarian, on BCE between X and each
-  speaker's activity); matched slots learn that activity and their speaker's identity
-  (cross-entropy), unmatched slots learn silence. This fights two traps:
-  several slots on one speaker, and confident slots that cover only a few frames.
+The losses each step minimises are in losses.py (its docstring says what each one teaches).
 """
 
 from __future__ import annotations
@@ -22,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from weighter.audio import AudioSource, load_audio
@@ -30,15 +22,17 @@ from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
 from weighter.embedder.checkpoint import load_model, save_model
 from weighter.embedder.config import TrainConfig  # re-exported too: weighter.embedder.train.TrainConfig
 from weighter.embedder.device import pick_device  # noqa: F401  (re-exported: weighter.embedder.train.pick_device)
-from weighter.embedder.model import WeighterConfig, WeighterModel, bce, file_prediction, match_slots, wbce
+# re-exported for existing imports (weighter.embedder.train.<name>): the losses live in losses.py
+from weighter.embedder.losses import (BALANCE_CAP, SEPARATION_COSINE, balanced_weights, bce,  # noqa: F401
+                                      file_prediction, losses, margin_cross_entropy, match_slots,
+                                      oracle_identity_loss, separation_loss, wbce)
+from weighter.embedder.model import WeighterConfig, WeighterModel
 from weighter.embedder.slots import output_row, row_slots
 from weighter.errors import AudioError, WeighterError
 from weighter.evaluation import SetTruth, distinct_active, pair_calibrations, summarize
 from weighter.scoring import TOP_SHARE, Cohort, draw_cohort
 
 log = logging.getLogger(__name__)
-BALANCE_CAP = 8.0  # TrainConfig.balance_activity: at most this weight on a frame
-SEPARATION_COSINE = 0.4  # TrainConfig.separation: two speakers' slots of one file should be less alike than this
 # (split cosine, min share) pairs that recalibrate tries for the slot split (embedder/slots.py);
 # (None, .) = never split. Measured on validation files: docs/history.md, the slot split table.
 SPLIT_GRID = [(None, 0.25)] + [(c, s) for c in (0.4, 0.5, 0.6, 0.7, 0.8) for s in (0.25, 0.3, 0.35, 0.4)]
@@ -216,94 +210,6 @@ def made_batches(loader: torch.utils.data.DataLoader):
         if kind == "error":
             raise batch[0]
         yield (kind, *batch)
-
-
-def losses(model: WeighterModel, out: dict, y: torch.Tensor, activity, speakers, cfg: TrainConfig) -> dict:
-    """The batch's losses by name (the file loss always; the frame, identity and separation
-    losses as ``cfg`` and the frame truth allow); see the module docstring."""
-    logits = model.like_logits(out["embeddings"])  # (B, N, K)
-    p_file = file_prediction(torch.sigmoid(logits), out["confidence"], cfg.combine)  # (B, K)
-    per_like = wbce(y, p_file) if cfg.loss == "wbce" else bce(y, p_file.clamp(max=1.0))
-    result = {"file": per_like.sum(1).mean()}
-    if activity is not None and cfg.frame_supervision > 0:
-        x, mask = out["x"].float(), out["mask"]  # (B, N, T), (B, T); float32 under autocast too
-        act_loss, id_loss, sep_loss = [], [], []
-        for b, a in enumerate(activity):
-            t = x.shape[2]
-            a = F.pad(a, (0, max(0, t - a.shape[1])))[:, :t].to(x.device)  # (S_b, T)
-            target = torch.zeros_like(x[b])
-            weight = mask[b].to(x.dtype).expand_as(x[b])  # (N, T), a view: copied only when balanced
-            if len(a):
-                rows, cols = match_slots(x[b], a)
-                target[rows] = a[cols]
-                matched = out["embeddings"][b, rows]
-                id_loss.append(margin_cross_entropy(model, matched, torch.tensor(speakers[b], device=x.device)[cols]))
-                if cfg.separation > 0 and len(rows) > 1:
-                    sep_loss.append(separation_loss(matched))
-                if cfg.balance_activity:
-                    weight = weight.clone()
-                    weight[rows] = balanced_weights(target[rows], weight[rows])
-            act_loss.append((bce(target, x[b]) * weight).sum() / mask[b].sum().clamp(min=1))
-        result["activity"] = torch.stack(act_loss).mean()
-        if id_loss:
-            result["identity"] = torch.stack(id_loss).mean()
-        if sep_loss:
-            result["separation"] = torch.stack(sep_loss).mean()
-        result["oracle"] = oracle_identity_loss(model, out["frames"], activity, speakers)
-    result["total"] = result["file"] + cfg.frame_supervision * (
-        result.get("activity", 0) + result.get("identity", 0) + result.get("oracle", 0)) + \
-        cfg.separation * result.get("separation", 0)
-    return result
-
-
-def separation_loss(embeddings: torch.Tensor) -> torch.Tensor:
-    """Slots of one file matched to different speakers (M, E), unit length: the mean over
-    their pairs of how far their cosine exceeds SEPARATION_COSINE (0 when all are below it).
-    The duplicate merge takes two slots of one file this alike for one voice."""
-    e = embeddings.float()
-    i, j = torch.triu_indices(len(e), len(e), 1, device=e.device)
-    return F.relu((e[i] * e[j]).sum(-1) - SEPARATION_COSINE).mean()
-
-
-def balanced_weights(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Per row of ``target`` (M, T) (a matched slot's speaker activity, 0/1), frame weights that
-    give its speech and its silence half of the row's valid frames (``valid`` (M, T), 0/1) each,
-    every weight capped at BALANCE_CAP (a row of speech or silence alone keeps weight 1)."""
-    valid_frames = valid.sum(1, keepdim=True)
-    speech = (target * valid).sum(1, keepdim=True)
-    silence = valid_frames - speech
-    both = (speech > 0) & (silence > 0)
-    w_speech = torch.where(both, valid_frames / (2 * speech.clamp(min=1)), 1.0).clamp(max=BALANCE_CAP)
-    w_silence = torch.where(both, valid_frames / (2 * silence.clamp(min=1)), 1.0).clamp(max=BALANCE_CAP)
-    return valid * torch.where(target > 0.5, w_speech, w_silence)
-
-
-def margin_cross_entropy(model: WeighterModel, embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """AM-softmax: cross-entropy over the training likes with the target's cosine lowered by a margin."""
-    logits = model.like_logits(embeddings)  # (M, K)
-    margin = torch.zeros_like(logits).scatter_(1, target[:, None], model.config.margin * model.config.cos_scale)
-    return F.cross_entropy(logits - margin, target)
-
-
-def oracle_identity_loss(model: WeighterModel, frames: torch.Tensor, activity, speakers) -> torch.Tensor:
-    """Frame truth as pre-training: pool each speaker's own frames (the RTTM as weights) and
-    classify the result. Teaches frame features and projection speaker identity from step one,
-    before the weighter has learnt to find the speakers."""
-    b, t, _ = frames.shape
-    s_max = max(len(a) for a in activity)
-    if s_max == 0:
-        return frames.sum() * 0
-    weights = torch.zeros(b, s_max, t, device=frames.device)
-    targets, rows = [], []
-    for i, a in enumerate(activity):
-        if len(a):
-            a = F.pad(a, (0, max(0, t - a.shape[1])))[:, :t].to(frames.device)
-            weights[i, :len(a)] = a / a.sum(1, keepdim=True).clamp(min=1)
-            rows += [(i, j) for j in range(len(a)) if a[j].sum() > 0]
-            targets += [speakers[i][j] for j in range(len(a)) if a[j].sum() > 0]
-    emb = model.pool(weights, frames)  # (B, S_max, E)
-    picked = torch.stack([emb[i, j] for i, j in rows])
-    return margin_cross_entropy(model, picked, torch.tensor(targets, device=frames.device))
 
 
 def embed_items(model: WeighterModel, items: list, device: torch.device) -> list[SetTruth]:
