@@ -861,7 +861,8 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
                       workers=workers)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
-        logging.getLogger("weighter.embedder.train").setLevel(logging.INFO)
+        for name in ("weighter.embedder.train", "weighter.embedder.data"):  # the loop's and its batch makers'
+            logging.getLogger(name).setLevel(logging.INFO)
     model_cfg = WeighterConfig(slots=slots, frontend=frontend, ssl_bundle=ssl_bundle, ssl_layer=ssl_layer)
     if partial_hop:
         result = _train_cached(obj, out, cfg, model_cfg, partial_hop, cached_files, synthetic, voices_dir,
