@@ -695,7 +695,7 @@ def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_
     best cohort cosines that normalises a slot, and rewrite MODEL (atomically). The model id
     changes only with --checkpoint, --pooling or --input-level: stores keep working with the
     new file otherwise."""
-    from weighter.embedder.train import recalibrate
+    from weighter.embedder.calibration import recalibrate
 
     if voices_dir is not None:
         from weighter.corpus.recordings import RecordingBank
