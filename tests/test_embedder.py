@@ -14,7 +14,8 @@ from weighter.cli import main
 from weighter.corpus import MixerConfig, UtteranceBank, write_corpus
 from weighter.embedder import Embedder, WeighterConfig, WeighterModel
 from weighter.embedder.checkpoint import load_model, save_model
-from weighter.embedder.model import _masked_group_norm, bce, file_prediction, wbce
+from weighter.embedder.losses import bce, file_prediction, wbce
+from weighter.embedder.model import _masked_group_norm
 from weighter.embedder.train import TrainConfig, margin_cross_entropy, train
 from weighter.errors import AudioError, WeighterError
 
@@ -378,6 +379,7 @@ def test_cli_train_logs_each_validation_when_stderr_is_no_terminal(tiny_bank, tm
                                            "4:5", "--eval-every", "2", "--max-speakers", "2", "--val-files", "5"])
     finally:
         train_log.setLevel(logging.NOTSET)
+        logging.getLogger("weighter.embedder.data").setLevel(logging.NOTSET)
     assert result.exit_code == 0, result.output
     lines = [r.getMessage() for r in caplog.records if r.name == train_log.name and r.getMessage().startswith("step 2: ")]
     assert lines and "'files': 5" in lines[0]  # --val-files conversations scored

@@ -695,7 +695,7 @@ def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_
     best cohort cosines that normalises a slot, and rewrite MODEL (atomically). The model id
     changes only with --checkpoint, --pooling or --input-level: stores keep working with the
     new file otherwise."""
-    from weighter.embedder.train import recalibrate
+    from weighter.embedder.calibration import recalibrate
 
     if voices_dir is not None:
         from weighter.corpus.recordings import RecordingBank
@@ -861,7 +861,8 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
                       workers=workers)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
-        logging.getLogger("weighter.embedder.train").setLevel(logging.INFO)
+        for name in ("weighter.embedder.train", "weighter.embedder.data"):  # the loop's and its batch makers'
+            logging.getLogger(name).setLevel(logging.INFO)
     model_cfg = WeighterConfig(slots=slots, frontend=frontend, ssl_bundle=ssl_bundle, ssl_layer=ssl_layer)
     if partial_hop:
         result = _train_cached(obj, out, cfg, model_cfg, partial_hop, cached_files, synthetic, voices_dir,

@@ -7,7 +7,7 @@ as one frame per ``block`` frames (the partials frontend holds a value for ``par
 frames). Training then costs the weighter alone: minutes on two CPU cores instead of hours.
 
     banks -> mixer -> audio -> frozen frontend -> cache (K, 256) per file  (once)
-    cache -> random crops -> weighter -> losses (train.losses: wBCE, frame truth)  (every step)
+    cache -> random crops -> weighter -> losses (losses.py: wBCE, frame truth)  (every step)
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from weighter.corpus.mixer import ConversationMixer, MixerConfig
 from weighter.embedder.checkpoint import save_model
 from weighter.embedder.model import WeighterConfig, WeighterModel
 from weighter.embedder.slots import output_row, row_slots
-from weighter.embedder.train import TrainConfig, losses
+from weighter.embedder.config import TrainConfig
+from weighter.embedder.losses import losses
 from weighter.errors import WeighterError
 from weighter.evaluation import SetTruth, pair_calibrations, summarize
 
