@@ -28,3 +28,8 @@ class ManifestError(WeighterError):
 
 class CorpusError(WeighterError):
     """A missing TTS engine, a broken utterance bank, or an impossible corpus request."""
+
+
+class StoreError(WeighterError):
+    """A store that cannot be opened, written or read as asked (not a store, another model, a
+    second writer, a missing or corrupt FAISS or scores file)."""

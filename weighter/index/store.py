@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from weighter.embedding_set import EmbeddingSet
-from weighter.errors import WeighterError
+from weighter.errors import StoreError
 from weighter.scoring import LEGACY_TOP_SHARE, MIN_COHORT, Cohort, cohort_stats, top_stats
 
 STORE_FORMAT = 3  # 2: slot ids never reused; 3: a slot's id encodes its file and slot number
@@ -77,11 +77,6 @@ CREATE INDEX IF NOT EXISTS slots_file ON slots(file_id);
 CREATE INDEX IF NOT EXISTS slots_active ON slots(active);  -- counting active slots reads no embeddings
 CREATE TABLE IF NOT EXISTS score_cohort (id INTEGER PRIMARY KEY, embedding BLOB NOT NULL);  -- the model's
 """
-
-
-class StoreError(WeighterError):
-    """A store that cannot be opened, written or read as asked (not a store, another model, a
-    second writer, a missing or corrupt FAISS or scores file)."""
 
 
 def content_hash(path: str | Path) -> str:
