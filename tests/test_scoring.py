@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from weighter.evaluation import SetTruth, file_scores, retrieval_map
-import weighter.index.store as store_module
+import weighter.index.score_stats as score_stats
 from weighter.index import Store, StoreError, query_store
 from weighter.embedding_set import EmbeddingSet
 from weighter.scoring import (COHORT_SIZE, LEGACY_TOP_SHARE, MIN_COHORT, TOP_SHARE, Cohort, cohort_stats, draw_cohort,
@@ -142,7 +142,7 @@ def test_slot_statistics_by_table_equal_those_by_search(tmp_path, monkeypatch):
     ids = np.concatenate([stats["ids"][::-1], missing])
     by_table = store.slot_stats(ids)
     assert store._stats_table(stats) is not None
-    monkeypatch.setattr(store_module, "DENSE_LIMIT", 0)  # ids too sparse for a table: sorted search
+    monkeypatch.setattr(score_stats, "DENSE_LIMIT", 0)  # ids too sparse for a table: sorted search
     stats.pop("table")  # the table made above is cached in the scores: make it again
     assert store._stats_table(stats) is None
     by_search = store.slot_stats(ids)
@@ -151,7 +151,7 @@ def test_slot_statistics_by_table_equal_those_by_search(tmp_path, monkeypatch):
     assert np.array_equal(by_table[0][::-1][2:], stats["mean"]) and np.array_equal(by_table[1][::-1][2:], stats["spread"])
     assert by_table[0][-2:].tolist() == [0.0, 0.0] and by_table[1][-2:].tolist() == [1.0, 1.0]
     empty = {"ids": np.zeros(0, np.int64), "mean": np.zeros(0, np.float32), "spread": np.zeros(0, np.float32)}
-    monkeypatch.setattr(store_module, "DENSE_LIMIT", 4)
+    monkeypatch.setattr(score_stats, "DENSE_LIMIT", 4)
     assert store._stats_table(empty) is None  # no slots: no table to index
 
 

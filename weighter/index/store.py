@@ -17,6 +17,9 @@ old files are deleted. Killed before the commit, the store is in its old state (
 files are removed on the next write); after it, in its new state. Readers never take the
 lock: SQLite's WAL lets them read during a write, and the files they were told about stay
 until the commit that replaces them.
+
+This module keeps SQLite and the generations; ``weighter.index.faiss_index`` builds, tunes and
+reads the FAISS index, ``weighter.index.score_stats`` writes, reads and looks up the scores file.
 """
 
 from __future__ import annotations
@@ -34,34 +37,17 @@ import numpy as np
 
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import StoreError
-from weighter.scoring import LEGACY_TOP_SHARE, MIN_COHORT, Cohort, cohort_stats, top_stats
+from weighter.index import faiss_index, score_stats
+# Re-exported: importers name these as weighter.index.store's.
+from weighter.index.faiss_index import (EXACT_LIMIT, IVF_RECALL, MIN_NPROBE, TWO_LEVEL_FROM,  # noqa: F401
+                                        _exact_top, auto_factory, tuned_nprobe, tuning_slots)
+from weighter.index.score_stats import DENSE_LIMIT  # noqa: F401
+from weighter.scoring import LEGACY_TOP_SHARE, MIN_COHORT, Cohort
 
 STORE_FORMAT = 3  # 2: slot ids never reused; 3: a slot's id encodes its file and slot number
 SLOT_BITS = 12  # slot id = file id * 2**SLOT_BITS + slot number: a FAISS hit names its file with no lookup
 MAX_SLOTS = 1 << SLOT_BITS
 _CHUNK = 900  # values bound in one IN (...): SQLite's limit on bound parameters is 999 in old builds
-DENSE_LIMIT = 4  # cells per active slot up to which slot statistics are looked up in a (file, slot) table
-EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, IVF
-TWO_LEVEL_FROM = 1024  # IVF lists from which the coarse k-means runs in two levels (see _build_index)
-HNSW_EF_SEARCH = 128  # for a user's 'HNSW..' factory string
-IVF_RECALL = 0.95  # recall@10 of exact search that the tuned nprobe reaches on the store's own slots
-TUNE_QUERIES = 128  # own slots searched to tune nprobe (their exact search at 1M: 3.0 s here)
-NPROBE_MARGIN = 2  # the tuned nprobe is doubled: for a sample's error and queries recorded elsewhere
-MIN_NPROBE = 8
-RETUNE_DRIFT = 1.25  # an index updated in place is tuned again once its size moved by this factor
-
-
-def auto_factory(active: int) -> str:
-    """Flat (exact) up to EXACT_LIMIT; beyond, IVF with nlist = 4 sqrt(n) rounded to a power of
-    two (the FAISS guideline for up to ~1M vectors), its vectors stored as float16 (half the
-    memory read per probe: p50 at 1M 17 -> 14 ms, recall@10 unchanged at 0.9525; scores within
-    1e-4 of float32, so they count as exact). It changes only when n grows 4x, so the index is
-    retrained (rebuilt) rarely. How many lists a search probes is tuned per store
-    (``tuned_nprobe``)."""
-    if active <= EXACT_LIMIT:
-        return "Flat"
-    nlist = 2 ** int(round(np.log2(4 * np.sqrt(active))))
-    return f"IVF{nlist},SQfp16"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -344,8 +330,6 @@ class Store:
             raise StoreError("Store.apply must run inside Store.writing()")
         for s, _ in add:
             self.check_model(s.model_id)
-        import faiss
-
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -401,26 +385,21 @@ class Store:
             except StoreError:  # a corrupt or missing FAISS file: rebuild it from SQLite
                 index = None
             incremental = (not rebuild and index is not None and self._meta("index_type") == wanted and
-                           (not removed_ids or _removes_in_place(index)))
+                           (not removed_ids or faiss_index.removes_in_place(index)))
             if incremental:
                 if removed_ids:
                     index.remove_ids(np.array(removed_ids, dtype=np.int64))
                 if new_ids:
                     index.add_with_ids(np.stack(new_vectors).astype(np.float32), np.array(new_ids, dtype=np.int64))
             else:
-                index = self._build_index(wanted, active())
+                index = faiss_index.build_index(wanted, int(self._meta("embed_dim") or 256), active())
             self._tune_nprobe(index, retune=not incremental, active=active)
             generation = self.generation + 1
-            tmp = self.directory / (self._faiss_name(generation) + ".tmp")
-            faiss.write_index(index, str(tmp))
-            os.replace(tmp, self.directory / self._faiss_name(generation))
+            self._write_file(self._faiss_name(generation), functools.partial(faiss_index.write_index, index))
             cohort = score_cohort if new_cohort else self.score_cohort()
             stats = self._next_stats(cohort, new_ids, new_vectors, removed_ids, rebuild or new_cohort, active)
             if stats is not None:
-                tmp = self.directory / (self._stats_name(generation) + ".tmp")
-                with open(tmp, "wb") as handle:
-                    np.savez(handle, **stats)
-                os.replace(tmp, self.directory / self._stats_name(generation))
+                self._write_file(self._stats_name(generation), functools.partial(score_stats.write_stats, stats))
             if after_faiss_written:
                 after_faiss_written()
             old = self.generation
@@ -440,77 +419,36 @@ class Store:
         self._max_slots = None
         return {"added": len(add), "removed": len(remove), "active_vectors": int(index.ntotal), "index_type": wanted}
 
-    def _build_index(self, factory: str, active: tuple[np.ndarray, np.ndarray]):
-        """A new FAISS index of the ``active`` (ids, vectors)."""
-        import faiss
-
-        dim = int(self._meta("embed_dim") or 256)
-        ids, vectors = active
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)  # already its concrete class
-        if not isinstance(index, faiss.IndexIVF):  # IVF keeps ids itself (removal in place); others need a map
-            index = faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
-        if not index.is_trained:  # IVF and PQ: train on a sample, 30-256 points per list (FAISS guidelines)
-            if len(vectors) == 0:
-                raise StoreError(f"index type {factory!r} needs training vectors; add files first")
-            nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 256
-            pool = np.flatnonzero(~tuning_slots(ids)) if "IVF" in factory else np.arange(len(ids))
-            pool = pool if len(pool) else np.arange(len(ids))
-            sample = vectors[np.random.default_rng(0).permutation(pool)[: 64 * nlist]]
-            if isinstance(index, faiss.IndexIVF) and nlist >= TWO_LEVEL_FROM and len(sample) >= 39 * nlist:
-                from faiss.contrib.clustering import two_level_clustering
-
-                # k-means in two levels, sqrt(nlist) groups then lists within each: at 1M
-                # vectors (4096 lists, 262k training points) 102 s -> 10 s here, recall@10
-                # 0.9525 -> 0.95 at the same nprobe (benchmarks/index_speed.py). A quantizer
-                # that holds nlist centroids is not trained again by index.train.
-                centroids, _ = two_level_clustering(sample, int(np.sqrt(nlist)), nlist, clustering_niter=index.cp.niter)
-                index.quantizer.add(centroids)
-            index.train(sample)
-        if len(ids):
-            index.add_with_ids(vectors, ids)
-        _tune(index)
-        return index
+    def _write_file(self, name: str, write) -> None:
+        """Make the file ``name`` in the store directory whole or not at all: ``write(path)``
+        writes a temporary file, which then replaces it."""
+        tmp = self.directory / (name + ".tmp")
+        write(tmp)
+        os.replace(tmp, self.directory / name)
 
     def _tune_nprobe(self, index, retune: bool, active) -> None:
-        """An IVF index's nprobe (kept in its FAISS file, recorded in meta): tuned on the store's
-        own slots when the index was built, or updated in place past RETUNE_DRIFT since the
-        last tuning; kept otherwise."""
-        import faiss
-
-        ivf = faiss.try_extract_index_ivf(index)
-        if ivf is None:
+        """An IVF index's nprobe (``faiss_index.tune_nprobe``), recorded in meta with the index
+        size it was tuned at."""
+        tuned = faiss_index.tune_nprobe(index, retune, bool(self._meta("nprobe")),
+                                        int(self._meta("nprobe_tuned_at") or 0), active)
+        if tuned is None:
             self.db.execute("DELETE FROM meta WHERE key IN ('nprobe', 'nprobe_tuned_at')")
-            return
-        tuned_at = int(self._meta("nprobe_tuned_at") or 0)
-        if retune or not self._meta("nprobe") or not tuned_at / RETUNE_DRIFT <= index.ntotal <= tuned_at * RETUNE_DRIFT:
-            ivf.nprobe = tuned_nprobe(index, *active())
-            self.set_meta("nprobe", str(ivf.nprobe))
+        elif tuned:
+            self.set_meta("nprobe", str(tuned))
             self.set_meta("nprobe_tuned_at", str(index.ntotal))
 
     def _next_stats(self, cohort: Cohort | None, new_ids: list[int], new_vectors: list[np.ndarray],
                     removed_ids: list[int], recompute: bool, active) -> dict | None:
         """Every active slot's normalisation statistics after this write (None without a score
-        cohort): the current file's, less the removed slots, plus the new slots'; or, with
-        ``recompute`` or no readable current file, all of them again from ``active()``."""
+        cohort): updated from the current scores file, or, with ``recompute`` or no readable
+        current file, all of them again from ``active()`` (``score_stats.next_stats``)."""
         if cohort is None:
             return None
         try:
             old = None if recompute else self._load_stats()
         except StoreError:  # a corrupt scores file: recompute it
             old = None
-        if old is not None:
-            ids = np.array(new_ids, np.int64)
-            vectors = (np.stack(new_vectors).astype(np.float32) if new_ids
-                       else np.zeros((0, cohort.vectors.shape[1]), np.float32))
-            mean, spread = cohort_stats(vectors, cohort)
-            keep = ~np.isin(old["ids"], np.array(removed_ids, np.int64))
-            ids = np.concatenate([old["ids"][keep], ids])
-            order = np.argsort(ids, kind="stable")
-            return {"ids": ids[order], "mean": np.concatenate([old["mean"][keep], mean])[order],
-                    "spread": np.concatenate([old["spread"][keep], spread])[order]}
-        ids, vectors = active()  # sorted by id
-        mean, spread = cohort_stats(vectors, cohort)
-        return {"ids": ids, "mean": mean, "spread": spread}
+        return score_stats.next_stats(old, cohort, new_ids, new_vectors, removed_ids, active)
 
     def _remove_orphans(self) -> None:
         keep = {self._faiss_name(self.generation), self._stats_name(self.generation)}
@@ -528,20 +466,12 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------
     def _load_index(self):
-        import faiss
-
         for _ in range(3):  # a writer may replace the file between reading meta and opening it
             generation = self.generation
             if self._index is not None and self._index_generation == generation:
                 return self._index
-            path = self.directory / self._faiss_name(generation)
-            if path.exists():
-                try:
-                    index = faiss.read_index(str(path))
-                except RuntimeError as error:
-                    raise StoreError(f"{path}: corrupt FAISS index ({str(error).splitlines()[0][:120]}); "
-                                     "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint) from None
-                _tune(index)
+            index = faiss_index.read_index(self.directory / self._faiss_name(generation), self._repair_hint)
+            if index is not None:
                 self._index, self._index_generation = index, generation
                 return index
             time.sleep(0.05)
@@ -562,8 +492,6 @@ class Store:
     def _load_stats(self) -> dict | None:
         """The current generation's scores file as arrays (ids, mean, spread); None where there
         is none."""
-        import zipfile
-
         for _ in range(3):  # a writer may replace the file between reading meta and opening it
             generation = self.generation
             if self._stats_generation == generation:
@@ -574,12 +502,7 @@ class Store:
                     continue
                 stats = None
             else:
-                try:
-                    with np.load(path) as arrays:
-                        stats = {key: arrays[key] for key in ("ids", "mean", "spread")}
-                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-                    raise StoreError(f"{path}: corrupt scores file ({error}); rebuild it from SQLite with "
-                                     "Store.repair()", cli_hint=self._repair_hint) from None
+                stats = score_stats.read_stats(path, self._repair_hint)
             self._stats, self._stats_generation = stats, generation
             return stats
         return None
@@ -602,35 +525,11 @@ class Store:
         if stats is None:
             raise StoreError(f"{self.directory}: scores file {self._stats_name(self.generation)} is missing; "
                              "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint)
-        vector_ids = np.asarray(vector_ids, np.int64)
-        table = self._stats_table(stats)
-        if table is not None:  # by file id and slot number (a query's scoring at 1M vectors: 0.66 -> 0.19 ms)
-            mean, spread = table
-            files, slots = self.owners(vector_ids)
-            inside = (files < mean.shape[0]) & (slots < mean.shape[1])
-            files, slots = np.where(inside, files, 0), np.where(inside, slots, 0)
-            return np.where(inside, mean[files, slots], 0.0), np.where(inside, spread[files, slots], 1.0)
-        order = np.argsort(vector_ids)  # sorted keys search faster
-        pos = np.empty(len(vector_ids), np.int64)
-        pos[order] = np.searchsorted(stats["ids"], vector_ids[order])
-        pos = np.minimum(pos, max(len(stats["ids"]) - 1, 0))
-        found = stats["ids"][pos] == vector_ids if len(stats["ids"]) else np.zeros(vector_ids.shape, bool)
-        return (np.where(found, stats["mean"][pos], 0.0).astype(np.float32),
-                np.where(found, stats["spread"][pos], 1.0).astype(np.float32))
+        return score_stats.slot_stats(stats, vector_ids, self.owners)
 
     def _stats_table(self, stats: dict) -> tuple[np.ndarray, np.ndarray] | None:
-        """The scores file's mean and spread as (file id, slot number) tables (mean 0 and spread 1
-        where a slot has no statistics), made on first use and kept in the cached ``stats``; None
-        where ids are so sparse (files removed and added many times) that the tables would take
-        over DENSE_LIMIT cells per slot: lookups then search the sorted ids."""
-        if "table" not in stats:
-            files, slots = self.owners(stats["ids"])
-            shape = (int(files.max()) + 1, int(slots.max()) + 1) if len(files) else (0, 0)
-            stats["table"] = None
-            if len(files) and shape[0] * shape[1] <= DENSE_LIMIT * len(files):
-                stats["table"] = (np.zeros(shape, np.float32), np.ones(shape, np.float32))
-                stats["table"][0][files, slots], stats["table"][1][files, slots] = stats["mean"], stats["spread"]
-        return stats["table"]
+        """The scores' (file id, slot number) tables, or None (``score_stats.stats_table``)."""
+        return score_stats.stats_table(stats, self.owners)
 
     def query_stats(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Normalisation statistics of query slots against the score cohort; None where queries
@@ -638,13 +537,9 @@ class Store:
         cohort = self.score_cohort()
         if cohort is None:
             return None
-        import faiss
-
-        if self._cohort_index is None:  # FAISS, not numpy: their threads would contend with FAISS's
-            self._cohort_index = faiss.IndexFlatIP(cohort.vectors.shape[1])
-            self._cohort_index.add(np.ascontiguousarray(cohort.vectors, np.float32))
-        best, _ = self._cohort_index.search(np.ascontiguousarray(vectors, np.float32), cohort.top)
-        return top_stats(best)
+        if self._cohort_index is None:
+            self._cohort_index = score_stats.cohort_index(cohort)
+        return score_stats.query_stats(self._cohort_index, cohort, vectors)
 
     def active_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every active slot, from SQLite.
@@ -714,8 +609,7 @@ class Store:
     def exact_scores(self) -> bool:
         """Does the FAISS index return exact inner products? Uncompressed vectors do, and so, to
         within 1e-4 of a cosine, do float16 ones (SQfp16, SQbf16); PQ, 8-bit and smaller codes do not."""
-        kind = (self._meta("index_type") or "Flat").replace("SQfp16", "").replace("SQbf16", "")
-        return not any(tag in kind for tag in ("PQ", "SQ", "LSH", "RaBitQ"))
+        return faiss_index.exact_scores(self._meta("index_type") or "Flat")
 
     def active_slots_of(self, file_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Active slots of these files: file ids (S,), slot numbers (S,), embeddings (S, E)."""
@@ -792,25 +686,7 @@ class Store:
                     problems.append(f"scores file {self._stats_name(self.generation)} is missing")
                 elif not np.array_equal(stats["ids"], ids):
                     problems.append("the scores file's slots differ from SQLite's active slots")
-        import faiss
-
-        ivf = faiss.try_extract_index_ivf(index)
-        recorded = int(self._meta("nprobe") or 0)
-        if ivf is not None and recorded and ivf.nprobe != recorded:
-            problems.append(f"the FAISS index searches {ivf.nprobe} lists, meta records nprobe {recorded}")
-        if index.ntotal != len(ids):
-            problems.append(f"FAISS holds {index.ntotal} vectors, SQLite {len(ids)} active slots")
-        else:
-            stored = _stored_ids(index)
-            if stored is not None and set(stored.tolist()) != set(ids.tolist()):
-                problems.append("FAISS vector ids differ from SQLite's active slots")
-            elif len(ids):
-                probe = vectors[:: max(1, len(ids) // 50)]
-                _, found = index.search(probe, 1)
-                expected = ids[:: max(1, len(ids) // 50)]
-                if (found[:, 0] != expected).mean() > 0.05:
-                    problems.append("FAISS vectors differ from SQLite's embeddings")
-        return problems
+        return problems + faiss_index.check_index(index, ids, vectors, int(self._meta("nprobe") or 0))
 
     def repair(self) -> dict:
         """Rebuild the FAISS index and scores file from SQLite (the source of truth).
@@ -833,97 +709,3 @@ class Store:
         """Close the store's database; ``with Store(...) as store:`` does it on exit."""
         self.db.close()
 
-
-def _removes_in_place(index) -> bool:
-    """Can this index drop vectors without a rebuild? A Flat one under its id map can; an IVF
-    holding its own ids can (it drops them from its lists, the trained centroids stay); HNSW
-    and an id map over IVF (stores before IVF kept its own ids) cannot."""
-    import faiss
-
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-    return isinstance(inner, faiss.IndexFlat) or isinstance(index, faiss.IndexIVF)  # an id map is no IVF
-
-
-def _stored_ids(index) -> np.ndarray | None:
-    """The vector ids an index holds: its id map's, or an IVF's inverted lists'; None if unknown."""
-    import faiss
-
-    if hasattr(index, "id_map"):
-        return faiss.vector_to_array(index.id_map)
-    if isinstance(index, faiss.IndexIVF):
-        lists = index.invlists
-        parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                 for i in range(index.nlist) if lists.list_size(i)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return None
-
-
-def _tune(index) -> None:
-    import faiss
-
-    # FAISS scans a Flat index once per query below this many queries (128000 in this build):
-    # one query file's 8 slots then read 100k vectors 8 times. A matrix product reads them once
-    # (8 slots at 100k: 33 ms -> 13 ms here, benchmarks/index_speed.py).
-    faiss.cvar.distance_compute_blas_threshold = min(faiss.cvar.distance_compute_blas_threshold, 4)
-
-    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
-    if isinstance(inner, faiss.IndexHNSW):
-        inner.hnsw.efSearch = HNSW_EF_SEARCH
-
-
-def tuned_nprobe(index, ids: np.ndarray, vectors: np.ndarray) -> int:
-    """The IVF lists a search probes: the fewest (a power of two) at which TUNE_QUERIES of the
-    store's own active slots (``ids``, ``vectors``; ``tuning_slots``, which did not train the
-    index) find recall@10 >= IVF_RECALL of exact search, each leaving out its own vector; times
-    NPROBE_MARGIN, at least MIN_NPROBE.
-
-    The store's own slots stand for queries because a query worth answering is a speaker the
-    corpus holds. A query of a speaker the corpus never heard has no like to find, and its 10
-    nearest stored slots scatter over many lists (benchmarks/index_speed.py measures both)."""
-    import faiss
-
-    ivf = faiss.extract_index_ivf(index)
-    k = min(10, len(ids) - 1)
-    if k < 1:
-        return ivf.nlist
-    pool = np.flatnonzero(tuning_slots(ids))
-    pool = pool if len(pool) >= 32 else np.arange(len(ids))  # a tiny store: all its slots trained it
-    pick = np.random.default_rng(0).choice(pool, size=min(TUNE_QUERIES, len(pool)), replace=False)
-    queries = np.ascontiguousarray(vectors[pick], dtype=np.float32)
-
-    def others(found: np.ndarray, own: int) -> set:
-        return set(found[(found != own) & (found >= 0)][:k].tolist())
-
-    truth = [others(ids[row], ids[q]) for row, q in zip(_exact_top(queries, vectors, k + 1), pick)]
-    nprobe = 1
-    while nprobe < ivf.nlist:
-        ivf.nprobe = nprobe
-        _, found = index.search(queries, k + 1)
-        recall = np.mean([len(others(row, ids[q]) & want) / k for row, q, want in zip(found, pick, truth)])
-        if recall >= IVF_RECALL:
-            break
-        nprobe *= 2
-    return int(min(ivf.nlist, max(MIN_NPROBE, NPROBE_MARGIN * nprobe)))
-
-
-def tuning_slots(ids: np.ndarray) -> np.ndarray:
-    """Which slots (by id: the same ones at every write) stay out of IVF training, 1 in 64, to
-    tune nprobe on: like a new recording, they did not place the centroids. At 150k synthetic
-    vectors their recall@10 followed fresh queries' within 0.01 at every nprobe from 1 to 32,
-    where training slots read up to 0.025 lower (benchmarks/index_speed.py --recall-curve)."""
-    mixed = np.asarray(ids, np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
-    return (mixed >> np.uint64(58)) == 0
-
-
-def _exact_top(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
-    """(Q, k) rows of ``vectors`` with the k largest inner products per query, in no order:
-    matrix products over chunks (128 queries at 1M: 3.0 s here, faiss.knn 5.7 s)."""
-    best_rows = np.zeros((len(queries), 0), np.int64)
-    best = np.zeros((len(queries), 0), np.float32)
-    for start in range(0, len(vectors), chunk):
-        part = queries @ vectors[start:start + chunk].T  # (Q, c)
-        sims = np.concatenate([best, part], axis=1)
-        rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + part.shape[1]), part.shape)], axis=1)
-        keep = np.argpartition(-sims, min(k, sims.shape[1]) - 1, axis=1)[:, :k]
-        best, best_rows = np.take_along_axis(sims, keep, 1), np.take_along_axis(rows, keep, 1)
-    return best_rows

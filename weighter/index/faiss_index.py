@@ -1,0 +1,240 @@
+"""The store's FAISS index of active slot embeddings: choosing its type, building, tuning,
+reading and checking it.
+
+Module-level functions over a FAISS index and arrays, with no SQLite: ``weighter.index.store``
+keeps the generations and metadata and calls these to make and use the index file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from weighter.errors import StoreError
+
+EXACT_LIMIT = 100_000  # active vectors up to which search is exact (Flat); beyond, IVF
+TWO_LEVEL_FROM = 1024  # IVF lists from which the coarse k-means runs in two levels (see build_index)
+HNSW_EF_SEARCH = 128  # for a user's 'HNSW..' factory string
+IVF_RECALL = 0.95  # recall@10 of exact search that the tuned nprobe reaches on the store's own slots
+TUNE_QUERIES = 128  # own slots searched to tune nprobe (their exact search at 1M: 3.0 s here)
+NPROBE_MARGIN = 2  # the tuned nprobe is doubled: for a sample's error and queries recorded elsewhere
+MIN_NPROBE = 8
+RETUNE_DRIFT = 1.25  # an index updated in place is tuned again once its size moved by this factor
+
+
+def auto_factory(active: int) -> str:
+    """Flat (exact) up to EXACT_LIMIT; beyond, IVF with nlist = 4 sqrt(n) rounded to a power of
+    two (the FAISS guideline for up to ~1M vectors), its vectors stored as float16 (half the
+    memory read per probe: p50 at 1M 17 -> 14 ms, recall@10 unchanged at 0.9525; scores within
+    1e-4 of float32, so they count as exact). It changes only when n grows 4x, so the index is
+    retrained (rebuilt) rarely. How many lists a search probes is tuned per store
+    (``tuned_nprobe``)."""
+    if active <= EXACT_LIMIT:
+        return "Flat"
+    nlist = 2 ** int(round(np.log2(4 * np.sqrt(active))))
+    return f"IVF{nlist},SQfp16"
+
+
+def build_index(factory: str, dim: int, active: tuple[np.ndarray, np.ndarray]):
+    """A new FAISS index of ``dim``-dimensional inner products over the ``active`` (ids, vectors),
+    made by the factory string ``factory``."""
+    import faiss
+
+    ids, vectors = active
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)  # already its concrete class
+    if not isinstance(index, faiss.IndexIVF):  # IVF keeps ids itself (removal in place); others need a map
+        index = faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:  # IVF and PQ: train on a sample, 30-256 points per list (FAISS guidelines)
+        if len(vectors) == 0:
+            raise StoreError(f"index type {factory!r} needs training vectors; add files first")
+        nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 256
+        pool = np.flatnonzero(~tuning_slots(ids)) if "IVF" in factory else np.arange(len(ids))
+        pool = pool if len(pool) else np.arange(len(ids))
+        sample = vectors[np.random.default_rng(0).permutation(pool)[: 64 * nlist]]
+        if isinstance(index, faiss.IndexIVF) and nlist >= TWO_LEVEL_FROM and len(sample) >= 39 * nlist:
+            from faiss.contrib.clustering import two_level_clustering
+
+            # k-means in two levels, sqrt(nlist) groups then lists within each: at 1M
+            # vectors (4096 lists, 262k training points) 102 s -> 10 s here, recall@10
+            # 0.9525 -> 0.95 at the same nprobe (benchmarks/index_speed.py). A quantizer
+            # that holds nlist centroids is not trained again by index.train.
+            centroids, _ = two_level_clustering(sample, int(np.sqrt(nlist)), nlist, clustering_niter=index.cp.niter)
+            index.quantizer.add(centroids)
+        index.train(sample)
+    if len(ids):
+        index.add_with_ids(vectors, ids)
+    _tune(index)
+    return index
+
+
+def tune_nprobe(index, retune: bool, recorded: bool, tuned_at: int, active) -> int | None:
+    """Set an IVF index's nprobe (kept in its FAISS file): tuned on the store's own slots
+    (``active()``: ids, vectors) when the index was built (``retune``), when no nprobe is
+    ``recorded``, or when it was updated in place past RETUNE_DRIFT since it was last tuned at
+    ``tuned_at`` vectors; kept otherwise.
+
+    Returns
+    -------
+    int or None
+        The nprobe just tuned; 0 where the index's is kept; None where the index is no IVF.
+    """
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return None
+    if retune or not recorded or not tuned_at / RETUNE_DRIFT <= index.ntotal <= tuned_at * RETUNE_DRIFT:
+        ivf.nprobe = tuned_nprobe(index, *active())
+        return int(ivf.nprobe)
+    return 0
+
+
+def write_index(index, path: Path) -> None:
+    """Write ``index`` to the file ``path``."""
+    import faiss
+
+    faiss.write_index(index, str(path))
+
+
+def read_index(path: Path, cli_hint: str):
+    """The FAISS index in ``path``, tuned for search; None where the file does not exist.
+    A corrupt file raises StoreError (with ``cli_hint``, how to repair it)."""
+    import faiss
+
+    if not path.exists():
+        return None
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as error:
+        raise StoreError(f"{path}: corrupt FAISS index ({str(error).splitlines()[0][:120]}); "
+                         "rebuild it from SQLite with Store.repair()", cli_hint=cli_hint) from None
+    _tune(index)
+    return index
+
+
+def check_index(index, ids: np.ndarray, vectors: np.ndarray, recorded_nprobe: int) -> list[str]:
+    """Problems of ``index`` against the store's active slots (``ids``, ``vectors``) and the
+    nprobe its meta records (0: none): one line each, empty when it holds exactly them."""
+    import faiss
+
+    problems = []
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and recorded_nprobe and ivf.nprobe != recorded_nprobe:
+        problems.append(f"the FAISS index searches {ivf.nprobe} lists, meta records nprobe {recorded_nprobe}")
+    if index.ntotal != len(ids):
+        problems.append(f"FAISS holds {index.ntotal} vectors, SQLite {len(ids)} active slots")
+    else:
+        stored = _stored_ids(index)
+        if stored is not None and set(stored.tolist()) != set(ids.tolist()):
+            problems.append("FAISS vector ids differ from SQLite's active slots")
+        elif len(ids):
+            probe = vectors[:: max(1, len(ids) // 50)]
+            _, found = index.search(probe, 1)
+            expected = ids[:: max(1, len(ids) // 50)]
+            if (found[:, 0] != expected).mean() > 0.05:
+                problems.append("FAISS vectors differ from SQLite's embeddings")
+    return problems
+
+
+def exact_scores(factory: str) -> bool:
+    """Does an index of this factory string return exact inner products? Uncompressed vectors
+    do, and so, to within 1e-4 of a cosine, do float16 ones (SQfp16, SQbf16); PQ, 8-bit and
+    smaller codes do not."""
+    kind = factory.replace("SQfp16", "").replace("SQbf16", "")
+    return not any(tag in kind for tag in ("PQ", "SQ", "LSH", "RaBitQ"))
+
+
+def removes_in_place(index) -> bool:
+    """Can this index drop vectors without a rebuild? A Flat one under its id map can; an IVF
+    holding its own ids can (it drops them from its lists, the trained centroids stay); HNSW
+    and an id map over IVF (stores before IVF kept its own ids) cannot."""
+    import faiss
+
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+    return isinstance(inner, faiss.IndexFlat) or isinstance(index, faiss.IndexIVF)  # an id map is no IVF
+
+
+def _stored_ids(index) -> np.ndarray | None:
+    """The vector ids an index holds: its id map's, or an IVF's inverted lists'; None if unknown."""
+    import faiss
+
+    if hasattr(index, "id_map"):
+        return faiss.vector_to_array(index.id_map)
+    if isinstance(index, faiss.IndexIVF):
+        lists = index.invlists
+        parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                 for i in range(index.nlist) if lists.list_size(i)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return None
+
+
+def _tune(index) -> None:
+    import faiss
+
+    # FAISS scans a Flat index once per query below this many queries (128000 in this build):
+    # one query file's 8 slots then read 100k vectors 8 times. A matrix product reads them once
+    # (8 slots at 100k: 33 ms -> 13 ms here, benchmarks/index_speed.py).
+    faiss.cvar.distance_compute_blas_threshold = min(faiss.cvar.distance_compute_blas_threshold, 4)
+
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
+
+
+def tuned_nprobe(index, ids: np.ndarray, vectors: np.ndarray) -> int:
+    """The IVF lists a search probes: the fewest (a power of two) at which TUNE_QUERIES of the
+    store's own active slots (``ids``, ``vectors``; ``tuning_slots``, which did not train the
+    index) find recall@10 >= IVF_RECALL of exact search, each leaving out its own vector; times
+    NPROBE_MARGIN, at least MIN_NPROBE.
+
+    The store's own slots stand for queries because a query worth answering is a speaker the
+    corpus holds. A query of a speaker the corpus never heard has no like to find, and its 10
+    nearest stored slots scatter over many lists (benchmarks/index_speed.py measures both)."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    k = min(10, len(ids) - 1)
+    if k < 1:
+        return ivf.nlist
+    pool = np.flatnonzero(tuning_slots(ids))
+    pool = pool if len(pool) >= 32 else np.arange(len(ids))  # a tiny store: all its slots trained it
+    pick = np.random.default_rng(0).choice(pool, size=min(TUNE_QUERIES, len(pool)), replace=False)
+    queries = np.ascontiguousarray(vectors[pick], dtype=np.float32)
+
+    def others(found: np.ndarray, own: int) -> set:
+        return set(found[(found != own) & (found >= 0)][:k].tolist())
+
+    truth = [others(ids[row], ids[q]) for row, q in zip(_exact_top(queries, vectors, k + 1), pick)]
+    nprobe = 1
+    while nprobe < ivf.nlist:
+        ivf.nprobe = nprobe
+        _, found = index.search(queries, k + 1)
+        recall = np.mean([len(others(row, ids[q]) & want) / k for row, q, want in zip(found, pick, truth)])
+        if recall >= IVF_RECALL:
+            break
+        nprobe *= 2
+    return int(min(ivf.nlist, max(MIN_NPROBE, NPROBE_MARGIN * nprobe)))
+
+
+def tuning_slots(ids: np.ndarray) -> np.ndarray:
+    """Which slots (by id: the same ones at every write) stay out of IVF training, 1 in 64, to
+    tune nprobe on: like a new recording, they did not place the centroids. At 150k synthetic
+    vectors their recall@10 followed fresh queries' within 0.01 at every nprobe from 1 to 32,
+    where training slots read up to 0.025 lower (benchmarks/index_speed.py --recall-curve)."""
+    mixed = np.asarray(ids, np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
+    return (mixed >> np.uint64(58)) == 0
+
+
+def _exact_top(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+    """(Q, k) rows of ``vectors`` with the k largest inner products per query, in no order:
+    matrix products over chunks (128 queries at 1M: 3.0 s here, faiss.knn 5.7 s)."""
+    best_rows = np.zeros((len(queries), 0), np.int64)
+    best = np.zeros((len(queries), 0), np.float32)
+    for start in range(0, len(vectors), chunk):
+        part = queries @ vectors[start:start + chunk].T  # (Q, c)
+        sims = np.concatenate([best, part], axis=1)
+        rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + part.shape[1]), part.shape)], axis=1)
+        keep = np.argpartition(-sims, min(k, sims.shape[1]) - 1, axis=1)[:, :k]
+        best, best_rows = np.take_along_axis(sims, keep, 1), np.take_along_axis(rows, keep, 1)
+    return best_rows

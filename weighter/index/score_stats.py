@@ -1,0 +1,107 @@
+"""The store's scores file: every active slot's score normalisation statistics (mean and
+spread against the model's score cohort, ``weighter.scoring``), and the queries' own.
+
+Module-level functions over arrays and files, with no SQLite: ``weighter.index.store`` keeps
+the generations and the cohort and calls these to write, read and look up the statistics.
+A scores file is an ``.npz`` of ``ids`` (ascending), ``mean`` and ``spread``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from weighter.errors import StoreError
+from weighter.scoring import Cohort, cohort_stats, top_stats
+
+DENSE_LIMIT = 4  # cells per active slot up to which slot statistics are looked up in a (file, slot) table
+
+
+def next_stats(old: dict | None, cohort: Cohort, new_ids: list[int], new_vectors: list[np.ndarray],
+               removed_ids: list[int], active) -> dict:
+    """Every active slot's statistics after a write: the ``old`` ones, less the removed slots,
+    plus the new slots'; or, where ``old`` is None, all of them again from ``active()`` (ids,
+    vectors)."""
+    if old is not None:
+        ids = np.array(new_ids, np.int64)
+        vectors = (np.stack(new_vectors).astype(np.float32) if new_ids
+                   else np.zeros((0, cohort.vectors.shape[1]), np.float32))
+        mean, spread = cohort_stats(vectors, cohort)
+        keep = ~np.isin(old["ids"], np.array(removed_ids, np.int64))
+        ids = np.concatenate([old["ids"][keep], ids])
+        order = np.argsort(ids, kind="stable")
+        return {"ids": ids[order], "mean": np.concatenate([old["mean"][keep], mean])[order],
+                "spread": np.concatenate([old["spread"][keep], spread])[order]}
+    ids, vectors = active()  # sorted by id
+    mean, spread = cohort_stats(vectors, cohort)
+    return {"ids": ids, "mean": mean, "spread": spread}
+
+
+def write_stats(stats: dict, path: Path) -> None:
+    """Write ``stats`` (ids, mean, spread) to the scores file ``path``."""
+    with open(path, "wb") as handle:
+        np.savez(handle, **stats)
+
+
+def read_stats(path: Path, cli_hint: str) -> dict:
+    """The scores file ``path`` as arrays (ids, mean, spread). A corrupt file raises
+    StoreError (with ``cli_hint``, how to repair it)."""
+    try:
+        with np.load(path) as arrays:
+            return {key: arrays[key] for key in ("ids", "mean", "spread")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise StoreError(f"{path}: corrupt scores file ({error}); rebuild it from SQLite with "
+                         "Store.repair()", cli_hint=cli_hint) from None
+
+
+def slot_stats(stats: dict, vector_ids: np.ndarray, owners) -> tuple[np.ndarray, np.ndarray]:
+    """Stored slots' (mean, spread) from ``stats``; 0 and 1 for slots it lacks. ``owners`` maps
+    vector ids to (file ids, slot numbers), as ``Store.owners``."""
+    vector_ids = np.asarray(vector_ids, np.int64)
+    table = stats_table(stats, owners)
+    if table is not None:  # by file id and slot number (a query's scoring at 1M vectors: 0.66 -> 0.19 ms)
+        mean, spread = table
+        files, slots = owners(vector_ids)
+        inside = (files < mean.shape[0]) & (slots < mean.shape[1])
+        files, slots = np.where(inside, files, 0), np.where(inside, slots, 0)
+        return np.where(inside, mean[files, slots], 0.0), np.where(inside, spread[files, slots], 1.0)
+    order = np.argsort(vector_ids)  # sorted keys search faster
+    pos = np.empty(len(vector_ids), np.int64)
+    pos[order] = np.searchsorted(stats["ids"], vector_ids[order])
+    pos = np.minimum(pos, max(len(stats["ids"]) - 1, 0))
+    found = stats["ids"][pos] == vector_ids if len(stats["ids"]) else np.zeros(vector_ids.shape, bool)
+    return (np.where(found, stats["mean"][pos], 0.0).astype(np.float32),
+            np.where(found, stats["spread"][pos], 1.0).astype(np.float32))
+
+
+def stats_table(stats: dict, owners) -> tuple[np.ndarray, np.ndarray] | None:
+    """The scores' mean and spread as (file id, slot number) tables (mean 0 and spread 1 where
+    a slot has no statistics), made on first use and kept in ``stats``; None where ids are so
+    sparse (files removed and added many times) that the tables would take over DENSE_LIMIT
+    cells per slot: lookups then search the sorted ids."""
+    if "table" not in stats:
+        files, slots = owners(stats["ids"])
+        shape = (int(files.max()) + 1, int(slots.max()) + 1) if len(files) else (0, 0)
+        stats["table"] = None
+        if len(files) and shape[0] * shape[1] <= DENSE_LIMIT * len(files):
+            stats["table"] = (np.zeros(shape, np.float32), np.ones(shape, np.float32))
+            stats["table"][0][files, slots], stats["table"][1][files, slots] = stats["mean"], stats["spread"]
+    return stats["table"]
+
+
+def cohort_index(cohort: Cohort):
+    """A FAISS index of the score cohort, to find a query slot's nearest cohort members
+    (FAISS, not numpy: their threads would contend with FAISS's)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(cohort.vectors.shape[1])
+    index.add(np.ascontiguousarray(cohort.vectors, np.float32))
+    return index
+
+
+def query_stats(index, cohort: Cohort, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Query slots' (mean, spread) against the cohort, through its ``cohort_index``."""
+    best, _ = index.search(np.ascontiguousarray(vectors, np.float32), cohort.top)
+    return top_stats(best)
