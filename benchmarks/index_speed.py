@@ -13,6 +13,7 @@ Then the removal of one file (an atomic ``apply``: SQLite rows, FAISS update, th
 written again).
 
     python benchmarks/index_speed.py --vectors 100000 1000000
+    python benchmarks/index_speed.py --vectors 1000000 --busy 1   # one CPU-bound process beside the queries
     python benchmarks/index_speed.py --vectors 150000 --recall-curve   # what nprobe is tuned on
     python benchmarks/index_speed.py --vectors 100000 --index-type IVF1024,SQfp16   # not exact
 """
@@ -130,7 +131,7 @@ def recall_curve(n: int, queries: int = 400) -> list[dict]:
     return rows
 
 
-def run(n: int, queries: int = 200, index_type: str | None = None) -> dict:
+def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0) -> dict:
     vectors, centres = make_vectors(n, np.random.default_rng(0))
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "s", create=True)
@@ -143,9 +144,11 @@ def run(n: int, queries: int = 200, index_type: str | None = None) -> dict:
         # a query file of speakers the corpus holds (new recordings: fresh noise around its
         # centres), and one of speakers it never heard (new centres: no like to find)
         ids, exact = active_ids(store), exact_index(vectors)
-        known = timed_queries(store, ids, exact, make_vectors(queries * SLOTS, np.random.default_rng(3), centres)[0],
-                              queries)
-        unseen = timed_queries(store, ids, exact, make_vectors(queries * SLOTS, np.random.default_rng(1))[0], queries)
+        known_q = make_vectors(queries * SLOTS, np.random.default_rng(3), centres)[0]
+        unseen_q = make_vectors(queries * SLOTS, np.random.default_rng(1))[0]
+        with Busy(busy):
+            known = timed_queries(store, ids, exact, known_q, queries)
+            unseen = timed_queries(store, ids, exact, unseen_q, queries)
         started = time.perf_counter()
         with store.writing():
             store.apply([], ["/bench/f0000000.flac"])
@@ -153,16 +156,39 @@ def run(n: int, queries: int = 200, index_type: str | None = None) -> dict:
     return {"vectors": n, "index_type": info["index_type"], "nprobe": info["nprobe"], "build_s": round(build, 1),
             "remove_one_file_s": round(remove, 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            **known, "unseen_speakers": unseen, "query_slots": SLOTS, "scoring": info["scoring"]}
+            **known, "unseen_speakers": unseen, "query_slots": SLOTS, "scoring": info["scoring"], "busy": busy}
+
+
+class Busy:
+    """``count`` CPU-bound processes beside the queries (a machine that also indexes or trains),
+    each stopping by itself after ``seconds`` at the latest."""
+
+    def __init__(self, count: int, seconds: float = 900.0):
+        import subprocess
+        import sys
+
+        code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    sum(range(10000))"
+        self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+
+    def __enter__(self):
+        time.sleep(0.5 if self.procs else 0)  # let them start
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+            p.wait()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--vectors", type=int, nargs="+", default=[100_000])
     parser.add_argument("--index-type", default=None, help="a FAISS factory string instead of the store's choice")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="CPU-bound processes running beside the queries (not the build), e.g. 1")
     parser.add_argument("--recall-curve", action="store_true",
                         help="recall@10 by nprobe for fresh queries and for held-out and training slots, instead")
     args = parser.parse_args()
     for n in args.vectors:
-        for row in recall_curve(n) if args.recall_curve else [run(n, index_type=args.index_type)]:
+        for row in recall_curve(n) if args.recall_curve else [run(n, index_type=args.index_type, busy=args.busy)]:
             print(json.dumps(row), flush=True)

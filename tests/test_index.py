@@ -459,3 +459,22 @@ def test_errors_name_parameters_and_the_cli_adds_its_flags(store, tmp_path):
     r = CliRunner().invoke(main, ["query", str(tmp_path / "a.wav"), "--store", str(store.directory)])
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
     assert f"on the command line: `weighter index info --store {store.directory} --check --repair`" in r.output
+
+
+def test_a_query_runs_its_products_and_search_on_one_thread(store, tmp_path, basis, monkeypatch):
+    # several BLAS / OpenMP threads wait on each other when another process holds a core:
+    # index_speed.py --busy 1 measured a p99 ten times the quiet one; one thread per query avoids it
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    search = Store.search
+
+    def spy(self, vectors, k):
+        seen.append({pool["internal_api"]: pool["num_threads"] for pool in threadpool_info()})
+        return search(self, vectors, k)
+
+    monkeypatch.setattr(Store, "search", spy)
+    query = make_set(tmp_path / "q.flac", [0, 1], basis, seed=9)
+    assert query_store(store, query, k=3)
+    assert seen and all(threads == 1 for threads in seen[0].values())
+    assert any(pool["num_threads"] > 1 for pool in threadpool_info()) or os.cpu_count() == 1  # restored after

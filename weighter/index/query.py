@@ -95,6 +95,29 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     ...         print(f"{m.score:.2f} {m.file} {m.stored_spans}")
     5.31 calls/b.flac [(0.0, 4.2)]
     """
+    with _one_thread():
+        return _query(store, query, k, slot, exclude_self)
+
+
+_POOLS = None  # threadpoolctl's view of the BLAS and OpenMP pools, made once
+
+
+def _one_thread():
+    """BLAS (score statistics, re-scoring) and OpenMP (FAISS) on one thread for one query.
+
+    A query's products are small (8 x 256 by 1000 x 256), so threads save little. When another
+    process holds a core, a pool thread is descheduled and the others wait for it: p99 grows
+    from about 5 ms to 36 ms at 200k slots (benchmarks/index_speed.py --busy 1; docs/figures.md)."""
+    global _POOLS
+    from threadpoolctl import ThreadpoolController
+
+    if _POOLS is None:
+        _POOLS = ThreadpoolController()
+    return _POOLS.limit(limits=1)
+
+
+def _query(store: Store, query: EmbeddingSet, k: int, slot: int | None, exclude_self: bool) -> list[Match]:
+    """``query_store`` without the thread limit."""
     if slot is not None:
         if not 0 <= slot < len(query.confidence):
             raise ValueError(f"slot {slot}: the query has slots 0 to {len(query.confidence) - 1}")
