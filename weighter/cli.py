@@ -664,7 +664,7 @@ def _space_words(params: dict) -> str:
               help="Length range MIN:MAX of those conversations, in seconds.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Take the weights of this training checkpoint's last step (MODEL.ckpt) instead of MODEL's.")
-@click.option("--pooling", type=click.Choice(["frames", "windows", "mean"]), default=None,
+@click.option("--pooling", type=click.Choice(["frames", "windows"]), default=None,
               help="Set how slots pool frames into embeddings: 'frames' (the W-weighted mean and std of all "
                    "frames, as trained) or 'windows' (the W-mass-weighted mean of 1.6 s window embeddings). "
                    "Changes the model id: stores built with the old setting refuse the new file.")

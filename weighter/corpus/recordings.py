@@ -143,7 +143,6 @@ class RecordingBank:
                               f"SPEAKER/*.wav)")
         self._split = {s: speaker_split(s, self.shares) for s in self._files}
         self._audio: dict[str, list[np.ndarray]] = {}
-        self.meta = {"identities": [self.identity(s) for s in self._files]}
 
     def identities(self, split: str | None = None, include_rejected: bool = False) -> list[str]:
         """Speaker names of ``split`` (every speaker when None), sorted."""

@@ -327,18 +327,17 @@ class ResemblyzerFrontend:
         b, t, _ = mel.shape
         hop, lengths = self.partial_hop, mask.sum(1).tolist()
         shift = int(round((self.chunk / 2 - hop / 2) / hop))
-        windows, sizes, rows = [], [], []
+        windows = []
         for row, length in enumerate(lengths):
             starts, size = self.window_grid(int(length))
             index = starts[:, None] + torch.arange(size)  # (K, size) frame indices
             windows.append((row, mel[row, index.to(mel.device)], size))
-            sizes.append(len(starts))
         out = mel.new_zeros(b, t, 256)
         for size in sorted({w[2] for w in windows}):  # one LSTM pass per window length (all 160 but short rows)
             group = [w for w in windows if w[2] == size]
             emb = self.embed_windows(torch.cat([w[1] for w in group]),
                                      torch.full((sum(len(w[1]) for w in group),), size, device=mel.device))
-            for (row, chunk, _), part in zip(group, torch.split(emb, [len(w[1]) for w in group])):
+            for (row, _, _), part in zip(group, torch.split(emb, [len(w[1]) for w in group])):
                 k = (torch.arange(t, device=mel.device) // hop - shift).clamp(0, len(part) - 1)  # (T,)
                 out[row] = part[k]
         return out * mask[..., None]  # (B, T, 256)
@@ -485,8 +484,8 @@ class WeighterModel(nn.Module):
         out = {"x": x, "weights": w, "confidence": confidence, "mask": mask, "frames": frames}
         if self.config.pooling in ("frames", "mean"):
             out["embeddings"] = self.pool(w, frames)
-            if self.config.pooling == "mean" and self.config.partial_hop:  # the partials are the windows
-                out.update(self.partial_parts(w, frames, mask))
+            if self.config.pooling == "mean" and self.config.partial_hop and not self.training:
+                out.update(self.partial_parts(w, frames, mask))  # the partials are the windows of the slot split
         else:  # the windows too, for splitting a slot that holds two voices (embedder/slots.py)
             windows, mass, starts, ends = self.window_parts(w, frames, mask)
             out.update(embeddings=_mass_average(mass, windows), windows=windows, mass=mass, window_starts=starts,
