@@ -36,10 +36,10 @@ def main():
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             result = train(Path(tmp) / "m.pt", cfg, WeighterConfig(), bank=bank, progress=False)
-        last = result["history"][-1]
-        print(json.dumps({"combine": combine, "loss": cfg.loss, "steps": result["steps"],
+        last = result.history[-1]
+        print(json.dumps({"combine": combine, "loss": cfg.loss, "steps": result.steps,
                           "count_accuracy": last["count_accuracy"], "map": round(last["map"], 4),
-                          "slot_eer": round(last["slot_eer"], 4), "best_map": round(result["best_map"], 4),
+                          "slot_eer": round(last["slot_eer"], 4), "best_map": round(result.best_score, 4),
                           "minutes": round((time.perf_counter() - started) / 60, 1)}), flush=True)
 
 

@@ -243,7 +243,7 @@ def test_save_load_round_trip(model, tmp_path):
     path = tmp_path / "m.pt"
     ident = save_model(path, model, ["a", "b", "c", "d", "e"], 0.42)
     loaded, payload = load_model(path)
-    assert payload["model_id"] == ident and payload["threshold"] == 0.42 and payload["likes"][0] == "a"
+    assert payload.model_id == ident and payload.threshold == 0.42 and payload.likes[0] == "a"
     wave = torch.randn(1, 16000 * 2) * 0.1
     assert torch.allclose(loaded(wave)["embeddings"], model(wave)["embeddings"], atol=1e-6)
 
@@ -289,7 +289,7 @@ def trained(trained_model):
 
 def test_tiny_train_then_embed_generated_audio(trained, tiny_bank, tmp_path):
     out, result = trained
-    assert out.exists() and len(result["history"]) == 2
+    assert out.exists() and len(result.history) == 2
     assert out.with_name(out.name + ".ckpt").exists()
     write_corpus(tiny_bank, tmp_path / "c", "heldout", 3, MixerConfig(1, 2, 5, 9), progress=False)
     embedder = Embedder.load(out, device="cpu")
@@ -390,14 +390,14 @@ def test_resume_continues_from_the_checkpoint(tiny_bank, tmp_path):
     out = tmp_path / "r.pt"
     cfg = dict(batch_size=2, min_seconds=4, max_seconds=4, eval_every=2, val_files=3, max_speakers=2)
     first = train(out, TrainConfig(steps=2, **cfg), WeighterConfig(**SMALL), bank=tiny_bank, progress=False)
-    assert first["steps"] == 2 and first["best_step"] == 2
+    assert first.steps == 2 and first.best_step == 2
     state = torch.load(out.with_name("r.pt.ckpt"), weights_only=True)
     assert state["step"] == 2
     resumed = train(out, TrainConfig(steps=4, **cfg), WeighterConfig(**SMALL), bank=tiny_bank, resume=True,
                     progress=False)
-    assert resumed["steps"] == 4 and [h["step"] for h in resumed["history"]] == [4]
-    better = resumed["history"][0]["map"] > first["best_map"]  # else the model kept is still step 2's
-    assert resumed["best_step"] == (4 if better else 2)
+    assert resumed.steps == 4 and [h["step"] for h in resumed.history] == [4]
+    better = resumed.history[0]["map"] > first.best_score  # else the model kept is still step 2's
+    assert resumed.best_step == (4 if better else 2)
 
 
 def test_worker_processes_make_the_same_batches_in_the_same_order(tiny_bank):
@@ -458,8 +458,8 @@ def test_train_from_a_manifest_of_real_files(tiny_bank, tmp_path):
                    WeighterConfig(**SMALL), sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True),
                    progress=False)
     _, payload = load_model(out)
-    assert result["steps"] == 2 and payload["train"]["frame_supervision"] == 0.0  # likes only: no frame truth
-    assert set(payload["likes"]) <= set(tiny_bank.identities("train"))
+    assert result.steps == 2 and payload.train["frame_supervision"] == 0.0  # likes only: no frame truth
+    assert set(payload.likes) <= set(tiny_bank.identities("train"))
     one = discover(tmp_path / "c" / "manifest.csv", require_likes=True)[:1]  # would all go to validation
     with pytest.raises(WeighterError, match="lists 1 file; training needs at least 2"):
         train(tmp_path / "one.pt", TrainConfig(steps=1), WeighterConfig(**SMALL), sources=one, progress=False)
@@ -475,10 +475,10 @@ def test_fine_tuning_starts_from_a_trained_model_with_a_new_head(trained_model, 
           WeighterConfig(slots=3), sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True),
           progress=False, init=trained_model[0])
     tuned, payload = load_model(out)
-    assert payload["config"]["slots"] == base_payload["config"]["slots"]  # the init's architecture, not slots=3
-    assert payload["config"]["margin"] == base_payload["config"]["margin"]
-    assert set(payload["likes"]) <= set(tiny_bank.identities("validation"))  # likes never seen by the base
-    assert payload["train"]["init"] == str(trained_model[0])
+    assert payload.config["slots"] == base_payload.config["slots"]  # the init's architecture, not slots=3
+    assert payload.config["margin"] == base_payload.config["margin"]
+    assert set(payload.likes) <= set(tiny_bank.identities("validation"))  # likes never seen by the base
+    assert payload.train["init"] == str(trained_model[0])
     for key, value in base.state_dict().items():
         if not key.startswith("like_"):
             assert torch.equal(tuned.state_dict()[key], value), key
@@ -490,10 +490,10 @@ def test_fine_tuning_starts_from_a_trained_model_with_a_new_head(trained_model, 
           WeighterConfig(), sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True), progress=False,
           init=trained_model[0])
     wide, wide_payload = load_model(tmp_path / "wide.pt")
-    assert wide_payload["config"]["margin"] == 0.45 != base_payload["config"]["margin"]
+    assert wide_payload.config["margin"] == 0.45 != base_payload.config["margin"]
     emb, who = F.normalize(torch.randn(5, wide.config.embed_dim), dim=1), torch.arange(5) % wide.config.num_likes
     wider = margin_cross_entropy(wide, emb, who)
-    wide.config.margin = base_payload["config"]["margin"]
+    wide.config.margin = base_payload.config["margin"]
     assert wider > margin_cross_entropy(wide, emb, who)
     # an input level is recorded in the model and used from then on: the same audio 40 dB quieter embeds alike
     train(tmp_path / "level.pt", TrainConfig(steps=1, batch_size=2, max_seconds=5, eval_every=1, lr=0.0,
@@ -501,7 +501,7 @@ def test_fine_tuning_starts_from_a_trained_model_with_a_new_head(trained_model, 
           WeighterConfig(), sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True), progress=False,
           init=trained_model[0])
     level, level_payload = load_model(tmp_path / "level.pt")
-    assert level_payload["config"]["input_level_dbfs"] == -21.0 and "input_level_dbfs" not in base_payload["config"]
+    assert level_payload.config["input_level_dbfs"] == -21.0 and "input_level_dbfs" not in base_payload.config
     wave = 0.1 * torch.randn(1, 16000 * 3)
     level.eval()
     with torch.no_grad():
@@ -521,9 +521,9 @@ def test_fine_tuning_keeps_the_head_rows_of_likes_the_model_knew(trained_model, 
     train(out, TrainConfig(steps=1, batch_size=2, max_seconds=5, eval_every=1, lr=0.0), WeighterConfig(),
           sources=discover(tmp_path / "c" / "manifest.csv", require_likes=True), progress=False, init=trained_model[0])
     tuned, payload = load_model(out)
-    assert payload["likes"] != base_payload["likes"]  # a new head ...
-    for row, like in enumerate(payload["likes"]):  # ... whose rows for the base's likes are the base's
-        old = base_payload["likes"].index(like)
+    assert payload.likes != base_payload.likes  # a new head ...
+    for row, like in enumerate(payload.likes):  # ... whose rows for the base's likes are the base's
+        old = base_payload.likes.index(like)
         assert torch.equal(tuned.like_vectors[row], base.like_vectors[old]), like
         assert torch.equal(tuned.like_bias[row], base.like_bias[old]), like
 
@@ -533,7 +533,7 @@ def test_pretraining_on_single_speaker_clips_then_conversations(tiny_bank, tmp_p
     cfg = TrainConfig(steps=4, pretrain_steps=2, pretrain_batch=4, pretrain_seconds=1.0, batch_size=2, min_seconds=4,
                       max_seconds=4, eval_every=2, val_files=3, max_speakers=2)
     result = train(out, cfg, WeighterConfig(**SMALL), bank=tiny_bank, progress=False)
-    assert [h["step"] for h in result["history"]] == [4]  # no validation while only the frames are trained
+    assert [h["step"] for h in result.history] == [4]  # no validation while only the frames are trained
     assert out.exists()
 
 
@@ -627,11 +627,11 @@ def test_calibrate_records_the_score_share_and_scores_only_keeps_the_rest(traine
         recalibrate(path, tiny_bank, files=6, pooling="frames", scores_only=True)
     result = recalibrate(path, tiny_bank, files=6, scores_only=True)
     _, after = load_model(path)
-    assert after["score_top_share"] == TOP_SHARE and result["score_top_share"] == TOP_SHARE
-    assert after["pair_calibration_snorm"] != [9.0, -9.0]
+    assert after.score_top_share == TOP_SHARE and result.score_top_share == TOP_SHARE
+    assert after.pair_calibration_snorm != [9.0, -9.0]
     for key in ("model_id", "threshold", "merge_cosine", "config"):
-        assert after[key] == payload[key], key
-    assert torch.equal(after["score_cohort"], payload["score_cohort"])
+        assert getattr(after, key) == payload.get(key), key  # None values are left out of the file
+    assert torch.equal(after.score_cohort, payload["score_cohort"])
 
 
 def test_calibrate_max_speakers_reaches_the_conversations_and_is_recorded(trained_model, tiny_bank, tmp_path):
@@ -649,7 +649,7 @@ def test_calibrate_max_speakers_reaches_the_conversations_and_is_recorded(traine
         recalibrate(path, tiny_bank, files=6, max_speakers=40)
     result = recalibrate(path, tiny_bank, files=6, max_speakers=1)
     _, payload = load_model(path)
-    assert result["calibration_speakers"] == payload["calibration_speakers"] == 1
+    assert result.calibration_speakers == payload.calibration_speakers == 1
 
 
 def test_an_input_level_makes_log_mel_features_independent_of_the_recording_level():

@@ -151,7 +151,7 @@ def test_cached_training_writes_a_usable_model(voices, tmp_path):
                                channel_shrink=4, slots=3)
     result = train_cached(tmp_path / "m.pt", cfg, model_cfg, [Source(bank, "train")], [Source(bank, "train")],
                           train_files=8, progress=False)
-    assert result["steps"] == 4 and len(result["history"]) == 2
+    assert result.steps == 4 and len(result.history) == 2
     embedder = Embedder.load(tmp_path / "m.pt", device="cpu")
     s = embedder.embed([next(voices.glob("*/a.wav"))])[0]
     assert s.embeddings.shape == (3, 256) and s.active.any()

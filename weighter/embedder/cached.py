@@ -25,7 +25,7 @@ from weighter.corpus.mixer import ConversationMixer, MixerConfig
 from weighter.embedder.checkpoint import save_model
 from weighter.embedder.model import WeighterConfig, WeighterModel
 from weighter.embedder.slots import output_row, row_slots
-from weighter.embedder.config import TrainConfig
+from weighter.embedder.config import TrainConfig, TrainResult
 from weighter.embedder.losses import losses
 from weighter.errors import WeighterError
 from weighter.evaluation import SetTruth, pair_calibrations, summarize
@@ -169,7 +169,7 @@ def cached_truths(model: WeighterModel, items: list[CachedConversation], batch: 
 
 
 def train_cached(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, train_sources: list[Source],
-                 val_sources: list[Source], train_files: int = 4000, progress: bool = True) -> dict:
+                 val_sources: list[Source], train_files: int = 4000, progress: bool = True) -> TrainResult:
     """Train the weighter on cached frames of a frozen frontend; write the best model to ``out``.
 
     Parameters
@@ -187,8 +187,8 @@ def train_cached(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, t
 
     Returns
     -------
-    dict
-        best score, its step, steps run, the validation history and the model path.
+    TrainResult
+        The best score (count accuracy + mAP), its step, steps run and the validation history.
 
     Examples
     --------
@@ -239,12 +239,13 @@ def train_cached(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, t
                            train=asdict(cfg) | {"cached_files": train_files, "sources": [
                                f"{type(s.bank).__name__}:{s.bank.directory}:{s.split}:{s.share}" for s in train_sources]},
                            metrics=metrics,
-                           extra={"history": history, "merge_cosine": metrics["merge_cosine"],
-                                  **pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"])})
+                           history=history, merge_cosine=metrics["merge_cosine"],
+                           **pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"]))
             else:
                 stale += 1
                 if stale >= cfg.patience:
                     log.info("early stop at step %d", step)
                     break
     bar.close()
-    return {"best_score": best, "best_step": best_step, "steps": step, "history": history, "model": str(out)}
+    return TrainResult(model=str(out), steps=step, best_step=best_step, best_score=best, score="count_accuracy+map",
+                       history=history)

@@ -10,6 +10,7 @@ training loop (train.py) scores its checkpoints with the same helpers (``validat
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +87,51 @@ def set_input_level(config: WeighterConfig, level: float) -> None:
     config.input_level_dbfs = float(level)
 
 
+@dataclass(frozen=True)
+class CalibrationResult:
+    """What ``recalibrate`` fitted and wrote into the model file.
+
+    Attributes
+    ----------
+    threshold, merge_cosine : float
+        Slot activity threshold (confidence) and the cosine at which two active slots are one like.
+    split_cosine, split_min_share : float or None
+        The slot split chosen (None: no split).
+    pair_calibration, pair_calibration_snorm : list of float
+        Logistic (slope, intercept) from a best-pair cosine, or normalised score, to P(like shared).
+    score_cohort : list of int
+        The cohort's shape (C, E).
+    score_top_share : float
+    calibration_speakers : int or None
+    metrics : dict
+        Validation metrics at the fitted settings.
+
+    Examples
+    --------
+    >>> recalibrate("model.pt", bank).threshold  # doctest: +SKIP
+    0.5
+    """
+
+    threshold: float
+    merge_cosine: float | None
+    split_cosine: float | None
+    split_min_share: float | None
+    pair_calibration: list[float] | None
+    pair_calibration_snorm: list[float] | None
+    score_cohort: list[int]
+    score_top_share: float
+    calibration_speakers: int | None
+    metrics: dict
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)
+
+
 def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: int = 1,
                 seconds: tuple[float, float] = (10, 30), checkpoint: str | Path | None = None,
                 pooling: str | None = None, scores_only: bool = False, input_level: float | None = None,
-                max_speakers: int | None = None, pair_prior: float | None = None) -> dict:
+                max_speakers: int | None = None, pair_prior: float | None = None) -> CalibrationResult:
     """Re-derive a model's activity threshold, merge cosine, slot split (pooling "windows":
     SPLIT_GRID, best count accuracy then mAP) and pair calibrations on the bank's validation
     split (never the held-out one; ``files`` conversations of ``seconds`` (min, max) length),
@@ -103,19 +145,32 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     calibrated under an earlier share (its model id does not change).
     ``max_speakers``: the conversations hold 1 to this many speakers (default: as many as the
     model's training mixed, 4 for the shipped one); recorded as ``calibration_speakers`` (kept
-    by ``scores_only``, which fits no threshold)."""
-    model, payload = load_model(path)
+    by ``scores_only``, which fits no threshold).
+    ``pair_prior``: state P(like shared) for this base rate (the logistic's slope kept, its
+    intercept moved); None: the validation pairs' own rate.
+
+    Returns
+    -------
+    CalibrationResult
+
+    Examples
+    --------
+    >>> from weighter.corpus.recordings import RecordingBank
+    >>> recalibrate("model.pt", RecordingBank("voices/"), pair_prior=0.03).merge_cosine  # doctest: +SKIP
+    0.8
+    """
+    model, meta = load_model(path)
     if max_speakers is not None and max_speakers < 1:
         raise WeighterError(f"max_speakers {max_speakers}: calibration conversations need at least 1 speaker")
     if scores_only and (checkpoint is not None or pooling is not None or input_level is not None):
         raise WeighterError("scores_only keeps the model's weights and settings: drop checkpoint, pooling "
                             "and input_level")
-    if scores_only and payload.get("score_cohort") is None:
+    if scores_only and meta.score_cohort is None:
         raise WeighterError(f"{path}: has no score cohort to fit scores for; calibrate it without scores_only")
     if checkpoint is not None:  # take the weights of a training checkpoint's last step instead
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
-        payload["metrics"] = {"step": int(state["step"])}
+        meta.metrics = {"step": int(state["step"])}
     if pooling is not None:
         if pooling not in ("frames", "windows"):
             raise WeighterError(f"unknown pooling {pooling!r} (frames, windows)")
@@ -123,7 +178,7 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     if input_level is not None:
         set_input_level(model.config, input_level)
     device = torch.device("cpu")
-    trained = payload.get("train") or {}  # the conversations it was validated on while training
+    trained = meta.train  # the conversations it was validated on while training
     speakers = int(max_speakers if max_speakers is not None else trained.get("max_speakers", 4))
     telephone = trained.get("telephone", 0.2)
     items = validation_items(bank, "validation", files, seed, model.frame_rate, *seconds,
@@ -132,7 +187,7 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     if scores_only:
         split = (model.config.split_cosine, model.config.split_min_share)
         truths = split_items(parts, *split)
-        threshold, merge_cosine, cohort = payload["threshold"], payload.get("merge_cosine"), payload["score_cohort"]
+        threshold, merge_cosine, cohort = meta.threshold, meta.merge_cosine, meta.score_cohort
     else:
         tried = []
         splits = model.config.pooling == "windows" or model.config.partial_hop  # slots that have windows to split
@@ -150,18 +205,16 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     scores = Cohort(cohort.float().numpy(), TOP_SHARE)
     metrics = summarize(truths, threshold, merge_cosine, scores)
     metrics["split_cosine"], metrics["split_min_share"] = split
-    extra = {k: v for k, v in payload.items() if k not in
-             ("format", "version", "model_id", "config", "state_dict", "likes", "threshold", "train", "metrics")}
-    extra["merge_cosine"] = merge_cosine
+    pairs = pair_calibrations(truths, threshold, merge_cosine, scores, pair_prior)
     if not scores_only:  # the threshold and merge cosine were fitted on these conversations
-        extra["calibration_speakers"] = speakers
-    extra.update(pair_calibrations(truths, threshold, merge_cosine, scores, pair_prior))
+        meta.calibration_speakers = speakers
     if pair_prior is not None:  # the base rate p is stated for (absent: the validation pairs' own)
-        extra["pair_prior"] = float(pair_prior)
-    extra["score_cohort"], extra["score_top_share"] = cohort, TOP_SHARE
-    save_model(path, model, payload["likes"], threshold, train=payload.get("train"), metrics=metrics, extra=extra)
-    return {"threshold": metrics["threshold"], "merge_cosine": merge_cosine, "split_cosine": split[0],
-            "split_min_share": split[1], "pair_calibration": extra["pair_calibration"],
-            "pair_calibration_snorm": extra["pair_calibration_snorm"], "score_cohort": list(cohort.shape),
-            "score_top_share": TOP_SHARE, "calibration_speakers": extra.get("calibration_speakers"),
-            "metrics": metrics}
+        meta.pair_prior = float(pair_prior)
+    save_model(path, model, meta.likes, threshold, train=meta.train, metrics=metrics, history=meta.history,
+               merge_cosine=merge_cosine, calibration_speakers=meta.calibration_speakers, pair_prior=meta.pair_prior,
+               score_cohort=cohort, score_top_share=TOP_SHARE, **pairs)
+    return CalibrationResult(threshold=metrics["threshold"], merge_cosine=merge_cosine, split_cosine=split[0],
+                             split_min_share=split[1], pair_calibration=pairs["pair_calibration"],
+                             pair_calibration_snorm=pairs["pair_calibration_snorm"], score_cohort=list(cohort.shape),
+                             score_top_share=TOP_SHARE, calibration_speakers=meta.calibration_speakers,
+                             metrics=metrics)

@@ -1,15 +1,17 @@
 """Saving and loading models safely: ``torch.load(weights_only=True)``, never arbitrary pickle.
 
-A model file is a dict of tensors and plain values: format, package version, model id,
-config, the training likes, the calibrated activity threshold, training settings, metrics.
+A model file is a dict of tensors and plain values: its format, the weights, and the fields of
+``ModelMetadata`` (model id, config, likes, calibration, training settings, metrics).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import io
+import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,6 +21,81 @@ from weighter.embedder.model import WeighterConfig, WeighterModel
 from weighter.errors import WeighterError
 
 MODEL_FORMAT = 1
+
+
+@dataclass
+class ModelMetadata:
+    """What a model file records beside its weights: identity, training and calibration.
+
+    ``load_model`` reads it and ``save_model`` writes it; nothing else reads a model file's keys.
+    On disk it stays a plain dict of tensors and values (``torch.load(weights_only=True)``).
+
+    Parameters
+    ----------
+    model_id : str
+        ``weighter-`` and 12 hex digits of the weights' and configuration's hash.
+    config : dict
+        ``WeighterConfig.to_dict()``.
+    likes : list of str
+        The training likes, one head row each.
+    threshold : float, default 0.5
+        Confidence at or above which a slot is active (calibrated).
+    merge_cosine : float or None
+        Two active slots of one file at least this alike are one like (calibrated).
+    score_cohort : torch.Tensor or None
+        (C, E) slot embeddings of training voices for score normalisation (``weighter.scoring``).
+    score_top_share : float or None
+        The share of the cohort's top scores that normalisation uses.
+    pair_calibration, pair_calibration_snorm : list of float or None
+        Logistic (slope, intercept) from a best-pair cosine, or normalised score, to P(like shared).
+    pair_prior : float or None
+        The base rate that ``pair_calibration`` states P for (None: the validation pairs' own).
+    calibration_speakers : int or None
+        Most speakers per calibration conversation.
+    train, metrics : dict
+        Training settings; validation metrics of the saved step.
+    history : list of dict
+        Validation metrics of every evaluation while training.
+    version : str
+        The weighter version that wrote the file.
+
+    Examples
+    --------
+    >>> from weighter.embedder import DEFAULT_MODEL
+    >>> from weighter.embedder.checkpoint import load_model
+    >>> _, meta = load_model(DEFAULT_MODEL)  # doctest: +SKIP
+    >>> meta.model_id, round(meta.threshold, 2)  # doctest: +SKIP
+    ('weighter-1d4dc17ec36d', 0.5)
+    """
+
+    model_id: str
+    config: dict
+    likes: list[str]
+    threshold: float = 0.5
+    merge_cosine: float | None = None
+    score_cohort: torch.Tensor | None = None
+    score_top_share: float | None = None
+    pair_calibration: list[float] | None = None
+    pair_calibration_snorm: list[float] | None = None
+    pair_prior: float | None = None
+    calibration_speakers: int | None = None
+    train: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    version: str = __version__
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "ModelMetadata":
+        """The metadata of a model file's dict (keys this version does not know are dropped)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in payload.items() if k in known and v is not None}
+        values["train"] = values.get("train") or {}
+        values["metrics"] = values.get("metrics") or {}
+        return cls(**values)
+
+    def to_payload(self) -> dict:
+        """The dict written to a model file, without the weights (``None`` values left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
 def model_id(state_dict: dict, config: dict | None = None) -> str:
@@ -33,14 +110,36 @@ def model_id(state_dict: dict, config: dict | None = None) -> str:
 
 
 def save_model(path: str | Path, model: WeighterModel, likes: list[str], threshold: float,
-               train: dict | None = None, metrics: dict | None = None, extra: dict | None = None) -> str:
-    """Write atomically (temp file + rename): a killed save leaves the old file intact."""
+               train: dict | None = None, metrics: dict | None = None, **calibration) -> str:
+    """Write a model file atomically (temp file + rename): a killed save leaves the old file intact.
+
+    Parameters
+    ----------
+    path : str or Path
+    model : WeighterModel
+    likes : list of str
+        The training likes, one head row each.
+    threshold : float
+        The calibrated activity threshold.
+    train, metrics : dict or None
+        Training settings; validation metrics of this step.
+    **calibration
+        Further ``ModelMetadata`` fields (``merge_cosine``, ``score_cohort``, ``history``, ...).
+
+    Returns
+    -------
+    str
+        The model id (a hash of the weights and configuration).
+
+    Examples
+    --------
+    >>> ident = save_model("model.pt", model, ["alice", "bob"], 0.5, merge_cosine=0.8)  # doctest: +SKIP
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ident = model_id(state, model.config.to_dict())
-    payload = {"format": MODEL_FORMAT, "version": __version__, "model_id": ident, "config": model.config.to_dict(),
-               "state_dict": state, "likes": list(likes), "threshold": float(threshold),
-               "train": train or {}, "metrics": metrics or {}}
-    payload.update(extra or {})
+    meta = ModelMetadata(model_id=ident, config=model.config.to_dict(), likes=list(likes), threshold=float(threshold),
+                         train=train or {}, metrics=metrics or {}, version=__version__, **calibration)
+    payload = {"format": MODEL_FORMAT, "state_dict": state, **meta.to_payload()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -83,8 +182,8 @@ def read_model_file(path: str | Path) -> dict:
     return payload
 
 
-def load_model(path: str | Path) -> tuple[WeighterModel, dict]:
-    """A model file's network (in evaluation mode, on the CPU) and its payload.
+def load_model(path: str | Path) -> tuple[WeighterModel, ModelMetadata]:
+    """A model file's network (in evaluation mode, on the CPU) and its metadata.
 
     Parameters
     ----------
@@ -93,8 +192,7 @@ def load_model(path: str | Path) -> tuple[WeighterModel, dict]:
     Returns
     -------
     model : WeighterModel
-    payload : dict
-        As ``read_model_file`` returns it.
+    metadata : ModelMetadata
 
     Raises
     ------
@@ -105,16 +203,17 @@ def load_model(path: str | Path) -> tuple[WeighterModel, dict]:
     --------
     >>> from weighter.embedder import DEFAULT_MODEL
     >>> from weighter.embedder.checkpoint import load_model
-    >>> model, payload = load_model(DEFAULT_MODEL)  # doctest: +SKIP
-    >>> payload["model_id"]  # doctest: +SKIP
+    >>> model, meta = load_model(DEFAULT_MODEL)  # doctest: +SKIP
+    >>> meta.model_id  # doctest: +SKIP
     'weighter-...'
     """
     payload = read_model_file(path)
     try:
-        model = WeighterModel(WeighterConfig.from_dict(payload["config"]))
+        meta = ModelMetadata.from_payload(payload)
+        model = WeighterModel(WeighterConfig.from_dict(meta.config))
         model.load_state_dict(payload["state_dict"])
     except (TypeError, KeyError, ValueError, RuntimeError) as error:  # ValueError: an unknown config choice
         reason = str(error).strip().splitlines()[0][:160]
         raise WeighterError(f"{path}: model does not match this weighter version ({reason})") from None
     model.eval()
-    return model, payload
+    return model, meta

@@ -7,7 +7,7 @@ without a cycle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -58,3 +58,41 @@ class TrainConfig:
     pretrain_batch: int = 64
     pretrain_seconds: float = 3.0
     workers: int | None = None  # processes making batches beside training; None = auto_workers(device)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run did (``train`` and ``train_cached`` return it).
+
+    Attributes
+    ----------
+    model : str
+        The model file written (its best validation step).
+    steps : int
+        Steps run (fewer than asked when validation stopped it early).
+    best_step : int or None
+        The step saved (None: no validation ran).
+    best_score : float
+        That step's validation score: ``score`` names it.
+    score : str
+        ``"map"`` (``train``) or ``"count_accuracy+map"`` (``train_cached``).
+    history : list of dict
+        Validation metrics of every evaluation, in order.
+
+    Examples
+    --------
+    >>> result = train("model.pt", TrainConfig(steps=500), WeighterConfig(), bank=bank)  # doctest: +SKIP
+    >>> result.best_step, round(result.best_score, 3)  # doctest: +SKIP
+    (500, 0.812)
+    """
+
+    model: str
+    steps: int
+    best_step: int | None
+    best_score: float
+    score: str
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)

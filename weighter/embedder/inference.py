@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from weighter.audio import SAMPLE_RATE, AudioSource, audio_info, load_audio, stream_audio
 from weighter.audio.io import SILENCE_PEAK
-from weighter.embedder.checkpoint import load_model
+from weighter.embedder.checkpoint import ModelMetadata, load_model
 from weighter.embedder.device import pick_device
 from weighter.embedder.slots import output_row, row_slots
 from weighter.embedder.speech import SpeechDetector, speech_mask, speech_share, speech_timeline
@@ -44,7 +44,7 @@ class Embedder:
     ----------
     model : WeighterModel
         The network (moved to ``device`` and set to evaluation mode).
-    payload : dict
+    metadata : ModelMetadata
         The model file's metadata (``model_id``, calibrated ``threshold`` and ``merge_cosine``,
         score cohort, ...), as ``weighter.embedder.checkpoint.load_model`` returns it.
     device : torch.device
@@ -60,6 +60,8 @@ class Embedder:
 
     Attributes
     ----------
+    metadata : ModelMetadata
+        The model file's metadata.
     model_id : str
         Identifies the model; a store holds one model's embeddings.
     threshold : float
@@ -76,24 +78,24 @@ class Embedder:
     [2, 3]
     """
 
-    def __init__(self, model, payload: dict, device: torch.device, window_seconds: float = 60.0,
+    def __init__(self, model, metadata: ModelMetadata, device: torch.device, window_seconds: float = 60.0,
                  batch_seconds: float = 240.0, merge_cosine: float = 0.7, speech_gate: float | None = None):
         if speech_gate is not None and not 0 < speech_gate <= 1:
             raise WeighterError(f"speech gate {speech_gate}: a share of a slot's weighting, in (0, 1]")
         self.speech_gate = speech_gate  # a slot is active only if this share of its weighting is on speech
         self.speech = SpeechDetector() if speech_gate is not None else None
         self.model = model.to(device).eval()
-        self.payload = payload
+        self.metadata = metadata
         self.device = device
         self.window_seconds = window_seconds
         self.batch_seconds = batch_seconds
         self.merge_cosine = merge_cosine
-        self.threshold = float(payload.get("threshold", 0.5))
-        self.distinct_cosine = payload.get("merge_cosine")  # two active slots this alike are one like
-        self.model_id = str(payload["model_id"])
-        cohort = payload.get("score_cohort")  # (C, E) slots of training voices: weighter.scoring
-        self.score_cohort = None if cohort is None else \
-            Cohort(cohort.float().numpy(), float(payload.get("score_top_share", LEGACY_TOP_SHARE)))
+        self.threshold = float(metadata.threshold)
+        self.distinct_cosine = metadata.merge_cosine  # two active slots this alike are one like
+        self.model_id = metadata.model_id
+        cohort = metadata.score_cohort  # (C, E) slots of training voices: weighter.scoring
+        share = LEGACY_TOP_SHARE if metadata.score_top_share is None else metadata.score_top_share
+        self.score_cohort = None if cohort is None else Cohort(cohort.float().numpy(), float(share))
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", **kw) -> "Embedder":
@@ -126,8 +128,8 @@ class Embedder:
         if not path.exists() and path == DEFAULT_MODEL:
             raise WeighterError(f"{path}: the bundled default model is missing (reinstall weighter, or pass a model "
                                 "file's path)", cli_hint="give a model file with --model")
-        model, payload = load_model(path)
-        return cls(model, payload, pick_device(device), **kw)
+        model, metadata = load_model(path)
+        return cls(model, metadata, pick_device(device), **kw)
 
     def embed(self, inputs: Iterable[str | Path | AudioSource], progress: bool = False,
               errors: list | None = None) -> list[EmbeddingSet]:

@@ -25,7 +25,7 @@ from weighter.corpus import UtteranceBank
 from weighter.embedder.calibration import (SPLIT_GRID, embed_items, embed_parts, recalibrate,  # noqa: F401
                                            score_cohort, set_input_level, split_items, validation_items)
 from weighter.embedder.checkpoint import load_model, save_model
-from weighter.embedder.config import TrainConfig
+from weighter.embedder.config import TrainConfig, TrainResult
 from weighter.embedder.data import (BankBatches, BankClips, ManifestBatches, StepBatches,  # noqa: F401
                                     auto_workers, made_batches, step_batches, training_threads, usable_cores)
 from weighter.embedder.device import pick_device
@@ -41,10 +41,41 @@ log = logging.getLogger(__name__)
 
 def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: UtteranceBank | None = None,
           sources: list[AudioSource] | None = None, resume: bool = False, progress: bool = True,
-          init: str | Path | None = None) -> dict:
+          init: str | Path | None = None) -> TrainResult:
     """Train and write the best model (by validation mAP) to ``out``; ``out``.ckpt resumes.
-    ``init``: a trained model file to start from (fine-tuning): its configuration replaces
-    ``model_cfg`` and its weights are loaded, all but the classifier head when its likes differ."""
+
+    Parameters
+    ----------
+    out : str or Path
+        The model file to write (atomically) at each better validation.
+    cfg : TrainConfig
+        Steps, batch size, learning rate, conversation and validation settings.
+    model_cfg : WeighterConfig
+        The network to train (ignored with ``init``).
+    bank : UtteranceBank or None
+        Mix training conversations from its train split, validate on its validation split.
+    sources : list of AudioSource or None
+        Instead of a bank: real files with their likes (a tenth, whole files, validates).
+    resume : bool, default False
+        Continue from ``out``.ckpt where a run stopped.
+    progress : bool, default True
+        Show a progress bar.
+    init : str, Path or None
+        A trained model file to start from (fine-tuning): its configuration replaces
+        ``model_cfg`` and its weights are loaded, all but the classifier head when its likes
+        differ.
+
+    Returns
+    -------
+    TrainResult
+        The best validation mAP, its step, steps run and the validation history.
+
+    Examples
+    --------
+    >>> result = train("m.pt", TrainConfig(steps=500), WeighterConfig(), bank=bank)  # doctest: +SKIP
+    >>> result.best_step  # doctest: +SKIP
+    500
+    """
     out = Path(out)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
@@ -71,8 +102,8 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     else:
         raise WeighterError("train needs a bank or a manifest")
     if init is not None:  # fine-tuning: the init's architecture and weights, its head rows for the likes it knew
-        start, payload = load_model(init)
-        model_cfg = WeighterConfig.from_dict(payload["config"])
+        start, init_meta = load_model(init)
+        model_cfg = WeighterConfig.from_dict(init_meta.config)
     model_cfg.num_likes = len(data.likes)
     if cfg.margin is not None:
         model_cfg.margin = cfg.margin
@@ -81,7 +112,7 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
     model = WeighterModel(model_cfg).to(device)
     if init is not None:
         weights = start.state_dict()
-        known = {like: row for row, like in enumerate(payload["likes"])}  # a head row per like
+        known = {like: row for row, like in enumerate(init_meta.likes)}  # a head row per like
         new_rows = [row for row, like in enumerate(data.likes) if like in known]
         old_rows = [known[data.likes[row]] for row in new_rows]
         for name, fresh in model.state_dict().items():
@@ -146,8 +177,8 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                     best, best_step, stale = score, step, 0
                     save_model(out, model, data.likes, metrics["threshold"],
                                train=asdict(cfg) | {"init": str(init or "")}, metrics=metrics,
-                               extra={"history": history, "merge_cosine": metrics["merge_cosine"],
-                                      **pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"])})
+                               history=history, merge_cosine=metrics["merge_cosine"],
+                               **pair_calibrations(truths, metrics["threshold"], metrics["merge_cosine"]))
                 else:
                     stale += 1
                 partial = ckpt.with_name(ckpt.name + ".tmp")  # a killed save leaves the previous checkpoint
@@ -160,4 +191,4 @@ def train(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, bank: Ut
                     break
         del batches  # an early stop leaves batches unmade: the workers stop here
     bar.close()
-    return {"best_map": best, "best_step": best_step, "steps": step, "history": history, "model": str(out)}
+    return TrainResult(model=str(out), steps=step, best_step=best_step, best_score=best, score="map", history=history)
