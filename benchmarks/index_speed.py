@@ -153,10 +153,10 @@ def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0
         with store.writing():
             store.apply([], ["/bench/f0000000.flac"])
         remove = time.perf_counter() - started
-    return {"vectors": n, "index_type": info["index_type"], "nprobe": info["nprobe"], "build_s": round(build, 1),
+    return {"vectors": n, "index_type": info.index_type, "nprobe": info.nprobe, "build_s": round(build, 1),
             "remove_one_file_s": round(remove, 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            **known, "unseen_speakers": unseen, "query_slots": SLOTS, "scoring": info["scoring"], "busy": busy}
+            **known, "unseen_speakers": unseen, "query_slots": SLOTS, "scoring": info.scoring, "busy": busy}
 
 
 class Busy:

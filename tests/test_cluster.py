@@ -330,7 +330,7 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
     with open(tmp_path / "g.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == s.info()["active_slots"]
+    assert len(rows) == s.info().active_slots
     r = runner.invoke(main, ["cluster", "--store", str(s.directory), "--run", "1", "--json"])
     payload = json.loads(r.stdout)
     assert set(payload) == {"run", "groups", "outliers"} and payload["run"]["id"] == 1

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from weighter.cli import main
 from weighter.embedding_set import EmbeddingSet
+from weighter.embedder.checkpoint import ModelMetadata
 from weighter.index import Store, StoreError, query_store
 from weighter.index.store import (EXACT_LIMIT, IVF_RECALL, MAX_SLOTS, MIN_NPROBE, SLOT_BITS, TWO_LEVEL_FROM, _exact_top,
                                   auto_factory)
@@ -70,12 +71,12 @@ def test_a_stored_file_does_not_find_itself(store, tmp_path):
 
 
 def test_replace_remove_and_check(store, tmp_path, basis):
-    assert store.info()["files"] == 5 and store.info()["active_slots"] == 8 and store.check() == []
+    assert store.info().files == 5 and store.info().active_slots == 8 and store.check() == []
     with store.writing():
         store.apply([(make_set(tmp_path / "a.wav", [7], basis), "hash-a2")])  # changed content
         store.apply([], remove=[tmp_path / "e.wav"])
     info = store.info()
-    assert info["files"] == 4 and info["active_slots"] == 5 and store.check() == []
+    assert info.files == 4 and info.active_slots == 5 and store.check() == []
     assert store.known_hash(tmp_path / "a.wav") == "hash-a2"
     assert len(list((tmp_path / "store").glob("vectors-*.faiss"))) == 1  # old generations deleted
 
@@ -101,7 +102,7 @@ def test_a_set_with_more_slots_than_a_store_holds_is_refused(store, tmp_path, ba
                        np.ones(n, bool), np.zeros((n, 4), np.float32), 10.0, 0.4, "m1")
     with store.writing(), pytest.raises(StoreError, match=f"at most {MAX_SLOTS} per file"):
         store.apply([(big, "hash-big")])
-    assert store.info()["files"] == 5 and store.check() == []
+    assert store.info().files == 5 and store.check() == []
 
 
 def test_spans_are_runs_above_threshold_long_enough():
@@ -118,13 +119,29 @@ def test_other_model_is_refused(store, tmp_path, basis):
         store.apply([(make_set(tmp_path / "x.wav", [0], basis, model_id="m2"), "h")])
 
 
+@pytest.mark.parametrize("factory", [None, "IVF2,SQ8"])  # exact scores; 8-bit codes re-scored from SQLite
+def test_query_many_ranks_each_query_as_query_store_does(store, tmp_path, basis, factory):
+    from weighter.index import query_many
+
+    if factory:
+        with store.writing():
+            store.apply([], index_type=factory)
+    queries = [make_set(tmp_path / "new.wav", [1, 3], basis, seed=9),  # a new file, two speakers
+               store.embedding_set(store.file_id(tmp_path / "a.wav")),  # a stored one: leaves itself out
+               make_set(tmp_path / "quiet.wav", [], basis, seed=3)]  # no active slot: its most confident
+    rankings = query_many(store, queries, k=3)
+    assert rankings == [query_store(store, q, k=3) for q in queries]
+    assert "a.wav" not in {os.path.basename(m.file) for m in rankings[1]} and len(rankings[0]) == 3
+    assert query_many(store, [], k=3) == []
+
+
 @pytest.mark.parametrize("factory", ["HNSW32,Flat", "IVF2,Flat", "IVF2,SQfp16", "IVF2,SQ8"])
 def test_index_type_override(store, tmp_path, basis, factory):
     q = make_set(tmp_path / "q.wav", [3], basis)
     exact = {m.file: m.score for m in query_store(store, q, k=10)}  # Flat: every file, exact scores
     with store.writing():
         store.apply([], index_type=factory)
-    assert store.info()["index_type"] == factory and store.check() == []
+    assert store.info().index_type == factory and store.check() == []
     assert store.exact_scores() == (factory != "IVF2,SQ8")  # float16 counts as exact, 8-bit codes are re-scored
     found = query_store(store, q, k=3)
     assert os.path.basename(found[0].file) == "c.wav"
@@ -229,7 +246,7 @@ def test_ivf_nprobe_is_tuned_on_the_store_own_slots(tmp_path):
         _vector_store(tmp_path / name, x, "IVF64,Flat").close()
         s = Store(tmp_path / name)  # reopened: the nprobe comes back from the FAISS file
         tuned[name] = faiss_nprobe(s)
-        assert s.info()["nprobe"] == tuned[name]
+        assert s.info().nprobe == tuned[name]
         assert _own_slot_recall(s, x, rng.choice(len(x), 200, replace=False)) >= IVF_RECALL
     assert MIN_NPROBE <= tuned["clustered"] < tuned["scattered"] <= 64
 
@@ -302,7 +319,7 @@ def test_kill_9_between_faiss_write_and_commit_keeps_old_state(store, tmp_path):
     child.wait(timeout=60)
     assert child.returncode == -signal.SIGKILL
     reopened = Store(store.directory)
-    assert reopened.info()["files"] == before["files"] and reopened.generation == before["generation"]
+    assert reopened.info().files == before.files and reopened.generation == before.generation
     assert reopened.check() == []
     assert len(list(store.directory.glob("vectors-*.faiss"))) == 2  # the orphan of the killed write
     with reopened.writing():
@@ -334,7 +351,7 @@ def test_second_writer_is_refused_while_readers_go_on(store, tmp_path, basis):
 
 
 def test_corrupt_files_get_clear_errors_and_repair(store, tmp_path):
-    faiss_file = store.directory / store.info()["faiss_file"]
+    faiss_file = store.directory / store.info().faiss_file
     faiss_file.write_bytes(b"garbage")
     fresh = Store(store.directory)
     problems = fresh.check()
@@ -345,9 +362,9 @@ def test_corrupt_files_get_clear_errors_and_repair(store, tmp_path):
     # a readable FAISS file that disagrees with SQLite (a vector missing) is rebuilt too
     import faiss
 
-    index = faiss.read_index(str(faiss_file.parent / Store(store.directory).info()["faiss_file"]))
+    index = faiss.read_index(str(faiss_file.parent / Store(store.directory).info().faiss_file))
     index.remove_ids(np.array([int(faiss.vector_to_array(index.id_map)[0])], dtype=np.int64))
-    faiss.write_index(index, str(faiss_file.parent / Store(store.directory).info()["faiss_file"]))
+    faiss.write_index(index, str(faiss_file.parent / Store(store.directory).info().faiss_file))
     assert Store(store.directory).check()
     fresh = Store(store.directory)
     with fresh.writing():
@@ -393,7 +410,7 @@ def test_cli_build_add_query_remove_with_a_killed_writer(trained_model, tiny_ban
     child.send_signal(signal.SIGKILL)
     child.wait()
     reopened = Store(store)
-    assert reopened.check() == [] and reopened.info()["files"] >= 4
+    assert reopened.check() == [] and reopened.info().files >= 4
     r = runner.invoke(main, ["index", "info", "--store", str(store), "--check"])
     assert r.exit_code == 0 and "problems: []" in r.output
     r = runner.invoke(main, ["index", "remove", str(first), "--store", str(store)])
@@ -406,20 +423,21 @@ def test_store_is_a_context_manager_that_closes_on_exit(tmp_path, basis):
     with Store(tmp_path / "cm", create=True) as s:
         with s.writing():
             s.apply([(make_set(tmp_path / "a.wav", [0], basis), "hash-a")])
-        assert s.info()["files"] == 1
+        assert s.info().files == 1
     with pytest.raises(sqlite3.ProgrammingError):  # closed
         s.db.execute("SELECT 1")
     with pytest.raises(RuntimeError), Store(tmp_path / "cm") as again:  # closed on an error too
         raise RuntimeError
     with pytest.raises(sqlite3.ProgrammingError):
         again.db.execute("SELECT 1")
-    assert Store(tmp_path / "cm").info()["files"] == 1
+    assert Store(tmp_path / "cm").info().files == 1
 
 
 class _FakeEmbedder:
     """What add_files needs of an Embedder, without a model: each path gets make_set's set."""
 
-    model_id, speech_gate, payload, score_cohort = "m1", None, {}, None
+    model_id, speech_gate, score_cohort = "m1", None, None
+    metadata = ModelMetadata(model_id="m1", config={}, likes=[])
 
     def __init__(self, basis):
         self.basis, self.seen = basis, []
@@ -440,10 +458,10 @@ def test_add_files_takes_plain_paths_and_audio_sources(tmp_path, basis):
     with Store(tmp_path / "s", create=True) as s:
         result = add_files(s, embedder, [str(tmp_path / "a.wav"), tmp_path / "b.wav",
                                          AudioSource(tmp_path / "c.wav")])
-        assert result["added"] == 3 and result["files"] == 3
+        assert result.added == 3 and result.store.files == 3
         assert all(s.file_id(tmp_path / n) is not None for n in ("a.wav", "b.wav", "c.wav"))
         again = add_files(s, embedder, (str(tmp_path / n) for n in ("a.wav", "b.wav")))  # any iterable
-        assert again["added"] == 0 and again["unchanged"] == 2
+        assert again.added == 0 and again.unchanged == 2
 
 
 def test_errors_name_parameters_and_the_cli_adds_its_flags(store, tmp_path):
@@ -452,7 +470,7 @@ def test_errors_name_parameters_and_the_cli_adds_its_flags(store, tmp_path):
         query_store(store, stored, slot=7)
     r = CliRunner().invoke(main, ["query", str(tmp_path / "a.wav"), "--store", str(store.directory), "--slot", "7"])
     assert r.exit_code == 2 and "Invalid value for '--slot': slot 7: the query has slots 0 to 2" in r.output
-    (store.directory / store.info()["faiss_file"]).unlink()
+    (store.directory / store.info().faiss_file).unlink()
     with pytest.raises(StoreError, match="rebuild it from SQLite with Store.repair") as error:
         Store(store.directory).search(stored.embeddings, 1)
     assert "--" not in str(error.value)

@@ -164,7 +164,7 @@ def test_a_store_without_a_cohort_scores_cosines_until_a_model_with_one_adds(tmp
     with store.writing():
         store.apply([(one_set(tmp_path / "last.wav", np.stack(files[-1][0])), "hash-last")], score_cohort=cohort)
     assert store.scoring() == "s-norm" and store.check() == []
-    assert len(store._load_stats()["ids"]) == store.info()["active_slots"]  # everyone's statistics, not only the new
+    assert len(store._load_stats()["ids"]) == store.info().active_slots  # everyone's statistics, not only the new
 
 
 def test_a_missing_or_corrupt_scores_file_is_reported_and_repaired(tmp_path):
@@ -196,7 +196,7 @@ def test_stores_and_model_files_from_before_the_share_was_recorded_keep_theirs(t
     file calibrated before, was normalised at LEGACY_TOP_SHARE and goes on so."""
     files, cohort = hub_corpus()
     store = store_of(tmp_path, files, Cohort(cohort.vectors, 0.1))
-    assert Store(store.directory).score_cohort().share == 0.1 and store.info()["score_share"] == 0.1
+    assert Store(store.directory).score_cohort().share == 0.1 and store.info().score_share == 0.1
     store.db.execute("DELETE FROM meta WHERE key = 'score_top_share'")
     legacy = Store(store.directory)
     assert legacy.score_cohort().share == LEGACY_TOP_SHARE

@@ -110,7 +110,7 @@ def test_a_store_keeps_its_gate_for_adds_and_queries(trained_model, tiny_bank, t
     assert r.exit_code == 0 and json.loads(r.stdout)["files"] == 2  # added with the store's gate
     with pytest.raises(StoreError, match="speech gate 0.2, not None"):
         add_files(Store(store_dir), Embedder.load(model), [audio[2]])
-    assert Store(store_dir).info()["files"] == 2
+    assert Store(store_dir).info().files == 2
     r = runner.invoke(main, ["query", str(audio[2]), "--store", str(store_dir), "--model", str(model), "--json"])
     assert r.exit_code == 0, r.output  # a new file embedded with the store's gate
     r = runner.invoke(main, ["embed", str(audio[0]), "--speech-gate", "1.5", "--json"])

@@ -70,8 +70,8 @@ def main() -> None:
     store = Store(store_dir, create=True)
     t = time.time()
     added = add_files(store, embedder, sources, progress=tty)
-    print(f"   model {embedder.model_id}: {added['files']} files, {added['active_slots']} active slots, "
-          f"index {added['index_type']} ({time.time() - t:.0f} s)")
+    print(f"   model {embedder.model_id}: {added.store.files} files, {added.store.active_slots} active slots, "
+          f"index {added.store.index_type} ({time.time() - t:.0f} s)")
 
     query = sources[0]
     qset = store.embedding_set(store.file_id(query.path))

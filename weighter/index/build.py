@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from weighter.audio import AudioSource
 from weighter.errors import AudioError
+from weighter.index.results import AddResult, RemoveResult
 from weighter.index.store import Store, content_hash
 
 if TYPE_CHECKING:  # torch is not imported by the store's readers
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | AudioSource], progress: bool = False,
-              errors: list | None = None, index_type: str | None = None, commit_every: int = 500) -> dict:
+              errors: list | None = None, index_type: str | None = None, commit_every: int = 500) -> AddResult:
     """Embed and store every file not already stored with the same content hash.
 
     A file whose content changed is embedded again and replaces its old slots. Commits every
@@ -47,8 +48,8 @@ def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | 
 
     Returns
     -------
-    dict
-        ``added``, ``unchanged`` and ``failed`` file counts, then ``store.info()``.
+    AddResult
+        ``added``, ``unchanged`` and ``failed`` file counts, and the store's ``StoreInfo``.
 
     Raises
     ------
@@ -63,7 +64,7 @@ def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | 
     >>> from weighter import Embedder, Store, add_files
     >>> with Store("calls.store", create=True) as store:  # doctest: +SKIP
     ...     result = add_files(store, Embedder.load(), ["calls/a.flac", "calls/b.flac"])
-    >>> result["added"], result["active_slots"]  # doctest: +SKIP
+    >>> result.added, result.store.active_slots  # doctest: +SKIP
     (2, 5)
     """
     errors = [] if errors is None else errors
@@ -83,23 +84,22 @@ def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | 
             else:
                 todo.append((path, digest))
         for key in ("pair_calibration", "pair_calibration_snorm"):  # P(like shared) for cosines, normalised scores
-            if store.meta(key) is None and embedder.payload.get(key):
-                store.set_meta(key, json.dumps(embedder.payload[key]))
-        added, result = 0, {}
+            if store.meta(key) is None and getattr(embedder.metadata, key):
+                store.set_meta(key, json.dumps(getattr(embedder.metadata, key)))
+        added = 0
         for start in range(0, max(len(todo), 1), commit_every):
             chunk = todo[start:start + commit_every]
             digests = {str(p): d for p, d in chunk}
             sets = embedder.embed([p for p, _ in chunk], progress=progress, errors=errors)
             if sets or index_type:
-                result = store.apply([(s, digests[s.path]) for s in sets], index_type=index_type,
-                                     score_cohort=embedder.score_cohort)
+                store.apply([(s, digests[s.path]) for s in sets], index_type=index_type,
+                            score_cohort=embedder.score_cohort)
                 index_type = None
             added += len(sets)
-        return {"added": added, "unchanged": unchanged, "failed": len(errors), **store.info(),
-                **({"index_type": result["index_type"]} if result else {})}
+        return AddResult(added=added, unchanged=unchanged, failed=len(errors), store=store.info())
 
 
-def remove_files(store: Store, paths: list[str | Path]) -> dict:
+def remove_files(store: Store, paths: list[str | Path]) -> RemoveResult:
     """Remove files from a store, by path, in one atomic step.
 
     Parameters
@@ -110,13 +110,13 @@ def remove_files(store: Store, paths: list[str | Path]) -> dict:
 
     Returns
     -------
-    dict
-        ``removed`` (count), ``not_in_store`` (the paths that were not stored), then
-        ``store.info()``.
+    RemoveResult
+        ``removed`` (count), ``not_in_store`` (the paths that were not stored), and the store's
+        ``StoreInfo``.
 
     Examples
     --------
-    >>> remove_files(store, ["calls/a.flac"])["removed"]  # doctest: +SKIP
+    >>> remove_files(store, ["calls/a.flac"]).removed  # doctest: +SKIP
     1
     """
     with store.writing():
@@ -124,4 +124,4 @@ def remove_files(store: Store, paths: list[str | Path]) -> dict:
         missing = [str(p) for p in paths if store.file_id(p) is None]
         if known:
             store.apply([], remove=known)
-        return {"removed": len(known), "not_in_store": missing, **store.info()}
+        return RemoveResult(removed=len(known), not_in_store=missing, store=store.info())

@@ -15,6 +15,7 @@ the time spans where the like is heard in both files.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -96,10 +97,41 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     5.31 calls/b.flac [(0.0, 4.2)]
     """
     with _one_thread():
-        return _query(store, query, k, slot, exclude_self)
+        return _query(store, [query], k, [slot], exclude_self)[0]
 
 
-_POOLS = None  # threadpoolctl's view of the BLAS and OpenMP pools, made once
+def query_many(store: Store, queries: list[EmbeddingSet], k: int = 10, exclude_self: bool = True) -> list[list[Match]]:
+    """``query_store`` for many query files at once: one FAISS search for all their slots.
+
+    Parameters
+    ----------
+    store : Store
+    queries : list of EmbeddingSet
+        Each searches with its active slots (the most confident one when none is active).
+    k : int, default 10
+        How many files to return per query.
+    exclude_self : bool, default True
+        Leave out each query's own file when it is stored.
+
+    Returns
+    -------
+    list of list of Match
+        One ranking per query, in order: exactly what ``query_store`` returns for it.
+
+    Examples
+    --------
+    >>> from weighter import Store, query_many
+    >>> with Store("calls.store") as store:  # doctest: +SKIP
+    ...     stored = [store.embedding_set(i) for i in (1, 2, 3)]
+    ...     rankings = query_many(store, stored, k=5)
+    >>> [len(r) for r in rankings]  # doctest: +SKIP
+    [5, 5, 5]
+    """
+    with _one_thread():
+        return _query(store, list(queries), k, [None] * len(queries), exclude_self)
+
+
+_POOLS = None  # (modules imported, threadpoolctl's view of the BLAS and OpenMP pools) at the last scan
 
 
 def _one_thread():
@@ -111,27 +143,47 @@ def _one_thread():
     global _POOLS
     from threadpoolctl import ThreadpoolController
 
-    if _POOLS is None:
-        _POOLS = ThreadpoolController()
-    return _POOLS.limit(limits=1)
+    modules = len(sys.modules)  # an import since the last scan may have loaded another BLAS or OpenMP
+    if _POOLS is None or _POOLS[0] != modules:
+        _POOLS = (modules, ThreadpoolController())
+    return _POOLS[1].limit(limits=1)
 
 
-def _query(store: Store, query: EmbeddingSet, k: int, slot: int | None, exclude_self: bool) -> list[Match]:
-    """``query_store`` without the thread limit."""
+def _search_slots(query: EmbeddingSet, slot: int | None) -> np.ndarray:
+    """The query slots that search: ``slot``, else the active ones, else the most confident."""
     if slot is not None:
         if not 0 <= slot < len(query.confidence):
             raise ValueError(f"slot {slot}: the query has slots 0 to {len(query.confidence) - 1}")
-        slots = np.array([slot])
-    else:
-        slots = np.flatnonzero(query.active)
-        if not len(slots):
-            slots = np.array([int(np.argmax(query.confidence))])
-    vectors = query.embeddings[slots]  # (Q, E)
-    total = store.vector_count()
-    if total == 0:
+        return np.array([slot])
+    slots = np.flatnonzero(query.active)
+    return slots if len(slots) else np.array([int(np.argmax(query.confidence))])
+
+
+def _query(store: Store, queries: list[EmbeddingSet], k: int, slot_choice: list[int | None],
+           exclude_self: bool) -> list[list[Match]]:
+    """Rankings of ``queries`` (``slot_choice``: a slot per query, or None) without the thread limit."""
+    slots = [_search_slots(q, s) for q, s in zip(queries, slot_choice)]
+    if not queries:
         return []
-    query_stats = store.query_stats(vectors)  # None: raw cosines
-    cosines, ids = store.search(vectors, search_depth(store, k, exclude_self))  # (Q, K) each
+    if store.vector_count() == 0:
+        return [[] for _ in queries]
+    vectors = np.concatenate([q.embeddings[s] for q, s in zip(queries, slots)])  # (sum Q, E)
+    stats = store.query_stats(vectors)  # None: raw cosines
+    cosines, ids = store.search(vectors, search_depth(store, k, exclude_self))  # (sum Q, K) each
+    key = "pair_calibration" if stats is None else "pair_calibration_snorm"
+    calibration = json.loads(store.meta(key) or "null")
+    bounds = np.cumsum([0] + [len(s) for s in slots])
+    rankings = []
+    for query, query_slots, lo, hi in zip(queries, slots, bounds[:-1], bounds[1:]):
+        part = None if stats is None else (stats[0][lo:hi], stats[1][lo:hi])
+        rankings.append(_rank(store, query, query_slots, vectors[lo:hi], part, cosines[lo:hi], ids[lo:hi], k,
+                              exclude_self, calibration))
+    return rankings
+
+
+def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndarray, query_stats,
+          cosines: np.ndarray, ids: np.ndarray, k: int, exclude_self: bool, calibration) -> list[Match]:
+    """One query's files from its slots' FAISS hits (``cosines``, ``ids``: (Q, K)), best first."""
     files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
     own = store.file_id(query.path) if exclude_self else None
     keep = (ids >= 0) & (files != (-1 if own is None else own))
@@ -148,8 +200,6 @@ def _query(store: Store, query: EmbeddingSet, k: int, slot: int | None, exclude_
     else:  # compressed vectors (PQ, SQ): re-score every candidate file exactly
         best = _rescore(store, vectors, query_stats, files[pick].tolist())
         top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
-    key = "pair_calibration" if query_stats is None else "pair_calibration_snorm"
-    calibration = json.loads(store.meta(key) or "null")
     timelines = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
     query_spans = {q: query.spans(int(slots[q])) for q in {q for _, (_, _, q, _) in top}}
     matches = []

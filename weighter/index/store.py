@@ -38,6 +38,7 @@ import numpy as np
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import StoreError
 from weighter.index import faiss_index, score_stats
+from weighter.index.results import ApplyResult, StoreInfo
 # Re-exported: importers name these as weighter.index.store's.
 from weighter.index.faiss_index import (EXACT_LIMIT, IVF_RECALL, MIN_NPROBE, TWO_LEVEL_FROM,  # noqa: F401
                                         _exact_top, auto_factory, tuned_nprobe, tuning_slots)
@@ -115,7 +116,7 @@ class Store:
     >>> from weighter import Embedder, Store, add_files, query_store
     >>> with Store("calls.store", create=True) as store:  # doctest: +SKIP
     ...     add_files(store, Embedder.load(), ["calls/a.flac", "calls/b.flac"])
-    ...     print(store.info()["files"], "files,", store.info()["active_slots"], "active slots")
+    ...     print(store.info().files, "files,", store.info().active_slots, "active slots")
     2 files, 5 active slots
     """
 
@@ -198,29 +199,27 @@ class Store:
         """The number of the FAISS and scores files in use; each write makes a new one (0: none yet)."""
         return int(self._meta("generation") or 0)
 
-    def info(self) -> dict:
+    def info(self) -> StoreInfo:
         """What the store holds.
 
         Returns
         -------
-        dict
-            ``store``, ``model_id``, ``files``, ``audio_seconds``, ``slots``, ``active_slots``,
-            ``index_type``, ``nprobe``, ``speech_gate``, ``generation``, ``faiss_file``,
-            ``scoring`` ("s-norm" or "cosine") and ``score_share``.
+        StoreInfo
+            Files, slots, audio seconds, the FAISS index and the scoring in use.
 
         Examples
         --------
-        >>> Store("calls.store").info()["active_slots"]  # doctest: +SKIP
+        >>> Store("calls.store").info().active_slots  # doctest: +SKIP
         5
         """
         files, seconds = self.db.execute("SELECT COUNT(*), COALESCE(SUM(duration), 0) FROM files").fetchone()
         slots, active = self.db.execute("SELECT COUNT(*), COALESCE(SUM(active), 0) FROM slots").fetchone()
-        return {"store": str(self.directory), "model_id": self.model_id, "files": files,
-                "audio_seconds": round(seconds, 2), "slots": slots, "active_slots": active,
-                "index_type": self._meta("index_type"), "nprobe": int(self._meta("nprobe") or 0) or None,
-                "speech_gate": self.speech_gate, "generation": self.generation,
-                "faiss_file": self._faiss_name(self.generation) if self.generation else None,
-                "scoring": self.scoring(), "score_share": getattr(self.score_cohort(), "share", None)}
+        return StoreInfo(store=str(self.directory), model_id=self.model_id, files=files,
+                         audio_seconds=round(seconds, 2), slots=slots, active_slots=active,
+                         index_type=self._meta("index_type"), nprobe=int(self._meta("nprobe") or 0) or None,
+                         speech_gate=self.speech_gate, generation=self.generation,
+                         faiss_file=self._faiss_name(self.generation) if self.generation else None,
+                         scoring=self.scoring(), score_share=getattr(self.score_cohort(), "share", None))
 
     # -- writing ------------------------------------------------------------------------
     @contextmanager
@@ -299,7 +298,7 @@ class Store:
         return row[0] if row else None
 
     def apply(self, add: list[tuple[EmbeddingSet, str]], remove: list[str | Path] = (), index_type: str | None = None,
-              after_faiss_written=None, rebuild: bool = False, score_cohort: Cohort | None = None) -> dict:
+              after_faiss_written=None, rebuild: bool = False, score_cohort: Cohort | None = None) -> ApplyResult:
         """Add (or replace) embedding sets and remove files, in one atomic step.
 
         Most programs call ``add_files`` and ``remove_files`` instead. Must run inside
@@ -323,7 +322,7 @@ class Store:
 
         Returns
         -------
-        dict
+        ApplyResult
             ``added``, ``removed``, ``active_vectors`` (in the new index) and ``index_type``.
         """
         if self._lock_handle is None:
@@ -417,7 +416,7 @@ class Store:
         self._index, self._index_generation = index, generation
         self._stats, self._stats_generation = stats, generation
         self._max_slots = None
-        return {"added": len(add), "removed": len(remove), "active_vectors": int(index.ntotal), "index_type": wanted}
+        return ApplyResult(added=len(add), removed=len(remove), active_vectors=int(index.ntotal), index_type=wanted)
 
     def _write_file(self, name: str, write) -> None:
         """Make the file ``name`` in the store directory whole or not at all: ``write(path)``
