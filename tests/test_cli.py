@@ -101,3 +101,34 @@ def test_quiet_and_verbose_are_taken_after_the_sub_command_too(tmp_path):
         result = run(*command)
         assert "No such option" not in result.output and "not a weighter store" in result.output, command
     logging.getLogger().setLevel(logging.WARNING)
+
+
+def _library_defaults(command, prefix=()):
+    """(command path, option) for every option whose default the library holds."""
+    import click
+
+    from weighter.cli import _LibraryDefault
+
+    if isinstance(command, click.Group):
+        return [found for name, sub in command.commands.items() for found in _library_defaults(sub, prefix + (name,))]
+    return [(prefix, p) for p in command.params if isinstance(p.default, _LibraryDefault)]
+
+
+def test_cli_defaults_are_read_from_the_library(monkeypatch):
+    import click
+
+    from weighter.cluster import SlotClusterer
+    from weighter.embedder.config import TrainConfig
+
+    found = _library_defaults(main)
+    ctx = click.Context(main)
+    assert {path for path, _ in found} >= {("train",), ("cluster",), ("query",), ("embed",), ("bank",)}
+    for path, option in found:  # each names a real field or parameter, of the option's type
+        value = option.get_default(ctx)
+        assert value is not None and option.type(value) == value, (path, option.name)
+    assert dict((o.name, o.get_default(ctx)) for p, o in found if p == ("cluster",))["pca_dims"] == \
+        SlotClusterer().pca_dims
+    monkeypatch.setattr(TrainConfig, "steps", 1234)  # one source: the CLI follows the library
+    ctx = main.commands["train"].make_context("train", ["--synthetic", "--out", "m.pt"])
+    assert ctx.params["steps"] == 1234 and ctx.params["lr"] == TrainConfig.lr
+    assert "[default: 1234]" in CliRunner().invoke(main, ["train", "--help"], terminal_width=200).output

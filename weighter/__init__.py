@@ -38,11 +38,16 @@ _LAZY = {
     "EmbeddingSet": "weighter.embedding_set",
     "Embedder": "weighter.embedder",
     "DEFAULT_MODEL": "weighter.embedder",
+    "ModelMetadata": "weighter.embedder",
     "Store": "weighter.index",
     "Match": "weighter.index",
     "add_files": "weighter.index",
     "remove_files": "weighter.index",
     "query_store": "weighter.index",
+    "query_many": "weighter.index",
+    "StoreInfo": "weighter.index",
+    "AddResult": "weighter.index",
+    "RemoveResult": "weighter.index",
     "SlotClusterer": "weighter.cluster",
     "cluster_store": "weighter.cluster",
     "assign_set": "weighter.cluster",
@@ -65,10 +70,11 @@ if TYPE_CHECKING:  # what static tools and IDEs see; at run time __getattr__ imp
     from weighter.audio import AudioSource, discover, load_audio, read_manifest, write_manifest
     from weighter.cluster import SlotClusterer, assign_set, cluster_store, run_result
     from weighter.corpus import BankSpec, ConversationMixer, MixerConfig, open_or_build_bank, write_corpus
-    from weighter.embedder import DEFAULT_MODEL, Embedder
+    from weighter.embedder import DEFAULT_MODEL, Embedder, ModelMetadata
     from weighter.embedding_set import EmbeddingSet
     from weighter.errors import AudioError, CorpusError, ManifestError, WeighterError
-    from weighter.index import Match, Store, StoreError, add_files, query_store, remove_files
+    from weighter.index import (AddResult, Match, RemoveResult, Store, StoreError, StoreInfo, add_files, query_many,
+                                query_store, remove_files)
 
 
 def __getattr__(name: str):

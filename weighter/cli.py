@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import logging
 import sys
@@ -13,6 +15,44 @@ from weighter import __version__
 from weighter.errors import WeighterError
 
 log = logging.getLogger("weighter")
+
+
+class _LibraryDefault:
+    """An option's default read from the library (``"module:Class.field"`` or
+    ``"module:function(parameter)"``), its one source; imported only when the command runs or
+    shows its help."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __call__(self):
+        module, _, path = self.source.partition(":")
+        name, _, parameter = path.partition("(")
+        value = importlib.import_module(module)
+        for part in name.split("."):
+            value = getattr(value, part)
+        return inspect.signature(value).parameters[parameter.rstrip(")")].default if parameter else value
+
+
+class _Option(click.Option):
+    """Shows a library default's value in --help (click would show "(dynamic)")."""
+
+    def get_default(self, ctx, call=True):
+        value = super().get_default(ctx, call=False)
+        if isinstance(value, _LibraryDefault):
+            return value()
+        return value() if call and callable(value) else value
+
+
+_TRAIN = "weighter.embedder.config:TrainConfig."  # where the defaults of these options live
+_MODEL_CFG = "weighter.embedder.model:WeighterConfig."
+_BANK = "weighter.corpus.bank:BankSpec."
+_CLUSTERER = "weighter.cluster.clusterer:SlotClusterer("
+
+
+def _library(source: str) -> dict:
+    """``click.option`` keywords for a default whose one source is the library."""
+    return {"cls": _Option, "default": _LibraryDefault(source), "show_default": True}
 
 
 def _verbosity_options() -> list[click.Option]:
@@ -130,16 +170,16 @@ _BANK_OPTIONS = [
                  help="TTS engines for the bank, comma-separated (espeak, flite)."),
     click.option("--max-voices", "max_voices", type=int, default=None,
                  help="Cap on base voices (each gives 3 identities at -3/0/+3 semitones). Default: all."),
-    click.option("--clips", "clips_per_identity", type=int, default=12, show_default=True,
+    click.option("--clips", "clips_per_identity", type=int, **_library(_BANK + "clips_per_identity"),
                  help="Clips per identity in the bank."),
     click.option("--bank-seed", type=int, default=0, show_default=True, help="Seed of the bank's texts and variation."),
-    click.option("--invented-voices", type=int, default=0, show_default=True,
+    click.option("--invented-voices", type=int, **_library(_BANK + "invented_voices"),
                  help="Add this many invented espeak-ng speakers (random variant files: vocal tract, pitch, voice "
                       "source) to the train split, 3 identities each; validation and held-out stay as they are."),
-    click.option("--source-siblings", type=int, default=0, show_default=True,
+    click.option("--source-siblings", type=int, **_library(_BANK + "source_siblings"),
                  help="Give the first this many invented speakers a sibling each: another person with the same "
                       "vocal tract and pitch but another voice source (teaches that the source matters too)."),
-    click.option("--probe-voices", type=int, default=0, show_default=True,
+    click.option("--probe-voices", type=int, **_library(_BANK + "probe_voices"),
                  help="Instead of every other voice: this many fresh invented espeak-ng speakers, each with a "
                       "source sibling, all in the validation split (a probe bank: voices no model was chosen on, "
                       "near-identical pairs included). E.g. weighter bank --engines espeak --probe-voices 12."),
@@ -338,7 +378,8 @@ _SPEECH_GATE = click.option(
               help="Directory for one .npz per file (embeddings, confidence, active, weightings) + sets.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the embedding sets as JSON on stdout.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--window", type=float, default=60.0, show_default=True, help="Seconds per model window (bounds memory).")
+@click.option("--window", type=float, **_library("weighter.embedder.inference:Embedder(window_seconds)"),
+              help="Seconds per model window (bounds memory).")
 @_SPEECH_GATE
 @click.pass_obj
 def embed(obj, inputs, model, out, as_json, device, window, speech_gate):
@@ -416,11 +457,11 @@ def _add(obj, inputs, store_dir, model, index_type, create, as_json, speech_gate
     for error in errors:
         click.echo(f"error: {error}", err=True)
     if as_json:
-        click.echo(json.dumps(result, indent=1))
+        click.echo(json.dumps(result.to_dict(), indent=1))
     else:
-        click.echo(f"{result['added']} files embedded and stored, {result['unchanged']} unchanged, "
-                   f"{result['failed']} failed; store: {result['files']} files, {result['active_slots']} active slots, "
-                   f"index {result['index_type']}")
+        click.echo(f"{result.added} files embedded and stored, {result.unchanged} unchanged, "
+                   f"{result.failed} failed; store: {result.store.files} files, {result.store.active_slots} active "
+                   f"slots, index {result.store.index_type}")
     sys.exit(1 if errors else 0)
 
 
@@ -440,7 +481,7 @@ def index_build(obj, inputs, store_dir, model, index_type, speech_gate, as_json)
     With --speech-gate the store records it, and `index add` and `query` use it too."""
     from weighter.index import Store
 
-    if (store_dir / "store.sqlite").exists() and Store(store_dir).info()["files"]:
+    if (store_dir / "store.sqlite").exists() and Store(store_dir).info().files:
         raise click.UsageError(f"{store_dir} already holds files: use `weighter index add`")
     _add(obj, inputs, store_dir, model, index_type, True, as_json, speech_gate)
 
@@ -466,10 +507,10 @@ def index_remove(obj, paths, store_dir):
     from weighter.index import Store, remove_files
 
     result = remove_files(Store(store_dir), list(paths))
-    for p in result["not_in_store"]:
+    for p in result.not_in_store:
         click.echo(f"error: {p}: not in the store", err=True)
-    click.echo(f"removed {result['removed']}; store: {result['files']} files, {result['active_slots']} active slots")
-    sys.exit(1 if result["not_in_store"] else 0)
+    click.echo(f"removed {result.removed}; store: {result.store.files} files, {result.store.active_slots} active slots")
+    sys.exit(1 if result.not_in_store else 0)
 
 
 @index.command("info")
@@ -482,7 +523,7 @@ def index_info(store_dir, check, repair, as_json):
     from weighter.index import Store
 
     store = Store(store_dir)
-    info = store.info()
+    info = store.info().to_dict()
     if check:
         info["problems"] = store.check()
         if info["problems"] and repair:
@@ -515,7 +556,7 @@ def _stored_or_embedded(store, path: Path, model):
 @click.argument("file", type=click.Path(path_type=Path))
 @_STORE
 @_MODEL
-@click.option("-k", "k", type=int, default=10, show_default=True, help="How many files to return.")
+@click.option("-k", "k", type=int, **_library("weighter.index.query:query_store(k)"), help="How many files to return.")
 @click.option("--slot", type=int, default=None, help="Search with this query slot only (default: all active slots).")
 @click.option("--json", "as_json", is_flag=True, help='Print {"query": ..., "results": [...]} on stdout.')
 @click.pass_obj
@@ -552,20 +593,22 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--min-cluster-size", type=int, default=None,
               help="Smallest group, in slots. Default: 3, growing with the fitted sample (5 at 30k slots).")
 @click.option("--min-samples", type=int, default=None, help="HDBSCAN min_samples (larger: more conservative, more outliers). Default: 1.")
-@click.option("--pca-dims", type=int, default=64, show_default=True, help="PCA dimensions before HDBSCAN (0 = none).")
-@click.option("--whiten/--no-whiten", default=True, show_default=True,
+@click.option("--pca-dims", type=int, **_library(_CLUSTERER + "pca_dims)"),
+              help="PCA dimensions before HDBSCAN (0 = none).")
+@click.option("--whiten/--no-whiten", **_library(_CLUSTERER + "whiten)"),
               help="Capped whitening: bring the PCA components stronger than the mean down to it (weaker ones "
                    "stay), then scale slots to unit length before HDBSCAN (--no-whiten: plain PCA distances).")
-@click.option("--sample-size", type=int, default=30000, show_default=True,
+@click.option("--sample-size", type=int, **_library(_CLUSTERER + "sample_size)"),
               help="Fit HDBSCAN on at most this many slots; assign the rest to the groups found.")
-@click.option("--method", type=click.Choice(["eom", "leaf"]), default="eom", show_default=True,
+@click.option("--method", type=click.Choice(["eom", "leaf"]),
+              **_library(_CLUSTERER + "cluster_selection_method)"),
               help="HDBSCAN cluster selection.")
 @click.option("--split-evidence", type=click.FloatRange(min=0), default=None,
               help="Split a group that holds two voices: along the group's main direction, two Gaussians must "
                    "beat one by more than this much BIC (e.g. 5), each part at least --min-cluster-size slots. "
                    "Off by default: on fresh synthetic corpora, evidence 5 raised link F1 / ARI by 0.015 / 0.021 "
                    "where near-identical voices were merged and lowered them by 0.016 / 0.011 on ordinary voices.")
-@click.option("--group-slack", type=click.FloatRange(min=0, min_open=True), default=1.5, show_default=True,
+@click.option("--group-slack", type=click.FloatRange(min=0, min_open=True), **_library(_CLUSTERER + "group_slack)"),
               help="How far beyond its farthest member a group takes a slot placed later (--assign, slots beyond "
                    "--sample-size), as a multiple of that member's distance. Smaller turns away more new voices and "
                    "more slots of known ones: on synthetic corpora 1.5 placed 0.99 of known speakers' slots right and "
@@ -659,7 +702,7 @@ def _space_words(params: dict) -> str:
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @_bank_options
-@click.option("--files", type=int, default=120, show_default=True, help="Validation conversations to calibrate on.")
+@click.option("--files", type=int, **_library("weighter.embedder.calibration:recalibrate(files)"), help="Validation conversations to calibrate on.")
 @click.option("--seconds", default="10:30", show_default=True, callback=lambda ctx, param, value: _span(value),
               help="Length range MIN:MAX of those conversations, in seconds.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
@@ -706,7 +749,7 @@ def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_
     result = recalibrate(model, bank, files=files, seconds=seconds, checkpoint=checkpoint,
                          pooling=pooling, scores_only=scores_only, input_level=input_level,
                          max_speakers=max_speakers, pair_prior=pair_prior)
-    click.echo(json.dumps(result))
+    click.echo(json.dumps(result.to_dict()))
 
 
 @main.command()
@@ -745,17 +788,17 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--synthetic", is_flag=True, help="Train from the utterance bank, mixing conversations on the fly.")
 @_bank_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the model (.pt).")
-@click.option("--steps", type=int, default=3000, show_default=True)
-@click.option("--batch-size", type=int, default=12, show_default=True)
+@click.option("--steps", type=int, **_library(_TRAIN + "steps"))
+@click.option("--batch-size", type=int, **_library(_TRAIN + "batch_size"))
 @click.option("--seconds", default="8:20", show_default=True, callback=lambda ctx, param, value: _span(value),
               help="Training crop length range 'LO:HI' (s).")
-@click.option("--frame-supervision", type=float, default=1.0, show_default=True,
+@click.option("--frame-supervision", type=float, **_library(_TRAIN + "frame_supervision"),
               help="Weight of the frame-level (RTTM) slot-activity loss, synthetic only; 0 = file-level likes alone.")
 @click.option("--balance-activity", is_flag=True,
               help="Synthetic: in the frame activity loss, weigh each speaker's speech and silence frames alike "
                    "(a speaker heard 1 s counts as much as one heard 20 s; speakers heard briefly are the ones "
                    "counting misses).")
-@click.option("--separation", type=float, default=0.0, show_default=True,
+@click.option("--separation", type=float, **_library(_TRAIN + "separation"),
               help="Synthetic: weight of a loss that pushes apart two slots matched to two speakers of one file "
                    "(cosine above 0.4): the duplicate merge drops a slot too like another, and the missed "
                    "speakers of undercounted files often had one. 0: off.")
@@ -767,22 +810,22 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "every later use of the model (replaces an --init model's). For recordings far quieter or louder "
                    "than the synthetic mixes (median -21 dBFS). Default: none, the features ignore level anyway "
                    "except near silence.")
-@click.option("--combine", type=click.Choice(["sum", "max", "noisy_or"]), default="sum", show_default=True,
+@click.option("--combine", type=click.Choice(["sum", "max", "noisy_or"]), **_library(_TRAIN + "combine"),
               help="How slots combine into one file-level prediction per like.")
-@click.option("--loss", type=click.Choice(["wbce", "bce"]), default="wbce", show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validations.")
-@click.option("--val-files", type=int, default=200, show_default=True,
+@click.option("--loss", type=click.Choice(["wbce", "bce"]), **_library(_TRAIN + "loss"))
+@click.option("--lr", type=float, **_library(_TRAIN + "lr"))
+@click.option("--eval-every", type=int, **_library(_TRAIN + "eval_every"), help="Steps between validations.")
+@click.option("--val-files", type=int, **_library(_TRAIN + "val_files"),
               help="Synthetic: validation conversations scored at each validation (the best model by their mAP "
                    "is kept).")
-@click.option("--patience", type=int, default=6, show_default=True, help="Validations without gain before stopping.")
-@click.option("--slots", type=int, default=6, show_default=True, help="N, slots per file.")
-@click.option("--frontend", type=click.Choice(["logmel", "resemblyzer", "ssl"]), default="logmel", show_default=True,
+@click.option("--patience", type=int, **_library(_TRAIN + "patience"), help="Validations without gain before stopping.")
+@click.option("--slots", type=int, **_library(_MODEL_CFG + "slots"), help="N, slots per file.")
+@click.option("--frontend", type=click.Choice(["logmel", "resemblyzer", "ssl"]), **_library(_MODEL_CFG + "frontend"),
               help="Frame features: learnt from log-mel; Resemblyzer's frozen pretrained speaker encoder; or a "
                    "frozen self-supervised model of torchaudio (--ssl-bundle; its weights download once).")
-@click.option("--ssl-bundle", default="WAVLM_BASE_PLUS", show_default=True,
+@click.option("--ssl-bundle", type=str, **_library(_MODEL_CFG + "ssl_bundle"),
               help="--frontend ssl: a torchaudio.pipelines bundle (WAVLM_BASE, WAVLM_LARGE, HUBERT_BASE, ...).")
-@click.option("--ssl-layer", type=int, default=6, show_default=True,
+@click.option("--ssl-layer", type=int, **_library(_MODEL_CFG + "ssl_layer"),
               help="--frontend ssl: the transformer layer whose output are the frame features.")
 @click.option("--max-speakers", type=int, default=4, show_default=True, help="Synthetic: speakers per conversation, 1 to this.")
 @click.option("--voices", "voices_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -811,7 +854,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 @click.option("--sounds", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Synthetic: share of training conversations that also carry such a sound over 2-15 s, 20 to "
                    "0 dB under the speech: teaches the slots' weightings to leave it out.")
-@click.option("--pretrain-steps", type=int, default=0, show_default=True,
+@click.option("--pretrain-steps", type=int, **_library(_TRAIN + "pretrain_steps"),
               help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -875,15 +918,11 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     else:
         result = run_training(out, cfg, model_cfg, sources=discover(manifest, require_likes=True),
                               resume=resume, progress=obj["progress"], init=init)
-    if partial_hop:
-        click.echo(json.dumps(result["history"][-1] if result["history"] else {}) if obj["quiet"] else
-                   f"best validation count accuracy + mAP {result['best_score']:.4f} at step {result['best_step']} "
-                   f"of {result['steps']}; model: {out}")
-        return
-    click.echo(json.dumps(result["history"][-1] if result["history"] else {}) if obj["quiet"] else
-               f"best validation mAP {result['best_map']:.4f}"
-               f"{'' if result['best_step'] is None else ' at step %d' % result['best_step']}"
-               f" of {result['steps']}; model: {out}")
+    score = "count accuracy + mAP" if result.score == "count_accuracy+map" else "mAP"
+    click.echo(json.dumps(result.history[-1] if result.history else {}) if obj["quiet"] else
+               f"best validation {score} {result.best_score:.4f}"
+               f"{'' if result.best_step is None else ' at step %d' % result.best_step}"
+               f" of {result.steps}; model: {out}")
 
 
 def _train_cached(obj, out, cfg, model_cfg, partial_hop, cached_files, synthetic, voices_dir, voices_share,
