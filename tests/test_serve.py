@@ -21,24 +21,6 @@ from weighter.index import Store  # noqa: E402
 from weighter.serve import create_app  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def corpus_store(trained_model, tiny_bank, tmp_path_factory):
-    """A store of 6 mixed conversations (and 2 files kept back), clustered once: (store, audio dir, model, extra files)."""
-    from weighter.cluster import SlotClusterer, cluster_store
-    from weighter.corpus import MixerConfig, write_corpus
-    from weighter.embedder import Embedder
-    from weighter.index import add_files
-
-    model, _ = trained_model
-    root = tmp_path_factory.mktemp("serve")
-    write_corpus(tiny_bank, root / "c", "heldout", 8, MixerConfig(1, 2, 5, 8), progress=False)
-    audio = sorted((root / "c" / "audio").glob("*.flac"))
-    with Store(root / "store", create=True) as store:
-        add_files(store, Embedder.load(model), audio[:6])
-        cluster_store(store, SlotClusterer(min_cluster_size=2))
-    return root / "store", root / "c" / "audio", model, audio[6:]
-
-
 @pytest.fixture
 def client(corpus_store):
     store_dir, audio, model, _ = corpus_store

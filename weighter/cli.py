@@ -688,8 +688,9 @@ def serve(obj, store_dir, host, port, root, model, upload_limit):
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host}: anyone who can reach this machine can search the store and "
                    "play its audio (there is no login)", err=True)
-    click.echo(f"serving {store_dir} at http://{'[%s]' % host if ':' in host else host}:{port}  (Ctrl-C stops)",
-               err=True)
+    if not obj["quiet"]:
+        click.echo(f"serving {store_dir} at http://{'[%s]' % host if ':' in host else host}:{port}  (Ctrl-C stops)",
+                   err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning" if obj["quiet"] or not obj["verbose"] else "info")
 
 

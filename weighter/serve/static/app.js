@@ -90,7 +90,7 @@ function searchPage(fileId) {
       list.replaceChildren(...found.files.map((f) =>
         el("button", {class: "file", "data-id": f.id, onclick: () => { location.hash = `#/search/${f.id}`; }},
           `${f.name} (${fmt(f.duration, 0)} s)`)),
-        found.total > found.files.length ? el("span", {class: "muted"}, ` ... ${found.total} in all`) : null);
+        ...(found.total > found.files.length ? [el("span", {class: "muted"}, ` ... ${found.total} in all`)] : []));
     } catch (error) { showError(error.message); }
   };
   input.addEventListener("input", find);
@@ -157,13 +157,14 @@ async function groupsPage() {
     el("h2", {}, "Groups"),
     el("p", {id: "run-head"}, `Run ${r.id}: ${r.slots} slots in ${r.groups} groups, ${fmt(100 * r.outlier_share, 0)}% outliers`,
       r.groups_may_be_chance ? el("strong", {}, " (no group stands clearly apart: these groups may be chance)") : null),
-    el("img", {class: "map", src: `/api/groups/map.png?run=${r.id}`, alt: "2-D map of the groups"}),
-    el("table", {id: "group-table"},
-      el("tr", {}, ["group", "slots", "files", "persistence", "example files"].map((h) => el("th", {}, h))),
-      result.groups.map((g) => el("tr", {class: "group"},
-        el("td", {}, el("a", {href: `#/group/${g.id}`}, `group ${g.id}`)),
-        el("td", {class: "num"}, g.size), el("td", {class: "num"}, g.files),
-        el("td", {class: "num"}, fmt(g.persistence)), el("td", {}, g.examples.join(", "))))));
+    el("div", {class: "split"},
+      el("table", {id: "group-table"},
+        el("tr", {}, ["group", "slots", "files", "persistence", "example files"].map((h) => el("th", {}, h))),
+        result.groups.map((g) => el("tr", {class: "group"},
+          el("td", {}, el("a", {href: `#/group/${g.id}`}, `group ${g.id}`)),
+          el("td", {class: "num"}, g.size), el("td", {class: "num"}, g.files),
+          el("td", {class: "num"}, fmt(g.persistence)), el("td", {}, g.examples.join(", "))))),
+      el("img", {class: "map", src: `/api/groups/map.png?run=${r.id}`, alt: "2-D map of the groups"})));
 }
 
 async function groupPage(groupId) {
@@ -203,7 +204,7 @@ async function filePage(fileId) {
   const slots = s.slots.filter((slot) => slot.active || groups[slot.slot]);
   view.replaceChildren(
     el("h2", {}, page.file.name),
-    el("p", {}, `${fmt(page.file.duration, 1)} s, ${s.slots.filter((x) => x.active).length} active slots of ${s.slots.length} `,
+    el("p", {}, `${fmt(page.file.duration, 1)} s, active slots: ${s.slots.filter((x) => x.active).length} of ${s.slots.length} `,
       el("button", {onclick: () => play(src, 0, page.file.duration, page.file.name)}, "play all"), " ",
       el("a", {href: `#/search/${fileId}`}, "search with this file"),
       el("span", {class: "muted"}, ` ${page.file.path}`)),
