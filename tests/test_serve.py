@@ -205,7 +205,9 @@ def test_uploads_are_embedded_checked_and_never_stored(corpus_store, tmp_path):
         empty = c.post("/api/query", files={"file": ("../../empty.wav", b"", "audio/wav")})
         assert empty.status_code == 422 and empty.json()["error"].startswith("empty.wav: ")
         big = c.post("/api/query", files={"file": ("big.wav", b"\0" * (2**20 + 1), "audio/wav")})
-        assert big.status_code == 413 and "limit" in big.json()["error"]
+        assert big.status_code == 413 and big.json()["error"].startswith("big.wav: larger than the upload limit")
+        huge = c.post("/api/query", files={"file": ("huge.wav", b"\0" * (3 * 2**20), "audio/wav")})
+        assert huge.status_code == 413 and "limit of 1 MiB" in huge.json()["error"]  # by its Content-Length
     app.state.weighter.store.close()
     after = Store(store_dir).info()
     assert after == before  # nothing written

@@ -307,7 +307,7 @@ def _embed_upload(state: _State, upload):
             while block := upload.file.read(1 << 20):
                 size += len(block)
                 if size > state.upload_limit:
-                    raise Refused(413, f"{name}: larger than the upload limit of {state.upload_limit / 2**20:.0f} MiB")
+                    raise Refused(413, f"{name}: larger than the upload limit of {state.upload_limit / 2**20:g} MiB")
                 out.write(block)
         with state.embed_lock:
             if state.embedder is None:
@@ -373,7 +373,7 @@ class _TooLarge(Exception):
 async def _too_large(send, limit: int) -> None:
     import json
 
-    body = json.dumps({"error": f"upload larger than the limit of {limit / 2**20:.0f} MiB"}).encode()
+    body = json.dumps({"error": f"upload larger than the limit of {(limit - _MULTIPART_SLACK) / 2**20:g} MiB"}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
