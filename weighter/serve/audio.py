@@ -21,7 +21,20 @@ MEDIA_TYPES = {".flac": "audio/flac", ".wav": "audio/wav", ".mp3": "audio/mpeg",
 
 class Refused(WeighterError):
     """A request the app turns down, with its HTTP status (404: no such file, 403: not allowed,
-    413: too large, 422: unusable input)."""
+    409: another model, 413: too large, 422: unusable input); the app answers
+    ``{"error": str(error)}`` with that status.
+
+    Parameters
+    ----------
+    status : int
+        The HTTP status.
+    message : str
+        One line: the thing and the reason.
+
+    Examples
+    --------
+    >>> raise Refused(404, "file 7: not in the store")  # doctest: +SKIP
+    """
 
     def __init__(self, status: int, message: str):
         super().__init__(message)

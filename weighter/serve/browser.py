@@ -23,7 +23,17 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 def missing() -> str | None:
-    """Why the browser cannot run here (one line), or None when it can."""
+    """Why the browser cannot run here (one line), or None when it can.
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
+    >>> missing()  # doctest: +SKIP
+    '/usr/bin/chromium is missing (apt-get install chromium; scripts/install-system-deps.sh does it)'
+    """
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         if not path.exists():
             return f"{path} is missing (apt-get install {package}; scripts/install-system-deps.sh does it)"
@@ -71,7 +81,17 @@ def chromium(width: int = 1200, height: int = 900):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
+    """A TCP port on 127.0.0.1 that is free now.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> 1024 <= free_port() <= 65535  # doctest: +SKIP
+    True
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -92,6 +112,12 @@ def serving(app, port: int | None = None):
     ------
     str
         ``"http://127.0.0.1:PORT"``.
+
+    Examples
+    --------
+    >>> with serving(create_app("walk/store")) as url:  # doctest: +SKIP
+    ...     httpx.get(f"{url}/api/info").json()["files"]
+    40
     """
     import uvicorn
 
