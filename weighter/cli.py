@@ -658,7 +658,8 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Corpus root: send audio only of stored files inside it. Default: any file the store holds.")
-@_MODEL
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="The model that embeds uploaded files: the store's own. Default: the shipped model.")
 @click.option("--upload-limit", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True,
               metavar="MIB", help="Largest file a user may upload to search with, in MiB.")
 @click.pass_obj
