@@ -674,7 +674,7 @@ def serve(obj, store_dir, host, port, root, model, upload_limit):
     Groups: the latest clustering run (`weighter cluster`): groups, their members' spans, the map.
     File:   a file's slots, their weightings over time, their groups, its nearest files.
 
-    Every page reads a JSON API (/api/..., listed at /api/docs) with the shapes of `weighter
+    Every page reads a JSON API (/api/..., described by /api/openapi.json) with the shapes of `weighter
     query --json`, `weighter cluster --json` and `weighter embed --json` (docs/serve.md). The
     store is only read; files that `weighter index add` commits appear on the next request.
     """

@@ -90,7 +90,8 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
 
     state = _State(Store(store_dir, read_only=True), Path(root) if root else None, Path(model) if model else None,
                    int(upload_limit))
-    app = FastAPI(title="weighter", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    # no Swagger page: it would fetch its scripts from a CDN; the OpenAPI schema itself is served
+    app = FastAPI(title="weighter", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.weighter = state
     app.add_middleware(_BodyLimit, limit=state.upload_limit + _MULTIPART_SLACK)
 
