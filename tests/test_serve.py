@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -232,8 +233,22 @@ def test_a_store_written_while_served_shows_the_new_files(corpus_store, tmp_path
         assert c.get("/api/info").json()["files"] == 6
         query_id = c.get("/api/files").json()["files"][0]["id"]
         assert c.get("/api/query", params={"file_id": query_id, "k": 10}).status_code == 200  # FAISS loaded
-        with Store(copy) as writer:  # as `weighter index add` does, beside the app
-            add_files(writer, Embedder.load(model), extra)
+        statuses, writing = [], threading.Event()
+
+        def reader():  # a user of the app while the store is written
+            while not writing.is_set():
+                statuses.append(c.get("/api/query", params={"file_id": query_id, "k": 10}).status_code)
+                statuses.append(c.get("/api/files", params={"limit": 20}).status_code)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            with Store(copy) as writer:  # as `weighter index add` does, beside the app
+                add_files(writer, Embedder.load(model), extra)
+        finally:
+            writing.set()
+            thread.join()
+        assert statuses and set(statuses) == {200}
         assert c.get("/api/info").json()["files"] == 8
         names = [f["name"] for f in c.get("/api/files").json()["files"]]
         assert {p.name for p in extra} <= set(names)
