@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # TTS voices and sox for the synthetic corpus, and alsa-utils' recorded Noise.wav (a non-speech
-# sound of benchmarks/no_speech.py) (Debian/Ubuntu). Safe to run twice.
+# sound of benchmarks/no_speech.py), and headless Chromium with its driver for the web app's
+# browser tests (tests/test_serve_browser.py) (Debian/Ubuntu). Safe to run twice.
 set -euo pipefail
 need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
@@ -8,6 +9,8 @@ command -v flite >/dev/null || need+=(flite)
 command -v sox >/dev/null || need+=(sox libsox-fmt-all)
 [ -f /usr/share/dict/words ] || need+=(wamerican)
 [ -d /usr/share/sounds/alsa ] || need+=(alsa-utils)  # /usr/share/sounds/alsa/Noise.wav
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -42,3 +42,22 @@ def trained_model(tiny_bank, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "model.pt"
     cfg = TrainConfig(steps=6, batch_size=2, min_seconds=4, max_seconds=5, eval_every=3, val_files=4, max_speakers=2)
     return out, train(out, cfg, WeighterConfig(**SMALL_MODEL), bank=tiny_bank, progress=False)
+
+
+@pytest.fixture(scope="session")
+def corpus_store(trained_model, tiny_bank, tmp_path_factory):
+    """weighter serve's store: 6 mixed conversations embedded by the tiny model and clustered once,
+    and 2 more files kept back: (store dir, audio dir, model, the 2 files)."""
+    from weighter.cluster import SlotClusterer, cluster_store
+    from weighter.corpus import MixerConfig, write_corpus
+    from weighter.embedder import Embedder
+    from weighter.index import Store, add_files
+
+    model, _ = trained_model
+    root = tmp_path_factory.mktemp("serve")
+    write_corpus(tiny_bank, root / "c", "heldout", 8, MixerConfig(1, 2, 5, 8), progress=False)
+    audio = sorted((root / "c" / "audio").glob("*.flac"))
+    with Store(root / "store", create=True) as store:
+        add_files(store, Embedder.load(model), audio[:6])
+        cluster_store(store, SlotClusterer(min_cluster_size=2))
+    return root / "store", root / "c" / "audio", model, audio[6:]

@@ -693,6 +693,51 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
             click.echo(f"{label}: {path}")
 
 
+@main.command()
+@_STORE
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. 127.0.0.1: this machine only; 0.0.0.0 opens the store's audio to the "
+                   "network (it warns).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Corpus root: send audio only of stored files inside it. Default: any file the store holds.")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="The model that embeds uploaded files: the store's own. Default: the shipped model.")
+@click.option("--upload-limit", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True,
+              metavar="MIB", help="Largest file a user may upload to search with, in MiB.")
+@click.pass_obj
+def serve(obj, store_dir, host, port, root, model, upload_limit):
+    """Browse a store in a web browser: search, listen, skim groups.
+
+    \b
+      weighter serve --store walk/store          # then open http://127.0.0.1:8000
+    \b
+    Search: pick a stored file by name, or upload one (embedded, never stored): the ranked files
+            with score and p, and where the shared voice is heard in both; click a span to play it.
+    Groups: the latest clustering run (`weighter cluster`): groups, their members' spans, the map.
+    File:   a file's slots, their weightings over time, their groups, its nearest files.
+
+    Every page reads a JSON API (/api/..., described by /api/openapi.json) with the shapes of `weighter
+    query --json`, `weighter cluster --json` and `weighter embed --json` (docs/serve.md). The
+    store is only read; files that `weighter index add` commits appear on the next request.
+    """
+    try:
+        import uvicorn
+
+        from weighter.serve import create_app
+    except ImportError as error:
+        raise WeighterError(f"weighter serve needs FastAPI and uvicorn ({error.name} is missing): "
+                            "pip install 'weighter[serve]'") from None
+    app = create_app(store_dir, root=root, model=model, upload_limit=int(upload_limit * 2**20))
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine can search the store and "
+                   "play its audio (there is no login)", err=True)
+    if not obj["quiet"]:
+        click.echo(f"serving {store_dir} at http://{'[%s]' % host if ':' in host else host}:{port}  (Ctrl-C stops)",
+                   err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning" if obj["quiet"] or not obj["verbose"] else "info")
+
+
 def _space_words(params: dict) -> str:
     """How a run's slots were placed before HDBSCAN, in words (runs from before whitening have no flag)."""
     dims = params.get("pca_dims")

@@ -152,9 +152,12 @@ def latest_run(store: Store, run: int | None = None) -> int:
     WeighterError
         No run (or no run ``run``) in the store.
     """
-    store.db.executescript(SCHEMA)
-    row = store.db.execute("SELECT MAX(id) FROM cluster_runs" if run is None else
-                           "SELECT id FROM cluster_runs WHERE id = ?", () if run is None else (run,)).fetchone()
+    if not store.read_only:
+        store.db.executescript(SCHEMA)
+    has_runs = store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cluster_runs'").fetchone()
+    row = None if not has_runs else store.db.execute(
+        "SELECT MAX(id) FROM cluster_runs" if run is None else "SELECT id FROM cluster_runs WHERE id = ?",
+        () if run is None else (run,)).fetchone()
     if row is None or row[0] is None:
         raise WeighterError(f"{store.directory}: no clustering run{'' if run is None else f' {run}'} "
                             "(cluster the store first: cluster_store)",

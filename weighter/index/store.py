@@ -29,6 +29,7 @@ import functools
 import hashlib
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +106,9 @@ class Store:
     create : bool, default False
         Create the directory and an empty store if there is none; otherwise a missing store
         raises ``StoreError``.
+    read_only : bool, default False
+        Open SQLite read-only, one connection per thread (a web server's request threads share
+        the store and its loaded FAISS index); writing raises ``sqlite3.OperationalError``.
 
     Raises
     ------
@@ -120,21 +124,29 @@ class Store:
     2 files, 5 active slots
     """
 
-    def __init__(self, directory: str | Path, create: bool = False):
+    def __init__(self, directory: str | Path, create: bool = False, read_only: bool = False):
         self.directory = Path(directory)
         self.db_path = self.directory / "store.sqlite"
+        self.read_only = read_only and not create
+        self._connections: list[sqlite3.Connection] = []  # read-only: every thread's, closed together
+        self._thread = threading.local()
+        self._reading = threading.RLock()  # one thread loads a new generation's files; the others wait
         if not self.db_path.exists():
             if not create:
                 raise StoreError(f"{self.directory}: not a weighter store (no store.sqlite; create one with "
                                  "create=True)", cli_hint="create one with `weighter index build`")
             self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(SCHEMA)
-            if self._meta("format") is None:
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(STORE_FORMAT),))
+            if self.read_only:
+                self._db = None
+                self.db.execute("SELECT 1 FROM meta LIMIT 1")
+            else:
+                self._db = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                self.db.executescript(SCHEMA)
+                if self._meta("format") is None:
+                    self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(STORE_FORMAT),))
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.db_path}: corrupt or not an SQLite store ({error})") from None
         if self._meta("format") != str(STORE_FORMAT):
@@ -148,6 +160,21 @@ class Store:
         self._cohort_index = None
         self._lock_handle = None
         self._max_slots = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The SQLite connection (read-only stores: this thread's own, opened on first use)."""
+        if not self.read_only:
+            return self._db
+        db = getattr(self._thread, "db", None)
+        if db is None:
+            from urllib.parse import quote
+
+            db = sqlite3.connect(f"file:{quote(str(self.db_path.resolve()))}?mode=ro", uri=True, timeout=30,
+                                 isolation_level=None, check_same_thread=False)  # closed by close() from any thread
+            self._thread.db = db
+            self._connections.append(db)
+        return db
 
     # -- metadata -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
@@ -465,6 +492,10 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------
     def _load_index(self):
+        with self._reading:
+            return self._load_index_unlocked()
+
+    def _load_index_unlocked(self):
         for _ in range(3):  # a writer may replace the file between reading meta and opening it
             generation = self.generation
             if self._index is not None and self._index_generation == generation:
@@ -491,6 +522,10 @@ class Store:
     def _load_stats(self) -> dict | None:
         """The current generation's scores file as arrays (ids, mean, spread); None where there
         is none."""
+        with self._reading:
+            return self._load_stats_unlocked()
+
+    def _load_stats_unlocked(self) -> dict | None:
         for _ in range(3):  # a writer may replace the file between reading meta and opening it
             generation = self.generation
             if self._stats_generation == generation:
@@ -706,5 +741,8 @@ class Store:
 
     def close(self) -> None:
         """Close the store's database; ``with Store(...) as store:`` does it on exit."""
-        self.db.close()
+        if not self.read_only:
+            self._db.close()
+        for db in self._connections:
+            db.close()
 
