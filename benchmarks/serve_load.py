@@ -161,7 +161,7 @@ def main() -> None:
             store_dir = Path(tmp) / "store"
             result["build_seconds"] = round(build_store(store_dir, args.slots), 1)
         with Store(store_dir, read_only=True) as store:
-            info = store.info()
+            info = store.info().to_dict()
             file_ids = np.array([r[0] for r in store.db.execute("SELECT id FROM files")])
         result |= {"store": str(args.store or "built"), "files": info["files"], "active_slots": info["active_slots"],
                    "index_type": info["index_type"], "cpus": os.cpu_count()}

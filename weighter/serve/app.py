@@ -108,7 +108,7 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
     @app.get("/api/info")
     def info():
         store = state.store
-        return store.info() | {"latest_run": _latest_run(store)}
+        return store.info().to_dict() | {"latest_run": _latest_run(store)}
 
     @app.get("/api/files")
     def files(q: str = "", limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)):
