@@ -140,7 +140,7 @@ def test_is_a_scikit_learn_estimator():
     params = c.get_params()
     assert params["min_samples"] == 2 and params["pca_dims"] == 16 and params["group_slack"] == 1.25
     assert set(params) == {"min_cluster_size", "min_samples", "pca_dims", "sample_size", "cluster_selection_method",
-                           "random_state", "whiten", "split_evidence", "group_slack"}
+                           "random_state", "whiten", "split_evidence", "group_slack", "pair_cosine"}
     assert c.set_params(pca_dims=32) is c and c.pca_dims == 32
     with pytest.raises(ValueError):
         c.set_params(no_such_parameter=1)
@@ -152,6 +152,27 @@ def test_is_a_scikit_learn_estimator():
     assert isinstance(c, ClusterMixin)
     assert np.array_equal(twin.fit_predict(x), fitted.labels_)  # same parameters, same groups
     assert adjusted_rand_score(labels, twin.labels_) > 0.95
+
+
+def test_two_slots_of_a_voice_heard_twice_become_a_pair_group():
+    # 12 voices of 30 slots, and 4 voices heard in two files only: HDBSCAN's groups need 3 slots
+    x, labels, _ = blobs()
+    rng = np.random.default_rng(7)
+    twice = rng.normal(size=(4, x.shape[1]))
+    twice = np.repeat(twice / np.linalg.norm(twice, axis=1, keepdims=True), 2, axis=0)
+    twice = twice + rng.normal(0, 0.04, twice.shape)
+    x = np.concatenate([x, (twice / np.linalg.norm(twice, axis=1, keepdims=True)).astype(np.float32)])
+    plain = SlotClusterer().fit(x)
+    alone = (plain.labels_[-8:].reshape(4, 2) < 0).all(1)  # pairs HDBSCAN left as outliers
+    assert alone.sum() >= 2 and plain.pairs_ == 0  # no pair without pair_cosine
+    paired = SlotClusterer(pair_cosine=0.8).fit(x)
+    assert paired.pairs_ == alone.sum() and np.array_equal(paired.labels_[:-8], plain.labels_[:-8])  # rest as before
+    pairs = paired.labels_[-8:].reshape(4, 2)
+    assert (pairs[alone, 0] == pairs[alone, 1]).all() and (pairs[alone] >= plain.labels_.max() + 1).all()
+    assert len(set(pairs[alone, 0])) == alone.sum() and (paired.persistence_[pairs[alone, 0]] == 0).all()
+    again = paired.predict(x[-8:])[0]  # a later slot of such a voice joins its pair's group
+    assert np.array_equal(again.reshape(4, 2)[alone], pairs[alone])
+    assert (SlotClusterer(pair_cosine=0.999).fit(x).labels_[-8:].reshape(4, 2)[alone] < 0).all()  # too unlike
 
 
 def test_state_round_trip_predicts_the_same():
@@ -287,6 +308,16 @@ def store(tmp_path):
     with s.writing():
         s.apply(sets)
     return s, truth, basis
+
+
+def test_store_runs_pair_at_the_models_merge_cosine(store):
+    s, _, _ = store
+    assert run_result(s, cluster_store(s, SlotClusterer()))["run"]["params"]["pair_cosine"] is None  # none recorded
+    with s.writing():
+        s.set_meta("merge_cosine", "0.8")  # as add_files records the model's
+    assert run_result(s, cluster_store(s, SlotClusterer()))["run"]["params"]["pair_cosine"] == 0.8
+    assert run_result(s, cluster_store(s, SlotClusterer(pair_cosine=0.9)))["run"]["params"]["pair_cosine"] == 0.9
+    assert run_result(s, cluster_store(s, SlotClusterer(), pairs=False))["run"]["params"]["pair_cosine"] is None
 
 
 def test_store_run_persists_groups_that_match_speakers(store, tmp_path):

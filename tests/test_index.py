@@ -437,7 +437,7 @@ class _FakeEmbedder:
     """What add_files needs of an Embedder, without a model: each path gets make_set's set."""
 
     model_id, speech_gate, score_cohort = "m1", None, None
-    metadata = ModelMetadata(model_id="m1", config={}, likes=[])
+    metadata = ModelMetadata(model_id="m1", config={}, likes=[], merge_cosine=0.8, pair_calibration=[14.0, -13.0])
 
     def __init__(self, basis):
         self.basis, self.seen = basis, []
@@ -459,6 +459,7 @@ def test_add_files_takes_plain_paths_and_audio_sources(tmp_path, basis):
         result = add_files(s, embedder, [str(tmp_path / "a.wav"), tmp_path / "b.wav",
                                          AudioSource(tmp_path / "c.wav")])
         assert result.added == 3 and result.store.files == 3
+        assert s.meta("merge_cosine") == "0.8" and s.meta("pair_calibration") == "[14.0, -13.0]"  # for clustering, p
         assert all(s.file_id(tmp_path / n) is not None for n in ("a.wav", "b.wav", "c.wav"))
         again = add_files(s, embedder, (str(tmp_path / n) for n in ("a.wav", "b.wav")))  # any iterable
         assert again.added == 0 and again.unchanged == 2

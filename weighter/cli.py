@@ -613,6 +613,12 @@ def query(obj, file, store_dir, model, k, slot, as_json):
                    "--sample-size), as a multiple of that member's distance. Smaller turns away more new voices and "
                    "more slots of known ones: on synthetic corpora 1.5 placed 0.99 of known speakers' slots right and "
                    "kept 0.65 of strangers' out, 1.0 placed 0.84 and kept 0.97 out.")
+@click.option("--pairs/--no-pairs", default=True, show_default=True,
+              help="Also make a group of two outliers that are each other's most alike slot at the model's merge "
+                   "cosine or more (or --pair-cosine): a voice heard in only two files, which HDBSCAN's smallest "
+                   "group (3 slots) cannot hold.")
+@click.option("--pair-cosine", type=click.FloatRange(-1, 1), default=None,
+              help="With --pairs: this cosine instead of the model's merge cosine.")
 @click.option("--assign-outliers", type=float, default=None,
               help="Also place outliers in their nearest group when membership >= this (0-1).")
 @click.option("--assign", "assign_file", type=click.Path(path_type=Path), default=None,
@@ -624,7 +630,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--map", "map_path", type=click.Path(path_type=Path), default=None, help="Write a 2-D map PNG.")
 @click.pass_obj
 def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sample_size, method, split_evidence,
-            group_slack, assign_outliers, assign_file, run_id, model, as_json, csv_path, map_path):
+            group_slack, pairs, pair_cosine, assign_outliers, assign_file, run_id, model, as_json, csv_path, map_path):
     """Sort the store's active slots into discovered groups (speakers nobody labelled).
 
     \b
@@ -660,8 +666,9 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
     if run_id is None:
         clusterer = SlotClusterer(min_cluster_size=min_cluster_size, min_samples=min_samples, pca_dims=pca_dims,
                                   sample_size=sample_size, cluster_selection_method=method, whiten=whiten,
-                                  split_evidence=split_evidence, group_slack=group_slack)
-        run = cluster_store(store, clusterer, assign_outliers)
+                                  split_evidence=split_evidence, group_slack=group_slack,
+                                  pair_cosine=pair_cosine if pairs else None)
+        run = cluster_store(store, clusterer, assign_outliers, pairs=pairs)
     else:
         run = latest_run(store, run_id)
     result = run_result(store, run)
@@ -679,6 +686,9 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
     if r["params"].get("split_evidence") is not None:
         click.echo(f"split in two: {r['params']['groups_split']} group(s) holding two voices "
                    f"(--split-evidence {r['params']['split_evidence']:g})")
+    if r["params"].get("pairs"):
+        click.echo(f"groups of two: {r['params']['pairs']} (outliers each other's most alike slot at cosine >= "
+                   f"{r['params']['pair_cosine']:.2f}; persistence 0)")
     click.echo(f"{'group':>6} {'slots':>6} {'files':>6} {'persistence':>11}  example files")
     for g in result["groups"]:
         examples = ", ".join(sorted({Path(m['file']).name for m in g["members"]})[:4])

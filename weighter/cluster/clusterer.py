@@ -99,6 +99,11 @@ class SlotClusterer(ClusterMixin, BaseEstimator):
     group_slack : float, default 1.5
         How far beyond its farthest member a group takes a new slot, as a multiple of that
         member's distance.
+    pair_cosine : float or None, default None
+        Also make a group of two outlier slots that are each other's most alike slot with a
+        cosine of at least this: a voice heard in only two files, which HDBSCAN's smallest group
+        (3 slots) cannot hold. ``cluster_store`` sets it from the model's pair calibration;
+        None: no pairs.
 
     Attributes
     ----------
@@ -107,7 +112,9 @@ class SlotClusterer(ClusterMixin, BaseEstimator):
     probabilities_ : ndarray of shape (n_slots,), float32
         Membership strength of each slot in its group, in [0, 1] (0 for outliers).
     persistence_ : ndarray of shape (n_groups,), float32
-        How long each group holds together in HDBSCAN's condensed tree, 0-1.
+        How long each group holds together in HDBSCAN's condensed tree, 0-1 (0 for pairs).
+    pairs_ : int
+        Groups of two made by ``pair_cosine`` (numbered after HDBSCAN's).
     sample_ : ndarray of int
         Indices of the slots HDBSCAN was fitted on.
     min_cluster_size_, min_samples_ : int
@@ -131,7 +138,7 @@ class SlotClusterer(ClusterMixin, BaseEstimator):
     def __init__(self, min_cluster_size: int | None = None, min_samples: int | None = None,
                  pca_dims: int = DEFAULT_PCA_DIMS, sample_size: int = 30_000, cluster_selection_method: str = "eom",
                  random_state: int = 0, whiten: bool = True, split_evidence: float | None = None,
-                 group_slack: float = GROUP_SLACK):
+                 group_slack: float = GROUP_SLACK, pair_cosine: float | None = None):
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.pca_dims = pca_dims
@@ -141,6 +148,7 @@ class SlotClusterer(ClusterMixin, BaseEstimator):
         self.random_state = random_state
         self.split_evidence = split_evidence
         self.group_slack = group_slack
+        self.pair_cosine = pair_cosine
 
     def fit(self, X: np.ndarray, y=None) -> "SlotClusterer":
         """Find the groups among slots ``X``.
@@ -197,15 +205,47 @@ class SlotClusterer(ClusterMixin, BaseEstimator):
                                                                 self.split_evidence)
             self.persistence_ = self.persistence_[self.split_from_]
             self.reach_ = self.reach_[self.split_from_]
+        fitted_probs = np.asarray(fitted.probabilities_, np.float32).copy()
+        self.pairs_ = 0
+        if self.pair_cosine is not None:
+            self.pairs_ = self._pair_outliers(X[sample], fitted_probs)
         labels = np.full(n, -1, np.int64)
         probs = np.zeros(n, np.float32)
-        labels[sample], probs[sample] = self.point_labels_, fitted.probabilities_
+        labels[sample], probs[sample] = self.point_labels_, fitted_probs
         rest = np.setdiff1d(np.arange(n), sample)
         if len(rest):
             labels[rest], probs[rest] = self._assign(Z[rest], residual[rest])
         self.labels_, self.probabilities_ = labels, probs
         self.sample_ = sample
         return self
+
+    def _pair_outliers(self, X: np.ndarray, probs: np.ndarray) -> int:
+        """Make a group of each two fitted outliers that are each other's most alike fitted slot
+        (cosine of ``X``, (n, E) unit rows) at ``pair_cosine`` or more; returns how many."""
+        out = np.flatnonzero(self.point_labels_ < 0)
+        if len(out) < 2:
+            return 0
+        nearest = np.empty(len(out), np.int64)
+        best = np.empty(len(out), np.float32)
+        for start in range(0, len(out), 1024):  # (1024, n) cosines at a time: bounded memory
+            rows = out[start:start + 1024]
+            sims = X[rows] @ X.T
+            sims[np.arange(len(rows)), rows] = -np.inf  # not itself
+            nearest[start:start + 1024], best[start:start + 1024] = sims.argmax(1), sims.max(1)
+        partner = dict(zip(out.tolist(), nearest.tolist()))
+        pairs = [(a, b) for (a, b), cos in zip(partner.items(), best)
+                 if a < b and partner.get(b) == a and cos >= self.pair_cosine]
+        if pairs:  # reach_ holds one placeholder when HDBSCAN found no group
+            self.reach_ = self.reach_[:len(self.persistence_)]
+        for a, b in pairs:
+            group = len(self.persistence_)
+            self.point_labels_[[a, b]] = group
+            probs[[a, b]] = 1.0
+            gap = float(np.linalg.norm(self.points_[a] - self.points_[b]))  # in the clustering space
+            self.persistence_ = np.append(self.persistence_, np.float32(0.0))  # no condensed tree behind it
+            self.reach_ = np.append(self.reach_, np.float32(self.group_slack * gap))
+            self.split_from_ = np.append(self.split_from_, group)
+        return len(pairs)
 
     @property
     def groups_split_(self) -> int:

@@ -63,7 +63,8 @@ class Member:
     spans: list
 
 
-def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float | None = None) -> int:
+def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float | None = None,
+                  pairs: bool = True) -> int:
     """Cluster a store's active slots and keep the run in the store.
 
     Parameters
@@ -75,6 +76,10 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
     assign_outliers : float or None
         Also place an outlier in its nearest group when its membership strength is at least
         this (0-1); None: outliers stay outliers.
+    pairs : bool, default True
+        Where the clusterer has no ``pair_cosine``, use the model's merge cosine (the cosine at
+        which its calibration calls two slots one like, recorded in the store): two outliers
+        that are each other's most alike slot at that cosine or more become a group of two.
 
     Returns
     -------
@@ -100,6 +105,9 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
         if len(ids) < 2:
             raise WeighterError(f"{store.directory}: {'no active slots' if not len(ids) else 'only 1 active slot'} "
                                 "to cluster; clustering needs at least 2 (index more files first)")
+        merge = store.meta("merge_cosine")
+        if pairs and clusterer.pair_cosine is None and merge not in (None, "null"):
+            clusterer.set_params(pair_cosine=float(json.loads(merge)))
         clusterer.fit(emb)
         labels, probs = clusterer.labels_.copy(), clusterer.probabilities_.copy()
         how = np.where(np.isin(np.arange(len(ids)), clusterer.sample_), "fitted", "sampled").astype(object)
@@ -115,7 +123,7 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
         params = clusterer.get_params() | {"min_cluster_size_used": clusterer.min_cluster_size_,
                                             "min_samples_used": clusterer.min_samples_,
                                             "assign_outliers": assign_outliers,
-                                            "groups_split": clusterer.groups_split_}
+                                            "groups_split": clusterer.groups_split_, "pairs": clusterer.pairs_}
         groups = len(set(labels.tolist()) - {-1})
         db = store.db
         db.execute("BEGIN IMMEDIATE")

@@ -83,7 +83,8 @@ def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | 
                 unchanged += 1
             else:
                 todo.append((path, digest))
-        for key in ("pair_calibration", "pair_calibration_snorm"):  # P(like shared) for cosines, normalised scores
+        # P(like shared) for cosines and normalised scores; the cosine at which two slots are one like
+        for key in ("pair_calibration", "pair_calibration_snorm", "merge_cosine"):
             if store.meta(key) is None and getattr(embedder.metadata, key):
                 store.set_meta(key, json.dumps(getattr(embedder.metadata, key)))
         added = 0
