@@ -211,14 +211,14 @@ class RayEmbedder:
             return
         address = None if self.options.address in (None, "local") else self.options.address
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=log.isEnabledFor(logging.INFO))
+            ray.init(address=address, include_dashboard=False, log_to_driver=log.isEnabledFor(logging.INFO),
+                     logging_level=logging.INFO if log.isEnabledFor(logging.INFO) else logging.ERROR)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise WeighterError(f"Ray at {address or 'this machine'}: cannot start or join ({error})") from None
         self._started = True
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = log.isEnabledFor(logging.INFO)
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.INFO if log.isEnabledFor(logging.INFO) else logging.ERROR)
 
     def close(self) -> None:
         """Stop the local Ray this embedder started (a cluster joined or a Ray started by the
@@ -277,19 +277,22 @@ class RayEmbedder:
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         o = self.options
-        threads = max(1, int(o.cpus_per_actor))
-        dataset = self._ray.data.from_items([{"path": p} for p in paths]).map_batches(
-            _EmbedActor, batch_size=o.batch_size, batch_format="numpy", concurrency=self.actors(),
+        config = {"model": self.model, "device": o.device, "threads": max(1, int(o.cpus_per_actor)),
+                  "embed_kw": self.embed_kw, "out_dir": None if out_dir is None else str(Path(out_dir).resolve())}
+        # Ray Data's actor pool restarts a dead actor and runs its batch again (max_restarts and
+        # max_task_retries -1 by default); the dead one's output never reached this process
+        given = {os.path.abspath(p): p for p in paths}  # workers get absolute paths (their cwd is not ours)
+        dataset = self._ray.data.from_items([{"path": p} for p in given]).map_batches(
+            _EmbedActor, fn_constructor_kwargs=config, batch_size=o.batch_size, batch_format="numpy",
             num_cpus=o.cpus_per_actor, num_gpus=o.gpus_per_actor or None,
-            fn_constructor_kwargs={"model": self.model, "device": o.device, "threads": threads,
-                                   "embed_kw": self.embed_kw,
-                                   "out_dir": None if out_dir is None else str(Path(out_dir).resolve())},
-            max_restarts=-1, max_task_retries=-1)  # a dead worker: a new actor runs its batch again
+            compute=self._ray.data.ActorPoolStrategy(size=self.actors()))
         for row in dataset.iter_rows():
             if row["error"]:
-                error = AudioError(row["path"], row["error"])
+                error = AudioError(given[row["path"]], row["error"].replace(row["path"], given[row["path"]]))
                 if errors is None:
                     raise error
                 errors.append(error)
                 continue
-            yield EmbeddingSet.load(io.BytesIO(row["set"]))
+            embedded = EmbeddingSet.load(io.BytesIO(row["set"]))
+            embedded.path = given[row["path"]]
+            yield embedded
