@@ -52,8 +52,9 @@ class RayOptions:
     gpus_per_actor : float, default 0.0
         GPUs each actor reserves; above 0 the model runs on CUDA (0.5: two actors share one).
     batch_size : int, default 16
-        Files per task: an actor embeds them together (batched by length), and a dead worker's
-        batch is what Ray runs again.
+        Files per task at most: an actor embeds them together (batched by length), and a dead
+        worker's batch is what Ray runs again. Fewer when that gives each actor under 4
+        batches, so that no actor waits idle while another finishes a long batch.
 
     Examples
     --------
@@ -216,9 +217,6 @@ class RayEmbedder:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise WeighterError(f"Ray at {address or 'this machine'}: cannot start or join ({error})") from None
         self._started = True
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = log.isEnabledFor(logging.INFO)
-        logging.getLogger("ray.data").setLevel(logging.INFO if log.isEnabledFor(logging.INFO) else logging.ERROR)
 
     def close(self) -> None:
         """Stop the local Ray this embedder started (a cluster joined or a Ray started by the
@@ -274,6 +272,9 @@ class RayEmbedder:
         if not paths:
             return
         self.start()
+        verbose = log.isEnabledFor(logging.INFO)  # Ray Data's progress and logs only with -v
+        self._ray.data.DataContext.get_current().enable_progress_bars = verbose
+        logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         o = self.options
@@ -282,10 +283,12 @@ class RayEmbedder:
         # Ray Data's actor pool restarts a dead actor and runs its batch again (max_restarts and
         # max_task_retries -1 by default); the dead one's output never reached this process
         given = {os.path.abspath(p): p for p in paths}  # workers get absolute paths (their cwd is not ours)
+        actors = self.actors()
+        batch = max(1, min(o.batch_size, -(-len(paths) // (4 * actors))))  # >= 4 batches per actor
         dataset = self._ray.data.from_items([{"path": p} for p in given]).map_batches(
-            _EmbedActor, fn_constructor_kwargs=config, batch_size=o.batch_size, batch_format="numpy",
+            _EmbedActor, fn_constructor_kwargs=config, batch_size=batch, batch_format="numpy",
             num_cpus=o.cpus_per_actor, num_gpus=o.gpus_per_actor or None,
-            compute=self._ray.data.ActorPoolStrategy(size=self.actors()))
+            compute=self._ray.data.ActorPoolStrategy(size=actors))
         for row in dataset.iter_rows():
             if row["error"]:
                 error = AudioError(given[row["path"]], row["error"].replace(row["path"], given[row["path"]]))
