@@ -164,7 +164,8 @@ def _exit_hook(paths: list[str]) -> None:
 class RayEmbedder:
     """Embed many files on a Ray cluster; yields what ``Embedder.embed`` would, as it comes.
 
-    Use as a context manager: a local Ray it started is stopped on exit.
+    Use as a context manager: a local Ray it started (with the first ``stream``) is stopped on
+    exit.
 
     Parameters
     ----------
@@ -199,8 +200,7 @@ class RayEmbedder:
         self._started = False
 
     def __enter__(self) -> "RayEmbedder":
-        self.start()
-        return self
+        return self  # Ray starts with the first stream: nothing to embed, no start-up
 
     def __exit__(self, *exc) -> None:
         self.close()
