@@ -102,7 +102,8 @@ def embedding_runs(args) -> None:
                 for a, c in pools]
         if torch.cuda.is_available():
             gpus = torch.cuda.device_count()
-            runs.append((f"ray {gpus} GPU actor(s)", RayOptions(actors=gpus, gpus_per_actor=1.0, batch_size=args.batch)))
+            runs.append((f"ray {gpus} GPU actor(s)",
+                         RayOptions(actors=gpus, gpus_per_actor=1.0, batch_size=args.batch)))
         else:
             print(json.dumps({"what": "ray GPU actors", "skipped": "no CUDA device on this machine"}), flush=True)
         for i, (what, options) in enumerate(runs):

@@ -460,6 +460,7 @@ def _add(obj, inputs, store_dir, model, index_type, create, as_json, speech_gate
     ray_embedder = _ray_embedder(model, ray or {}, speech_gate=embedder.speech_gate)
     if ray_embedder:  # the driver hashes, writes and commits; the actors embed
         with ray_embedder:
+            ray_embedder.start()  # a cluster that cannot be reached fails here, before any hashing
             result = add_files(store, embedder, sources, errors=errors, index_type=index_type,
                                embed=ray_embedder.stream)
     else:

@@ -161,6 +161,18 @@ def _exit_hook(paths: list[str]) -> None:
         os._exit(1)
 
 
+def _reachable(address: str, seconds: float = 10.0) -> None:
+    """Fail in seconds on a cluster address nobody answers at (Ray itself would retry for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except (OSError, ValueError) as error:
+        raise WeighterError(f"Ray at {address}: nothing answers ({error}); give HOST:PORT of the cluster's head "
+                            "(6379, or ray://HOST:10001), 'auto' on a cluster node, or no address for a local Ray") from None
+
+
 class RayEmbedder:
     """Embed many files on a Ray cluster; yields what ``Embedder.embed`` would, as it comes.
 
@@ -211,6 +223,8 @@ class RayEmbedder:
         if ray.is_initialized():
             return
         address = None if self.options.address in (None, "local") else self.options.address
+        if address not in (None, "auto"):
+            _reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=log.isEnabledFor(logging.INFO),
                      logging_level=logging.INFO if log.isEnabledFor(logging.INFO) else logging.ERROR)
