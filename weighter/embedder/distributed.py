@@ -240,8 +240,8 @@ class RayEmbedder:
             self._started = False
 
     def actors(self) -> int:
-        """The actors in the pool: ``options.actors``, or as many as the cluster's free
-        CPUs (GPUs) allow, at least 1."""
+        """The actors in the pool: ``options.actors``, or as many as the cluster's CPUs (GPUs)
+        allow, at least 1."""
         if self.options.actors:
             return self.options.actors
         resources = self._ray.cluster_resources()
@@ -294,11 +294,11 @@ class RayEmbedder:
         o = self.options
         config = {"model": self.model, "device": o.device, "threads": max(1, int(o.cpus_per_actor)),
                   "embed_kw": self.embed_kw, "out_dir": None if out_dir is None else str(Path(out_dir).resolve())}
-        # Ray Data's actor pool restarts a dead actor and runs its batch again (max_restarts and
-        # max_task_retries -1 by default); the dead one's output never reached this process
         given = {os.path.abspath(p): p for p in paths}  # workers get absolute paths (their cwd is not ours)
         actors = self.actors()
         batch = max(1, min(o.batch_size, -(-len(paths) // (4 * actors))))  # >= 4 batches per actor
+        # Ray Data's actor pool restarts a dead actor and runs its batch again (max_restarts and
+        # max_task_retries -1 by default); the dead one's output never reached this process
         dataset = self._ray.data.from_items([{"path": p} for p in given]).map_batches(
             _EmbedActor, fn_constructor_kwargs=config, batch_size=batch, batch_format="numpy",
             num_cpus=o.cpus_per_actor, num_gpus=o.gpus_per_actor or None,
