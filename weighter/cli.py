@@ -371,6 +371,37 @@ _SPEECH_GATE = click.option(
          "speed (README, 'Non-speech').")
 
 
+def _ray_options(func):
+    """--ray [ADDRESS] and the actor pool's options (embed, index build, index add)."""
+    options = [
+        click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                     help="Embed on a Ray cluster (pip install 'weighter[ray]'): alone or 'local', a Ray started on "
+                          "this machine; 'auto' or ray://HOST:10001, join a running cluster. The workers read the "
+                          "audio themselves: give paths every node sees. Put it last, or give it a value."),
+        click.option("--ray-actors", type=click.IntRange(min=1), default=None,
+                     help="--ray: model copies working side by side. Default: the cluster's CPUs (GPUs) / per actor."),
+        click.option("--ray-cpus", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                     help="--ray: CPUs per actor (its torch threads)."),
+        click.option("--ray-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="--ray: GPUs per actor; above 0 the actors run the model on CUDA (0.5: two share one)."),
+        click.option("--ray-batch", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="--ray: files per task (what Ray runs again when a worker dies)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _ray_embedder(model, ray: dict, **embed_kw):
+    """A RayEmbedder from the --ray options, or None without --ray."""
+    if not ray.get("ray_address"):
+        return None
+    from weighter.embedder.distributed import RayEmbedder, RayOptions
+
+    options = RayOptions(ray["ray_address"], ray["ray_actors"], ray["ray_cpus"], ray["ray_gpus"], ray["ray_batch"])
+    return RayEmbedder(model, options, **embed_kw)
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file. Default: the shipped model.")
@@ -381,50 +412,60 @@ _SPEECH_GATE = click.option(
 @click.option("--window", type=float, **_library("weighter.embedder.inference:Embedder(window_seconds)"),
               help="Seconds per model window (bounds memory).")
 @_SPEECH_GATE
+@_ray_options
 @click.pass_obj
-def embed(obj, inputs, model, out, as_json, device, window, speech_gate):
+def embed(obj, inputs, model, out, as_json, device, window, speech_gate, **ray):
     """Embed INPUTS (files, directories, file lists, manifests): per file a set of slot embeddings.
 
     Each slot has a 256-d embedding, a confidence, an active flag (confidence >= the model's
     calibrated threshold) and a weightings timeline at 10 Hz: who is heard when.
     Unusable files get one line each; the rest go on; exit code 1 if any failed.
+    With --ray the sets are embedded, and written to --out, by Ray workers.
     """
+    from contextlib import ExitStack
+
     from weighter.audio import discover
     from weighter.embedder import Embedder
 
     if not out and not as_json:
         raise click.UsageError("give --out DIR, --json, or both")
     sources = [s for target in inputs for s in discover(target)]
-    embedder = Embedder.load(model, device=device, window_seconds=window, speech_gate=speech_gate)
     errors: list = []
-    sets = embedder.embed(sources, progress=obj["progress"], errors=errors)
+    with ExitStack() as stack:
+        ray_embedder = _ray_embedder(model, ray, window_seconds=window, speech_gate=speech_gate)
+        if ray_embedder:  # sets come back as they finish; the workers write --out themselves
+            sets, model_id = stack.enter_context(ray_embedder).stream(sources, errors, out_dir=out), None
+        else:
+            embedder = Embedder.load(model, device=device, window_seconds=window, speech_gate=speech_gate)
+            sets, model_id = embedder.embed(sources, progress=obj["progress"], errors=errors), embedder.model_id
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+        index, kept = [], []
+        for s in sets:
+            model_id, name = s.model_id, _safe_name(s.path) + ".npz"
+            if out and not ray_embedder:
+                s.save(out / name)
+            index.append({"path": s.path, "file": name, "active_slots": int(s.active.sum()),
+                          "duration": round(s.duration, 3)})
+            kept += [s] if as_json else []
+            if not as_json and not obj["quiet"]:
+                spans = "; ".join(f"slot {n}: " + ", ".join(f"{a:.1f}-{b:.1f}s" for a, b in s.spans(n)[:4])
+                                  for n in map(int, s.active.nonzero()[0]))
+                click.echo(f"{s.path}\t{int(s.active.sum())} active of {len(s.active)}\t{spans}")
     for error in errors:
         click.echo(f"error: {error}", err=True)
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        index = []
-        for s in sets:
-            name = _safe_name(s.path) + ".npz"
-            s.save(out / name)
-            index.append({"path": s.path, "file": name, "active_slots": int(s.active.sum()),
-                          "duration": round(s.duration, 3)})
-        (out / "sets.json").write_text(json.dumps({"model_id": embedder.model_id, "sets": index}, indent=1))
+        (out / "sets.json").write_text(json.dumps({"model_id": model_id, "sets": index}, indent=1))
     if as_json:
-        click.echo(json.dumps({"model_id": embedder.model_id, "sets": [s.to_json() for s in sets]}))
-    elif not obj["quiet"]:
-        for s in sets:
-            spans = "; ".join(f"slot {n}: " + ", ".join(f"{a:.1f}-{b:.1f}s" for a, b in s.spans(n)[:4])
-                              for n in map(int, s.active.nonzero()[0]))
-            click.echo(f"{s.path}\t{int(s.active.sum())} active of {len(s.active)}\t{spans}")
-    click.echo(f"{len(sets)} files embedded, {len(errors)} failed", err=True)
+        click.echo(json.dumps({"model_id": model_id, "sets": [s.to_json() for s in kept]}))
+    click.echo(f"{len(index)} files embedded, {len(errors)} failed", err=True)
     sys.exit(1 if errors else 0)
 
 
 def _safe_name(path: str) -> str:
-    import hashlib
+    from weighter.embedder.distributed import set_file_name
 
-    p = Path(path)
-    return f"{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
+    return set_file_name(path)
 
 
 @main.group(cls=_Group)
@@ -443,17 +484,28 @@ _STORE = click.option("--store", "store_dir", type=click.Path(path_type=Path), r
 _MODEL = click.option("--model", type=click.Path(path_type=Path), default=None, help="Model file. Default: the shipped model.")
 
 
-def _add(obj, inputs, store_dir, model, index_type, create, as_json, speech_gate=None):
+def _add(obj, inputs, store_dir, model, index_type, create, as_json, speech_gate=None, ray=None):
     from weighter.audio import discover
     from weighter.embedder import Embedder
     from weighter.index import Store, add_files
 
+    if (ray or {}).get("ray_address"):
+        from weighter.embedder.distributed import require_ray
+
+        require_ray()  # before a store is made
     sources = [s for target in inputs for s in discover(target)]
     store = Store(store_dir, create=create)
     embedder = Embedder.load(model, speech_gate=speech_gate if create else store.speech_gate)
     store.check_model(embedder.model_id)
     errors: list = []
-    result = add_files(store, embedder, sources, progress=obj["progress"], errors=errors, index_type=index_type)
+    ray_embedder = _ray_embedder(model, ray or {}, speech_gate=embedder.speech_gate)
+    if ray_embedder:  # the driver hashes, writes and commits; the actors embed
+        with ray_embedder:
+            ray_embedder.start()  # a cluster that cannot be reached fails here, before any hashing
+            result = add_files(store, embedder, sources, errors=errors, index_type=index_type,
+                               embed=ray_embedder.stream)
+    else:
+        result = add_files(store, embedder, sources, progress=obj["progress"], errors=errors, index_type=index_type)
     for error in errors:
         click.echo(f"error: {error}", err=True)
     if as_json:
@@ -474,16 +526,18 @@ def _add(obj, inputs, store_dir, model, index_type, create, as_json, speech_gate
               "lists that find recall@10 >= 0.95 for the store's own slots (tuned per store, x2).")
 @_SPEECH_GATE
 @click.option("--json", "as_json", is_flag=True)
+@_ray_options
 @click.pass_obj
-def index_build(obj, inputs, store_dir, model, index_type, speech_gate, as_json):
+def index_build(obj, inputs, store_dir, model, index_type, speech_gate, as_json, **ray):
     """Create a store from INPUTS (audio directory, file list or manifest) and index every file.
 
-    With --speech-gate the store records it, and `index add` and `query` use it too."""
+    With --speech-gate the store records it, and `index add` and `query` use it too.
+    With --ray, Ray workers embed while this process writes the store (docs/scale.md)."""
     from weighter.index import Store
 
     if (store_dir / "store.sqlite").exists() and Store(store_dir).info().files:
         raise click.UsageError(f"{store_dir} already holds files: use `weighter index add`")
-    _add(obj, inputs, store_dir, model, index_type, True, as_json, speech_gate)
+    _add(obj, inputs, store_dir, model, index_type, True, as_json, speech_gate, ray)
 
 
 @index.command("add")
@@ -491,11 +545,12 @@ def index_build(obj, inputs, store_dir, model, index_type, speech_gate, as_json)
 @_STORE
 @_MODEL
 @click.option("--json", "as_json", is_flag=True)
+@_ray_options
 @click.pass_obj
-def index_add(obj, inputs, store_dir, model, as_json):
+def index_add(obj, inputs, store_dir, model, as_json, **ray):
     """Add INPUTS to a store: unchanged files (same content hash) are skipped, changed ones replaced.
-    Embedded with the store's model and speech gate."""
-    _add(obj, inputs, store_dir, model, None, False, as_json)
+    Embedded with the store's model and speech gate (with --ray: by Ray workers)."""
+    _add(obj, inputs, store_dir, model, None, False, as_json, ray=ray)
 
 
 @index.command("remove")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,12 +15,14 @@ from weighter.index.store import Store, content_hash
 
 if TYPE_CHECKING:  # torch is not imported by the store's readers
     from weighter.embedder import Embedder
+    from weighter.embedding_set import EmbeddingSet
 
 log = logging.getLogger(__name__)
 
 
 def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | AudioSource], progress: bool = False,
-              errors: list | None = None, index_type: str | None = None, commit_every: int = 500) -> AddResult:
+              errors: list | None = None, index_type: str | None = None, commit_every: int = 500,
+              embed: Callable[[list[Path], list], Iterable["EmbeddingSet"]] | None = None) -> AddResult:
     """Embed and store every file not already stored with the same content hash.
 
     A file whose content changed is embedded again and replaces its old slots. Commits every
@@ -45,6 +47,10 @@ def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | 
         slots, an IVF index beyond.
     commit_every : int, default 500
         Files per atomic commit.
+    embed : callable or None
+        Where the sets come from: called once with the paths to embed and ``errors``, it yields
+        one set per usable file, in any order (``RayEmbedder(...).stream`` embeds them on a
+        Ray cluster); None: ``embedder.embed``, ``commit_every`` files at a time.
 
     Returns
     -------
@@ -87,16 +93,22 @@ def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | 
         for key in ("pair_calibration", "pair_calibration_snorm", "merge_cosine"):
             if store.meta(key) is None and getattr(embedder.metadata, key):
                 store.set_meta(key, json.dumps(getattr(embedder.metadata, key)))
-        added = 0
-        for start in range(0, max(len(todo), 1), commit_every):
-            chunk = todo[start:start + commit_every]
-            digests = {str(p): d for p, d in chunk}
-            sets = embedder.embed([p for p, _ in chunk], progress=progress, errors=errors)
-            if sets or index_type:
-                store.apply([(s, digests[s.path]) for s in sets], index_type=index_type,
-                            score_cohort=embedder.score_cohort)
-                index_type = None
-            added += len(sets)
+        digests = {str(p): d for p, d in todo}
+        if embed is None:
+            embed = lambda paths, errs: (s for start in range(0, len(paths), commit_every)  # noqa: E731
+                                         for s in embedder.embed(paths[start:start + commit_every], progress=progress,
+                                                                 errors=errs))
+        added, batch, failed = 0, [], len(errors)
+        stream = iter(embed([p for p, _ in todo], errors)) if todo else iter(())
+        while True:  # a commit every commit_every files done (stored or failed), and at the end
+            s = next(stream, None)
+            if s is not None and s.path in digests:
+                batch.append((s, digests.pop(s.path)))  # popped: a set that came twice is stored once
+            if (s is None or len(batch) + len(errors) - failed >= commit_every) and (batch or index_type):
+                store.apply(batch, index_type=index_type, score_cohort=embedder.score_cohort)
+                added, batch, index_type, failed = added + len(batch), [], None, len(errors)
+            if s is None:
+                break
         return AddResult(added=added, unchanged=unchanged, failed=len(errors), store=store.info())
 
 
