@@ -499,17 +499,13 @@ def test_a_query_runs_its_products_and_search_on_one_thread(store, tmp_path, bas
     assert any(pool["num_threads"] > 1 for pool in threadpool_info()) or os.cpu_count() == 1  # restored after
 
 
-def test_concurrent_queries_share_the_one_thread_limit_and_lift_it(store, tmp_path, basis):
-    # the pools' limit is process-wide: a server's threads must not leave it set, nor lift it under another
+def test_concurrent_queries_on_a_read_only_store_agree(store, tmp_path, basis):
+    # a server's threads query one read-only Store at once (one SQLite connection per thread)
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_info
-
-    before = {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}
     query = make_set(tmp_path / "q.flac", [0, 1], basis, seed=9)
     expected = query_store(store, query, k=3)
-    reader = Store(store.directory, read_only=True)  # one SQLite connection per thread
+    reader = Store(store.directory, read_only=True)
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: query_store(reader, query, k=3), range(200)))
-    assert all(r == expected for r in results)
-    assert {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()} == before
+    assert len(expected) == 3 and all(r == expected for r in results)

@@ -6,6 +6,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -786,6 +787,9 @@ def serve(obj, store_dir, host, port, root, model, upload_limit):
     query --json`, `weighter cluster --json` and `weighter embed --json` (docs/serve.md). The
     store is only read; files that `weighter index add` commits appear on the next request.
     """
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        # before numpy and FAISS load: each query on one thread (many run at once on the server's threads)
+        os.environ.setdefault(name, "1")
     try:
         import uvicorn
 

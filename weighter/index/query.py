@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -134,37 +132,23 @@ def query_many(store: Store, queries: list[EmbeddingSet], k: int = 10, exclude_s
 
 
 _POOLS = None  # (modules imported, threadpoolctl's view of the BLAS and OpenMP pools) at the last scan
-_LIMIT = threading.Lock()  # guards the two below: the pools' limit is process-wide
-_RUNNING = 0  # queries inside _one_thread now
-_LIMITER = None  # the limit the first of them set; the last one out restores the pools
 
 
-@contextmanager
 def _one_thread():
-    """BLAS (score statistics, re-scoring) and OpenMP (FAISS) on one thread while queries run.
+    """BLAS (score statistics, re-scoring) and OpenMP (FAISS) on one thread while a query runs.
 
     A query's products are small (8 x 256 by 1000 x 256), so threads save little. When another
     process holds a core, a pool thread is descheduled and the others wait for it: p99 grows
     from about 5 ms to 36 ms at 200k slots (benchmarks/index_speed.py --busy 1; docs/figures.md).
-    Concurrent queries (a server's threads) share one limit, lifted when the last one ends."""
-    global _POOLS, _RUNNING, _LIMITER
+    The limit is the process's: a program querying from several threads at once (``weighter
+    serve``) sets OMP_NUM_THREADS=1 and OPENBLAS_NUM_THREADS=1 before numpy and FAISS load."""
+    global _POOLS
     from threadpoolctl import ThreadpoolController
 
-    with _LIMIT:
-        if _RUNNING == 0:
-            modules = len(sys.modules)  # an import since the last scan may have loaded another BLAS or OpenMP
-            if _POOLS is None or _POOLS[0] != modules:
-                _POOLS = (modules, ThreadpoolController())
-            _LIMITER = _POOLS[1].limit(limits=1)
-        _RUNNING += 1
-    try:
-        yield
-    finally:
-        with _LIMIT:
-            _RUNNING -= 1
-            if _RUNNING == 0:
-                _LIMITER.restore_original_limits()
-                _LIMITER = None
+    modules = len(sys.modules)  # an import since the last scan may have loaded another BLAS or OpenMP
+    if _POOLS is None or _POOLS[0] != modules:
+        _POOLS = (modules, ThreadpoolController())
+    return _POOLS[1].limit(limits=1)
 
 
 def _search_slots(query: EmbeddingSet, slot: int | None) -> np.ndarray:
