@@ -4,8 +4,11 @@ Embedding: ``add_files`` into a fresh store over the same corpus (``--minutes`` 
 files of about 45 s, made of real recordings, three speakers' turns one after the other),
 first in this process (torch on ``--threads`` threads), then with ``RayEmbedder`` for each
 ``--pools`` entry ACTORSxCPUS on a local Ray of this machine's cores (the Ray start-up is timed
-apart; each run's time includes its actors' start and model load). Printed per run: seconds,
-x real time, and against the single-process path. With a CUDA device, one GPU actor per GPU too.
+apart; each run's time includes its model loads, and on Ray its actors' start). Printed per
+run: seconds, x real time, and against the single-process path; and the same for the marginal
+rate, from a second run over the first half of the files (the second half's audio over the
+time it added), where fixed start-up costs cancel: what a long build sees. With a CUDA device,
+one GPU actor per GPU too.
 
 Writer: the driver's part alone, ``Store.apply`` of ``--commit-files`` files per commit (what
 ``add_files`` commits), into a store already holding each ``--writer-slots`` size (filled in
@@ -62,8 +65,8 @@ def build(files: list[Path], store_dir: Path, model: str | None, ray_embedder=No
     from weighter.embedder import Embedder
     from weighter.index import Store, add_files
 
-    embedder = Embedder.load(model, device="cpu")
     started = time.perf_counter()
+    embedder = Embedder.load(model, device="cpu")  # a command loads it too (on Ray: the driver, for hashing)
     with Store(store_dir, create=True) as store:
         result = add_files(store, embedder, files, errors=[],
                            embed=None if ray_embedder is None else ray_embedder.stream)
@@ -82,16 +85,24 @@ def embedding_runs(args) -> None:
         files = sorted((Path(tmp) / "audio").rglob("*.flac"))
         print(json.dumps({"corpus_files": len(files), "audio_s": round(audio_s, 1)}), flush=True)
 
-        def report(what: str, seconds: float, result: dict, single: float | None = None) -> float:
-            rate = audio_s / seconds
-            print(json.dumps({"what": what, "wall_s": round(seconds, 2), "x_realtime": round(rate, 1),
-                              "files": result["added"], "active_slots": result["active_slots"],
-                              **({"vs_single_process": round(rate / single, 3)} if single else {})}), flush=True)
-            return rate
+        half = files[:len(files) // 2]
+        half_s = sum(sf.info(str(f)).duration for f in half)
 
-        build(files[:1], Path(tmp) / "warm", args.model)  # warm-up: model load, caches
+        def report(what: str, seconds: float, result: dict, half_seconds: float,
+                   single: tuple[float, float] | None = None) -> tuple[float, float]:
+            rate, marginal = audio_s / seconds, (audio_s - half_s) / max(seconds - half_seconds, 1e-9)
+            print(json.dumps({"what": what, "wall_s": round(seconds, 2), "x_realtime": round(rate, 1),
+                              "half_wall_s": round(half_seconds, 2), "x_realtime_marginal": round(marginal, 1),
+                              "files": result["added"], "active_slots": result["active_slots"],
+                              **({"vs_single_process": round(rate / single[0], 3),
+                                  "vs_single_process_marginal": round(marginal / single[1], 3)} if single else {})}),
+                  flush=True)
+            return rate, marginal
+
+        build(files[:1], Path(tmp) / "warm", args.model)  # warm-up: caches
+        half_seconds, _ = build(half, Path(tmp) / "single-half", args.model)
         seconds, result = build(files, Path(tmp) / "single", args.model)
-        single = report(f"single process, torch {args.threads} threads", seconds, result)
+        single = report(f"single process, torch {args.threads} threads", seconds, result, half_seconds)
 
         started = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -108,8 +119,10 @@ def embedding_runs(args) -> None:
             print(json.dumps({"what": "ray GPU actors", "skipped": "no CUDA device on this machine"}), flush=True)
         for i, (what, options) in enumerate(runs):
             with RayEmbedder(args.model, options) as ray_embedder:
+                half_seconds, _ = build(half, Path(tmp) / f"ray{i}-half", args.model, ray_embedder)
+            with RayEmbedder(args.model, options) as ray_embedder:
                 seconds, result = build(files, Path(tmp) / f"ray{i}", args.model, ray_embedder)
-            report(what, seconds, result, single)
+            report(what, seconds, result, half_seconds, single)
         ray.shutdown()
 
 
