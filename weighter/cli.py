@@ -369,7 +369,7 @@ _SPEECH_GATE = click.option(
     help="Keep a slot active only if SHARE of its weighting falls on speech, by a pretrained voice-activity "
          "detector (Silero VAD, pip install 'weighter[vad]'; alone: 0.2). Files of music, tones, hum or noise then "
          "get no speaker, and weightings (spans) keep to speech and 1 s either side of it; it costs embedding "
-         "speed (README, 'Non-speech').")
+         "speed (docs/model.md, the speech gate).")
 
 
 def _ray_options(func):
