@@ -188,10 +188,16 @@ _BANK_OPTIONS = [
 ]
 
 
-def _bank_options(func):
-    for option in reversed(_BANK_OPTIONS):
-        func = option(func)
-    return func
+def _options(options: list):
+    """A decorator that adds ``options`` (click.option decorators) in their order in --help."""
+    def add(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return add
+
+
+_bank_options = _options(_BANK_OPTIONS)
 
 
 def _span(value: str, off: str | None = None) -> tuple[float, float] | None:
@@ -372,25 +378,22 @@ _SPEECH_GATE = click.option(
          "speed (docs/model.md, the speech gate).")
 
 
-def _ray_options(func):
-    """--ray [ADDRESS] and the actor pool's options (embed, index build, index add)."""
-    options = [
-        click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
-                     help="Embed on a Ray cluster (pip install 'weighter[ray]'): alone or 'local', a Ray started on "
-                          "this machine; 'auto' or ray://HOST:10001, join a running cluster. The workers read the "
-                          "audio themselves: give paths every node sees. Put it last, or give it a value."),
-        click.option("--ray-actors", type=click.IntRange(min=1), default=None,
-                     help="--ray: model copies working side by side. Default: the cluster's CPUs (GPUs) / per actor."),
-        click.option("--ray-cpus", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-                     help="--ray: CPUs per actor (its torch threads)."),
-        click.option("--ray-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                     help="--ray: GPUs per actor; above 0 the actors run the model on CUDA (0.5: two share one)."),
-        click.option("--ray-batch", type=click.IntRange(min=1), default=16, show_default=True,
-                     help="--ray: files per task (what Ray runs again when a worker dies)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# --ray [ADDRESS] and the actor pool's options (embed, index build, index add).
+_RAY_OPTIONS = [
+    click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                 help="Embed on a Ray cluster (pip install 'weighter[ray]'): alone or 'local', a Ray started on "
+                      "this machine; 'auto' or ray://HOST:10001, join a running cluster. The workers read the "
+                      "audio themselves: give paths every node sees. Put it last, or give it a value."),
+    click.option("--ray-actors", type=click.IntRange(min=1), default=None,
+                 help="--ray: model copies working side by side. Default: the cluster's CPUs (GPUs) / per actor."),
+    click.option("--ray-cpus", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                 help="--ray: CPUs per actor (its torch threads)."),
+    click.option("--ray-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 help="--ray: GPUs per actor; above 0 the actors run the model on CUDA (0.5: two share one)."),
+    click.option("--ray-batch", type=click.IntRange(min=1), default=16, show_default=True,
+                 help="--ray: files per task (what Ray runs again when a worker dies)."),
+]
+_ray_options = _options(_RAY_OPTIONS)
 
 
 def _ray_embedder(model, ray: dict, **embed_kw):
@@ -427,6 +430,7 @@ def embed(obj, inputs, model, out, as_json, device, window, speech_gate, **ray):
 
     from weighter.audio import discover
     from weighter.embedder import Embedder
+    from weighter.embedding_set import set_file_name
 
     if not out and not as_json:
         raise click.UsageError("give --out DIR, --json, or both")
@@ -443,7 +447,7 @@ def embed(obj, inputs, model, out, as_json, device, window, speech_gate, **ray):
             out.mkdir(parents=True, exist_ok=True)
         index, kept = [], []
         for s in sets:
-            model_id, name = s.model_id, _safe_name(s.path) + ".npz"
+            model_id, name = s.model_id, set_file_name(s.path) + ".npz"
             if out and not ray_embedder:
                 s.save(out / name)
             index.append({"path": s.path, "file": name, "active_slots": int(s.active.sum()),
@@ -461,12 +465,6 @@ def embed(obj, inputs, model, out, as_json, device, window, speech_gate, **ray):
         click.echo(json.dumps({"model_id": model_id, "sets": [s.to_json() for s in kept]}))
     click.echo(f"{len(index)} files embedded, {len(errors)} failed", err=True)
     sys.exit(1 if errors else 0)
-
-
-def _safe_name(path: str) -> str:
-    from weighter.embedder.distributed import set_file_name
-
-    return set_file_name(path)
 
 
 @main.group(cls=_Group)

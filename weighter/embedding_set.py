@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,3 +177,18 @@ class EmbeddingSet:
                        float(z["timeline_rate"]), float(z["duration"]), str(z["model_id"]),
                        *((z["speech_share"], None if np.isnan(z["speech_gate"]) else float(z["speech_gate"]))
                          if "speech_share" in z.files else ()))
+
+
+def set_file_name(path: str | Path) -> str:
+    """The ``.npz`` name a file's embedding set is written under (``weighter embed --out``).
+
+    The file's stem and 8 hex digits of its resolved path, so that files of the same name in
+    different folders do not collide.
+
+    Examples
+    --------
+    >>> set_file_name("/calls/a.flac")[:2], len(set_file_name("/calls/a.flac"))
+    ('a-', 10)
+    """
+    p = Path(path)
+    return f"{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"

@@ -72,7 +72,8 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
     store : Store
         A store with at least 2 active slots.
     clusterer : SlotClusterer
-        Unfitted (it is fitted here); its parameters are recorded with the run.
+        Unfitted (it is fitted here, and given the store's ``pair_cosine`` where ``pairs`` says
+        so); its parameters are recorded with the run.
     assign_outliers : float or None
         Also place an outlier in its nearest group when its membership strength is at least
         this (0-1); None: outliers stay outliers.

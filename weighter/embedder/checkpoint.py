@@ -88,10 +88,7 @@ class ModelMetadata:
     def from_payload(cls, payload: dict) -> "ModelMetadata":
         """The metadata of a model file's dict (keys this version does not know are dropped)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in payload.items() if k in known and v is not None}
-        values["train"] = values.get("train") or {}
-        values["metrics"] = values.get("metrics") or {}
-        return cls(**values)
+        return cls(**{k: v for k, v in payload.items() if k in known and v is not None})
 
     def to_payload(self) -> dict:
         """The dict written to a model file, without the weights (``None`` values left out)."""
@@ -138,7 +135,7 @@ def save_model(path: str | Path, model: WeighterModel, likes: list[str], thresho
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ident = model_id(state, model.config.to_dict())
     meta = ModelMetadata(model_id=ident, config=model.config.to_dict(), likes=list(likes), threshold=float(threshold),
-                         train=train or {}, metrics=metrics or {}, version=__version__, **calibration)
+                         train=train or {}, metrics=metrics or {}, **calibration)
     payload = {"format": MODEL_FORMAT, "state_dict": state, **meta.to_payload()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

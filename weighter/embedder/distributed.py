@@ -14,7 +14,6 @@ Ray is an optional extra (``pip install 'weighter[ray]'``), imported only here a
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from weighter.audio import AudioSource
-from weighter.embedding_set import EmbeddingSet
+from weighter.embedding_set import EmbeddingSet, set_file_name
 from weighter.errors import AudioError, WeighterError
 
 log = logging.getLogger(__name__)
@@ -72,21 +71,6 @@ class RayOptions:
     def device(self) -> str:
         """The torch device of the actors: ``"cuda"`` with GPUs, else ``"cpu"``."""
         return "cuda" if self.gpus_per_actor > 0 else "cpu"
-
-
-def set_file_name(path: str | Path) -> str:
-    """The ``.npz`` name a file's embedding set is written under (``weighter embed --out``).
-
-    The file's stem and 8 hex digits of its resolved path, so that files of the same name in
-    different folders do not collide.
-
-    Examples
-    --------
-    >>> set_file_name("/calls/a.flac")[:2], len(set_file_name("/calls/a.flac"))
-    ('a-', 10)
-    """
-    p = Path(path)
-    return f"{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
 
 
 def require_ray():

@@ -95,9 +95,9 @@ def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | 
                 store.set_meta(key, json.dumps(getattr(embedder.metadata, key)))
         digests = {str(p): d for p, d in todo}
         if embed is None:
-            embed = lambda paths, errs: (s for start in range(0, len(paths), commit_every)  # noqa: E731
-                                         for s in embedder.embed(paths[start:start + commit_every], progress=progress,
-                                                                 errors=errs))
+            def embed(paths: list[Path], errs: list):  # this process, commit_every files at a time
+                for start in range(0, len(paths), commit_every):
+                    yield from embedder.embed(paths[start:start + commit_every], progress=progress, errors=errs)
         added, batch, failed = 0, [], len(errors)
         stream = iter(embed([p for p, _ in todo], errors)) if todo else iter(())
         while True:  # a commit every commit_every files done (stored or failed), and at the end
