@@ -18,7 +18,7 @@ from pathlib import Path
 
 from weighter.corpus import BankSpec, open_or_build_bank
 from weighter.embedder.model import WeighterConfig
-from weighter.embedder.train import TrainConfig, train
+from weighter.training.train import TrainConfig, train
 
 
 def main():

@@ -29,7 +29,7 @@ from weighter.corpus import BankSpec, UtteranceBank, open_or_build_bank
 from weighter.embedder import DEFAULT_MODEL
 from weighter.embedder.checkpoint import read_model_file
 from weighter.embedder.model import WeighterConfig, WeighterModel
-from weighter.embedder.train import (BankBatches, TrainConfig, auto_workers, losses, made_batches, step_batches,
+from weighter.training.train import (BankBatches, TrainConfig, auto_workers, losses, made_batches, step_batches,
                                      training_threads)
 
 WARMUP = 2

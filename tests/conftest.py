@@ -37,7 +37,7 @@ SMALL_MODEL = dict(frame_dim=48, d_model=32, layers=1, heads=2, ff_dim=64, slots
 def trained_model(tiny_bank, tmp_path_factory):
     """A tiny model really trained for 6 steps on the tiny bank: (path, training result)."""
     from weighter.embedder import WeighterConfig
-    from weighter.embedder.train import TrainConfig, train
+    from weighter.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model") / "model.pt"
     cfg = TrainConfig(steps=6, batch_size=2, min_seconds=4, max_seconds=5, eval_every=3, val_files=4, max_speakers=2)

@@ -118,7 +118,7 @@ def test_cli_defaults_are_read_from_the_library(monkeypatch):
     import click
 
     from weighter.cluster import SlotClusterer
-    from weighter.embedder.config import TrainConfig
+    from weighter.training.config import TrainConfig
 
     found = _library_defaults(main)
     ctx = click.Context(main)

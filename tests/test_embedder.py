@@ -14,9 +14,9 @@ from weighter.cli import main
 from weighter.corpus import MixerConfig, UtteranceBank, write_corpus
 from weighter.embedder import Embedder, WeighterConfig, WeighterModel
 from weighter.embedder.checkpoint import load_model, save_model
-from weighter.embedder.losses import bce, file_prediction, wbce
+from weighter.training.losses import bce, file_prediction, wbce
 from weighter.embedder.model import _masked_group_norm
-from weighter.embedder.train import TrainConfig, margin_cross_entropy, train
+from weighter.training.train import TrainConfig, margin_cross_entropy, train
 from weighter.errors import AudioError, WeighterError
 
 from conftest import SMALL_MODEL as SMALL
@@ -147,7 +147,7 @@ def test_bce_is_binary_cross_entropy_written_out():
 def test_files_without_speakers_train_every_slot_towards_silence(tiny_bank, tmp_path):
     """--empty: a batch of files with no speaker (no likes, no activity rows) gives finite losses,
     no identity loss, and a few steps on it lower every slot's confidence."""
-    from weighter.embedder.train import BankBatches, losses
+    from weighter.training.train import BankBatches, losses
 
     cfg = TrainConfig(batch_size=3, min_seconds=4, max_seconds=6, empty=1.0)
     data = BankBatches(tiny_bank, "train", cfg)
@@ -174,7 +174,7 @@ def test_files_without_speakers_train_every_slot_towards_silence(tiny_bank, tmp_
 def test_training_losses_run_under_bfloat16_autocast(tiny_bank):
     """The GPU path trains under bfloat16 autocast: the losses must take bf16 activations
     (slot matching, index puts, the frame BCE) and give float32 losses with gradients."""
-    from weighter.embedder.train import BankBatches, BankClips, losses, margin_cross_entropy
+    from weighter.training.train import BankBatches, BankClips, losses, margin_cross_entropy
 
     cfg = TrainConfig(batch_size=3, min_seconds=4, max_seconds=6, pretrain_batch=4, pretrain_seconds=2.0)
     data = BankBatches(tiny_bank, "train", cfg)
@@ -200,7 +200,7 @@ def test_training_losses_run_under_bfloat16_autocast(tiny_bank):
 
 
 def test_separation_loss_is_how_far_two_speakers_slots_are_too_alike():
-    from weighter.embedder.train import SEPARATION_COSINE, separation_loss
+    from weighter.training.train import SEPARATION_COSINE, separation_loss
 
     same = F.normalize(torch.ones(3, 8), dim=-1)  # three slots, one direction: every pair at cosine 1
     assert float(separation_loss(same)) == pytest.approx(1 - SEPARATION_COSINE)
@@ -212,7 +212,7 @@ def test_separation_loss_is_how_far_two_speakers_slots_are_too_alike():
 
 
 def test_balanced_activity_weights_give_speech_and_silence_half_each():
-    from weighter.embedder.train import BALANCE_CAP, balanced_weights
+    from weighter.training.train import BALANCE_CAP, balanced_weights
 
     target = torch.zeros(4, 40)
     target[0, :4] = 1  # heard 4 of 40 frames
@@ -372,14 +372,14 @@ def test_cli_train_and_embed(tiny_bank, tmp_path):
 
 
 def test_cli_train_logs_each_validation_when_stderr_is_no_terminal(tiny_bank, tmp_path, caplog):
-    train_log = logging.getLogger("weighter.embedder.train")
+    train_log = logging.getLogger("weighter.training.train")
     try:  # CliRunner's stderr is no terminal: no progress bar, so each validation is a log line
         result = CliRunner().invoke(main, ["train", "--synthetic", "--bank", str(tiny_bank.directory), "--out",
                                            str(tmp_path / "m.pt"), "--steps", "2", "--batch-size", "2", "--seconds",
                                            "4:5", "--eval-every", "2", "--max-speakers", "2", "--val-files", "5"])
     finally:
         train_log.setLevel(logging.NOTSET)
-        logging.getLogger("weighter.embedder.data").setLevel(logging.NOTSET)
+        logging.getLogger("weighter.training.data").setLevel(logging.NOTSET)
     assert result.exit_code == 0, result.output
     lines = [r.getMessage() for r in caplog.records if r.name == train_log.name and r.getMessage().startswith("step 2: ")]
     assert lines and "'files': 5" in lines[0]  # --val-files conversations scored
@@ -401,7 +401,7 @@ def test_resume_continues_from_the_checkpoint(tiny_bank, tmp_path):
 
 
 def test_worker_processes_make_the_same_batches_in_the_same_order(tiny_bank):
-    from weighter.embedder.train import BankBatches, BankClips, step_batches
+    from weighter.training.train import BankBatches, BankClips, step_batches
 
     cfg = TrainConfig(steps=7, batch_size=2, min_seconds=3, max_seconds=5, max_speakers=2, pretrain_steps=3,
                       pretrain_batch=3, pretrain_seconds=1.0, reverb=0.5, distort=0.5)
@@ -432,7 +432,7 @@ def test_worker_processes_make_the_same_batches_in_the_same_order(tiny_bank):
 
 
 def test_a_batch_a_worker_cannot_make_stops_training_with_its_own_one_line_error(tiny_bank):
-    from weighter.embedder.train import BankBatches, made_batches, step_batches
+    from weighter.training.train import BankBatches, made_batches, step_batches
     from weighter.errors import CorpusError
 
     class Unreadable(BankBatches):
@@ -608,7 +608,7 @@ def test_calibrate_records_the_score_share_and_scores_only_keeps_the_rest(traine
     before the share was recorded normalises at the legacy share."""
     import shutil
 
-    from weighter.embedder.train import recalibrate
+    from weighter.training.train import recalibrate
     from weighter.scoring import LEGACY_TOP_SHARE, TOP_SHARE
 
     path = tmp_path / "m.pt"
@@ -639,7 +639,7 @@ def test_calibrate_max_speakers_reaches_the_conversations_and_is_recorded(traine
     merge cosine suit the counts they were fitted on) and is recorded; nonsense is refused."""
     import shutil
 
-    from weighter.embedder.train import recalibrate
+    from weighter.training.train import recalibrate
 
     path = tmp_path / "m.pt"
     shutil.copy(trained_model[0], path)

@@ -140,9 +140,9 @@ def test_partials_padded_batch_equals_alone():
 
 def test_cached_training_writes_a_usable_model(voices, tmp_path):
     from weighter.embedder import Embedder
-    from weighter.embedder.cached import Source, train_cached
+    from weighter.training.cached import Source, train_cached
     from weighter.embedder.model import WeighterConfig
-    from weighter.embedder.train import TrainConfig
+    from weighter.training.train import TrainConfig
 
     bank = RecordingBank(voices, shares=(1, 0, 0))
     cfg = TrainConfig(steps=4, batch_size=4, max_speakers=2, min_seconds=6, max_seconds=10, eval_every=2,

@@ -45,7 +45,7 @@ class _Option(click.Option):
         return value() if call and callable(value) else value
 
 
-_TRAIN = "weighter.embedder.config:TrainConfig."  # where the defaults of these options live
+_TRAIN = "weighter.training.config:TrainConfig."  # where the defaults of these options live
 _MODEL_CFG = "weighter.embedder.model:WeighterConfig."
 _BANK = "weighter.corpus.bank:BankSpec."
 _CLUSTERER = "weighter.cluster.clusterer:SlotClusterer("
@@ -814,7 +814,7 @@ def _space_words(params: dict) -> str:
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @_bank_options
-@click.option("--files", type=int, **_library("weighter.embedder.calibration:recalibrate(files)"), help="Validation conversations to calibrate on.")
+@click.option("--files", type=int, **_library("weighter.training.calibration:recalibrate(files)"), help="Validation conversations to calibrate on.")
 @click.option("--seconds", default="10:30", show_default=True, callback=lambda ctx, param, value: _span(value),
               help="Length range MIN:MAX of those conversations, in seconds.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
@@ -850,7 +850,7 @@ def calibrate(obj, model, files, seconds, checkpoint, pooling, input_level, max_
     best cohort cosines that normalises a slot, and rewrite MODEL (atomically). The model id
     changes only with --checkpoint, --pooling or --input-level: stores keep working with the
     new file otherwise."""
-    from weighter.embedder.calibration import recalibrate
+    from weighter.training.calibration import recalibrate
 
     if voices_dir is not None:
         from weighter.corpus.recordings import RecordingBank
@@ -1002,7 +1002,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     from weighter.audio import discover
     from weighter.embedder import DEFAULT_MODEL
     from weighter.embedder.model import WeighterConfig
-    from weighter.embedder.train import TrainConfig, train as run_training
+    from weighter.training.train import TrainConfig, train as run_training
 
     if bool(manifest) == bool(synthetic or voices_dir):
         raise click.UsageError("give --manifest, or --synthetic and/or --voices")
@@ -1016,7 +1016,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
                       workers=workers)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
-        for name in ("weighter.embedder.train", "weighter.embedder.data"):  # the loop's and its batch makers'
+        for name in ("weighter.training.train", "weighter.training.data"):  # the loop's and its batch makers'
             logging.getLogger(name).setLevel(logging.INFO)
     model_cfg = WeighterConfig(slots=slots, frontend=frontend, ssl_bundle=ssl_bundle, ssl_layer=ssl_layer)
     if partial_hop:
@@ -1040,7 +1040,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
 def _train_cached(obj, out, cfg, model_cfg, partial_hop, cached_files, synthetic, voices_dir, voices_share,
                   bank_args):
     """``weighter train --partials``: the weighter alone, on cached frozen frames of mixed conversations."""
-    from weighter.embedder.cached import Source, train_cached
+    from weighter.training.cached import Source, train_cached
 
     model_cfg.partial_hop, model_cfg.pooling = partial_hop, "mean"
     model_cfg.time_strides, model_cfg.channel_shrink = (5, 10), 1  # one token per 0.5-s window, all 256 channels

@@ -29,7 +29,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from weighter.corpus.vectors import draw_turns, speaker_pool
-from weighter.embedder.losses import bce, file_prediction, match_slots, wbce
+from weighter.training.losses import bce, file_prediction, match_slots, wbce
 from weighter.embedder.model import Weighter, WeighterConfig, weigh
 
 SEPARATED_COSINE = 0.9

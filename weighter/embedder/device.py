@@ -1,6 +1,6 @@
 """Choosing the torch device that a model runs on (inference and training alike).
 
-Kept apart from training so that inference imports nothing of it: ``weighter.embedder.train``
+Kept apart from training so that inference imports nothing of it: ``weighter.training.train``
 pulls in the corpus generator (TTS bank, mixer).
 """
 

@@ -25,8 +25,8 @@ from weighter.corpus.mixer import ConversationMixer, MixerConfig
 from weighter.embedder.checkpoint import save_model
 from weighter.embedder.model import WeighterConfig, WeighterModel
 from weighter.embedder.slots import output_row, row_slots
-from weighter.embedder.config import TrainConfig, TrainResult
-from weighter.embedder.losses import losses
+from weighter.training.config import TrainConfig, TrainResult
+from weighter.training.losses import losses
 from weighter.errors import WeighterError
 from weighter.evaluation import SetTruth, pair_calibrations, summarize
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from weighter.audio import AudioSource, load_audio
 from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
-from weighter.embedder.config import TrainConfig
+from weighter.training.config import TrainConfig
 from weighter.errors import AudioError, WeighterError
 
 log = logging.getLogger(__name__)

@@ -21,15 +21,15 @@ from tqdm import tqdm
 from weighter.audio import AudioSource, load_audio
 from weighter.corpus import UtteranceBank
 # The loop's parts live in calibration.py, config.py, data.py and losses.py; the names it does
-# not use itself are re-exported for existing imports (weighter.embedder.train.<name>).
-from weighter.embedder.calibration import (SPLIT_GRID, embed_items, embed_parts, recalibrate,  # noqa: F401
+# not use itself are re-exported for existing imports (weighter.training.train.<name>).
+from weighter.training.calibration import (SPLIT_GRID, embed_items, embed_parts, recalibrate,  # noqa: F401
                                            score_cohort, set_input_level, split_items, validation_items)
 from weighter.embedder.checkpoint import load_model, save_model
-from weighter.embedder.config import TrainConfig, TrainResult
-from weighter.embedder.data import (BankBatches, BankClips, ManifestBatches, StepBatches,  # noqa: F401
+from weighter.training.config import TrainConfig, TrainResult
+from weighter.training.data import (BankBatches, BankClips, ManifestBatches, StepBatches,  # noqa: F401
                                     auto_workers, made_batches, step_batches, training_threads, usable_cores)
 from weighter.embedder.device import pick_device
-from weighter.embedder.losses import (BALANCE_CAP, SEPARATION_COSINE, balanced_weights, bce,  # noqa: F401
+from weighter.training.losses import (BALANCE_CAP, SEPARATION_COSINE, balanced_weights, bce,  # noqa: F401
                                       file_prediction, losses, margin_cross_entropy, match_slots,
                                       oracle_identity_loss, separation_loss, wbce)
 from weighter.embedder.model import WeighterConfig, WeighterModel

@@ -16,7 +16,7 @@ class TrainConfig:
 
     Examples
     --------
-    >>> from weighter.embedder.config import TrainConfig
+    >>> from weighter.training.config import TrainConfig
     >>> TrainConfig(steps=500, batch_size=8).eval_every
     250
     """

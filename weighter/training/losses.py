@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from weighter.embedder.config import TrainConfig
+from weighter.training.config import TrainConfig
 from weighter.embedder.model import WeighterModel
 
 BALANCE_CAP = 8.0  # TrainConfig.balance_activity: at most this weight on a frame
