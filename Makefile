@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchaudio==2.11.0
-	$(PY) -m pip install -q -e '.[test,resemblyzer,vad,serve,ray]'
+	$(PY) -m pip install -q -e '.[test,resemblyzer,vad,serve,ray,train]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -2,9 +2,19 @@
 
 Mixes conversations of the real LibriSpeech readers in ../shared/real-speech/librispeech (or
 any folder of SPEAKER/*.flac, ``--voices``) from the speakers of one split (default: heldout,
-the report split: docs/real-speech.md), with the synthetic corpus's conditions (1-3 speakers,
-10-40 s, turn-taking, background noise, 20% telephone band, 10% overlapping turns). Then, on
-the same files in the same run:
+the report split: docs/real-speech.md): 1-3 speakers, 10-40 s, turn-taking, 10% overlapping
+turns, in three conditions (``--conditions``, all by default):
+
+- ``noise``: background noise (white, pink or brown) at 10-30 dB SNR and a telephone band with
+  mu-law on 20% of files, as the synthetic corpus;
+- ``channels``: each file through its own recording channel (``MixerConfig.channel``): a room
+  on half of them, coloured noise, a non-speech sound or babble of other report speakers at
+  5-30 dB SNR, a microphone's band and colour, a telephone line with a mu-law, A-law or GSM
+  codec on 40%, a level; none of it is what training augments with (other noises, rooms and
+  codecs: weighter.training.augment);
+- ``clean``: neither noise nor telephone.
+
+Then, per corpus, on the same files in the same run:
 
 - the Weighter model (default or ``--model``): store, queries, clustering (the library's
   defaults), and every figure of ``weighter.evaluation.evaluate_store``; count errors by kind
@@ -16,9 +26,10 @@ the same files in the same run:
   agglomerative clustering with its distance threshold calibrated on the *validation*
   speakers, the same store and clustering).
 
-    python benchmarks/real_speech.py [--model M] [--files 60] [--seeds 0 1 2] [--baselines classic-resemblyzer]
+    python benchmarks/real_speech.py [--model M] [--files 60] [--seeds 0 1 2] [--conditions noise channels clean]
+                                     [--baselines classic-resemblyzer]
 
-Prints one JSON line per corpus and a last line with the mean, min and max over corpora.
+Prints one JSON line per corpus and one per condition with the mean, min and max over its corpora.
 """
 
 import argparse
@@ -38,11 +49,15 @@ from weighter.embedder import Embedder
 from weighter.evaluation import mean_average_precision
 
 VOICES = Path(__file__).resolve().parents[2] / "shared" / "real-speech" / "librispeech"
-# Real conversations as the issue's real corpus: 1-3 speakers, 10-40 s, with the synthetic conditions.
-REAL_MIX = MixerConfig(1, 3, 10.0, 40.0, overlap=0.1, telephone=0.2)
+# Real conversations as the issue's real corpus: 1-3 speakers, 10-40 s, in three conditions.
+CONDITIONS = {
+    "noise": MixerConfig(1, 3, 10.0, 40.0, overlap=0.1, telephone=0.2),
+    "channels": MixerConfig(1, 3, 10.0, 40.0, overlap=0.1, channel=1.0),
+    "clean": MixerConfig(1, 3, 10.0, 40.0, overlap=0.1, telephone=0.0, snr_db=None),
+}
 VAL_FILES = 40  # validation-speaker files that calibrate the classic pipeline's threshold
 SUMMARISED = ("count_accuracy", "over", "under", "map", "recall@1", "slot_eer", "der", "link_f1", "ari",
-              "outlier_share", "ece_top10", "ceiling_map")
+              "outlier_share", "ece_top10", "threshold_p_link_f1", "ceiling_map")
 
 
 def main():
@@ -54,27 +69,30 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one corpus per seed")
     parser.add_argument("--baselines", nargs="*", default=["classic-resemblyzer"],
                         help="classic-resemblyzer and/or classic-weighter (none: skip)")
-    parser.add_argument("--clean", action="store_true", help="no background noise, no telephone band")
+    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
+                        help="which conditions to mix (default: all three)")
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
-    if args.clean:
-        global REAL_MIX
-        REAL_MIX = MixerConfig(1, 3, 10.0, 40.0, overlap=0.1, telephone=0.0, snr_db=None)
     if not args.voices.is_dir():
         raise SystemExit(f"{args.voices}: no such folder of real recordings (see ../shared/real-speech/README.md)")
     bank = RecordingBank(args.voices)
     embedder = Embedder.load(args.model)
-    results = []
-    for seed in args.seeds:
-        results.append(score(bank, embedder, args.split, args.files, seed, args.baselines))
-        print(json.dumps(results[-1]), flush=True)
-    summary = {"split": args.split, "clean": args.clean, "speakers": len(bank.identities(args.split)), "seeds": args.seeds,
-               "files_each": args.files, "model_id": embedder.model_id} | stats(results)
-    for name in args.baselines:
-        summary[name] = stats([r[name] for r in results])
-    print(json.dumps(summary))
+    results, summaries = [], []
+    for condition in args.conditions:
+        rows = []
+        for seed in args.seeds:
+            rows.append({"condition": condition} | score(bank, embedder, args.split, args.files, seed, args.baselines,
+                                                          CONDITIONS[condition]))
+            print(json.dumps(rows[-1]), flush=True)
+        summary = {"condition": condition, "split": args.split, "speakers": len(bank.identities(args.split)),
+                   "seeds": args.seeds, "files_each": args.files, "model_id": embedder.model_id} | stats(rows)
+        for name in args.baselines:
+            summary[name] = stats([r[name] for r in rows])
+        print(json.dumps(summary), flush=True)
+        results += rows
+        summaries.append(summary)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"corpora": results, "summary": summary}, indent=1))
+        Path(args.json_out).write_text(json.dumps({"corpora": results, "summaries": summaries}, indent=1))
 
 
 def stats(rows: list[dict]) -> dict:
@@ -83,21 +101,23 @@ def stats(rows: list[dict]) -> dict:
     return mean_min_max(rows, keys)
 
 
-def score(bank, embedder, split: str, files: int, seed: int, baselines: list[str]) -> dict:
+def score(bank, embedder, split: str, files: int, seed: int, baselines: list[str], mix: MixerConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        write_corpus(bank, tmp / "corpus", split, files, REAL_MIX, seed=seed, progress=False)
+        write_corpus(bank, tmp / "corpus", split, files, mix, seed=seed, progress=False)
         sources, rttm = corpus_truth(tmp / "corpus")
         started = time.perf_counter()
         store = indexed_store(embedder, sources, tmp / "store")
         seconds = time.perf_counter() - started
         result = {"seed": seed, "files": files} | clustered_figures(store, sources, rttm)
-        result |= count_errors(store, sources) | {"ece_top10": calibration_error(store, sources)}
+        ece, table, threshold = calibration_error(store, sources)
+        result |= count_errors(store, sources) | {"ece_top10": ece, "reliability_top10": table,
+                                                   "threshold_p_link_f1": threshold}
         result["ceiling_map"] = ceiling(embedder, sources, rttm)
         audio = sum(load_audio(s.path).shape[0] for s in sources) / 16000
         result["embed_x_realtime"] = round(audio / seconds, 1)
         for name in baselines:
-            result[name] = classic(name, embedder, bank, sources, rttm, tmp, seed)
+            result[name] = classic(name, embedder, bank, sources, rttm, tmp, seed, mix)
     return result
 
 
@@ -111,25 +131,39 @@ def count_errors(store, sources) -> dict:
     return {"over": round(over / len(sources), 4), "under": round(under / len(sources), 4)}
 
 
-def calibration_error(store, sources, k: int = 10, bins: int = 10) -> float | None:
-    """Expected calibration error of ``p`` over the top-k results of every file's query: the
-    results binned by p, each bin's |mean p - share that truly share a speaker| weighted by its size."""
+def calibration_error(store, sources, k: int = 10, bins: int = 10, link: float = 0.5):
+    """The query probability ``p`` against the truth: expected calibration error over the top-k
+    results of every file's query (the results binned by p, each bin's |mean p - share that
+    truly share a speaker| weighted by its size), the reliability table of those bins (count,
+    mean p, share true), and the file-pair link F1 of "thresholded p": two files linked where
+    either's query gives the other p >= ``link`` (no clustering, no transitivity). (None, None,
+    None) for a model without p."""
+    from weighter.evaluation import linking_f1
     from weighter.index import query_store
 
-    likes = {str(Path(s.path).resolve()): set(s.likes) for s in sources}
-    probs, truth = [], []
-    for s in sources:
+    paths = [str(Path(s.path).resolve()) for s in sources]
+    likes = dict(zip(paths, (set(s.likes) for s in sources)))
+    probs, truth, linked = [], [], set()
+    for s, path in zip(sources, paths):
         query = store.embedding_set(store.file_id(s.path))
-        for m in query_store(store, query, k=k):
+        for rank, m in enumerate(query_store(store, query, k=len(sources))):
             if m.probability is None:
-                return None
-            probs.append(m.probability)
-            truth.append(bool(likes[str(Path(s.path).resolve())] & likes[str(Path(m.file).resolve())]))
+                return None, None, None
+            other = str(Path(m.file).resolve())
+            if m.probability >= link:
+                linked.add(frozenset((path, other)))
+            if rank < k:
+                probs.append(m.probability)
+                truth.append(bool(likes[path] & likes[other]))
     probs, truth = np.array(probs), np.array(truth, float)
     which = np.minimum((probs * bins).astype(int), bins - 1)
+    table = [{"bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}", "count": int((which == b).sum()),
+              "mean_p": round(float(probs[which == b].mean()), 4), "share_true": round(float(truth[which == b].mean()), 4)}
+             for b in range(bins) if (which == b).any()]
     error = sum(abs(probs[which == b].mean() - truth[which == b].mean()) * (which == b).sum()
-                for b in range(bins) if (which == b).any())
-    return round(float(error / len(probs)), 4)
+                for b in range(bins) if (which == b).any()) / len(probs)
+    groups = [{i for i, pair in enumerate(linked) if path in pair} for path in paths]  # a link = a shared "group"
+    return round(float(error), 4), table, linking_f1(groups, [likes[p] for p in paths])["f1"]
 
 
 @torch.no_grad()
@@ -159,12 +193,12 @@ def ceiling(embedder, sources, rttm) -> float:
     return round(mean_average_precision(scores, shared), 4)
 
 
-def classic(name, embedder, bank, sources, rttm, tmp, seed) -> dict:
+def classic(name, embedder, bank, sources, rttm, tmp, seed, mix) -> dict:
     """The diarize-then-link pipeline, its threshold calibrated on the validation speakers."""
     from weighter.baselines import resemblyzer_windows, weighter_windows
 
     windows = weighter_windows(embedder.model) if name == "classic-weighter" else resemblyzer_windows()
-    write_corpus(bank, tmp / f"val-{name}", "validation", VAL_FILES, REAL_MIX, seed=seed + 100, progress=False)
+    write_corpus(bank, tmp / f"val-{name}", "validation", VAL_FILES, mix, seed=seed + 100, progress=False)
     val_sources, _ = corpus_truth(tmp / f"val-{name}")
     figures, store = classic_figures(name, windows, val_sources, sources, rttm, tmp / f"store-{name}")
     return figures | count_errors(store, sources)

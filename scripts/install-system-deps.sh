@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# TTS voices and sox for the synthetic corpus, and alsa-utils' recorded Noise.wav (a non-speech
+# TTS voices and sox with its codecs for the synthetic corpus and the recording channels, and alsa-utils' recorded Noise.wav (a non-speech
 # sound of benchmarks/no_speech.py), and headless Chromium with its driver for the web app's
 # browser tests (tests/test_serve_browser.py) (Debian/Ubuntu). Safe to run twice.
 set -euo pipefail
 need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v flite >/dev/null || need+=(flite)
-command -v sox >/dev/null || need+=(sox libsox-fmt-all)
+command -v sox >/dev/null || need+=(sox)
+dpkg -s libsox-fmt-all >/dev/null 2>&1 || need+=(libsox-fmt-all)  # sox's MP3, AMR-NB, GSM, Vorbis codecs
 [ -f /usr/share/dict/words ] || need+=(wamerican)
 [ -d /usr/share/sounds/alsa ] || need+=(alsa-utils)  # /usr/share/sounds/alsa/Noise.wav
 [ -x /usr/bin/chromium ] || need+=(chromium)

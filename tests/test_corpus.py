@@ -9,7 +9,8 @@ import soundfile as sf
 
 from weighter.corpus import (BankSpec, ConversationMixer, MixerConfig, UtteranceBank, VectorSimConfig, build_bank,
                              simulate_vectors, switch_rate, write_corpus)
-from weighter.corpus.channels import DISTORTIONS, MP3_COMPRESSION, clipping, equaliser, mp3
+from weighter.corpus.channels import (DISTORTIONS, MP3_COMPRESSION, SOX_CODECS, TELEPHONE_CODECS, clipping, equaliser, mp3,
+                                      sox_codec, telephone)
 from weighter.corpus.rooms import room_responses
 from weighter.corpus.sounds import FAMILIES, nonspeech
 from weighter.corpus.bank import check_identities, compact_bank, sounds_like
@@ -423,3 +424,67 @@ def test_vector_simulation_is_consistent():
     assert switch_rate(slow["labels"]) < switch_rate(arrays["labels"]) / 3
     again = simulate_vectors(config)
     assert np.array_equal(again["frames"], arrays["frames"])
+
+
+@pytest.mark.parametrize("codec", sorted(SOX_CODECS))
+def test_sox_codecs_round_trip_a_voiced_sound_at_its_length(codec):
+    from scipy.signal import welch
+
+    rate = 16000 if codec == "vorbis" else 8000
+    t = np.arange(rate * 2) / rate  # a vowel-like sound: 150 Hz and its harmonics, its level swelling at 3 Hz
+    x = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 20)) * (0.5 + 0.4 * np.sin(2 * np.pi * 3 * t)) * 0.1
+    out = sox_codec(x, rate, codec)
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert np.abs(out - x).max() > 1e-4  # coded: not the same samples...
+    freqs, _ = welch(x, rate, nperseg=512)
+    bands = np.digitize(freqs, np.linspace(100, 2800, 21))  # 20 bands of 135 Hz, each holding a harmonic
+    spectra = [np.log10(np.bincount(bands, welch(s, rate, nperseg=512)[1])[1:21] + 1e-12) for s in (x, out)]
+    assert np.corrcoef(*spectra)[0, 1] > 0.9  # ... but the same sound (a CELP codec keeps spectra, not waveforms)
+    if codec not in ("amr-nb",):
+        assert np.corrcoef(out, x)[0, 1] > 0.9  # waveform coders, realigned where the decoder delays
+
+
+def test_sox_codec_errors_name_the_codec():
+    with pytest.raises(CorpusError, match="codec 'opus': unknown"):
+        sox_codec(np.zeros(800), 8000, "opus")
+    with pytest.raises(CorpusError, match="codec gsm: sox failed .*banana"):
+        sox_codec(np.zeros(1600), 8000, "gsm", ("-C", "banana"))
+
+
+@pytest.mark.parametrize("codec", TELEPHONE_CODECS)
+def test_telephone_codecs_keep_the_band_and_length(codec):
+    x = np.random.default_rng(1).normal(size=16000 * 2) * 0.1
+    out = telephone(x, 16000, codec)
+    spectrum = np.abs(np.fft.rfft(out)) ** 2
+    freqs = np.fft.rfftfreq(len(out), 1 / 16000)
+    assert out.shape == x.shape
+    assert spectrum[freqs > 4200].sum() < 0.01 * spectrum.sum()  # 8 kHz sampling: nothing above 4 kHz
+    assert spectrum[(freqs > 500) & (freqs < 3000)].sum() > 0.5 * spectrum.sum()
+
+
+def test_recording_channel_is_drawn_per_file_seeded_and_recorded(tiny_bank, tmp_path):
+    config = MixerConfig(1, 2, 8, 8, channel=1.0)
+    mixer = ConversationMixer(tiny_bank, "train", config)
+    first, again = (mixer.sample(np.random.default_rng(5)) for _ in range(2))
+    assert np.array_equal(first.audio, again.audio)  # the same seed, the same channel
+    plain = ConversationMixer(tiny_bank, "train", MixerConfig(1, 2, 8, 8, snr_db=None)).sample(np.random.default_rng(5))
+    assert plain.likes == first.likes  # speakers and turns are drawn before the channel
+    kinds, channels = set(), set()
+    for seed in range(24):
+        c = mixer.sample(np.random.default_rng(seed))
+        kinds.add(c.noise)
+        channels.add(c.channel)
+        assert c.snr_db is not None and 5 <= c.snr_db <= 30 and np.abs(c.audio).max() <= 0.9 + 1e-6
+    assert kinds == {"coloured", "sound", "babble"}
+    assert "microphone" in channels and {c for c in channels if c.startswith("telephone-")}
+    summary = _corpus(tiny_bank, tmp_path, files=4, channel=1.0)
+    assert sum(v for k, v in summary["channels"].items() if k == "microphone" or k.startswith("telephone-")) == 4
+    with pytest.raises(CorpusError, match="probabilities"):
+        MixerConfig(channel=1.5)
+
+
+def test_a_channel_off_leaves_old_corpora_unchanged(tiny_bank):
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    a = ConversationMixer(tiny_bank, "train", MixerConfig(1, 2, 6, 6)).sample(rng_a)
+    b = ConversationMixer(tiny_bank, "train", MixerConfig(1, 2, 6, 6, channel=0.0)).sample(rng_b)
+    assert np.array_equal(a.audio, b.audio) and a.noise is None

@@ -288,6 +288,11 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
                    "at his own place).")
 @click.option("--distort", type=float, default=0.0, show_default=True,
               help="Probability of a recording-chain distortion: MP3 round trip, clipping or an equaliser.")
+@click.option("--channel", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability that a file is heard through a recording channel of its own, instead of --snr and "
+                   "--telephone: a room (half of them), coloured noise, a non-speech sound or babble at 5-30 dB "
+                   "SNR, a microphone's band and colour, a telephone line with a mu-law, A-law or GSM codec (40%), "
+                   "a level. Needs sox for the codecs.")
 @click.option("--related", type=float, default=0.0, show_default=True,
               help="Probability that a file of 2+ speakers also holds a relative of its first speaker: another "
                    "pitch of the same person, or its source sibling (near-identical voices in one file).")
@@ -311,7 +316,7 @@ def bank(obj, as_json, compact_dir, compact_splits, compact_clips, **bank_args):
 @click.option("--step", type=float, default=0.1, show_default=True, help="--vectors: random-walk step std.")
 @click.pass_obj
 def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_duration, overlap, snr, telephone,
-          reverb, distort, related, empty, sounds, seed, voices_dir, voice_shares, vectors, dim, frames, pool, noise,
+          reverb, distort, channel, related, empty, sounds, seed, voices_dir, voice_shares, vectors, dim, frames, pool, noise,
           step, **bank_args):
     """Generate a labelled multi-speaker corpus in OUT, offline, from TTS voices.
 
@@ -346,7 +351,7 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
 
     config = MixerConfig(min_speakers, max_speakers, min_duration, max_duration, overlap=overlap, snr_db=snr,
                          telephone=telephone, reverb=reverb, distort=distort, related=related, empty=empty,
-                         sounds=sounds)
+                         sounds=sounds, channel=channel)
     if voices_dir is not None:
         from weighter.corpus.recordings import RecordingBank
 
@@ -356,7 +361,8 @@ def synth(obj, out, split, files, min_speakers, max_speakers, min_duration, max_
     summary = write_corpus(b, out, split, files, config, seed=seed, progress=obj["progress"])
     click.echo(json.dumps(summary) if obj["quiet"] else
                f"wrote {summary['files']} files ({summary['audio_seconds'] / 60:.1f} min, "
-               f"{summary['speakers_heard']} {split} speakers, {summary['channels']['telephone']} telephone) to {out}")
+               f"{summary['speakers_heard']} {split} speakers, "
+               f"{sum(v for k, v in summary['channels'].items() if k.startswith('telephone'))} telephone) to {out}")
 
 
 def _shares(text: str) -> tuple[float, float, float]:
@@ -932,9 +938,14 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "is kept).")
 @click.option("--patience", type=int, **_library(_TRAIN + "patience"), help="Validations without gain before stopping.")
 @click.option("--slots", type=int, **_library(_MODEL_CFG + "slots"), help="N, slots per file.")
-@click.option("--frontend", type=click.Choice(["logmel", "resemblyzer", "ssl"]), **_library(_MODEL_CFG + "frontend"),
-              help="Frame features: learnt from log-mel; Resemblyzer's frozen pretrained speaker encoder; or a "
-                   "frozen self-supervised model of torchaudio (--ssl-bundle; its weights download once).")
+@click.option("--frontend", type=click.Choice(["logmel", "resemblyzer", "distilled", "ssl"]),
+              **_library(_MODEL_CFG + "frontend"),
+              help="Frame features: learnt from log-mel; Resemblyzer's frozen pretrained speaker encoder; a speaker "
+                   "encoder distilled to hold across channels (--encoder, from `weighter distill`); or a frozen "
+                   "self-supervised model of torchaudio (--ssl-bundle; its weights download once).")
+@click.option("--encoder", "encoder_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="--frontend distilled: the speaker encoder file `weighter distill` wrote (its weights go into "
+                   "the model file).")
 @click.option("--ssl-bundle", type=str, **_library(_MODEL_CFG + "ssl_bundle"),
               help="--frontend ssl: a torchaudio.pipelines bundle (WAVLM_BASE, WAVLM_LARGE, HUBERT_BASE, ...).")
 @click.option("--ssl-layer", type=int, **_library(_MODEL_CFG + "ssl_layer"),
@@ -952,6 +963,11 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "computed once per conversation and cached: only the weighter trains (minutes on a CPU).")
 @click.option("--cached-files", type=click.IntRange(min=1), default=3000, show_default=True,
               help="--partials: training conversations whose frames are cached.")
+@click.option("--augment", type=click.FloatRange(0, 1), **_library(_TRAIN + "augment"),
+              help="--partials: share of conversations heard through a training channel (recorded noise and "
+                   "babble, measured and simulated rooms, microphones, AMR/ADPCM/MP3/Vorbis codecs; "
+                   "weighter.training.augment, on ../shared/real-material) instead of coloured noise and a "
+                   "telephone band.")
 @click.option("--reverb", type=float, default=0.0, show_default=True,
               help="Synthetic: probability that a training conversation is recorded in a reverberant room.")
 @click.option("--distort", type=float, default=0.0, show_default=True,
@@ -982,8 +998,8 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
                    "new rows.")
 @click.pass_obj
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, separation,
-          margin, input_level, combine, loss, lr, eval_every, val_files, patience, slots, frontend, ssl_bundle, ssl_layer,
-          max_speakers, voices_dir, voices_share, partial_hop, cached_files, reverb, distort, related, empty, sounds,
+          margin, input_level, combine, loss, lr, eval_every, val_files, patience, slots, frontend, encoder_file,
+          ssl_bundle, ssl_layer, max_speakers, voices_dir, voices_share, partial_hop, cached_files, augment, reverb, distort, related, empty, sounds,
           pretrain_steps, seed, device, workers, resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
@@ -1006,14 +1022,16 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
 
     if bool(manifest) == bool(synthetic or voices_dir):
         raise click.UsageError("give --manifest, or --synthetic and/or --voices")
-    if partial_hop and frontend != "resemblyzer":
-        raise click.UsageError("--partials is an option of --frontend resemblyzer")
+    if partial_hop and frontend not in ("resemblyzer", "distilled"):
+        raise click.UsageError("--partials is an option of --frontend resemblyzer or distilled")
+    if frontend == "distilled" and (encoder_file is None or not partial_hop):
+        raise click.UsageError("--frontend distilled needs --encoder FILE (from `weighter distill`) and --partials H")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, min_seconds=seconds[0], max_seconds=seconds[1],
                       combine=combine, loss=loss, frame_supervision=frame_supervision,
                       balance_activity=balance_activity, separation=separation, margin=margin, input_level=input_level, lr=lr,
                       eval_every=eval_every, val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
                       distort=distort, related=related, empty=empty, sounds=sounds, pretrain_steps=pretrain_steps,
-                      workers=workers)
+                      workers=workers, augment=augment)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
         for name in ("weighter.training.train", "weighter.training.data"):  # the loop's and its batch makers'
@@ -1021,7 +1039,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
     model_cfg = WeighterConfig(slots=slots, frontend=frontend, ssl_bundle=ssl_bundle, ssl_layer=ssl_layer)
     if partial_hop:
         result = _train_cached(obj, out, cfg, model_cfg, partial_hop, cached_files, synthetic, voices_dir,
-                               voices_share, bank_args)
+                               voices_share, bank_args, encoder_file)
     elif voices_dir is not None:
         raise click.UsageError("--voices trains on cached frozen frames: add --frontend resemblyzer --partials H")
     elif synthetic:
@@ -1037,8 +1055,92 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
                f" of {result.steps}; model: {out}")
 
 
+_DISTILL = "weighter.training.distill:DistillConfig."
+
+
+@main.command()
+@_bank_options
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The speaker encoder file to write (its best validation step).")
+@click.option("--voices", "voices_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Real recordings, SPEAKER/*.flac|wav: their train split distils, their validation split chooses "
+                   "the step (split by a fixed hash of the speaker's name, as `weighter synth --voices`).")
+@click.option("--synthetic/--no-synthetic", default=True, show_default=True,
+              help="Also distil on the TTS bank's train voices (its validation voices validate too).")
+@click.option("--material", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Recorded material, laid out as ../shared/real-material: noise/*/ and rir/*/ give the training "
+                   "channels' noises and rooms, speech/*/SPEAKER/ more speech to distil on. "
+                   "[default: ../shared/real-material beside the repository]")
+@click.option("--speech", "speech_dirs", type=click.Path(path_type=Path, file_okay=False), multiple=True,
+              help="More unlabelled speech, SPEAKER/*.flac|wav|ogg (repeatable): all of it distils.")
+@click.option("--clean-clips", "clips", type=click.IntRange(min=8), **_library(_DISTILL + "clips"),
+              help="Clean clips of one speaker each, made once with their channels.")
+@click.option("--clip-seconds", type=click.FloatRange(min=3.2), **_library(_DISTILL + "clip_seconds"))
+@click.option("--variants", type=click.IntRange(min=1), **_library(_DISTILL + "variants"),
+              help="Random channels per clip (each a training input).")
+@click.option("--real-share", type=click.FloatRange(0, 1), **_library(_DISTILL + "real_share"),
+              help="Share of clips from real recordings (--voices, --material, --speech); the rest TTS voices.")
+@click.option("--steps", type=click.IntRange(min=1), **_library(_DISTILL + "steps"))
+@click.option("--batch-size", type=click.IntRange(min=1), **_library(_DISTILL + "batch_size"), help="Windows per step.")
+@click.option("--lr", type=float, **_library(_DISTILL + "lr"))
+@click.option("--centroid", type=click.FloatRange(0, 1), **_library(_DISTILL + "centroid"),
+              help="Weight of the clip's mean teacher embedding in each window's target (0: the window's own).")
+@click.option("--input-norm", type=click.Choice(["none", "cmn", "smooth"]), **_library(_DISTILL + "input_norm"),
+              help="The student's input: Resemblyzer's power mel as it is; each window's per-band log-mel mean "
+                   "removed (cmn: a microphone's or room's colour never reaches the network); or only that mean's "
+                   "smooth part across the bands (smooth: tilt and broad colour go, the voice's finer average "
+                   "spectrum stays).")
+@click.option("--eval-every", type=click.IntRange(min=1), **_library(_DISTILL + "eval_every"))
+@click.option("--seed", type=int, **_library(_DISTILL + "seed"))
+@click.option("--json", "as_json", is_flag=True, help="Print the run's result (validation figures, history) as JSON.")
+@click.pass_obj
+def distill(obj, out, voices_dir, synthetic, material, speech_dirs, clips, clip_seconds, variants, real_share, steps,
+            batch_size, lr, centroid, input_norm, eval_every, seed, as_json, **bank_args):
+    """Distil a speaker encoder that holds across channels from Resemblyzer's frozen one.
+
+    The student starts as Resemblyzer's encoder and learns to give, for speech heard through a
+    random channel (rooms, recorded noise, babble, microphones, AMR/ADPCM/MP3/Vorbis codecs),
+    what the teacher gives for the same speech heard clean. It needs speech, not labels. Then
+    build a Weighter on it (the shipped default's recipe: docs/model.md):
+
+    \b
+      weighter distill --voices ../shared/real-speech/librispeech --out encoder.pt
+      weighter train --synthetic --voices ../shared/real-speech/librispeech \\
+        --frontend distilled --encoder encoder.pt --partials 50 --out model.pt
+    """
+    from weighter.training.augment import MATERIAL
+    from weighter.training.distill import DistillConfig, SpeechSource, distill as run_distill, folder_sources
+
+    material = material or MATERIAL
+    train_sources, val_sources = [], []
+    if voices_dir is not None:
+        from weighter.corpus.recordings import RecordingBank
+
+        real = RecordingBank(voices_dir)
+        train_sources.append(SpeechSource(real, "train", real=True, share=float(len(real.identities("train")))))
+        val_sources.append(SpeechSource(real, "validation", real=True))
+    for folder in ([material / "speech"] if (material / "speech").is_dir() else []) + list(speech_dirs):
+        train_sources += folder_sources(folder)
+    if synthetic:
+        bank = _open_bank(obj, **bank_args)
+        train_sources.append(SpeechSource(bank, "train", real=False))
+        val_sources.append(SpeechSource(bank, "validation", real=False))
+    if not train_sources or not val_sources:
+        raise click.UsageError("nothing to distil on: give --voices and/or keep --synthetic")
+    if not obj["quiet"] and not obj["progress"]:
+        logging.getLogger("weighter.training.distill").setLevel(logging.INFO)
+    cfg = DistillConfig(clips=clips, clip_seconds=clip_seconds, variants=variants, real_share=real_share, steps=steps,
+                        batch_size=batch_size, lr=lr, centroid=centroid, input_norm=input_norm, eval_every=eval_every,
+                        seed=seed)
+    result = run_distill(out, cfg, train_sources, val_sources, progress=obj["progress"], material=material)
+    click.echo(json.dumps(result.to_dict()) if as_json else
+               f"kept step {result.best_step} of {result.steps}: validation mAP degraded "
+               f"{result.teacher['degraded_map']:.3f} -> {result.best['degraded_map']:.3f}, clean "
+               f"{result.teacher['clean_map']:.3f} -> {result.best['clean_map']:.3f}; encoder {result.encoder_id}: {out}")
+
+
 def _train_cached(obj, out, cfg, model_cfg, partial_hop, cached_files, synthetic, voices_dir, voices_share,
-                  bank_args):
+                  bank_args, encoder_file=None):
     """``weighter train --partials``: the weighter alone, on cached frozen frames of mixed conversations."""
     from weighter.training.cached import Source, train_cached
 
@@ -1057,8 +1159,15 @@ def _train_cached(obj, out, cfg, model_cfg, partial_hop, cached_files, synthetic
         train_sources.append(Source(bank, "train", 1.0 - voices_share if voices_dir else 1.0))
         if voices_dir is None:
             val_sources.append(Source(bank, "validation"))
+    encoder = None
+    if encoder_file is not None:
+        from weighter.embedder.checkpoint import load_encoder
+
+        encoder, _ = load_encoder(encoder_file)
+        model_cfg.encoder_input_norm = encoder.input_norm
     return train_cached(out, cfg, model_cfg, [s for s in train_sources if s.share > 0],
-                        [s for s in val_sources if s.share > 0], train_files=cached_files, progress=obj["progress"])
+                        [s for s in val_sources if s.share > 0], train_files=cached_files, progress=obj["progress"],
+                        encoder=encoder)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ crossed a bin edge tends to cross back at once; people do not hand over the floo
 On top of the speakers: optionally a room (``reverb``: each speaker through his own impulse
 response of one shared room, ``weighter.corpus.rooms``), background noise, a telephone channel,
 and optionally a distortion of the recording chain (``distort``: MP3, clipping, equaliser;
-``weighter.corpus.channels``).
+``weighter.corpus.channels``). Or, on a share of files (``channel``), a recording channel of
+its own: a room on half of them, noise of one of three kinds (coloured noise, a non-speech
+sound, babble of other speakers of the split) at 5-30 dB SNR, a microphone's band and colour,
+a telephone line with a mu-law, A-law or GSM codec on 40% of them, and a level.
 
 The same mixer writes corpora to disk (``weighter synth``) and feeds training on the fly.
 """
@@ -23,7 +26,7 @@ from functools import cached_property
 import numpy as np
 
 from weighter.corpus.bank import UtteranceBank
-from weighter.corpus.channels import distort
+from weighter.corpus.channels import TELEPHONE_CODECS, distort, microphone, telephone
 from weighter.corpus.rooms import room_responses
 from weighter.corpus.sounds import coloured_noise, nonspeech
 from weighter.corpus.voices import SIBLING_SUFFIX
@@ -68,6 +71,11 @@ class MixerConfig:
     # conversation also carries such a sound over a stretch of 2-15 s, 20 to 0 dB under its speech.
     empty: float = 0.0
     sounds: float = 0.0
+    # A recording channel of the file's own (see the module docstring); it replaces the
+    # background noise and telephone channel above for the files it is drawn for.
+    channel: float = 0.0  # probability that a file gets one
+    channel_snr_db: tuple[float, float] = (5.0, 30.0)  # its noise
+    channel_telephone: float = 0.4  # probability that it is a telephone line with a codec
 
     def __post_init__(self):
         if not 1 <= self.min_speakers <= self.max_speakers:
@@ -75,8 +83,9 @@ class MixerConfig:
         if not 0 < self.min_duration <= self.max_duration:
             raise CorpusError(f"duration: need 0 < min ({self.min_duration}) <= max ({self.max_duration})")
         if not all(0 <= p <= 1 for p in (self.overlap, self.telephone, self.reverb, self.distort, self.related,
-                                         self.empty, self.sounds)):
-            raise CorpusError("overlap, telephone, reverb, distort, related, empty and sounds are probabilities in [0, 1]")
+                                         self.empty, self.sounds, self.channel, self.channel_telephone)):
+            raise CorpusError("overlap, telephone, reverb, distort, related, empty, sounds, channel and "
+                              "channel_telephone are probabilities in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -96,11 +105,12 @@ class Conversation:
     sample_rate: int
     segments: list[Segment]  # where each speaker's speech actually is
     likes: tuple[str, ...]  # speakers heard at least min_heard seconds, sorted
-    channel: str  # "clean" | "telephone"
+    channel: str  # "clean" | "telephone"; a recording channel: "microphone" | "telephone-<codec>"
     snr_db: float | None
     sources: dict[str, np.ndarray] | None = field(default=None, repr=False)  # per speaker, before noise
     reverb: bool = False  # recorded in a room (each speaker through his own impulse response)
     distortion: str | None = None  # weighter.corpus.channels: mp3, clipping, equaliser
+    noise: str | None = None  # a recording channel's noise: "coloured" | "sound" | "babble"
 
     @property
     def duration(self) -> float:
@@ -211,7 +221,9 @@ class ConversationMixer:
         likes = tuple(sorted(s for s in speakers if heard[s] >= cfg.min_heard))
         segments = sorted((s for s in segments if s.speaker in likes), key=lambda s: (s.start, s.speaker))
 
-        reverberant = bool(cfg.reverb) and rng.random() < cfg.reverb  # no draw at 0: old corpora stay the same
+        recorded = bool(cfg.channel) and rng.random() < cfg.channel  # no draw at 0: old corpora stay the same
+        reverberant = ((bool(cfg.reverb) and rng.random() < cfg.reverb)  # likewise
+                       or (recorded and rng.random() < 0.5))
         if reverberant:
             from scipy.signal import fftconvolve
 
@@ -225,13 +237,39 @@ class ConversationMixer:
             start = int(rng.integers(0, total - n + 1))
             sound, _ = nonspeech(rng, n, sr)
             mix[start:start + n] += sound * np.sqrt(speech_power * 10 ** (rng.uniform(-20, 0) / 10))
-        snr = None
-        if cfg.snr_db is not None:
+        snr, kind = None, None
+        if recorded:
+            snr = float(rng.uniform(*cfg.channel_snr_db))
+            noise, kind = self._channel_noise(rng, total, speakers)
+            mix = mix + noise * np.sqrt(speech_power / 10 ** (snr / 10) / (np.mean(noise ** 2) + 1e-20))
+        elif cfg.snr_db is not None:
             snr = float(rng.uniform(*cfg.snr_db))
             mix = mix + _noise(rng, total, speech_power / 10 ** (snr / 10))
-        return self._finish(rng, mix, segments, likes, snr,
-                            {speakers[i]: sources[i] for i in range(count) if speakers[i] in likes} if keep_sources
-                            else None, reverberant)
+        conversation = self._finish(rng, mix, segments, likes, snr,
+                                    {speakers[i]: sources[i] for i in range(count) if speakers[i] in likes}
+                                    if keep_sources else None, reverberant, recorded)
+        conversation.noise = kind
+        return conversation
+
+    def _channel_noise(self, rng: np.random.Generator, n: int, speakers: list[str]) -> tuple[np.ndarray, str]:
+        """A recording channel's noise, ``n`` samples of one kind: coloured (white to brown), a
+        non-speech sound (weighter.corpus.sounds), or babble of 3-6 other speakers of the split
+        (coloured noise where the split has no other speaker)."""
+        kind = ("coloured", "sound", "babble")[int(rng.integers(3))]
+        others = [s for s in self.speakers if s not in speakers]
+        if kind == "babble" and others:
+            out = np.zeros(n)
+            for k in rng.choice(len(others), size=min(len(others), int(rng.integers(3, 7))), replace=False):
+                parts, filled = [], 0
+                while filled < n:  # one voice talking on: its clips one after another
+                    parts.append(self._clip(rng, others[k]))
+                    filled += len(parts[-1])
+                voice = np.concatenate(parts)[:n]
+                out += voice / np.sqrt(np.mean(voice.astype(np.float64) ** 2) + 1e-12)
+            return out, kind
+        if kind == "sound":
+            return nonspeech(rng, n, self.sample_rate)[0].astype(np.float64), kind
+        return coloured_noise(rng, n, float(rng.uniform(0, 2))), "coloured"
 
     def _empty(self, rng: np.random.Generator, keep_sources: bool) -> Conversation:
         """A file without speakers: a non-speech sound over all or part of it (a quarter of
@@ -252,11 +290,18 @@ class ConversationMixer:
             mix = mix + _noise(rng, total, level ** 2 / 10 ** ((snr or 0.0) / 10))
         return self._finish(rng, mix, [], (), snr, {} if keep_sources else None, False)
 
-    def _finish(self, rng, mix, segments, likes, snr, sources, reverberant) -> Conversation:
-        """The recording chain after the room: telephone channel, distortion, peak limit."""
+    def _finish(self, rng, mix, segments, likes, snr, sources, reverberant, recorded=False) -> Conversation:
+        """The recording chain after the room: a recording channel's microphone, telephone codec
+        and level, or the telephone channel; distortion; peak limit."""
         cfg, sr = self.config, self.sample_rate
         channel = "clean"
-        if rng.random() < cfg.telephone:
+        if recorded:
+            mix, channel = microphone(mix, sr, rng), "microphone"
+            if rng.random() < cfg.channel_telephone:
+                codec = TELEPHONE_CODECS[int(rng.integers(len(TELEPHONE_CODECS)))]
+                mix, channel = telephone(mix, sr, codec), f"telephone-{codec}"
+            mix = mix * 10 ** (rng.uniform(-20, 0) / 20)  # the recording level
+        elif rng.random() < cfg.telephone:
             mix, channel = _telephone(mix, sr), "telephone"
         distortion = None
         if cfg.distort and rng.random() < cfg.distort:  # no draw at 0: old corpora stay the same

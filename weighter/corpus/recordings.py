@@ -115,6 +115,8 @@ class RecordingBank:
         puts every speaker in "heldout", ``(1, 0, 0)`` in "train".
     clip_seconds : float
         Length in seconds the recordings are cut into (``cut_clips``).
+    min_seconds : float
+        A shorter recording is an error (as ``weighter scan`` reports it).
 
     Examples
     --------
@@ -126,13 +128,13 @@ class RecordingBank:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, directory: str | Path, shares: tuple[float, float, float] = DEFAULT_SHARES,
-                 clip_seconds: float = 4.0):
+                 clip_seconds: float = 4.0, min_seconds: float = 0.5):
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise CorpusError(f"{self.directory}: no such folder of speaker recordings (expected SPEAKER/*.flac)")
         if len(shares) != 3 or min(shares) < 0 or sum(shares) <= 0:
             raise CorpusError(f"speaker shares {shares}: need three non-negative shares (train, validation, heldout)")
-        self.shares, self.clip_seconds = tuple(float(s) for s in shares), clip_seconds
+        self.shares, self.clip_seconds, self.min_seconds = tuple(float(s) for s in shares), clip_seconds, min_seconds
         self._files: dict[str, list[Path]] = {}
         for folder in sorted(p for p in self.directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
             files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
@@ -161,7 +163,7 @@ class RecordingBank:
             clips = []
             for path in self._files[identity_id]:
                 try:
-                    audio = load_audio(path, self.sample_rate, min_seconds=0.5)
+                    audio = load_audio(path, self.sample_rate, min_seconds=self.min_seconds)
                 except AudioError as error:
                     raise CorpusError(f"speaker {identity_id}: {error}") from None
                 audio = audio / max(float(np.abs(audio).max()), 1e-9) * 0.5  # every speaker at one peak level

@@ -44,7 +44,7 @@ def write_corpus(bank: UtteranceBank, out: str | Path, split: str, files: int, c
                 write_rttm(rttm, file_id, conv.segments)
                 rows.append(AudioSource(path, conv.likes))
                 seconds += conv.duration
-                channels[conv.channel] += 1
+                channels[conv.channel] = channels.get(conv.channel, 0) + 1
                 channels["reverberant"] += conv.reverb
                 if conv.distortion:
                     channels[conv.distortion] = channels.get(conv.distortion, 0) + 1

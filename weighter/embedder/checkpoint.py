@@ -1,7 +1,9 @@
 """Saving and loading models safely: ``torch.load(weights_only=True)``, never arbitrary pickle.
 
 A model file is a dict of tensors and plain values: its format, the weights, and the fields of
-``ModelMetadata`` (model id, config, likes, calibration, training settings, metrics).
+``ModelMetadata`` (model id, config, likes, calibration, training settings, metrics). A speaker
+encoder file (``weighter distill``'s output, the frontend "distilled" of a model) is a dict of
+the same kind: ``ENCODER_FORMAT``, the encoder's weights, and what made it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pathlib import Path
 import torch
 
 from weighter import __version__
-from weighter.embedder.model import WeighterConfig, WeighterModel
+from weighter.embedder.model import SpeakerEncoder, WeighterConfig, WeighterModel
 from weighter.errors import WeighterError
 
 MODEL_FORMAT = 1
+ENCODER_FORMAT = "weighter-encoder-1"
 
 
 @dataclass
@@ -214,3 +217,56 @@ def load_model(path: str | Path) -> tuple[WeighterModel, ModelMetadata]:
         raise WeighterError(f"{path}: model does not match this weighter version ({reason})") from None
     model.eval()
     return model, meta
+
+
+def save_encoder(path: str | Path, encoder: SpeakerEncoder, info: dict | None = None) -> str:
+    """Write a speaker encoder file atomically: its weights and ``info`` (plain values: what
+    made it, its validation figures). Returns its id, ``encoder-`` and 12 hex digits of a hash.
+
+    Examples
+    --------
+    >>> from weighter.embedder.model import SpeakerEncoder
+    >>> save_encoder("encoder.pt", SpeakerEncoder(), {"teacher": "resemblyzer"})  # doctest: +SKIP
+    'encoder-...'
+    """
+    state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+    ident = "encoder-" + model_id(state)[len("weighter-"):]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": ENCODER_FORMAT, "encoder_id": ident, "input_norm": encoder.input_norm, "state_dict": state,
+                "info": info or {}}, tmp)
+    os.replace(tmp, path)
+    return ident
+
+
+def load_encoder(path: str | Path) -> tuple[SpeakerEncoder, dict]:
+    """A speaker encoder file's network (eval mode, frozen, CPU) and its info (with ``encoder_id``).
+
+    Raises
+    ------
+    WeighterError
+        Missing, unreadable, not an encoder file, or weights of another shape; one line each.
+
+    Examples
+    --------
+    >>> encoder, info = load_encoder("encoder.pt")  # doctest: +SKIP
+    >>> info["encoder_id"]  # doctest: +SKIP
+    'encoder-...'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeighterError(f"{path}: no such speaker encoder file")
+    try:
+        payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise WeighterError(f"{path}: not a readable speaker encoder (corrupt, truncated or foreign: {reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT or "state_dict" not in payload:
+        raise WeighterError(f"{path}: not a weighter speaker encoder file (expected format {ENCODER_FORMAT})")
+    try:
+        encoder = SpeakerEncoder(payload.get("input_norm", "none"))
+        encoder.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise WeighterError(f"{path}: encoder weights do not fit ({str(error).splitlines()[0][:160]})") from None
+    return encoder.eval().requires_grad_(False), dict(payload.get("info") or {}) | {"encoder_id": payload.get("encoder_id")}

@@ -45,11 +45,14 @@ class WeighterConfig:
 
     sample_rate: int = 16_000  # Hz
     frontend: str = "logmel"  # "logmel": frames learnt jointly; "resemblyzer": frozen pretrained speaker encoder;
+    #                           "distilled": a speaker encoder of its shape distilled to hold across channels
+    #                           (weighter.training.distill; its weights in the model file, frozen here);
     #                           "ssl": a frozen self-supervised speech model of torchaudio (WavLM by default)
+    encoder_input_norm: str = "none"  # frontend "distilled": its SpeakerEncoder's input_norm ("none", "cmn")
     ssl_bundle: str = "WAVLM_BASE_PLUS"  # frontend "ssl": the torchaudio.pipelines bundle (weights download once)
     ssl_layer: int = 6  # frontend "ssl": the transformer layer whose output are the frames (speaker
     #                     identity is strongest in the middle layers of WavLM)
-    partial_hop: int = 0  # frontend "resemblyzer": 0 = the LSTM's every output over consecutive 1.6-s chunks;
+    partial_hop: int = 0  # frontends "resemblyzer", "distilled": 0 = the LSTM's every output over consecutive 1.6-s chunks;
     #                       H > 0 = one speaker embedding per 1.6-s window every H frames (Resemblyzer's own
     #                       "partials"), held over the H frames nearest the window's centre
     n_mels: int = 64
@@ -103,6 +106,8 @@ class WeighterConfig:
             del d["input_level_dbfs"]
         if not d["partial_hop"]:  # likewise
             del d["partial_hop"]
+        if d["encoder_input_norm"] == "none":  # likewise
+            del d["encoder_input_norm"]
         return d
 
     @classmethod
@@ -263,22 +268,84 @@ class SSLFrontend:
         return out
 
 
-class ResemblyzerFrontend:
-    """Frames from Resemblyzer's pretrained GE2E speaker encoder (3-layer LSTM, 256-d; trained
-    on thousands of real voices; its weights ship inside the ``resemblyzer`` package).
+CMN_FLOOR = 1e-4  # input_norm "cmn": band power floor, relative to the window's mean band power (-40 dB)
 
-    Its mel (40 bands, 25 ms / 10 ms) is recomputed with torchaudio on audio normalised to
-    -30 dBFS, as the encoder expects; the LSTM runs over consecutive 1.6 s chunks (the length it
-    was trained on) and every frame's output, through its linear + ReLU + L2 norm, is that
-    frame's feature: a speaker embedding of the speech up to it. Frozen: not trained, and not
-    stored in weighter's model files (a plain attribute, not a submodule).
+
+class SpeakerEncoder(nn.Module):
+    """Resemblyzer's speaker-encoder network (GE2E): 1.6-s windows of a 40-band mel -> a 3-layer
+    LSTM of 256 -> linear -> ReLU -> L2 norm: one 256-d speaker embedding per window.
+
+    ``SpeakerEncoder.resemblyzer()`` loads the pretrained weights that ship inside the
+    ``resemblyzer`` package (trained on thousands of clean voices); a distilled encoder
+    (``weighter distill``, ``weighter.training.distill``) has the same shape and its own weights,
+    kept in a weighter model file.
+
+    Parameters
+    ----------
+    input_norm : {"none", "cmn", "smooth"}
+        "none": the power mel as Resemblyzer takes it. "cmn": each window's log-mel has its own
+        per-band mean (over its valid frames) removed and a learnt per-band level (``offset``,
+        40) put back: a fixed filter on the channel (a microphone's colour, an equaliser, a
+        room's response) is a per-band gain, so the network never sees it. "smooth": only the
+        smooth part of that mean across the bands is removed (a cubic in the band index: tilt
+        and broad colour), and the voice's own finer average spectrum is kept.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from weighter.embedder.model import SpeakerEncoder
+    >>> encoder = SpeakerEncoder().eval()
+    >>> tuple(encoder(torch.rand(3, 160, 40)).shape)
+    (3, 256)
     """
 
-    chunk = 160  # frames: the encoder's training length
+    def __init__(self, input_norm: str = "none"):
+        super().__init__()
+        if input_norm not in ("none", "cmn", "smooth"):
+            raise ValueError(f"unknown input_norm {input_norm!r} (none, cmn, smooth)")
+        self.input_norm = input_norm
+        self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
+        self.linear = nn.Linear(256, 256)
+        if input_norm != "none":  # log-mel level of speech at -30 dBFS, per band (set from data by distill)
+            self.offset = nn.Parameter(torch.full((40,), -9.0))
+        if input_norm == "smooth":  # (40, 40) projection onto cubics in the band index
+            basis, _ = torch.linalg.qr(torch.linspace(-1, 1, 40)[:, None] ** torch.arange(4.0))
+            self.register_buffer("smooth", basis @ basis.T, persistent=False)
 
-    def __init__(self, c: WeighterConfig):
-        import torchaudio
+    def forward(self, windows: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Mel windows (W, L, 40), each valid for its first ``lengths`` (W,) frames (default all)
+        -> embeddings (W, 256): the LSTM's output at a window's last valid frame, linear, ReLU, L2."""
+        if self.input_norm != "none":
+            windows = self.normalise(windows, lengths)
+        h, _ = self.lstm(windows)  # (W, L, 256)
+        if lengths is None:
+            last = h[:, -1]
+        else:
+            last = h[torch.arange(len(h), device=h.device), lengths - 1]  # (W, 256)
+        return F.normalize(F.relu(self.linear(last)), dim=-1)
 
+    def normalise(self, windows: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-window cepstral-mean-style normalisation in the mel domain (``input_norm="cmn"``):
+        exp(log(mel + floor) - its mean over the window's valid frames + offset), the floor
+        ``CMN_FLOOR`` times the window's mean band power, so that bands a channel left empty (a
+        telephone line above 3.4 kHz) stay flat instead of being raised to speech level.
+        (W, L, 40) -> same."""
+        if lengths is None:
+            valid = torch.ones(windows.shape[:2], dtype=windows.dtype, device=windows.device)[..., None]
+        else:
+            valid = (torch.arange(windows.shape[1], device=windows.device)[None] < lengths[:, None])[..., None]
+            valid = valid.to(windows.dtype)
+        frames = valid.sum(1, keepdim=True).clamp(min=1)  # (W, 1, 1)
+        power = (windows * valid).sum((1, 2), keepdim=True) / (frames * windows.shape[2])  # (W, 1, 1)
+        x = torch.log(windows + CMN_FLOOR * power + 1e-12)  # (W, L, 40)
+        mean = (x * valid).sum(1, keepdim=True) / frames  # (W, 1, 40)
+        if self.input_norm == "smooth":
+            mean = mean @ self.smooth  # its smooth part across the bands
+        return torch.exp(x - mean + self.offset)
+
+    @classmethod
+    def resemblyzer(cls) -> "SpeakerEncoder":
+        """The pretrained encoder whose weights ship in the ``resemblyzer`` package (frozen, eval)."""
         import importlib.util
         from pathlib import Path
 
@@ -290,27 +357,51 @@ class ResemblyzerFrontend:
                                 "package: pip install resemblyzer")
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
+            encoder = cls()
+            encoder.load_state_dict({k: v for k, v in state["model_state"].items()
+                                     if k.startswith(("lstm.", "linear."))})
         except Exception as error:  # a truncated or foreign file: torch raises many types
             raise WeighterError(f"{weights}: Resemblyzer's weights are unreadable ({type(error).__name__})") from None
-        self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
-        self.linear = nn.Linear(256, 256)
-        self.lstm.load_state_dict({k[5:]: v for k, v in state["model_state"].items() if k.startswith("lstm.")})
-        self.linear.load_state_dict({k[7:]: v for k, v in state["model_state"].items() if k.startswith("linear.")})
-        for module in (self.lstm, self.linear):
-            module.eval().requires_grad_(False)
+        return encoder.eval().requires_grad_(False)
+
+
+class ResemblyzerFrontend:
+    """Frames from a speaker encoder of Resemblyzer's shape (``SpeakerEncoder``): the pretrained
+    GE2E encoder of the ``resemblyzer`` package (frontend "resemblyzer"), or a distilled one whose
+    weights the model file holds (frontend "distilled").
+
+    Its mel (40 bands, 25 ms / 10 ms) is recomputed with torchaudio on audio normalised to
+    -30 dBFS, as the encoder expects. With ``partial_hop`` H > 0, one embedding per 1.6-s window
+    every H frames ("partials"); with 0, the LSTM runs over consecutive 1.6 s chunks (the length
+    it was trained on) and every frame's output, through its linear + ReLU + L2 norm, is that
+    frame's feature. Frozen: not trained with the weighter, and for "resemblyzer" not stored in
+    weighter's model files (a plain attribute, not a submodule).
+    """
+
+    chunk = 160  # frames: the encoder's training length
+
+    def __init__(self, c: WeighterConfig, encoder: SpeakerEncoder | None = None):
+        import torchaudio
+
+        self.encoder = encoder if encoder is not None else SpeakerEncoder.resemblyzer()
         self.mel = torchaudio.transforms.MelSpectrogram(c.sample_rate, n_fft=400, hop_length=c.hop, n_mels=40,
                                                         norm="slaney", mel_scale="slaney", center=False)
         self.hop = c.hop
         self.partial_hop = c.partial_hop
 
+    def mel_frames(self, wave: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """wave (B, S) at 16 kHz, frame mask (B, T) -> the encoder's input, power mel (B, T, 40),
+        each row normalised to -30 dBFS over its valid frames first (Resemblyzer's preprocessing)."""
+        valid = mask.sum(1).clamp(min=1)  # (B,) frames
+        rms = torch.sqrt((wave ** 2).sum(1) / (valid * self.hop) + 1e-10)  # (B,)
+        wave = wave * (10 ** (-30 / 20) / rms)[:, None]
+        return self.mel.to(wave.device)(wave).transpose(1, 2)[:, : mask.shape[1]]  # (B, T, 40)
+
     def embed_windows(self, windows: torch.Tensor, lengths: torch.Tensor, batch: int = 512) -> torch.Tensor:
         """Speaker embeddings of mel windows (W, L, 40), each valid for its first ``lengths`` (W,)
         frames: the LSTM's output at a window's last valid frame, linear, ReLU, L2 norm -> (W, 256)."""
-        out = []
-        for i in range(0, len(windows), batch):  # bounded memory: (batch, 160, 256) of LSTM outputs
-            h, _ = self.lstm(windows[i:i + batch])
-            last = h[torch.arange(len(h), device=h.device), lengths[i:i + batch] - 1]  # (b, 256)
-            out.append(F.normalize(F.relu(self.linear(last)), dim=-1))
+        out = [self.encoder(windows[i:i + batch], lengths[i:i + batch])  # bounded memory: (batch, 160, 256)
+               for i in range(0, len(windows), batch)]
         return torch.cat(out) if out else windows.new_zeros(0, 256)
 
     def window_grid(self, length: int) -> tuple[torch.Tensor, int]:
@@ -348,20 +439,15 @@ class ResemblyzerFrontend:
 
     @torch.no_grad()
     def __call__(self, wave: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        device = wave.device
-        for module in (self.lstm, self.linear, self.mel):
-            module.to(device)
-        valid = mask.sum(1).clamp(min=1)  # (B,) frames
-        rms = torch.sqrt((wave ** 2).sum(1) / (valid * self.hop) + 1e-10)  # (B,)
-        wave = wave * (10 ** (-30 / 20) / rms)[:, None]  # -30 dBFS, as resemblyzer's preprocessing
-        mel = self.mel(wave).transpose(1, 2)[:, : mask.shape[1]]  # (B, T, 40), power mel
+        self.encoder.to(wave.device)
+        mel = self.mel_frames(wave, mask)  # (B, T, 40)
         if self.partial_hop:
             return self.partials(mel, mask)
         b, t, _ = mel.shape
         pad = (-t) % self.chunk
         chunks = F.pad(mel, (0, 0, 0, pad)).reshape(b * (t + pad) // self.chunk, self.chunk, 40)
-        out, _ = self.lstm(chunks)  # (B * n, 160, 256)
-        out = F.relu(self.linear(out)).reshape(b, t + pad, 256)[:, :t]
+        out, _ = self.encoder.lstm(chunks)  # (B * n, 160, 256)
+        out = F.relu(self.encoder.linear(out)).reshape(b, t + pad, 256)[:, :t]
         return F.normalize(out, dim=-1) * mask[..., None]  # (B, T, 256)
 
 
@@ -453,10 +539,14 @@ class WeighterModel(nn.Module):
         elif c.frontend == "resemblyzer":
             c.frame_dim = 256
             object.__setattr__(self, "frozen", ResemblyzerFrontend(c))  # frozen, outside state_dict
+        elif c.frontend == "distilled":  # the encoder's weights are the model file's (state_dict "encoder.*")
+            c.frame_dim = 256
+            self.encoder = SpeakerEncoder(c.encoder_input_norm).eval().requires_grad_(False)
+            object.__setattr__(self, "frozen", ResemblyzerFrontend(c, self.encoder))
         elif c.frontend == "ssl":
             object.__setattr__(self, "frozen", SSLFrontend(c))  # sets c.frame_dim
         else:
-            raise ValueError(f"unknown frontend {c.frontend!r} (logmel, resemblyzer, ssl)")
+            raise ValueError(f"unknown frontend {c.frontend!r} (logmel, resemblyzer, distilled, ssl)")
         if c.pooling not in ("frames", "windows", "mean"):
             raise ValueError(f"unknown pooling {c.pooling!r} (frames, windows, mean)")
         self.weighter = Weighter(c)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from weighter.corpus.mixer import ConversationMixer, MixerConfig
 from weighter.embedder.checkpoint import save_model
-from weighter.embedder.model import WeighterConfig, WeighterModel
+from weighter.embedder.model import SpeakerEncoder, WeighterConfig, WeighterModel
 from weighter.embedder.slots import output_row, row_slots
 from weighter.training.config import TrainConfig, TrainResult
 from weighter.training.losses import losses
@@ -53,7 +53,8 @@ class Source:
 
 
 def cache_conversations(model: WeighterModel, sources: list[Source], files: int, cfg: TrainConfig, seed: int,
-                        progress: bool = True, batch_seconds: float = 240.0) -> list[CachedConversation]:
+                        progress: bool = True, batch_seconds: float = 240.0,
+                        augmenter=None) -> list[CachedConversation]:
     """Mix ``files`` conversations from ``sources`` (by their shares) and keep their frames.
 
     Parameters
@@ -65,9 +66,13 @@ def cache_conversations(model: WeighterModel, sources: list[Source], files: int,
     files : int
         Conversations to mix.
     cfg : TrainConfig
-        Lengths (``min_seconds``, ``max_seconds``), speakers, overlap, telephone, reverb, distort.
+        Lengths (``min_seconds``, ``max_seconds``), speakers, overlap, telephone, reverb, distort,
+        augment.
     seed : int
         Same seed, banks and settings: the same conversations.
+    augmenter : ChannelAugmenter, optional
+        The training channels of the ``cfg.augment`` share of conversations (mixed without noise
+        or telephone band, then through it). Needed when ``cfg.augment`` > 0.
 
     Returns
     -------
@@ -82,9 +87,14 @@ def cache_conversations(model: WeighterModel, sources: list[Source], files: int,
     block = max(1, model.config.partial_hop)
     rng = np.random.default_rng(seed)
     shares = np.array([s.share for s in sources], float)
+    if cfg.augment and augmenter is None:
+        raise WeighterError("augment > 0 needs a ChannelAugmenter (weighter.training.augment)")
     mixers = [ConversationMixer(s.bank, s.split, MixerConfig(
         1, cfg.max_speakers, cfg.min_seconds, cfg.max_seconds, overlap=cfg.overlap, telephone=cfg.telephone,
         reverb=cfg.reverb, distort=cfg.distort)) for s in sources]
+    dry = [ConversationMixer(s.bank, s.split, MixerConfig(
+        1, cfg.max_speakers, cfg.min_seconds, cfg.max_seconds, overlap=cfg.overlap, snr_db=None,
+        reverb=cfg.reverb)) for s in sources]  # for the augmented share: the channel brings noise and codec
     picks = rng.choice(len(sources), size=files, p=shares / shares.sum())
     out: list[CachedConversation] = []
     pending: list = []
@@ -107,7 +117,12 @@ def cache_conversations(model: WeighterModel, sources: list[Source], files: int,
 
     bar = tqdm(total=files, desc="caching frames", unit="file", disable=not progress, mininterval=1.0)
     for k in picks:
-        pending.append(mixers[k].sample(rng))
+        if cfg.augment and rng.random() < cfg.augment:
+            conversation = dry[k].sample(rng)
+            conversation.audio = augmenter(conversation.audio, rng)[0]
+            pending.append(conversation)
+        else:
+            pending.append(mixers[k].sample(rng))
         if sum(len(c.audio) for c in pending) >= batch_seconds * 16000:
             flush()
         bar.update(1)
@@ -115,6 +130,21 @@ def cache_conversations(model: WeighterModel, sources: list[Source], files: int,
         flush()
     bar.close()
     return out
+
+
+def default_augmenter(sources: list[Source], seed: int, voices: int = 200):
+    """A ``ChannelAugmenter`` on ``../shared/real-material`` whose babble is ``voices`` clips of
+    the sources' (training) speakers."""
+    from weighter.training.augment import ChannelAugmenter
+
+    rng = np.random.default_rng([seed, 5])
+    babble = []
+    for _ in range(voices):
+        source = sources[int(rng.integers(len(sources)))]
+        speakers = source.bank.identities(source.split)
+        clips = source.bank.clips(speakers[int(rng.integers(len(speakers)))])
+        babble.append(clips[int(rng.integers(len(clips)))].astype(np.float32) / 32768.0)
+    return ChannelAugmenter(babble=babble, seed=seed)
 
 
 def _batch(items: list[CachedConversation], block: int, index: dict[str, int], device: torch.device,
@@ -169,7 +199,8 @@ def cached_truths(model: WeighterModel, items: list[CachedConversation], batch: 
 
 
 def train_cached(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, train_sources: list[Source],
-                 val_sources: list[Source], train_files: int = 4000, progress: bool = True) -> TrainResult:
+                 val_sources: list[Source], train_files: int = 4000, progress: bool = True,
+                 encoder: SpeakerEncoder | None = None, augmenter=None) -> TrainResult:
     """Train the weighter on cached frames of a frozen frontend; write the best model to ``out``.
 
     Parameters
@@ -184,6 +215,12 @@ def train_cached(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, t
         Bank splits to mix training and validation conversations from.
     train_files : int
         Training conversations cached (each step draws ``cfg.batch_size`` crops of them).
+    encoder : SpeakerEncoder, optional
+        The frontend "distilled"'s encoder (``weighter.embedder.checkpoint.load_encoder``): its
+        weights go into the model file.
+    augmenter : ChannelAugmenter, optional
+        The training channels for ``cfg.augment``; default one on ``../shared/real-material`` with
+        babble of the training sources' speakers.
 
     Returns
     -------
@@ -201,11 +238,18 @@ def train_cached(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, t
     index = {like: i for i, like in enumerate(likes)}
     model_cfg.num_likes = len(likes)
     model = WeighterModel(model_cfg)
+    if model_cfg.frontend == "distilled":
+        if encoder is None:
+            raise WeighterError("frontend 'distilled' needs its speaker encoder (weighter distill's file)")
+        model.encoder.load_state_dict(encoder.state_dict())
+    if cfg.augment and augmenter is None:
+        augmenter = default_augmenter(train_sources, cfg.seed)
     block = max(1, model_cfg.partial_hop)
-    train_items = cache_conversations(model, train_sources, train_files, cfg, cfg.seed, progress)
+    train_items = cache_conversations(model, train_sources, train_files, cfg, cfg.seed, progress, augmenter=augmenter)
     val_cfg = TrainConfig(**(asdict(cfg) | {"min_seconds": 10.0, "max_seconds": 30.0, "reverb": 0.0,
                                             "distort": 0.0}))
-    val_items = cache_conversations(model, val_sources, cfg.val_files, val_cfg, cfg.seed + 1, progress)
+    val_items = cache_conversations(model, val_sources, cfg.val_files, val_cfg, cfg.seed + 1, progress,
+                                    augmenter=augmenter)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (

@@ -54,24 +54,38 @@ def split_items(parts: list, split_cosine: float | None, min_share: float) -> li
 
 def validation_items(bank: UtteranceBank, split: str, files: int, seed: int, frame_rate: float,
                      min_seconds: float = 10, max_seconds: float = 30, telephone: float = 0.2,
-                     max_speakers: int = 4) -> list:
-    """``files`` seeded conversations of a bank split: (audio, likes, frame activity) each."""
+                     max_speakers: int = 4, augment: float = 0.0) -> list:
+    """``files`` seeded conversations of a bank split: (audio, likes, frame activity) each. A share
+    ``augment`` of them is mixed dry and heard through a training channel (``weighter.training.
+    augment``, babble of the bank's train speakers) instead of coloured noise and ``telephone``."""
     mixer = ConversationMixer(bank, split, MixerConfig(1, max_speakers, min_seconds, max_seconds, overlap=0.1,
                                                        telephone=telephone))
+    dry = ConversationMixer(bank, split, MixerConfig(1, max_speakers, min_seconds, max_seconds, overlap=0.1,
+                                                     snr_db=None))
+    augmenter = None
+    if augment:
+        from weighter.training.cached import Source, default_augmenter
+
+        augmenter = default_augmenter([Source(bank, "train")], seed)
     rng = np.random.default_rng(seed)
     items = []
     for _ in range(files):
-        c = mixer.sample(rng)
+        if augment and rng.random() < augment:
+            c = dry.sample(rng)
+            c.audio = augmenter(c.audio, rng)[0]
+        else:
+            c = mixer.sample(rng)
         items.append((c.audio, c.likes, c.activity(frame_rate)))
     return items
 
 
 def score_cohort(model: WeighterModel, bank: UtteranceBank, threshold: float, merge_cosine: float | None,
-                 files: int = 300, seed: int = 2, telephone: float = 0.2, max_speakers: int = 4) -> torch.Tensor:
+                 files: int = 300, seed: int = 2, telephone: float = 0.2, max_speakers: int = 4,
+                 augment: float = 0.0) -> torch.Tensor:
     """The model's score cohort (weighter.scoring): distinct active slots of conversations of
     the bank's *train* voices (never a user's), at most COHORT_SIZE of them, float16 (C, E)."""
     items = validation_items(bank, "train", files, seed, model.frame_rate, telephone=telephone,
-                             max_speakers=max_speakers)
+                             max_speakers=max_speakers, augment=augment)
     truths = embed_items(model, items, torch.device("cpu"))
     vectors = np.concatenate([t.embeddings[distinct_active(t.confidence, t.embeddings, threshold, merge_cosine)]
                               for t in truths])
@@ -134,7 +148,8 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
                 max_speakers: int | None = None, pair_prior: float | None = None) -> CalibrationResult:
     """Re-derive a model's activity threshold, merge cosine, slot split (pooling "windows":
     SPLIT_GRID, best count accuracy then mAP) and pair calibrations on the bank's validation
-    split (never the held-out one; ``files`` conversations of ``seconds`` (min, max) length),
+    split (never the held-out one; ``files`` conversations of ``seconds`` (min, max) length,
+    with the channels the model trained with: its ``telephone`` and ``augment`` shares),
     draw its score cohort from the train split (``score_cohort``), record the cohort's share
     (scoring.TOP_SHARE), and rewrite the model file in place (atomically).
     With ``checkpoint`` (a training OUT.ckpt), the weights of its last step replace the file's;
@@ -180,9 +195,9 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
     device = torch.device("cpu")
     trained = meta.train  # the conversations it was validated on while training
     speakers = int(max_speakers if max_speakers is not None else trained.get("max_speakers", 4))
-    telephone = trained.get("telephone", 0.2)
+    telephone, augment = trained.get("telephone", 0.2), trained.get("augment", 0.0)
     items = validation_items(bank, "validation", files, seed, model.frame_rate, *seconds,
-                             telephone=telephone, max_speakers=speakers)
+                             telephone=telephone, max_speakers=speakers, augment=augment)
     parts = embed_parts(model, items, device)
     if scores_only:
         split = (model.config.split_cosine, model.config.split_min_share)
@@ -201,7 +216,7 @@ def recalibrate(path: str | Path, bank: UtteranceBank, files: int = 120, seed: i
         model.config.split_cosine, model.config.split_min_share = split
         threshold, merge_cosine = metrics["threshold"], metrics["merge_cosine"]
         cohort = score_cohort(model, bank, threshold, merge_cosine, seed=seed + 1, telephone=telephone,
-                              max_speakers=speakers)
+                              max_speakers=speakers, augment=augment)
     scores = Cohort(cohort.float().numpy(), TOP_SHARE)
     metrics = summarize(truths, threshold, merge_cosine, scores)
     metrics["split_cosine"], metrics["split_min_share"] = split

@@ -52,6 +52,9 @@ class TrainConfig:
     related: float = 0.0  # share of conversations that also hold a relative of their first speaker (mixer)
     empty: float = 0.0  # share of training files with no speaker, only a non-speech sound or noise (mixer)
     sounds: float = 0.0  # share of conversations that also carry a non-speech sound over a stretch (mixer)
+    augment: float = 0.0  # cached training: share of conversations heard through a training channel
+    #                       (weighter.training.augment: recorded noise, rooms, codecs) instead of the mixer's
+    #                       coloured noise and telephone band; validation conversations alike
     seed: int = 0
     device: str = "auto"
     pretrain_steps: int = 0  # synthetic only: first steps on single-speaker clips (speaker ID of the frames)
