@@ -62,6 +62,8 @@ def test_search_a_file_see_ranked_results_and_play_a_span(site, tmp_path):
     scores = [float(r.find_elements(By.TAG_NAME, "td")[2].text) for r in rows]
     assert scores == sorted(scores, reverse=True)
     assert name in browser.find_element(By.ID, "query-head").text
+    groups = [r.find_element(By.CSS_SELECTOR, "td.group").text for r in rows]  # the store was clustered once
+    assert all(g == "outlier" or g.startswith("group ") for g in groups), groups
     # a span of the first result's own timeline: the audio element plays from its start
     span = rows[0].find_elements(By.CSS_SELECTOR, ".timeline")[1].find_elements(By.CSS_SELECTOR, ".span")[0]
     start = float(span.get_attribute("data-start"))

@@ -644,14 +644,27 @@ def query(obj, file, store_dir, model, k, slot, as_json):
         p = f"p={m.probability:.2f}" if m.probability is not None else ""
         spans_q = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in m.query_spans[:3])
         spans_s = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in m.stored_spans[:3])
-        click.echo(f"{rank:3d}. {m.score:6.2f} (cos {m.cosine:.3f}) {p}  {m.file}  slot {m.query_slot}->{m.stored_slot}  "
-                   f"here: {spans_q or '-'} s | there: {spans_s or '-'} s")
+        group = "" if m.group is None else ("  outlier" if m.group < 0 else f"  group {m.group}")
+        click.echo(f"{rank:3d}. {m.score:6.2f} (cos {m.cosine:.3f}) {p}  {m.file}  slot {m.query_slot}->{m.stored_slot}"
+                   f"{group}  here: {spans_q or '-'} s | there: {spans_s or '-'} s")
 
 
 @main.command()
 @_STORE
+@click.option("--on", "on", type=click.Choice(["embeddings", "evidence"]), default="embeddings", show_default=True,
+              help="What HDBSCAN groups: the slot embeddings (density in the embedding space), or the store's "
+                   "evidence graph (each slot joined to its --neighbours nearest slots of other files, the pair's "
+                   "distance 1 - p, pairs below --link-p left out, one slot per file in a group). On real speech "
+                   "the two were measured in docs/real-speech.md; the options below --on evidence's own are for "
+                   "--on embeddings.")
+@click.option("--neighbours", type=click.IntRange(min=1), default=10, show_default=True,
+              help="--on evidence: nearest slots of other files each slot is joined to.")
+@click.option("--link-p", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="--on evidence: pairs less likely than this (the query's p) are no edge; --assign places a "
+                   "new slot with a member at least this likely.")
 @click.option("--min-cluster-size", type=int, default=None,
-              help="Smallest group, in slots. Default: 3, growing with the fitted sample (5 at 30k slots).")
+              help="Smallest group, in slots. Default: 3, growing with the fitted sample (5 at 30k slots); "
+                   "--on evidence: 2.")
 @click.option("--min-samples", type=int, default=None, help="HDBSCAN min_samples (larger: more conservative, more outliers). Default: 1.")
 @click.option("--pca-dims", type=int, **_library(_CLUSTERER + "pca_dims)"),
               help="PCA dimensions before HDBSCAN (0 = none).")
@@ -689,7 +702,7 @@ def query(obj, file, store_dir, model, k, slot, as_json):
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Export members to CSV.")
 @click.option("--map", "map_path", type=click.Path(path_type=Path), default=None, help="Write a 2-D map PNG.")
 @click.pass_obj
-def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sample_size, method, split_evidence,
+def cluster(obj, store_dir, on, neighbours, link_p, min_cluster_size, min_samples, pca_dims, whiten, sample_size, method, split_evidence,
             group_slack, pairs, pair_cosine, assign_outliers, assign_file, run_id, model, as_json, csv_path, map_path):
     """Sort the store's active slots into discovered groups (speakers nobody labelled).
 
@@ -705,6 +718,7 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
     """
     from weighter.cluster import SlotClusterer, assign_set, cluster_store, draw_map, export_csv, latest_run, run_result
     from weighter.cluster.clusterer import LOW_PERSISTENCE
+    from weighter.cluster.graph import GraphClusterer
     from weighter.index import Store
 
     store = Store(store_dir)
@@ -723,7 +737,11 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
                 group = f"group {m['group']}" if m["group"] >= 0 else "outlier (no group)"
                 click.echo(f"slot {m['slot']}: {group} (membership {m['probability']:.2f}) {where}")
         return
-    if run_id is None:
+    if run_id is None and on == "evidence":
+        clusterer = GraphClusterer(neighbours=neighbours, min_cluster_size=min_cluster_size or 2,
+                                   cluster_selection_method=method or "eom", link_probability=link_p)
+        run = cluster_store(store, clusterer)
+    elif run_id is None:
         clusterer = SlotClusterer(min_cluster_size=min_cluster_size, min_samples=min_samples, pca_dims=pca_dims,
                                   sample_size=sample_size, cluster_selection_method=method, whiten=whiten,
                                   split_evidence=split_evidence, group_slack=group_slack,
@@ -740,9 +758,13 @@ def cluster(obj, store_dir, min_cluster_size, min_samples, pca_dims, whiten, sam
         click.echo(json.dumps(result))
         return
     r = result["run"]
-    click.echo(f"run {r['id']}: {r['slots']} slots -> {r['groups']} groups, {r['outlier_share']:.1%} outliers "
-               f"(min_cluster_size {r['params']['min_cluster_size_used']}, min_samples {r['params']['min_samples_used']}, "
-               f"{_space_words(r['params'])})")
+    if r["params"].get("method") == "graph":
+        how = (f"evidence graph: {r['params']['neighbours']} neighbours, {r['params']['edges']} pairs with p >= "
+               f"{r['params']['link_probability']:g}")
+    else:
+        how = (f"min_cluster_size {r['params']['min_cluster_size_used']}, min_samples {r['params']['min_samples_used']}, "
+               f"{_space_words(r['params'])}")
+    click.echo(f"run {r['id']}: {r['slots']} slots -> {r['groups']} groups, {r['outlier_share']:.1%} outliers ({how})")
     if r["params"].get("split_evidence") is not None:
         click.echo(f"split in two: {r['params']['groups_split']} group(s) holding two voices "
                    f"(--split-evidence {r['params']['split_evidence']:g})")

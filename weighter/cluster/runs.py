@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from weighter.cluster.clusterer import LOW_PERSISTENCE, SlotClusterer
+from weighter.cluster.graph import EvidenceGraph, GraphClusterer, neighbour_graph, other_file_neighbours
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
 from weighter.index.store import Store
@@ -63,7 +64,7 @@ class Member:
     spans: list
 
 
-def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float | None = None,
+def cluster_store(store: Store, clusterer: GraphClusterer | SlotClusterer, assign_outliers: float | None = None,
                   pairs: bool = True) -> int:
     """Cluster a store's active slots and keep the run in the store.
 
@@ -71,13 +72,16 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
     ----------
     store : Store
         A store with at least 2 active slots.
-    clusterer : SlotClusterer
-        Unfitted (it is fitted here, and given the store's ``pair_cosine`` where ``pairs`` says
-        so); its parameters are recorded with the run.
+    clusterer : GraphClusterer or SlotClusterer
+        Unfitted; fitted here and its parameters recorded with the run. A ``GraphClusterer``
+        (``weighter cluster --on evidence``) is given the store's evidence graph
+        (``evidence_graph``); a ``SlotClusterer`` the slot embeddings (and the store's
+        ``pair_cosine`` where ``pairs`` says so).
     assign_outliers : float or None
-        Also place an outlier in its nearest group when its membership strength is at least
-        this (0-1); None: outliers stay outliers.
+        ``SlotClusterer`` only: also place an outlier in its nearest group when its membership
+        strength is at least this (0-1); None: outliers stay outliers.
     pairs : bool, default True
+        ``SlotClusterer`` only:
         Where the clusterer has no ``pair_cosine``, use the model's merge cosine (the cosine at
         which its calibration calls two slots one like, recorded in the store): two outliers
         that are each other's most alike slot at that cosine or more become a group of two.
@@ -106,6 +110,13 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
         if len(ids) < 2:
             raise WeighterError(f"{store.directory}: {'no active slots' if not len(ids) else 'only 1 active slot'} "
                                 "to cluster; clustering needs at least 2 (index more files first)")
+        if isinstance(clusterer, GraphClusterer):
+            clusterer.fit_graph(evidence_graph(store, ids, emb, clusterer.neighbours), store.owners(ids)[0])
+            labels, probs = clusterer.labels_.copy(), clusterer.probabilities_.copy()
+            how = np.full(len(ids), "fitted", dtype=object)
+            params = clusterer.get_params() | {"method": "graph", "edges": clusterer.edges_,
+                                                "one_slot_per_file_dropped": clusterer.duplicates_}
+            return _save_run(store, ids, labels, probs, how, clusterer.state(), params)
         merge = store.meta("merge_cosine")
         if pairs and clusterer.pair_cosine is None and merge not in (None, "null"):
             clusterer.set_params(pair_cosine=float(json.loads(merge)))
@@ -119,28 +130,62 @@ def cluster_store(store: Store, clusterer: SlotClusterer, assign_outliers: float
                 take = strength >= assign_outliers
                 labels[out[take]], probs[out[take]] = lab[take], strength[take]
                 how[out[take]] = "outlier-assigned"
-        state = io.BytesIO()
-        np.savez_compressed(state, **clusterer.state())
-        params = clusterer.get_params() | {"min_cluster_size_used": clusterer.min_cluster_size_,
+        params = clusterer.get_params() | {"method": "embedding", "min_cluster_size_used": clusterer.min_cluster_size_,
                                             "min_samples_used": clusterer.min_samples_,
                                             "assign_outliers": assign_outliers,
                                             "groups_split": clusterer.groups_split_, "pairs": clusterer.pairs_}
-        groups = len(set(labels.tolist()) - {-1})
-        db = store.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            cur = db.execute("INSERT INTO cluster_runs (created, model_id, params, slots, groups, outlier_share, state) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (time.time(), store.model_id, json.dumps(params), len(ids), groups,
-                              float((labels < 0).mean()), state.getvalue()))
-            run = cur.lastrowid
-            db.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?)",
-                           [(run, int(i), int(l), float(p), str(h)) for i, l, p, h in zip(ids, labels, probs, how)])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return run
+        return _save_run(store, ids, labels, probs, how, clusterer.state(), params)
+
+
+def evidence_graph(store: Store, ids: np.ndarray, vectors: np.ndarray, neighbours: int) -> EvidenceGraph:
+    """The store's evidence graph over its active slots (``ids``, ``vectors``): each slot joined
+    to its ``neighbours`` nearest slots of other files by the store's FAISS index, each pair
+    weighted by the probability that its files share a like, scored as a query scores it
+    (cosine normalised against the cohort; ``Store.pair_probability``; the cosine clipped to
+    [0, 1] for a model without calibration).
+
+    Examples
+    --------
+    >>> ids, vectors = store.active_vectors()  # doctest: +SKIP
+    >>> graph = evidence_graph(store, ids, vectors, 10)  # doctest: +SKIP
+    """
+    from weighter.scoring import normalised
+
+    files = store.owners(ids)[0]
+    depth = min(store.vector_count(), neighbours + store.max_slots() + 1)
+    cosines, found = store.search(vectors, depth)  # (n, depth): vector ids, -1 where none
+    pos = np.clip(np.searchsorted(ids, found), 0, len(ids) - 1)
+    idx = np.where((found >= 0) & (ids[pos] == found), pos, -1)  # indices into ids
+    idx = other_file_neighbours(idx, files, neighbours)
+    safe = np.maximum(idx, 0)
+    stats = store.slot_stats(ids)
+    scores = cosines if stats is None else normalised(cosines, stats[0][:, None], stats[1][:, None],
+                                                      stats[0][safe], stats[1][safe])
+    prob = store.pair_probability(scores, normalised=stats is not None)
+    prob = np.clip(cosines, 0, 1) if prob is None else prob
+    return neighbour_graph(idx, np.where(idx >= 0, prob, 0.0), files)
+
+
+def _save_run(store: Store, ids, labels, probs, how, state_arrays: dict, params: dict) -> int:
+    """Record a run and its members in one transaction (inside ``store.writing()``); returns its id."""
+    state = io.BytesIO()
+    np.savez_compressed(state, **state_arrays)
+    groups = len(set(labels.tolist()) - {-1})
+    db = store.db
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        cur = db.execute("INSERT INTO cluster_runs (created, model_id, params, slots, groups, outlier_share, state) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (time.time(), store.model_id, json.dumps(params), len(ids), groups,
+                          float((labels < 0).mean()), state.getvalue()))
+        run = cur.lastrowid
+        db.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?)",
+                       [(run, int(i), int(l), float(p), str(h)) for i, l, p, h in zip(ids, labels, probs, how)])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return run
 
 
 def latest_run(store: Store, run: int | None = None) -> int:
@@ -245,7 +290,7 @@ def group_persistence(store: Store, run: int) -> np.ndarray | None:
 
 
 def load_clusterer(store: Store, run: int) -> SlotClusterer:
-    """The fitted clusterer of a stored run, ready to ``predict``.
+    """The fitted clusterer of a stored embedding run (``SlotClusterer``), ready to ``predict``.
 
     Parameters
     ----------
@@ -295,11 +340,15 @@ def assign_set(store: Store, run: int, embedding_set: EmbeddingSet, persist: boo
     ...     [(m.slot, m.group) for m in assign_set(store, latest_run(store), new, persist=False)]
     [(0, 4), (2, -1)]
     """
-    clusterer = load_clusterer(store, run)
     active = np.flatnonzero(embedding_set.active)
     if not len(active):
         active = np.array([int(np.argmax(embedding_set.confidence))])
-    labels, strength = clusterer.predict(embedding_set.embeddings[active])
+    state = _run_state(store, run, ("kind", "link_probability", "neighbours"))
+    if "kind" in state and str(state["kind"]) == "graph":
+        labels, strength = _assign_by_evidence(store, run, embedding_set, active, float(state["link_probability"]),
+                                               int(state["neighbours"]))
+    else:
+        labels, strength = load_clusterer(store, run).predict(embedding_set.embeddings[active])
     members = [Member(embedding_set.path, int(n), -1, int(l), round(float(p), 4), "added", embedding_set.spans(int(n)))
                for n, l, p in zip(active, labels, strength)]
     if persist:
@@ -313,6 +362,37 @@ def assign_set(store: Store, run: int, embedding_set: EmbeddingSet, persist: boo
                                  (run, m.slot_id, m.group, m.probability))
             store.db.execute("COMMIT")
     return members
+
+
+def _assign_by_evidence(store: Store, run: int, embedding_set: EmbeddingSet, active: np.ndarray, link: float,
+                        neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+    """A graph run's placement of new slots: each joins the group of its most likely grouped
+    neighbour among the stored slots of other files (scored as a query scores them), where that
+    neighbour's p is at least ``link``; its strength is that p. (labels, strengths) per slot."""
+    from weighter.scoring import normalised
+
+    vectors = np.ascontiguousarray(embedding_set.embeddings[active], np.float32)
+    depth = min(store.vector_count(), neighbours + store.max_slots() + 1)
+    if depth == 0:
+        return np.full(len(active), -1), np.zeros(len(active), np.float32)
+    cosines, found = store.search(vectors, depth)  # (Q, depth)
+    files, _ = store.owners(np.maximum(found, 0))
+    own = store.file_id(embedding_set.path)
+    stats, query = store.slot_stats(np.maximum(found, 0)), store.query_stats(vectors)
+    scores = cosines if stats is None else normalised(cosines, query[0][:, None], query[1][:, None], *stats)
+    prob = store.pair_probability(scores, normalised=stats is not None)
+    prob = np.clip(cosines, 0, 1) if prob is None else prob
+    rows = store._rows_in(f"SELECT slot_id, group_id FROM cluster_members WHERE run_id = {int(run)} "
+                          "AND slot_id IN ({})", np.unique(found[found >= 0]).tolist())
+    group_of = dict(rows)
+    groups = np.vectorize(lambda i: group_of.get(int(i), -1))(found)
+    usable = (found >= 0) & (groups >= 0) & (files != (-1 if own is None else own))
+    prob = np.where(usable, prob, -1.0)
+    best = prob.argmax(1)
+    rows_q = np.arange(len(active))
+    p_best, g_best = prob[rows_q, best], groups[rows_q, best]
+    joined = p_best >= link
+    return np.where(joined, g_best, -1), np.where(joined, p_best, 0.0).astype(np.float32)
 
 
 def export_csv(result: dict, path: str | Path) -> None:
@@ -359,7 +439,10 @@ def draw_map(store: Store, run: int, path: str | Path) -> None:
 
     rows = store.db.execute("SELECT s.embedding, m.group_id FROM cluster_members m JOIN slots s ON s.id = m.slot_id "
                             "WHERE m.run_id = ?", (run,)).fetchall()
-    emb = load_clusterer(store, run).transform(np.stack([np.frombuffer(r[0], np.float32) for r in rows]))
+    emb = np.stack([np.frombuffer(r[0], np.float32) for r in rows])
+    state = _run_state(store, run, ("kind",))
+    if not ("kind" in state and str(state["kind"]) == "graph"):  # an embedding run: its own space
+        emb = load_clusterer(store, run).transform(emb)
     labels = np.array([r[1] for r in rows])
     if 10 < len(emb) <= 3000:
         from sklearn.manifold import TSNE

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from weighter.audio import AudioSource
 from weighter.errors import AudioError
+from weighter.index.pair_model import fit_store
 from weighter.index.results import AddResult, RemoveResult
 from weighter.index.store import Store, content_hash
 
@@ -93,6 +94,8 @@ def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | 
         for key in ("pair_calibration", "pair_calibration_snorm", "merge_cosine"):
             if store.meta(key) is None and getattr(embedder.metadata, key):
                 store.set_meta(key, json.dumps(getattr(embedder.metadata, key)))
+        if store.meta("pair_prior_stated") is None and embedder.metadata.pair_prior:  # the base rate p speaks for
+            store.set_meta("pair_prior_stated", json.dumps(embedder.metadata.pair_prior))
         digests = {str(p): d for p, d in todo}
         if embed is None:
             def embed(paths: list[Path], errs: list):  # this process, commit_every files at a time
@@ -109,6 +112,8 @@ def add_files(store: Store, embedder: "Embedder", inputs: Iterable[str | Path | 
                 added, batch, index_type, failed = added + len(batch), [], None, len(errors)
             if s is None:
                 break
+        if added:  # the base rate p speaks for, refitted to the store's own file pairs (pair_model.py)
+            fit_store(store)
         return AddResult(added=added, unchanged=unchanged, failed=len(errors), store=store.info())
 
 
@@ -137,4 +142,5 @@ def remove_files(store: Store, paths: list[str | Path]) -> RemoveResult:
         missing = [str(p) for p in paths if store.file_id(p) is None]
         if known:
             store.apply([], remove=known)
+            fit_store(store)  # the base rate of the pairs that are left
         return RemoveResult(removed=len(known), not_in_store=missing, store=store.info())

@@ -14,7 +14,6 @@ the time spans where the like is heard in both files.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass
 
@@ -45,6 +44,10 @@ class Match:
         The matched pair's slot numbers.
     query_spans, stored_spans : list of (float, float)
         Seconds where the like is heard in the query and in the stored file.
+    group : int or None
+        The group of the matched stored slot in the store's latest clustering run (``weighter
+        cluster``; -1: an outlier there); None when the store was never clustered or the slot
+        came after the run.
     """
 
     file: str
@@ -55,6 +58,7 @@ class Match:
     stored_slot: int
     query_spans: list[tuple[float, float]]  # seconds, where the like is heard in the query
     stored_spans: list[tuple[float, float]]  # seconds, where it is heard in the stored file
+    group: int | None = None  # the stored slot's group in the latest clustering run (-1: outlier)
 
 
 def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None = None,
@@ -172,19 +176,17 @@ def _query(store: Store, queries: list[EmbeddingSet], k: int, slot_choice: list[
     vectors = np.concatenate([q.embeddings[s] for q, s in zip(queries, slots)])  # (sum Q, E)
     stats = store.query_stats(vectors)  # None: raw cosines
     cosines, ids = store.search(vectors, search_depth(store, k, exclude_self))  # (sum Q, K) each
-    key = "pair_calibration" if stats is None else "pair_calibration_snorm"
-    calibration = json.loads(store.meta(key) or "null")
     bounds = np.cumsum([0] + [len(s) for s in slots])
     rankings = []
     for query, query_slots, lo, hi in zip(queries, slots, bounds[:-1], bounds[1:]):
         part = None if stats is None else (stats[0][lo:hi], stats[1][lo:hi])
         rankings.append(_rank(store, query, query_slots, vectors[lo:hi], part, cosines[lo:hi], ids[lo:hi], k,
-                              exclude_self, calibration))
+                              exclude_self))
     return rankings
 
 
 def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndarray, query_stats,
-          cosines: np.ndarray, ids: np.ndarray, k: int, exclude_self: bool, calibration) -> list[Match]:
+          cosines: np.ndarray, ids: np.ndarray, k: int, exclude_self: bool) -> list[Match]:
     """One query's files from its slots' FAISS hits (``cosines``, ``ids``: (Q, K)), best first."""
     files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
     own = store.file_id(query.path) if exclude_self else None
@@ -204,15 +206,15 @@ def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndar
         top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
     timelines = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
     query_spans = {q: query.spans(int(slots[q])) for q in {q for _, (_, _, q, _) in top}}
+    probs = store.pair_probability([score for _, (score, _, _, _) in top], normalised=query_stats is not None)
+    _, groups = store.slot_groups([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
     matches = []
-    for file_id, (score, cosine, q, s_slot) in top:
-        path, duration, weighting, rate = timelines[store.slot_id(file_id, s_slot)]
-        prob = None
-        if calibration:
-            a, b = calibration
-            prob = round(float(1 / (1 + np.exp(-(a * score + b)))), 4)
+    for i, (file_id, (score, cosine, q, s_slot)) in enumerate(top):
+        slot_id = store.slot_id(file_id, s_slot)
+        path, duration, weighting, rate = timelines[slot_id]
+        prob = None if probs is None else round(float(probs[i]), 4)
         matches.append(Match(path, round(score, 4), round(cosine, 4), prob, int(slots[q]), int(s_slot),
-                             query_spans[q], spans(weighting, rate, duration)))
+                             query_spans[q], spans(weighting, rate, duration), groups.get(slot_id)))
     return matches
 
 

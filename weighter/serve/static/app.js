@@ -138,13 +138,15 @@ function showResults(container, answer, querySrc) {
     el("td", {class: "num"}, fmt(m.score)),
     el("td", {class: "num"}, fmt(m.probability)),
     el("td", {class: "num"}, `${m.query_slot} -> ${m.stored_slot}`),
+    el("td", {class: "group"}, m.group === null || m.group === undefined ? "-" :
+      m.group < 0 ? "outlier" : el("a", {href: `#/group/${m.group}`}, `group ${m.group}`)),
     el("td", {style: "width:45%"},
       el("div", {class: "tl"}, el("span", {class: "tl-label"}, "query"),
         timeline(m.query_spans, q.duration, querySrc, `${name(q.file)} slot ${m.query_slot}`)),
       el("div", {class: "tl"}, el("span", {class: "tl-label"}, "result"),
         timeline(m.stored_spans, m.duration, audioUrl(m.file_id), `${name(m.file)} slot ${m.stored_slot}`)))));
   container.replaceChildren(head, answer.results.length ? el("table", {id: "result-table"},
-    el("tr", {}, ["#", "file", "score", "p", "slots", "where the voice is heard (click to play)"].map((h) => el("th", {}, h))),
+    el("tr", {}, ["#", "file", "score", "p", "slots", "group", "where the voice is heard (click to play)"].map((h) => el("th", {}, h))),
     rows) : el("p", {}, "No stored file shares a voice with it."));
 }
 

@@ -1,0 +1,208 @@
+"""The match probability adapted to the corpus itself: its base rate, estimated from its own pairs.
+
+A model's calibration (``weighter calibrate``) is a logistic map from a file pair's score to
+P(shared like), stated for one base rate (``pair_prior``, 3% for the shipped model): the share
+of a corpus's file pairs that share a voice. In a corpus where 1% of pairs do it says too much,
+where 40% do too little. What the calibration knows about a *score* (its likelihood ratio) does
+not depend on the corpus; only the prior odds do. So the store estimates its own base rate from
+the scores of its own file pairs, by the expectation-maximisation of Saerens, Latinne and
+Decaestecker (2002, "Adjusting the outputs of a classifier to new a priori probabilities"):
+
+    p_i(prior) = sigmoid(logit p_model(s_i) + logit prior - logit pair_prior)
+    prior <- mean_i p_i(prior)          (repeated until it settles)
+
+``weighter index build`` and ``add`` refit it at every commit (``weighter.index.build``) and a
+query's ``p`` uses it. Only one number is fitted, so a corpus of a few hundred pairs is enough
+and no fit can invent a score distribution of its own; for a store too small to fit (fewer than
+``MIN_PAIRS`` pairs) the calibration's own prior stays. ``weighter calibrate`` stays the route
+for users with labelled data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+MIN_PAIRS = 300  # file pairs below which no prior is fitted (the calibration's own stays)
+MAX_SLOTS = 6000  # active slots whose pairs are scored (a sample of files beyond): 144 MB of scores
+MIN_PRIOR, MAX_PRIOR = 1e-4, 0.9
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+@dataclass(frozen=True)
+class PairPrior:
+    """A logistic calibration of pair scores and the base rate it speaks for.
+
+    Attributes
+    ----------
+    slope, intercept : float
+        The model's calibration: P(shared | s) = sigmoid(slope s + intercept) at ``stated``.
+    stated : float
+        The base rate the calibration was stated for.
+    prior : float
+        The base rate its probabilities are given for (the corpus's own, once fitted).
+    pairs : int
+        File pairs ``prior`` was estimated from (0: not fitted; -1: the calibration states no
+        base rate, so none can be fitted).
+
+    Examples
+    --------
+    >>> from weighter.index.pair_model import PairPrior
+    >>> model = PairPrior(slope=2.0, intercept=-8.0, stated=0.03, prior=0.03, pairs=0)
+    >>> [round(float(p), 3) for p in model.probability([2.0, 4.0, 6.0])]
+    [0.018, 0.5, 0.982]
+    >>> [round(float(p), 3) for p in model.with_prior(0.3, 1000).probability([2.0, 4.0])]
+    [0.202, 0.933]
+    """
+
+    slope: float
+    intercept: float
+    stated: float
+    prior: float
+    pairs: int = 0
+
+    def probability(self, scores) -> np.ndarray:
+        """P(the pair shares a like | its score) at ``prior``, for each of ``scores``."""
+        shift = float(_logit(self.prior) - _logit(self.stated))
+        z = self.slope * np.asarray(scores, np.float64) + self.intercept + shift
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
+
+    def with_prior(self, prior: float, pairs: int) -> "PairPrior":
+        """The same calibration speaking for another base rate."""
+        return PairPrior(self.slope, self.intercept, self.stated, float(prior), int(pairs))
+
+    def to_json(self) -> str:
+        """As the store keeps it (``Store.meta("pair_prior")``)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "PairPrior | None":
+        """The fitted prior a store keeps, or None (none fitted, or unreadable)."""
+        try:
+            return cls(**json.loads(text)) if text else None
+        except (TypeError, ValueError):
+            return None
+
+
+def adapt_prior(model: PairPrior, scores: np.ndarray, iterations: int = 200,
+                tolerance: float = 1e-6) -> PairPrior | None:
+    """The base rate of the corpus whose file-pair ``scores`` these are, by EM on the prior alone
+    (see the module docstring); None below ``MIN_PAIRS`` scores.
+
+    Parameters
+    ----------
+    model : PairPrior
+        The calibration (its ``stated`` prior is where EM starts).
+    scores : numpy.ndarray
+        (P,) scores of file pairs, each pair once, drawn without regard to their score.
+
+    Returns
+    -------
+    PairPrior or None
+        ``model`` speaking for the fitted prior (clipped to [1e-4, 0.9]).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)  # strangers N(0, 1), matches N(4, 1): log LR = 4 s - 8
+    >>> scores = np.concatenate([rng.normal(0, 1, 8000), rng.normal(4, 1, 2000)])
+    >>> model = PairPrior(4.0, -8.0 + float(np.log(0.03 / 0.97)), stated=0.03, prior=0.03)
+    >>> round(adapt_prior(model, scores).prior, 2)
+    0.2
+    """
+    s = np.asarray(scores, np.float64)
+    s = s[np.isfinite(s)]
+    if len(s) < MIN_PAIRS:
+        return None
+    base = model.slope * s + model.intercept - _logit(model.stated)  # log likelihood ratio of each pair
+    prior = model.stated
+    for _ in range(iterations):
+        new = float(np.clip(np.mean(1.0 / (1.0 + np.exp(-np.clip(base + _logit(prior), -700, 700)))),
+                            MIN_PRIOR, MAX_PRIOR))
+        done = abs(new - prior) < tolerance
+        prior = new
+        if done:
+            break
+    return model.with_prior(prior, len(s))
+
+
+def file_pair_scores(store, max_slots: int = MAX_SLOTS, seed: int = 0) -> np.ndarray:
+    """The best slot-pair score of every pair of stored files (of a seeded sample of files when
+    their active slots number more than ``max_slots``), scored as a query scores them: the
+    cosine normalised against the store's cohort, or the raw cosine without one.
+
+    Parameters
+    ----------
+    store : weighter.index.Store
+    max_slots : int
+        Active slots the sample holds at most (their cosine matrix is computed whole).
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray
+        (P,) one score per file pair, float32.
+
+    Examples
+    --------
+    >>> scores = file_pair_scores(store)  # doctest: +SKIP
+    """
+    from weighter.scoring import normalised
+
+    ids, vectors = store.active_vectors()
+    files = store.owners(ids)[0]
+    names, first, counts = np.unique(files, return_index=True, return_counts=True)
+    if len(ids) > max_slots:  # a seeded sample of whole files, in their stored order
+        order = np.random.default_rng(seed).permutation(len(names))
+        take = np.sort(order[: int(np.searchsorted(np.cumsum(counts[order]), max_slots, side="right"))])
+        keep = np.isin(files, names[take])
+        ids, vectors, files = ids[keep], vectors[keep], files[keep]
+        names, first = np.unique(files, return_index=True)
+    if len(names) < 2:
+        return np.zeros(0, np.float32)
+    scores = vectors @ vectors.T  # (S, S) cosines
+    stats = store.slot_stats(ids)
+    if stats is not None:
+        mean, spread = stats
+        scores = normalised(scores, mean[:, None], spread[:, None], mean[None], spread[None])
+    best = np.maximum.reduceat(np.maximum.reduceat(scores, first, axis=0), first, axis=1)  # (F, F)
+    return best[np.triu_indices(len(names), 1)].astype(np.float32)
+
+
+def store_calibration(store) -> PairPrior | None:
+    """The model calibration a store's queries use (for normalised scores where it keeps a
+    cohort, else raw cosines), at the store's fitted prior where it has one; None without one."""
+    normalised = store.score_cohort() is not None
+    pair = json.loads(store.meta("pair_calibration_snorm" if normalised else "pair_calibration") or "null")
+    if not pair:
+        return None
+    fitted = PairPrior.from_json(store.meta("pair_prior"))
+    if fitted is not None and [fitted.slope, fitted.intercept] == [float(v) for v in pair]:
+        return fitted
+    stated = json.loads(store.meta("pair_prior_stated") or "null")  # None: the calibration's own, unknown
+    return PairPrior(float(pair[0]), float(pair[1]), float(stated or 0.5), float(stated or 0.5), -1 if stated is None else 0)
+
+
+def fit_store(store, seed: int = 0) -> PairPrior | None:
+    """Fit the store's base rate to its own file pairs and keep it (``Store.meta("pair_prior")``;
+    emptied when the store has too few pairs or no calibration). Call inside ``store.writing()``.
+
+    Examples
+    --------
+    >>> with store.writing():  # doctest: +SKIP
+    ...     fitted = fit_store(store)
+    >>> round(fitted.prior, 3)  # doctest: +SKIP
+    0.031
+    """
+    store.set_meta("pair_prior", "")
+    model = store_calibration(store)
+    if model is None or model.pairs < 0:  # no calibration, or no base rate stated for it to move from
+        return None
+    fitted = adapt_prior(model, file_pair_scores(store, seed=seed))
+    store.set_meta("pair_prior", fitted.to_json() if fitted is not None else "")
+    return fitted
