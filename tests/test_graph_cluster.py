@@ -115,12 +115,14 @@ def test_a_store_fits_its_own_prior_and_its_queries_use_it(corpus_store, tmp_pat
     shutil.copytree(corpus_store[0], copy)
     with Store(copy) as store:
         assert store.meta("pair_prior") == ""  # 6 files are 15 pairs: too few, the stated prior stays
+        assert store.info().pair_prior_fitted is False
         model = store_calibration(store)
         first = store.embedding_set(store.file_id(str(next(iter(store.db.execute("SELECT path FROM files")))[0])))
         before = query_store(store, first, k=3)
         with store.writing():  # a corpus where far more pairs share a voice: every p rises
             store.set_meta("pair_prior", model.with_prior(0.5, 400).to_json())
         after = query_store(store, first, k=3)
+        assert (store.info().pair_prior, store.info().pair_prior_fitted) == (0.5, True)
         assert [m.file for m in after] == [m.file for m in before]
         assert all(a.probability >= b.probability for a, b in zip(after, before))
         assert [m.probability for m in after] == [round(float(p), 4) for p in

@@ -36,6 +36,12 @@ class StoreInfo:
         ``"s-norm"`` or ``"cosine"``.
     score_share : float or None
         The score cohort's top share (``weighter.scoring``).
+    pair_prior : float or None
+        The base rate ``p`` speaks for (the share of file pairs that share a like): fitted to
+        the store's own file pairs when it has enough, else the one the model's calibration
+        states; None for a model without calibration.
+    pair_prior_fitted : bool
+        Whether ``pair_prior`` was fitted to the store (``weighter.index.pair_model``).
 
     Examples
     --------
@@ -56,6 +62,8 @@ class StoreInfo:
     faiss_file: str | None
     scoring: str
     score_share: float | None
+    pair_prior: float | None = None
+    pair_prior_fitted: bool = False
 
     def to_dict(self) -> dict:
         """The fields as a JSON-ready dict."""

@@ -247,7 +247,17 @@ class Store:
                          index_type=self._meta("index_type"), nprobe=int(self._meta("nprobe") or 0) or None,
                          speech_gate=self.speech_gate, generation=self.generation,
                          faiss_file=self._faiss_name(self.generation) if self.generation else None,
-                         scoring=self.scoring(), score_share=getattr(self.score_cohort(), "share", None))
+                         scoring=self.scoring(), score_share=getattr(self.score_cohort(), "share", None),
+                         **self._pair_prior())
+
+    def _pair_prior(self) -> dict:
+        """``StoreInfo``'s pair_prior and pair_prior_fitted."""
+        from weighter.index.pair_model import store_calibration
+
+        model = store_calibration(self)
+        if model is None or model.pairs < 0:
+            return {"pair_prior": None, "pair_prior_fitted": False}
+        return {"pair_prior": round(model.prior, 4), "pair_prior_fitted": model.pairs > 0}
 
     # -- writing ------------------------------------------------------------------------
     @contextmanager
