@@ -159,3 +159,28 @@ def test_cluster_on_evidence_from_the_cli_and_query_results_name_their_group(cor
         assert m["group"] == group_of.get((m["file"], m["stored_slot"]), -1)
     text = runner.invoke(main, ["query", first, "--store", str(copy), "-k", "3"], catch_exceptions=False).output
     assert ("group " in text) or ("outlier" in text)
+
+
+def test_a_fit_that_says_most_pairs_share_a_voice_is_not_believed(corpus_store, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    from weighter.index import Store
+    from weighter.index import pair_model
+
+    copy = tmp_path / "store"
+    shutil.copytree(corpus_store[0], copy)
+    with Store(copy) as store:
+        with store.writing():
+            store.set_meta("pair_prior_stated", "0.03")
+            model = pair_model.store_calibration(store)
+            assert model is not None and model.pairs == 0
+            # every file pair scoring like a sure match: EM runs to its cap
+            monkeypatch.setattr(pair_model, "file_pair_scores", lambda store, seed=0: np.full(400, 50.0))
+            assert pair_model.fit_store(store) is None
+            assert store.meta("pair_prior") == "" and "does not describe this corpus" in caplog.text
+            # a believable corpus: a few pairs alike, most not
+            scores = np.r_[np.full(20, 50.0), np.full(380, -50.0)]
+            monkeypatch.setattr(pair_model, "file_pair_scores", lambda store, seed=0: scores)
+            fitted = pair_model.fit_store(store)
+            assert fitted is not None and abs(fitted.prior - 0.05) < 0.01
+            assert store.info().pair_prior_fitted is True
