@@ -100,7 +100,7 @@ def factors(mixer) -> dict:
         return sosfilt(butter(int(r.integers(1, 3)) * 2, [low, high], btype="bandpass", fs=16000, output="sos"), x)
 
     def babble(c, r):  # 4 other speakers of the split talking on
-        return _babble(mixer, r, len(c.audio), c.likes)
+        return mixer.babble(r, len(c.audio), c.likes, 4)
 
     return {
         "clean": lambda c, r: c.audio,
@@ -115,19 +115,6 @@ def factors(mixer) -> dict:
         "telephone mu-law": lambda c, r: telephone(c.audio, 16000, "mu-law"),
         "telephone gsm": lambda c, r: telephone(c.audio, 16000, "gsm"),
     }
-
-
-def _babble(mixer, rng, n, speakers):
-    others = [s for s in mixer.speakers if s not in speakers]
-    out = np.zeros(n)
-    for k in rng.choice(len(others), size=min(len(others), 4), replace=False):
-        parts, total = [], 0
-        while total < n:
-            parts.append(mixer._clip(rng, others[k]))
-            total += len(parts[-1])
-        voice = np.concatenate(parts)[:n]
-        out += voice / np.sqrt(np.mean(voice ** 2) + 1e-12)
-    return out
 
 
 def _add(x, noise, snr):

@@ -135,3 +135,24 @@ def test_a_recording_at_another_rate_is_one_line_error(tmp_path):
     sf.write(tmp_path / "rir" / "y" / "r.flac", np.ones(100, np.float32) * 0.1, 44100)
     with pytest.raises(WeighterError, match=r"r\.flac: sample rate 44100 Hz, the augmenter needs 16000 Hz"):
         ChannelAugmenter(tmp_path)
+
+
+def test_a_channel_mixer_augments_its_share_and_leaves_the_rest_to_the_mixer(tiny_bank, material):
+    from weighter.corpus import ConversationMixer, MixerConfig
+    from weighter.training.augment import ChannelMixer
+
+    config = MixerConfig(1, 2, 5, 8, telephone=1.0)
+    plain = ConversationMixer(tiny_bank, "train", config).sample(np.random.default_rng(0))
+    none = ChannelMixer(tiny_bank, "train", config, None, 0.0).sample(np.random.default_rng(0))
+    np.testing.assert_array_equal(none.audio, plain.audio)  # no share: the mixer as it stands
+    with pytest.raises(WeighterError, match="ChannelAugmenter"):
+        ChannelMixer(tiny_bank, "train", config, None, 0.5)
+    channel = augmenter(material, level_db=(-20.0, -20.0))
+    heard = ChannelMixer(tiny_bank, "train", config, channel, 1.0)
+    a, b = heard.sample(np.random.default_rng(1)), heard.sample(np.random.default_rng(1))
+    np.testing.assert_array_equal(a.audio, b.audio)  # seeded
+    rng = np.random.default_rng(1)
+    rng.random()  # the share's draw
+    dry = heard.dry.sample(rng)  # the same conversation, before the channel
+    assert dry.channel != "telephone" and a.likes == dry.likes  # mixed dry: the channel replaces the band
+    assert a.audio.shape == dry.audio.shape and not np.allclose(a.audio, dry.audio)

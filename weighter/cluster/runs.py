@@ -161,9 +161,14 @@ def evidence_graph(store: Store, ids: np.ndarray, vectors: np.ndarray, neighbour
     stats = store.slot_stats(ids)
     scores = cosines if stats is None else normalised(cosines, stats[0][:, None], stats[1][:, None],
                                                       stats[0][safe], stats[1][safe])
-    prob = store.pair_probability(scores, normalised=stats is not None)
-    prob = np.clip(cosines, 0, 1) if prob is None else prob
-    return neighbour_graph(idx, np.where(idx >= 0, prob, 0.0), files)
+    return neighbour_graph(idx, np.where(idx >= 0, _link_probability(store, scores, cosines), 0.0), files)
+
+
+def _link_probability(store: Store, scores: np.ndarray, cosines: np.ndarray) -> np.ndarray:
+    """p of slot pairs as a query gives it (``Store.pair_probability`` of their ``scores``), or
+    for a model without calibration their cosine clipped to [0, 1]; shaped as ``scores``."""
+    prob = store.pair_probability(scores)
+    return np.clip(cosines, 0, 1) if prob is None else prob
 
 
 def _save_run(store: Store, ids, labels, probs, how, state_arrays: dict, params: dict) -> int:
@@ -380,11 +385,8 @@ def _assign_by_evidence(store: Store, run: int, embedding_set: EmbeddingSet, act
     own = store.file_id(embedding_set.path)
     stats, query = store.slot_stats(np.maximum(found, 0)), store.query_stats(vectors)
     scores = cosines if stats is None else normalised(cosines, query[0][:, None], query[1][:, None], *stats)
-    prob = store.pair_probability(scores, normalised=stats is not None)
-    prob = np.clip(cosines, 0, 1) if prob is None else prob
-    rows = store._rows_in(f"SELECT slot_id, group_id FROM cluster_members WHERE run_id = {int(run)} "
-                          "AND slot_id IN ({})", np.unique(found[found >= 0]).tolist())
-    group_of = dict(rows)
+    prob = _link_probability(store, scores, cosines)
+    _, group_of = store.slot_groups(np.unique(found[found >= 0]).tolist(), run)
     groups = np.vectorize(lambda i: group_of.get(int(i), -1))(found)
     usable = (found >= 0) & (groups >= 0) & (files != (-1 if own is None else own))
     prob = np.where(usable, prob, -1.0)

@@ -251,22 +251,33 @@ class ConversationMixer:
         conversation.noise = kind
         return conversation
 
+    def babble(self, rng: np.random.Generator, n: int, exclude: list[str], voices: int) -> np.ndarray:
+        """``n`` samples of ``voices`` speakers of the split other than ``exclude`` talking on at
+        once (each its clips one after another, each at unit RMS); (n,) float64, zeros when the
+        split has no other speaker.
+
+        Examples
+        --------
+        >>> noise = mixer.babble(np.random.default_rng(0), 16000 * 5, ["spk-a"], 4)  # doctest: +SKIP
+        """
+        others = [s for s in self.speakers if s not in exclude]
+        out = np.zeros(n)
+        for k in rng.choice(len(others), size=min(len(others), voices), replace=False) if others else []:
+            parts, filled = [], 0
+            while filled < n:
+                parts.append(self._clip(rng, others[k]))
+                filled += len(parts[-1])
+            voice = np.concatenate(parts)[:n]
+            out += voice / np.sqrt(np.mean(voice.astype(np.float64) ** 2) + 1e-12)
+        return out
+
     def _channel_noise(self, rng: np.random.Generator, n: int, speakers: list[str]) -> tuple[np.ndarray, str]:
         """A recording channel's noise, ``n`` samples of one kind: coloured (white to brown), a
         non-speech sound (weighter.corpus.sounds), or babble of 3-6 other speakers of the split
         (coloured noise where the split has no other speaker)."""
         kind = ("coloured", "sound", "babble")[int(rng.integers(3))]
-        others = [s for s in self.speakers if s not in speakers]
-        if kind == "babble" and others:
-            out = np.zeros(n)
-            for k in rng.choice(len(others), size=min(len(others), int(rng.integers(3, 7))), replace=False):
-                parts, filled = [], 0
-                while filled < n:  # one voice talking on: its clips one after another
-                    parts.append(self._clip(rng, others[k]))
-                    filled += len(parts[-1])
-                voice = np.concatenate(parts)[:n]
-                out += voice / np.sqrt(np.mean(voice.astype(np.float64) ** 2) + 1e-12)
-            return out, kind
+        if kind == "babble" and any(s not in speakers for s in self.speakers):
+            return self.babble(rng, n, speakers, int(rng.integers(3, 7))), kind
         if kind == "sound":
             return nonspeech(rng, n, self.sample_rate)[0].astype(np.float64), kind
         return coloured_noise(rng, n, float(rng.uniform(0, 2))), "coloured"

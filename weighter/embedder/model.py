@@ -446,6 +446,8 @@ class ResemblyzerFrontend:
         b, t, _ = mel.shape
         pad = (-t) % self.chunk
         chunks = F.pad(mel, (0, 0, 0, pad)).reshape(b * (t + pad) // self.chunk, self.chunk, 40)
+        if self.encoder.input_norm != "none":  # a distilled encoder's input, as in its forward
+            chunks = self.encoder.normalise(chunks)
         out, _ = self.encoder.lstm(chunks)  # (B * n, 160, 256)
         out = F.relu(self.encoder.linear(out)).reshape(b, t + pad, 256)[:, :t]
         return F.normalize(out, dim=-1) * mask[..., None]  # (B, T, 256)

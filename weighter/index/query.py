@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from weighter.embedding_set import EmbeddingSet, spans
+from weighter.index.pair_model import store_calibration
 from weighter.index.store import Store
 from weighter.scoring import normalised
 
@@ -176,17 +177,18 @@ def _query(store: Store, queries: list[EmbeddingSet], k: int, slot_choice: list[
     vectors = np.concatenate([q.embeddings[s] for q, s in zip(queries, slots)])  # (sum Q, E)
     stats = store.query_stats(vectors)  # None: raw cosines
     cosines, ids = store.search(vectors, search_depth(store, k, exclude_self))  # (sum Q, K) each
+    calibration = store_calibration(store)  # score -> p at the store's base rate; None: no p
     bounds = np.cumsum([0] + [len(s) for s in slots])
     rankings = []
     for query, query_slots, lo, hi in zip(queries, slots, bounds[:-1], bounds[1:]):
         part = None if stats is None else (stats[0][lo:hi], stats[1][lo:hi])
         rankings.append(_rank(store, query, query_slots, vectors[lo:hi], part, cosines[lo:hi], ids[lo:hi], k,
-                              exclude_self))
+                              exclude_self, calibration))
     return rankings
 
 
 def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndarray, query_stats,
-          cosines: np.ndarray, ids: np.ndarray, k: int, exclude_self: bool) -> list[Match]:
+          cosines: np.ndarray, ids: np.ndarray, k: int, exclude_self: bool, calibration) -> list[Match]:
     """One query's files from its slots' FAISS hits (``cosines``, ``ids``: (Q, K)), best first."""
     files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
     own = store.file_id(query.path) if exclude_self else None
@@ -206,7 +208,7 @@ def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndar
         top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
     timelines = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
     query_spans = {q: query.spans(int(slots[q])) for q in {q for _, (_, _, q, _) in top}}
-    probs = store.pair_probability([score for _, (score, _, _, _) in top], normalised=query_stats is not None)
+    probs = None if calibration is None else calibration.probability([score for _, (score, _, _, _) in top])
     _, groups = store.slot_groups([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
     matches = []
     for i, (file_id, (score, cosine, q, s_slot)) in enumerate(top):

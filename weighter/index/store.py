@@ -645,13 +645,13 @@ class Store:
         return {r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]))
                 for r in rows}
 
-    def slot_groups(self, slot_ids: list[int]) -> tuple[int | None, dict[int, int]]:
-        """The store's latest clustering run and the group of each of these slots in it.
+    def slot_groups(self, slot_ids: list[int], run: int | None = None) -> tuple[int | None, dict[int, int]]:
+        """A clustering run (default the store's latest) and the group of each of these slots in it.
 
         Returns
         -------
         run : int or None
-            The latest run's id; None when the store was never clustered.
+            The run's id; None when the store was never clustered.
         groups : dict
             Slot id -> group (-1: an outlier), for the slots the run holds.
 
@@ -661,35 +661,31 @@ class Store:
         >>> run, groups
         (3, {12: 0, 40: -1})
         """
-        has_runs = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cluster_runs'").fetchone()
-        run = self.db.execute("SELECT MAX(id) FROM cluster_runs").fetchone()[0] if has_runs else None
         if run is None:
-            return None, {}
+            has_runs = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cluster_runs'").fetchone()
+            run = self.db.execute("SELECT MAX(id) FROM cluster_runs").fetchone()[0] if has_runs else None
+            if run is None:
+                return None, {}
         rows = self._rows_in(f"SELECT slot_id, group_id FROM cluster_members WHERE run_id = {int(run)} "
                              "AND slot_id IN ({})", [int(i) for i in slot_ids])
         return int(run), {int(a): int(b) for a, b in rows}
 
-    def pair_probability(self, scores, normalised: bool = True) -> np.ndarray | None:
-        """P(two files share a like) for their best slot-pair ``scores``: the model's calibration
-        (``normalised``: the scores are normalised against the cohort), at the base rate the store
-        fitted to its own file pairs when files were added (``pair_model.fit_store``), else at the
-        one the calibration states; None for a model without calibration.
+    def pair_probability(self, scores) -> np.ndarray | None:
+        """P(two files share a like) for their best slot-pair ``scores`` (normalised against the
+        cohort where the store keeps one, else raw cosines, as its queries score them): the model's
+        calibration at the base rate the store fitted to its own file pairs
+        (``pair_model.fit_store``), else at the one the calibration states; None for a model
+        without calibration.
 
         Examples
         --------
         >>> store.pair_probability([3.2, -1.0])  # doctest: +SKIP
         array([0.82, 0.01])
         """
-        from weighter.index.pair_model import PairPrior, store_calibration
+        from weighter.index.pair_model import store_calibration
 
-        model = store_calibration(self)
-        if model is None or normalised != (self.score_cohort() is not None):
-            key = "pair_calibration_snorm" if normalised else "pair_calibration"
-            pair = json.loads(self._meta(key) or "null")
-            if not pair:
-                return None
-            model = PairPrior(float(pair[0]), float(pair[1]), 0.5, 0.5)
-        return model.probability(scores)
+        calibration = store_calibration(self)
+        return None if calibration is None else calibration.probability(scores)
 
     def max_slots(self) -> int:
         """Most slots any stored file has (the embedder's N for one-window files)."""

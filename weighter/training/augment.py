@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import random
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from weighter.corpus.channels import fit_length, sox_codec
+from weighter.corpus.mixer import ConversationMixer, MixerConfig
 from weighter.errors import WeighterError
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,47 @@ class ChannelAugmenter:
         codec = WIDEBAND_CODECS[int(rng.integers(len(WIDEBAND_CODECS)))]
         option = str(int(rng.choice([8, 16, 24, 32]))) if codec == "mp3" else str(int(rng.integers(-1, 3)))
         return sox_codec(x, SAMPLE_RATE, codec, ("-C", option)).astype(np.float64), codec
+
+
+class ChannelMixer:
+    """Conversations of a bank split, a share of them heard through a training channel.
+
+    That share is mixed dry (no background noise, telephone band or distortion) and then passed
+    through ``augmenter``; the rest is mixed by ``config`` as it stands. Used for the cached
+    training conversations and for calibration, so that both hear the same channels.
+
+    Parameters
+    ----------
+    bank, split
+        As ``ConversationMixer``'s.
+    config : MixerConfig
+        The conversations' mix (lengths, speakers, overlap, and the noise and telephone band of
+        the share not augmented).
+    augmenter : ChannelAugmenter or None
+        The training channels; needed when ``share`` > 0.
+    share : float
+        Probability that a conversation is heard through ``augmenter``.
+
+    Examples
+    --------
+    >>> mixer = ChannelMixer(bank, "train", MixerConfig(1, 3, 8, 30), augmenter, 0.5)  # doctest: +SKIP
+    >>> conversation = mixer.sample(np.random.default_rng(0))  # doctest: +SKIP
+    """
+
+    def __init__(self, bank, split: str, config: MixerConfig, augmenter: "ChannelAugmenter | None", share: float):
+        if share and augmenter is None:
+            raise WeighterError("augment > 0 needs a ChannelAugmenter (weighter.training.augment)")
+        self.mixer = ConversationMixer(bank, split, config)
+        self.dry = ConversationMixer(bank, split, replace(config, snr_db=None, telephone=0.0, distort=0.0))
+        self.augmenter, self.share = augmenter, share
+
+    def sample(self, rng: np.random.Generator):
+        """One conversation (``weighter.corpus.mixer.Conversation``)."""
+        if self.share and rng.random() < self.share:
+            conversation = self.dry.sample(rng)
+            conversation.audio = self.augmenter(conversation.audio, rng)[0]
+            return conversation
+        return self.mixer.sample(rng)
 
 
 def simulated_rooms(count: int, rng: np.random.Generator, length: float = 0.8) -> list[np.ndarray]:

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from weighter.corpus.mixer import ConversationMixer, MixerConfig
+from weighter.corpus.mixer import MixerConfig
 from weighter.embedder.checkpoint import save_model
 from weighter.embedder.model import SpeakerEncoder, WeighterConfig, WeighterModel
 from weighter.embedder.slots import output_row, row_slots
+from weighter.training.augment import ChannelMixer
 from weighter.training.config import TrainConfig, TrainResult
 from weighter.training.losses import losses
 from weighter.errors import WeighterError
@@ -87,14 +88,9 @@ def cache_conversations(model: WeighterModel, sources: list[Source], files: int,
     block = max(1, model.config.partial_hop)
     rng = np.random.default_rng(seed)
     shares = np.array([s.share for s in sources], float)
-    if cfg.augment and augmenter is None:
-        raise WeighterError("augment > 0 needs a ChannelAugmenter (weighter.training.augment)")
-    mixers = [ConversationMixer(s.bank, s.split, MixerConfig(
+    mixers = [ChannelMixer(s.bank, s.split, MixerConfig(
         1, cfg.max_speakers, cfg.min_seconds, cfg.max_seconds, overlap=cfg.overlap, telephone=cfg.telephone,
-        reverb=cfg.reverb, distort=cfg.distort)) for s in sources]
-    dry = [ConversationMixer(s.bank, s.split, MixerConfig(
-        1, cfg.max_speakers, cfg.min_seconds, cfg.max_seconds, overlap=cfg.overlap, snr_db=None,
-        reverb=cfg.reverb)) for s in sources]  # for the augmented share: the channel brings noise and codec
+        reverb=cfg.reverb, distort=cfg.distort), augmenter, cfg.augment) for s in sources]
     picks = rng.choice(len(sources), size=files, p=shares / shares.sum())
     out: list[CachedConversation] = []
     pending: list = []
@@ -117,12 +113,7 @@ def cache_conversations(model: WeighterModel, sources: list[Source], files: int,
 
     bar = tqdm(total=files, desc="caching frames", unit="file", disable=not progress, mininterval=1.0)
     for k in picks:
-        if cfg.augment and rng.random() < cfg.augment:
-            conversation = dry[k].sample(rng)
-            conversation.audio = augmenter(conversation.audio, rng)[0]
-            pending.append(conversation)
-        else:
-            pending.append(mixers[k].sample(rng))
+        pending.append(mixers[k].sample(rng))
         if sum(len(c.audio) for c in pending) >= batch_seconds * 16000:
             flush()
         bar.update(1)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from weighter.corpus import ConversationMixer, MixerConfig, UtteranceBank
+from weighter.corpus import MixerConfig, UtteranceBank
 from weighter.embedder.checkpoint import load_model, save_model
 from weighter.embedder.model import WeighterConfig, WeighterModel
 from weighter.embedder.slots import output_row, row_slots
@@ -58,23 +58,16 @@ def validation_items(bank: UtteranceBank, split: str, files: int, seed: int, fra
     """``files`` seeded conversations of a bank split: (audio, likes, frame activity) each. A share
     ``augment`` of them is mixed dry and heard through a training channel (``weighter.training.
     augment``, babble of the bank's train speakers) instead of coloured noise and ``telephone``."""
-    mixer = ConversationMixer(bank, split, MixerConfig(1, max_speakers, min_seconds, max_seconds, overlap=0.1,
-                                                       telephone=telephone))
-    dry = ConversationMixer(bank, split, MixerConfig(1, max_speakers, min_seconds, max_seconds, overlap=0.1,
-                                                     snr_db=None))
-    augmenter = None
-    if augment:
-        from weighter.training.cached import Source, default_augmenter
+    from weighter.training.augment import ChannelMixer
+    from weighter.training.cached import Source, default_augmenter
 
-        augmenter = default_augmenter([Source(bank, "train")], seed)
+    augmenter = default_augmenter([Source(bank, "train")], seed) if augment else None
+    mixer = ChannelMixer(bank, split, MixerConfig(1, max_speakers, min_seconds, max_seconds, overlap=0.1,
+                                                  telephone=telephone), augmenter, augment)
     rng = np.random.default_rng(seed)
     items = []
     for _ in range(files):
-        if augment and rng.random() < augment:
-            c = dry.sample(rng)
-            c.audio = augmenter(c.audio, rng)[0]
-        else:
-            c = mixer.sample(rng)
+        c = mixer.sample(rng)
         items.append((c.audio, c.likes, c.activity(frame_rate)))
     return items
 
