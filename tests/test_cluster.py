@@ -364,7 +364,7 @@ def test_cli_summary_json_csv_map_and_assign(store, tmp_path):
     assert len(rows) == s.info().active_slots
     r = runner.invoke(main, ["cluster", "--store", str(s.directory), "--run", "1", "--json"])
     payload = json.loads(r.stdout)
-    assert set(payload) == {"run", "groups", "outliers"} and payload["run"]["id"] == 1
+    assert set(payload) == {"run", "groups", "outliers", "names"} and payload["run"]["id"] == 1
     assert payload["run"]["params"]["whiten"] and payload["run"]["params"]["pca_dims"] == SlotClusterer().pca_dims
     assert all(g["persistence"] > LOW_PERSISTENCE for g in payload["groups"])
     assert payload["run"]["groups_may_be_chance"] is False

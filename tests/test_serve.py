@@ -293,3 +293,42 @@ def test_cli_serve_without_the_extra_names_the_install_line(corpus_store, monkey
     monkeypatch.undo()
     missing = CliRunner().invoke(main, ["serve", "--store", "/nonexistent/store"])
     assert missing.exit_code == 1 and "not a weighter store" in missing.stderr
+
+
+def test_naming_a_group_over_http_refuses_other_origins_and_lists_the_speaker(corpus_store, tmp_path):
+    import shutil
+
+    store_dir, audio, model, _ = corpus_store
+    copy = tmp_path / "store"
+    shutil.copytree(store_dir, copy)
+    app = create_app(copy, root=audio, model=model)
+    with TestClient(app) as c:
+        group = c.get("/api/groups").json()["groups"][0]
+        assert group["name"] is None
+        foreign = c.post(f"/api/groups/{group['id']}/name", data={"name": "Alice"},
+                         headers={"Origin": "http://evil.example"})
+        assert foreign.status_code == 403 and "refused" in foreign.json()["error"]
+        assert c.get("/api/speakers").json()["speakers"] == []  # nothing written
+        ok = c.post(f"/api/groups/{group['id']}/name", data={"name": "Alice", "run": "1"},
+                    headers={"Origin": "http://testserver"})
+        assert ok.status_code == 200 and ok.json()["references"] == group["size"]
+        again = c.post(f"/api/groups/{group['id']}/name", data={"name": "Bob"})
+        assert again.status_code == 400 and "already named 'Alice'" in again.json()["error"]
+        assert c.post("/api/groups/999/name", data={"name": "Bob"}).status_code == 400
+        listed = c.get("/api/speakers").json()
+        assert [s["name"] for s in listed["speakers"]] == ["Alice"]
+        assert listed["names"][0]["status"] == "named" and listed["names"][0]["group"] == group["id"]
+        assert c.get("/api/groups").json()["groups"][0]["name"] == "Alice"
+        page = c.get("/api/speakers/Alice?k=3").json()
+        assert page["speaker"]["name"] == "Alice" and page["in_run"]["group"] == group["id"]
+        assert page == page | {"query": page["query"]} and len(page["results"]) == 3
+        cli = _cli_json("query", "--speaker", "Alice", "--store", str(copy), "-k", "3")
+        assert [m["file"] for m in page["results"]] == [m["file"] for m in cli["results"]]
+        assert [m["probability"] for m in page["results"]] == [m["probability"] for m in cli["results"]]
+        assert all(m["file_id"] is not None for m in page["results"])
+        assert c.get("/api/speakers/Nobody").status_code == 404
+        member = group["examples"][0] if "examples" in group else group["members"][0]["file"]
+        file_id = c.get(f"/api/files?q={member.split('/')[-1]}").json()["files"][0]["id"]
+        slots = c.get(f"/api/files/{file_id}").json()["slot_groups"]
+        assert "Alice" in {s["name"] for s in slots}
+    app.state.weighter.store.close()

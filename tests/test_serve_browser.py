@@ -90,7 +90,7 @@ def test_groups_page_and_a_group(site, tmp_path):
     assert "Run 1" in browser.find_element(By.ID, "run-head").text
     _wait(browser, lambda b: b.execute_script("const i = document.querySelector('img.map'); "
                                               "return i.complete && i.naturalWidth > 0"))
-    size = int(groups[0].find_elements(By.TAG_NAME, "td")[1].text)
+    size = int(groups[0].find_elements(By.TAG_NAME, "td")[2].text)  # group, name, slots
     groups[0].find_element(By.TAG_NAME, "a").click()
     members = _wait(browser, _shown("#member-table tr.member"))
     assert len(members) == size
@@ -120,3 +120,51 @@ def test_uploading_a_file_that_is_not_audio_shows_the_error(site, tmp_path):
     browser.find_element(By.ID, "upload-go").click()
     _wait(browser, _shown("#result-table tr.result"))
     _no_error(browser)
+
+
+def test_name_a_group_see_the_name_on_the_search_page_and_find_it_by_name(corpus_store, tmp_path):
+    import shutil
+
+    from selenium.webdriver.common.by import By
+
+    store_dir, audio, model, _ = corpus_store
+    copy = tmp_path / "store"  # this test writes: a copy of the shared store
+    shutil.copytree(store_dir, copy)
+    app = create_app(copy, root=audio, model=model)
+    with chromium_tools.serving(app) as url, chromium_tools.chromium() as browser:
+        browser.get(f"{url}/#/groups")
+        groups = _wait(browser, _shown("#group-table tr.group"))
+        group = groups[0].find_element(By.TAG_NAME, "a")
+        label = group.text  # "group G"
+        group.click()
+        field = _wait(browser, _shown("#group-name"))[0]
+        members = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#member-table tr.member td:first-child a")]
+        field.send_keys("branch manager")
+        browser.find_element(By.ID, "group-name-go").click()
+        _wait(browser, lambda b: "branch manager" in b.execute_script(  # the page is redrawn: read it in one step
+            "const h = document.getElementById('group-head'); return h ? h.textContent : '';"))
+        _no_error(browser)
+        # the search page of one of its files names the group in the results that fall in it
+        browser.get(f"{url}/#/search")
+        search = _wait(browser, _shown("#file-search"))[0]
+        search.send_keys(members[0])
+        _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "button.file")) == 1)
+        browser.find_element(By.CSS_SELECTOR, "button.file").click()
+        rows = _wait(browser, _shown("#result-table tr.result"))
+        cells = {r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text: r.find_element(By.CSS_SELECTOR, "td.group").text
+                 for r in rows}
+        others = [m for m in members[1:] if m in cells]
+        assert others and all(cells[m] == f"{label} (branch manager)" for m in others), cells
+        # query by the name: every member file listed, with its spans playable
+        who = browser.find_element(By.ID, "speaker-search")
+        who.send_keys("branch manager")
+        browser.find_element(By.ID, "speaker-go").click()
+        found = _wait(browser, _shown("#speaker-files tr.result"))
+        listed = [r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text for r in found]
+        assert set(listed[:len(members)]) == set(members)
+        assert "carried by " + label in browser.find_element(By.TAG_NAME, "main").text
+        found[0].find_element(By.CSS_SELECTOR, ".span").click()
+        _wait(browser, lambda b: b.execute_script("return document.getElementById('player').dataset.playedFrom"))
+        _no_error(browser)
+        browser.save_screenshot(str(tmp_path / "speaker.png"))
+    app.state.weighter.store.close()

@@ -613,40 +613,69 @@ def _stored_or_embedded(store, path: Path, model):
 
 
 @main.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path), required=False)
 @_STORE
+@click.option("--speaker", "speaker", default=None, metavar="NAME",
+              help="Search for a named speaker (`weighter speaker enrol` / `name`) instead of a FILE.")
 @_MODEL
 @click.option("-k", "k", type=int, **_library("weighter.index.query:query_store(k)"), help="How many files to return.")
+@click.option("--min-p", "min_p", type=click.FloatRange(0, 1), default=None,
+              help="Leave out files whose p is lower (e.g. 0.5: those more likely than not to share the like).")
 @click.option("--slot", type=int, default=None, help="Search with this query slot only (default: all active slots).")
 @click.option("--json", "as_json", is_flag=True, help='Print {"query": ..., "results": [...]} on stdout.')
 @click.pass_obj
-def query(obj, file, store_dir, model, k, slot, as_json):
-    """Files of the store that share a like with FILE, and where it is heard in each.
+def query(obj, file, store_dir, speaker, model, k, min_p, slot, as_json):
+    """Files of the store that share a like with FILE (or where --speaker NAME is heard), and
+    where it is heard in each.
+
+    \b
+      weighter query call.flac --store S -k 5
+      weighter query --speaker "branch manager" --store S -k 50 --min-p 0.5
 
     FILE may be in the store already or new (it is embedded on the fly). A file's score is its
     best pair of active slots: their cosine (shown next to it), normalised by how close each
     slot sits to the model's score cohort, slots of its training voices (the raw cosine for a
-    model without one); 'p' is the calibrated probability that the files share a like.
+    model without one); 'p' is the calibrated probability that the files share a like. A
+    speaker searches with the mean of its references and each reference. Results name the
+    group of the latest clustering run they fall in, and the name that group carries.
     """
     from weighter.index import Store, matches_json, query_store
+    from weighter.index.speakers import query_speaker, speaker_set
 
+    if (file is None) == (speaker is None):
+        raise click.UsageError("give either FILE or --speaker NAME")
     store = Store(store_dir)
-    query_set, _ = _stored_or_embedded(store, file, model)
-    try:
-        matches = query_store(store, query_set, k=k, slot=slot)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="'--slot'") from None
+    if speaker is not None:
+        query_set = speaker_set(store, speaker)
+        matches = query_speaker(store, speaker, k=k, min_probability=min_p)
+    else:
+        query_set, _ = _stored_or_embedded(store, file, model)
+        try:
+            matches = query_store(store, query_set, k=k, slot=slot)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="'--slot'") from None
+        matches = [m for m in matches if min_p is None or m.probability is None or m.probability >= min_p]
     if as_json:
         click.echo(json.dumps(matches_json(query_set, matches)))
         return
-    click.echo(f"query {query_set.path}: active slots {[int(n) for n in query_set.active.nonzero()[0]]}")
+    if speaker is not None:
+        click.echo(f"speaker {speaker!r}: {len(query_set.embeddings) - (len(query_set.embeddings) > 1)} reference(s)"
+                   f"{'' if len(query_set.embeddings) == 1 else ' and their mean'}")
+    else:
+        click.echo(f"query {query_set.path}: active slots {[int(n) for n in query_set.active.nonzero()[0]]}")
     for rank, m in enumerate(matches, 1):
         p = f"p={m.probability:.2f}" if m.probability is not None else ""
         spans_q = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in m.query_spans[:3])
         spans_s = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in m.stored_spans[:3])
         group = "" if m.group is None else ("  outlier" if m.group < 0 else f"  group {m.group}")
-        click.echo(f"{rank:3d}. {m.score:6.2f} (cos {m.cosine:.3f}) {p}  {m.file}  slot {m.query_slot}->{m.stored_slot}"
-                   f"{group}  here: {spans_q or '-'} s | there: {spans_s or '-'} s")
+        group += f" ({m.speaker})" if m.speaker else ""
+        pair = f"ref {m.query_slot - 1}" if speaker is not None and m.query_slot else (
+            "mean" if speaker is not None else f"slot {m.query_slot}")
+        here = "" if speaker is not None else f"  here: {spans_q or '-'} s |"
+        click.echo(f"{rank:3d}. {m.score:6.2f} (cos {m.cosine:.3f}) {p}  {m.file}  {pair}->{m.stored_slot}"
+                   f"{group}{here} there: {spans_s or '-'} s")
+    if not matches:
+        click.echo("no file" + ("" if min_p is None else f" with p >= {min_p:g}"))
 
 
 @main.command()
@@ -775,12 +804,183 @@ def cluster(obj, store_dir, on, neighbours, link_p, min_cluster_size, min_sample
     for g in result["groups"]:
         examples = ", ".join(sorted({Path(m['file']).name for m in g["members"]})[:4])
         persistence = f"{g['persistence']:.2f}" if "persistence" in g else "-"
-        click.echo(f"{g['id']:>6} {g['size']:>6} {g['files']:>6} {persistence:>11}  {examples}")
+        name = f"[{g['name']}] " if g.get("name") else ""
+        click.echo(f"{g['id']:>6} {g['size']:>6} {g['files']:>6} {persistence:>11}  {name}{examples}")
+    for n in result["names"]:
+        if n["status"] != "named":
+            click.echo(f"name {n['name']!r}: {_NAME_STATUS[n['status']]} ({n['anchors']} of its slots in this run; "
+                       f"by group: {n['groups'] or '-'})", err=True)
     if r["groups_may_be_chance"]:
         click.echo(f"warning: no group stands clearly apart (strongest persistence {r['strongest_persistence']:.3f} "
                    f"< {LOW_PERSISTENCE}): these groups may be chance; does anyone speak in more than one file?",
                    err=True)
     for label, path in (("csv", csv_path), ("map", map_path)):
+        if path:
+            click.echo(f"{label}: {path}")
+
+
+_NAME_STATUS = {"split": "no group holds most of its slots, so no group carries it",
+                "gone": "none of its slots is in a group of this run, so no group carries it",
+                "contested": "the group holding most of its slots carries another name, which holds more of it"}
+
+
+@main.group(cls=_Group)
+def speaker():
+    """Named speakers: enrol a person from clips, or name a discovered group; find them by name.
+
+    \b
+      weighter speaker enrol Alice alice1.flac call7.flac@12.5-30 --store S
+      weighter speaker name 3 "branch manager" --store S    # group 3 of the latest run
+      weighter speaker list --store S
+      weighter query --speaker Alice --store S -k 50
+      weighter export --store S --rttm who.rttm --csv who.csv
+
+    A name is kept in the store, not on a group: in every clustering run the group holding
+    most of the speaker's slots carries it; `weighter cluster` reports a name whose slots split
+    over groups or vanish.
+    """
+
+
+def _speaker_json(speaker, **extra) -> str:
+    return json.dumps(speaker.to_dict() | extra)
+
+
+@speaker.command("enrol")
+@click.argument("name")
+@click.argument("clips", nargs=-1, required=True)
+@_STORE
+@_MODEL
+@click.option("--json", "as_json", is_flag=True, help="Print the speaker as JSON.")
+def speaker_enrol(name, clips, store_dir, model, as_json):
+    """Enrol NAME from CLIPS of that person alone (FILE, or FILE@START-END in seconds); an
+    existing NAME gains the clips. Each clip's most confident active slot becomes a reference.
+    A clip in which no voice is heard is refused and nothing is written."""
+    from weighter.embedder import Embedder
+    from weighter.index import Store
+    from weighter.index.speakers import check_name, enrol, parse_clip
+
+    check_name(name)
+    parsed = [parse_clip(c) for c in clips]
+    store = Store(store_dir)
+    embedder = Embedder.load(model, speech_gate=store.speech_gate)
+    if store.model_id is not None:
+        store.check_model(embedder.model_id)
+    sets = [embedder.embed_clip(path, span) for path, span in parsed]
+    result, created = enrol(store, name, sets)
+    if as_json:
+        click.echo(_speaker_json(result, created=created))
+        return
+    click.echo(f"{'enrolled' if created else 'refined'} {result.name!r}: {result.references} reference(s), "
+               f"{result.seconds:.1f} s of speech")
+
+
+@speaker.command("name")
+@click.argument("group", type=int)
+@click.argument("name")
+@_STORE
+@click.option("--run", "run_id", type=int, default=None, help="The clustering run (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the speaker as JSON.")
+def speaker_name(group, name, store_dir, run_id, as_json):
+    """Name GROUP of the latest clustering run NAME: its slots become the speaker's references,
+    and every later run's group that holds most of them carries the name."""
+    from weighter.index import Store
+    from weighter.index.speakers import name_group
+
+    result = name_group(Store(store_dir), group, name, run_id)
+    if as_json:
+        click.echo(_speaker_json(result))
+        return
+    click.echo(f"named group {group} {result.name!r}: {result.references} reference slot(s), {result.seconds:.1f} s")
+
+
+@speaker.command("list")
+@_STORE
+@click.option("--json", "as_json", is_flag=True, help='Print {"speakers": [...], "run": ..., "names": [...]}.')
+def speaker_list(store_dir, as_json):
+    """The store's named speakers, and the group of the latest run that carries each name."""
+    from weighter.index import Store
+    from weighter.index.speakers import list_speakers, run_names
+
+    store = Store(store_dir)
+    run, _ = store.slot_groups([])
+    names = {n.name: n for n in run_names(store, run)} if run is not None else {}
+    speakers = list_speakers(store)
+    if as_json:
+        click.echo(json.dumps({"speakers": [s.to_dict() for s in speakers], "run": run,
+                               "names": [n.to_dict() for n in names.values()]}))
+        return
+    if not speakers:
+        click.echo("no named speakers (weighter speaker enrol / name)")
+    for s in speakers:
+        n = names.get(s.name)
+        where = "" if n is None else (f"  group {n.group} of run {run}" if n.status == "named" else f"  {n.status} in run {run}")
+        click.echo(f"{s.name}: {s.references} reference(s), {s.seconds:.1f} s{where}")
+
+
+@speaker.command("rename")
+@click.argument("old")
+@click.argument("new")
+@_STORE
+@click.option("--json", "as_json", is_flag=True, help="Print the speaker as JSON.")
+def speaker_rename(old, new, store_dir, as_json):
+    """Call speaker OLD NEW from now on (its references stay)."""
+    from weighter.index import Store
+    from weighter.index.speakers import rename
+
+    result = rename(Store(store_dir), old, new)
+    click.echo(_speaker_json(result) if as_json else f"renamed {old!r} to {result.name!r}")
+
+
+@speaker.command("remove")
+@click.argument("name")
+@_STORE
+@click.option("--json", "as_json", is_flag=True, help="Print the removed speaker as JSON.")
+def speaker_remove(name, store_dir, as_json):
+    """Forget speaker NAME and its references (stored files and groups stay)."""
+    from weighter.index import Store
+    from weighter.index.speakers import remove
+
+    result = remove(Store(store_dir), name)
+    click.echo(_speaker_json(result) if as_json else f"removed {result.name!r} ({result.references} reference(s))")
+
+
+@main.command()
+@_STORE
+@click.option("--rttm", "rttm_path", type=click.Path(path_type=Path), default=None,
+              help="Write who speaks when as RTTM (file id: the file's stem).")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
+              help="Write file, speaker, start, end, p as CSV.")
+@click.option("--run", "run_id", type=int, default=None, help="Label with this clustering run's groups (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"turns": [...]} on stdout.')
+def export(store_dir, rttm_path, csv_path, run_id, as_json):
+    """Who speaks when in every stored file: each active slot's spans, named where a named
+    speaker is known (its group carries the name, or the slot is at least 0.5 likely to be
+    them), group_G for a group of the run, unknown_S elsewhere.
+
+    \b
+      weighter export --store S --rttm who.rttm --csv who.csv
+    """
+    from dataclasses import asdict
+
+    from weighter.index import Store
+    from weighter.index.speakers import clustering_run, speaker_turns, write_csv, write_rttm
+
+    if not (rttm_path or csv_path or as_json):
+        raise click.UsageError("give --rttm OUT, --csv OUT or --json")
+    store = Store(store_dir)
+    run = clustering_run(store, run_id) if run_id is not None else store.slot_groups([])[0]
+    turns = speaker_turns(store, run)
+    if rttm_path:
+        write_rttm(turns, rttm_path)
+    if csv_path:
+        write_csv(turns, csv_path)
+    if as_json:
+        click.echo(json.dumps({"run": run, "turns": [asdict(t) for t in turns]}))
+        return
+    named = len({t.speaker for t in turns if not t.speaker.startswith(("group_", "unknown_"))})
+    click.echo(f"{len(turns)} turns in {len({t.file for t in turns})} files, {named} named speaker(s)"
+               f"{'' if run is None else f', groups of run {run}'}")
+    for label, path in (("rttm", rttm_path), ("csv", csv_path)):
         if path:
             click.echo(f"{label}: {path}")
 

@@ -20,6 +20,7 @@ from weighter.cluster.clusterer import LOW_PERSISTENCE, SlotClusterer
 from weighter.cluster.graph import EvidenceGraph, GraphClusterer, neighbour_graph, other_file_neighbours
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
+from weighter.index.speakers import run_names
 from weighter.index.store import Store
 
 SCHEMA = """
@@ -239,9 +240,11 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
     -------
     dict
         ``{"run": {"id", "created", "model_id", "params", "slots", "groups", "outlier_share",
-        "strongest_persistence", "groups_may_be_chance"}, "groups": [{"id", "size", "files",
-        "persistence", "members": [...]}], "outliers": [...]}``, groups largest first; each
-        member ``{"file", "slot", "probability", "how", "spans"}``.
+        "strongest_persistence", "groups_may_be_chance"}, "groups": [{"id", "name", "size",
+        "files", "persistence", "members": [...]}], "outliers": [...], "names": [...]}``, groups
+        largest first; each member ``{"file", "slot", "probability", "how", "spans"}``; a
+        group's ``name`` is the named speaker it carries (None: none), ``names`` where each named
+        speaker stands in the run (``weighter.index.speakers.NameInRun``).
     """
     meta = store.db.execute("SELECT id, created, model_id, params, slots, groups, outlier_share FROM cluster_runs "
                             "WHERE id = ?", (run,)).fetchone()
@@ -261,6 +264,8 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
         member = {"file": path, "slot": slot, "probability": round(prob, 4), "how": how, "spans": spans}
         (outliers if group < 0 else groups.setdefault(group, [])).append(member)
     total = len(rows)
+    names = run_names(store, run)
+    carried = {n.group: n.name for n in names if n.status == "named"}
     persistence = group_persistence(store, run)
     strongest = float(persistence.max()) if persistence is not None and len(persistence) else None
     return {"run": {"id": meta[0], "created": meta[1], "model_id": meta[2], "params": json.loads(meta[3]),
@@ -269,11 +274,11 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
                     "strongest_persistence": None if strongest is None else round(strongest, 4),
                     # no group stands clearly apart: HDBSCAN makes groups even where nobody recurs
                     "groups_may_be_chance": strongest is not None and strongest < LOW_PERSISTENCE},
-            "groups": [{"id": g, "size": len(m), "files": len({x["file"] for x in m})}
+            "groups": [{"id": g, "name": carried.get(g), "size": len(m), "files": len({x["file"] for x in m})}
                        | ({} if persistence is None else {"persistence": round(float(persistence[g]), 4)})
                        | {"members": m}
                        for g, m in sorted(groups.items(), key=lambda kv: -len(kv[1]))],
-            "outliers": outliers}
+            "outliers": outliers, "names": [n.to_dict() for n in names]}
 
 
 def group_persistence(store: Store, run: int) -> np.ndarray | None:
@@ -398,7 +403,8 @@ def _assign_by_evidence(store: Store, run: int, embedding_set: EmbeddingSet, act
 
 
 def export_csv(result: dict, path: str | Path) -> None:
-    """Write a run's members to CSV: group, file, slot, probability, how, spans, group_persistence.
+    """Write a run's members to CSV: group, file, slot, probability, how, spans, group_persistence,
+    name (the named speaker the group carries, if any).
 
     Parameters
     ----------
@@ -411,14 +417,14 @@ def export_csv(result: dict, path: str | Path) -> None:
 
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["group", "file", "slot", "probability", "how", "spans", "group_persistence"])
+        writer.writerow(["group", "file", "slot", "probability", "how", "spans", "group_persistence", "name"])
         for g in result["groups"]:
             for m in g["members"]:
                 writer.writerow([g["id"], m["file"], m["slot"], m["probability"], m["how"],
-                                 ";".join(f"{a}-{b}" for a, b in m["spans"]), g.get("persistence", "")])
+                                 ";".join(f"{a}-{b}" for a, b in m["spans"]), g.get("persistence", ""), g.get("name") or ""])
         for m in result["outliers"]:
             writer.writerow([-1, m["file"], m["slot"], m["probability"], m["how"],
-                             ";".join(f"{a}-{b}" for a, b in m["spans"]), ""])
+                             ";".join(f"{a}-{b}" for a, b in m["spans"]), "", ""])
 
 
 def draw_map(store: Store, run: int, path: str | Path) -> None:

@@ -237,6 +237,46 @@ class Embedder:
         parts = [self._run([audio[i:i + step]])[0] for i in range(0, max(1, len(audio)), step)]
         return self._assemble(Path(name), parts, len(audio) / SAMPLE_RATE)
 
+    def embed_clip(self, path: str | Path, span: tuple[float, float] | None = None) -> EmbeddingSet:
+        """Embed one file, or the part of it between ``span``'s start and end (seconds).
+
+        Parameters
+        ----------
+        path : str or Path
+            An audio file.
+        span : (float, float) or None
+            Start and end in seconds, inside the file; None: the whole file.
+
+        Returns
+        -------
+        EmbeddingSet
+            Its ``path`` is ``"FILE"`` or ``"FILE@START-END"``; weightings count from the
+            span's start.
+
+        Raises
+        ------
+        AudioError
+            An unusable file, a span outside it or shorter than 0.5 s, or silence in the span.
+
+        Examples
+        --------
+        >>> s = Embedder.load().embed_clip("call.flac", (12.5, 30.0))  # doctest: +SKIP
+        >>> s.path, round(s.duration, 1)  # doctest: +SKIP
+        ('call.flac@12.5-30', 17.5)
+        """
+        if span is None:
+            return self.embed([path])[0]
+        start, end = span
+        duration = audio_info(path).duration
+        if not 0 <= start < end <= duration + 1e-3:
+            raise AudioError(path, f"span {start:g}-{end:g} s is outside the file (0-{duration:.2f} s)")
+        if end - start < 0.5:
+            raise AudioError(path, f"span {start:g}-{end:g} s is shorter than 0.5 s")
+        audio = load_audio(path)[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)]
+        if float(np.abs(audio).max(initial=0.0)) < SILENCE_PEAK:
+            raise AudioError(path, f"span {start:g}-{end:g} s is all silent")
+        return self.embed_audio(audio, name=f"{path}@{start:g}-{end:g}")
+
     def _long_file(self, path: Path, duration: float) -> EmbeddingSet:
         parts, batch, peak = [], [], 0.0  # windows run batch_seconds at a time, as short files do
         for chunk in stream_audio(path, SAMPLE_RATE, self.window_seconds):

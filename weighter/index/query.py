@@ -49,6 +49,9 @@ class Match:
         The group of the matched stored slot in the store's latest clustering run (``weighter
         cluster``; -1: an outlier there); None when the store was never clustered or the slot
         came after the run.
+    speaker : str or None
+        The name that group carries (``weighter.index.speakers``); None: an unnamed group,
+        or none.
     """
 
     file: str
@@ -60,6 +63,7 @@ class Match:
     query_spans: list[tuple[float, float]]  # seconds, where the like is heard in the query
     stored_spans: list[tuple[float, float]]  # seconds, where it is heard in the stored file
     group: int | None = None  # the stored slot's group in the latest clustering run (-1: outlier)
+    speaker: str | None = None  # the name that group carries, if any
 
 
 def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None = None,
@@ -190,6 +194,8 @@ def _query(store: Store, queries: list[EmbeddingSet], k: int, slot_choice: list[
 def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndarray, query_stats,
           cosines: np.ndarray, ids: np.ndarray, k: int, exclude_self: bool, calibration) -> list[Match]:
     """One query's files from its slots' FAISS hits (``cosines``, ``ids``: (Q, K)), best first."""
+    from weighter.index import speakers  # it searches through this module
+
     files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
     own = store.file_id(query.path) if exclude_self else None
     keep = (ids >= 0) & (files != (-1 if own is None else own))
@@ -209,14 +215,16 @@ def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndar
     timelines = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
     query_spans = {q: query.spans(int(slots[q])) for q in {q for _, (_, _, q, _) in top}}
     probs = None if calibration is None else calibration.probability([score for _, (score, _, _, _) in top])
-    _, groups = store.slot_groups([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
+    run, groups = store.slot_groups([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
+    names = speakers.group_names(store, run) if run is not None else {}
     matches = []
     for i, (file_id, (score, cosine, q, s_slot)) in enumerate(top):
         slot_id = store.slot_id(file_id, s_slot)
         path, duration, weighting, rate = timelines[slot_id]
         prob = None if probs is None else round(float(probs[i]), 4)
         matches.append(Match(path, round(score, 4), round(cosine, 4), prob, int(slots[q]), int(s_slot),
-                             query_spans[q], spans(weighting, rate, duration), groups.get(slot_id)))
+                             query_spans[q], spans(weighting, rate, duration), groups.get(slot_id),
+                             names.get(groups.get(slot_id))))
     return matches
 
 

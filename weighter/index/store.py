@@ -5,6 +5,7 @@ Layout of a store directory::
     store.sqlite        files (path, content hash, duration), slots (confidence, active,
                         embedding, weightings timeline), the model's score cohort, meta
                         (model id, index type and tuned nprobe, score share, generation)
+                        named speakers and their reference embeddings (weighter.index.speakers)
     vectors-<G>.faiss   FAISS index of the active slot embeddings, ids = slots.id
     scores-<G>.npz      score normalisation (weighter.scoring): every active slot's mean and
                         spread against the model's score cohort (kept in SQLite)
@@ -65,6 +66,15 @@ CREATE TABLE IF NOT EXISTS slots (
 CREATE INDEX IF NOT EXISTS slots_file ON slots(file_id);
 CREATE INDEX IF NOT EXISTS slots_active ON slots(active);  -- counting active slots reads no embeddings
 CREATE TABLE IF NOT EXISTS score_cohort (id INTEGER PRIMARY KEY, embedding BLOB NOT NULL);  -- the model's
+-- named speakers (weighter.index.speakers); a store made before them gains both tables on opening
+CREATE TABLE IF NOT EXISTS speakers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS speaker_refs (
+    id INTEGER PRIMARY KEY, speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    origin TEXT NOT NULL,  -- 'FILE', 'FILE@START-END' (an enrolment clip) or 'run R group G'
+    slot_id INTEGER,  -- the stored slot it was taken from (a named group's member); NULL for a clip
+    embedding BLOB NOT NULL, seconds REAL NOT NULL, added REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS speaker_refs_speaker ON speaker_refs(speaker_id);
 """
 
 

@@ -55,6 +55,11 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
       run, without spans; ``members=false`` leaves the members out.
     - ``GET /api/groups/{id}?run=``: one group, each member with its spans.
     - ``GET /api/groups/map.png?run=``: the run's 2-D map.
+    - ``POST /api/groups/{id}/name`` (form: ``name``, ``run``): ``weighter speaker name``;
+      refused (403) from a page of another origin.
+    - ``GET /api/speakers``: ``weighter speaker list --json``.
+    - ``GET /api/speakers/{name}?k=&min_p=``: the speaker, where its name stands in the latest
+      run, and ``weighter query --speaker NAME --json``.
     - ``GET /api/audio/{id}``: a stored file's audio, with HTTP range requests.
 
     Parameters
@@ -84,7 +89,7 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
     >>> from weighter.serve import create_app
     >>> uvicorn.run(create_app("walk/store"), host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
-    from fastapi import FastAPI, File, Form, Query, UploadFile
+    from fastapi import FastAPI, File, Form, Query, Request, UploadFile
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
 
@@ -165,6 +170,39 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
         return {"run": summary["run"], "group": {key: value for key, value in found.items() if key != "members"}
                 | {"members": _members_with_spans(store, run_id, group_id)}}
 
+    @app.post("/api/groups/{group_id}/name")
+    def name_a_group(request: Request, group_id: int, name: str = Form(...), run: int | None = Form(None)):
+        from weighter.index.speakers import name_group
+
+        _same_origin(request)
+        with Store(state.store.directory) as writable:  # the app's own store is read-only
+            speaker = name_group(writable, group_id, name.strip(), run)
+        return speaker.to_dict()
+
+    @app.get("/api/speakers")
+    def speakers():
+        from weighter.index.speakers import list_speakers, run_names
+
+        store = state.store
+        run = _latest_run(store)
+        return {"speakers": [s.to_dict() for s in list_speakers(store)], "run": run,
+                "names": [n.to_dict() for n in run_names(store, run)] if run is not None else []}
+
+    @app.get("/api/speakers/{name:path}")
+    def speaker(name: str, k: int = Query(20, ge=1, le=1000), min_p: float | None = Query(None, ge=0, le=1)):
+        from weighter.index.speakers import get_speaker, query_speaker, run_names, speaker_set
+
+        store = state.store
+        try:
+            found = get_speaker(store, name)
+        except WeighterError as error:
+            raise Refused(404, str(error)) from None
+        run = _latest_run(store)
+        place = next((n.to_dict() for n in run_names(store, run) if n.name == name), None) if run else None
+        query = speaker_set(store, name)
+        return {"speaker": found.to_dict(), "run": run, "in_run": place} | _query_json(
+            store, query, query_speaker(store, name, k=k, min_probability=min_p), None)
+
     @app.get("/api/audio/{file_id}")
     def audio(file_id: int):
         path, media_type = stored_audio(state.store, file_id, state.root)
@@ -189,6 +227,19 @@ def _run_id(store: Store, run: int | None) -> int:
         return latest_run(store, run)
     except WeighterError as error:
         raise Refused(404, str(error)) from None
+
+
+def _same_origin(request) -> None:
+    """Refuse (403) a write sent by a page of another origin: a browser names the page's origin
+    in ``Origin`` (or ``Referer``), and it must be the host the app is served as."""
+    from urllib.parse import urlsplit
+
+    sent = request.headers.get("origin") or request.headers.get("referer")
+    host = request.headers.get("host", "")
+    if sent is None:
+        return  # not from a browser page (curl, scripts): nothing to forge
+    if urlsplit(sent).netloc != host:
+        raise Refused(403, f"a write from {urlsplit(sent).netloc or sent!r}, not from this app ({host}): refused")
 
 
 def _find_files(store: Store, text: str, limit: int, offset: int) -> dict:
@@ -231,11 +282,14 @@ def _query_json(store: Store, query, matches, query_id: int | None) -> dict:
 
 
 def _slot_groups(store: Store, run: int, file_id: int) -> list[dict]:
-    """Each placed slot of a file in a run: ``[{"slot", "group", "probability", "how"}]``."""
+    """Each placed slot of a file in a run: ``[{"slot", "group", "name", "probability", "how"}]``."""
+    from weighter.index.speakers import group_names
+
+    names = group_names(store, run)
     rows = store.db.execute("SELECT s.slot, m.group_id, m.probability, m.how FROM cluster_members m "
                             "JOIN slots s ON s.id = m.slot_id WHERE m.run_id = ? AND s.file_id = ? ORDER BY s.slot",
                             (run, file_id)).fetchall()
-    return [{"slot": s, "group": g, "probability": round(p, 4), "how": h} for s, g, p, h in rows]
+    return [{"slot": s, "group": g, "name": names.get(g), "probability": round(p, 4), "how": h} for s, g, p, h in rows]
 
 
 def _members_count(store: Store, run: int) -> int:
@@ -247,7 +301,9 @@ def _run_summary(state: _State, run: int) -> dict:
     (``weighter cluster --assign`` adds members)."""
     from weighter.cluster import run_result
 
-    key = (run, _members_count(state.store, run))
+    from weighter.index.speakers import state_token
+
+    key = (run, _members_count(state.store, run), state_token(state.store))  # a new name changes it too
     if key not in state.runs:
         result = run_result(state.store, run, with_spans=False)
         ids = dict(state.store.db.execute("SELECT path, id FROM files").fetchall())

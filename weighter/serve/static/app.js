@@ -75,6 +75,15 @@ function timeline(spans, duration, src, label) {
 }
 
 const audioUrl = (fileId) => `/api/audio/${fileId}`;
+const speakerHref = (speaker) => `#/speaker/${encodeURIComponent(speaker)}`;
+
+// A group id as a link, with the name the group carries linked to that speaker's page.
+function groupCell(group, speaker) {
+  if (group === null || group === undefined) return "-";
+  if (group < 0) return "outlier";
+  return el("span", {}, el("a", {href: `#/group/${group}`}, `group ${group}`),
+    speaker ? [" (", el("a", {class: "speaker-name", href: speakerHref(speaker)}, speaker), ")"] : null);
+}
 
 // -- search --------------------------------------------------------------------------------
 let uploadUrl = null;  // the uploaded file, played from the browser's own copy
@@ -111,8 +120,20 @@ function searchPage(fileId) {
       showError(error.message);
     }
   };
+  const who = el("input", {id: "speaker-search", type: "search", placeholder: "a named speaker", size: 24,
+    list: "speaker-names"});
+  const names = el("datalist", {id: "speaker-names"});
+  api("/api/speakers").then((found) => names.replaceChildren(...found.speakers.map((sp) => el("option", {value: sp.name}))))
+    .catch((error) => showError(error.message));
+  const findSpeaker = () => {
+    if (!who.value.trim()) return showError("type a speaker's name first");
+    location.hash = speakerHref(who.value.trim());
+  };
+  who.addEventListener("keydown", (event) => { if (event.key === "Enter") findSpeaker(); });
   view.replaceChildren(
     el("h2", {}, "Search"),
+    el("div", {class: "row"}, "every file where ", who, names, " is heard ",
+      el("button", {id: "speaker-go", onclick: findSpeaker}, "Find speaker")),
     el("div", {class: "row"}, input),
     list,
     el("div", {class: "row"}, "or upload a file (not stored): ", upload,
@@ -138,8 +159,7 @@ function showResults(container, answer, querySrc) {
     el("td", {class: "num"}, fmt(m.score)),
     el("td", {class: "num"}, fmt(m.probability)),
     el("td", {class: "num"}, `${m.query_slot} -> ${m.stored_slot}`),
-    el("td", {class: "group"}, m.group === null || m.group === undefined ? "-" :
-      m.group < 0 ? "outlier" : el("a", {href: `#/group/${m.group}`}, `group ${m.group}`)),
+    el("td", {class: "group"}, groupCell(m.group, m.speaker)),
     el("td", {style: "width:45%"},
       el("div", {class: "tl"}, el("span", {class: "tl-label"}, "query"),
         timeline(m.query_spans, q.duration, querySrc, `${name(q.file)} slot ${m.query_slot}`)),
@@ -161,9 +181,10 @@ async function groupsPage() {
       r.groups_may_be_chance ? el("strong", {}, " (no group stands clearly apart: these groups may be chance)") : null),
     el("div", {class: "split"},
       el("table", {id: "group-table"},
-        el("tr", {}, ["group", "slots", "files", "persistence", "example files"].map((h) => el("th", {}, h))),
+        el("tr", {}, ["group", "name", "slots", "files", "persistence", "example files"].map((h) => el("th", {}, h))),
         result.groups.map((g) => el("tr", {class: "group"},
           el("td", {}, el("a", {href: `#/group/${g.id}`}, `group ${g.id}`)),
+          el("td", {}, g.name ? el("a", {href: speakerHref(g.name)}, g.name) : "-"),
           el("td", {class: "num"}, g.size), el("td", {class: "num"}, g.files),
           el("td", {class: "num"}, fmt(g.persistence)), el("td", {}, g.examples.join(", "))))),
       el("img", {class: "map", src: `/api/groups/map.png?run=${r.id}`, alt: "2-D map of the groups"})));
@@ -172,16 +193,68 @@ async function groupsPage() {
 async function groupPage(groupId) {
   const result = await api(`/api/groups/${groupId}`);
   const g = result.group;
+  const field = el("input", {id: "group-name", type: "text", placeholder: "who is this?", size: 24, maxlength: 100});
+  const give = async () => {
+    const form = new FormData();
+    form.append("name", field.value);
+    form.append("run", String(result.run.id));
+    try {
+      await api(`/api/groups/${g.id}/name`, {method: "POST", body: form});
+      await groupPage(groupId);
+    } catch (error) { showError(error.message); }
+  };
+  field.addEventListener("keydown", (event) => { if (event.key === "Enter") give(); });
   view.replaceChildren(
-    el("h2", {}, `Group ${g.id}`),
+    el("h2", {id: "group-head"}, `Group ${g.id}`, g.name ? [" - ", el("a", {href: speakerHref(g.name)}, g.name)] : null),
     el("p", {}, el("a", {href: "#/groups"}, "all groups"),
       ` - ${g.size} slots in ${g.files} files, persistence ${fmt(g.persistence)} (run ${result.run.id})`),
+    g.name ? null : el("p", {class: "row"}, "Name this voice: ", field,
+      el("button", {id: "group-name-go", onclick: give}, "Save name"),
+      el("span", {class: "muted"}, " its slots become the speaker's references; later runs carry the name")),
     el("table", {id: "member-table"},
       el("tr", {}, ["file", "slot", "membership", "how", "where heard (click to play)"].map((h) => el("th", {}, h))),
       g.members.map((m) => el("tr", {class: "member"},
         el("td", {}, el("a", {href: `#/file/${m.file_id}`}, name(m.file))),
         el("td", {class: "num"}, m.slot), el("td", {class: "num"}, fmt(m.probability)), el("td", {}, m.how),
         el("td", {style: "width:45%"}, timeline(m.spans, m.duration, audioUrl(m.file_id), `${name(m.file)} slot ${m.slot}`))))));
+}
+
+// -- named speakers ------------------------------------------------------------------------
+async function speakersPage() {
+  const found = await api("/api/speakers");
+  const place = Object.fromEntries(found.names.map((n) => [n.name, n]));
+  view.replaceChildren(
+    el("h2", {}, "Speakers"),
+    found.speakers.length ? el("table", {id: "speaker-table"},
+      el("tr", {}, ["name", "references", "speech (s)", `in run ${found.run ?? "-"}`].map((h) => el("th", {}, h))),
+      found.speakers.map((sp) => {
+        const n = place[sp.name];
+        return el("tr", {class: "speaker"},
+          el("td", {}, el("a", {href: speakerHref(sp.name)}, sp.name)),
+          el("td", {class: "num"}, sp.references), el("td", {class: "num"}, fmt(sp.seconds, 1)),
+          el("td", {}, !n ? "-" : n.status === "named" ? el("a", {href: `#/group/${n.group}`}, `group ${n.group}`) : n.status));
+      })) : el("p", {}, "No named speakers yet: name a group on its page, or `weighter speaker enrol NAME CLIP...`."));
+}
+
+// Every file where a named speaker is heard (`weighter query --speaker NAME --json`), spans playable.
+async function speakerPage(speaker) {
+  view.replaceChildren(el("h2", {}, speaker), el("p", {class: "muted"}, "searching..."));
+  const answer = await api(`/api/speakers/${encodeURIComponent(speaker)}?k=50`);
+  const sp = answer.speaker, n = answer.in_run;
+  const where = !n ? "" : n.status === "named" ? ` - carried by group ${n.group} of run ${answer.run}` :
+    ` - no group of run ${answer.run} carries the name (${n.status})`;
+  view.replaceChildren(
+    el("h2", {id: "speaker-head"}, sp.name),
+    el("p", {}, `${sp.references} reference(s), ${fmt(sp.seconds, 1)} s of speech from ${sp.origins.join(", ")}${where}`),
+    answer.results.length ? el("table", {id: "speaker-files"},
+      el("tr", {}, ["#", "file", "p", "group", "where heard (click to play)"].map((h) => el("th", {}, h))),
+      answer.results.map((m, i) => el("tr", {class: "result"},
+        el("td", {class: "num"}, i + 1),
+        el("td", {}, el("a", {href: `#/file/${m.file_id}`}, name(m.file))),
+        el("td", {class: "num"}, fmt(m.probability)),
+        el("td", {class: "group"}, groupCell(m.group, m.speaker)),
+        el("td", {style: "width:50%"}, timeline(m.stored_spans, m.duration, audioUrl(m.file_id), `${name(m.file)} slot ${m.stored_slot}`)))))
+      : el("p", {}, "No stored file."));
 }
 
 // -- one file ------------------------------------------------------------------------------
@@ -217,7 +290,7 @@ async function filePage(fileId) {
         return el("tr", {class: "slot"},
           el("td", {class: "num"}, slot.slot, slot.active ? "" : " (inactive)"),
           el("td", {class: "num"}, fmt(slot.confidence)),
-          el("td", {}, !g ? "-" : g.group < 0 ? "outlier" : el("a", {href: `#/group/${g.group}`}, `group ${g.group}`)),
+          el("td", {}, !g ? "-" : groupCell(g.group, g.name)),
           el("td", {style: "width:60%"},
             weightCanvas(s.weightings[slot.slot], s.timeline_rate, s.duration, src, `${page.file.name} slot ${slot.slot}`),
             timeline(slot.spans || [], s.duration, src, `${page.file.name} slot ${slot.slot}`)));
@@ -230,12 +303,14 @@ async function filePage(fileId) {
 // -- routing -------------------------------------------------------------------------------
 async function route() {
   showError("");
-  const [, page, id] = (location.hash || "#/search").split("/");
+  const [, page, id, ...rest] = (location.hash || "#/search").split("/");
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("current", a.id === `nav-${page}`));
   try {
     if (page === "groups") await groupsPage();
     else if (page === "group") await groupPage(Number(id));
     else if (page === "file") await filePage(Number(id));
+    else if (page === "speakers") await speakersPage();
+    else if (page === "speaker") await speakerPage(decodeURIComponent([id, ...rest].join("/")));
     else searchPage(id === undefined ? undefined : Number(id));
   } catch (error) {
     showError(error.message);
