@@ -37,6 +37,7 @@ RUNS = {
     "score norm": [f"{PY} benchmarks/score_norm.py"],
     "robustness": [f"{PY} benchmarks/robustness.py --files 100"],
     "real": [f"{PY} benchmarks/real_speech.py"],
+    "enrolment": [f"{PY} benchmarks/enrolment.py"],
     # sweeps from before the fifteenth session's whitening carry --whiten off: they rerun as they ran (plain PCA)
     "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py --whiten off"],
     "cluster tuning, five corpora": [

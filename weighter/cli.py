@@ -636,8 +636,8 @@ def query(obj, file, store_dir, speaker, model, k, min_p, slot, as_json):
     best pair of active slots: their cosine (shown next to it), normalised by how close each
     slot sits to the model's score cohort, slots of its training voices (the raw cosine for a
     model without one); 'p' is the calibrated probability that the files share a like. A
-    speaker searches with the mean of its references and each reference. Results name the
-    group of the latest clustering run they fall in, and the name that group carries.
+    speaker searches with the mean of its references, and with each slot of a group it named.
+    Results name the group of the latest clustering run they fall in, and the name it carries.
     """
     from weighter.index import Store, matches_json, query_store
     from weighter.index.speakers import query_speaker, speaker_set
@@ -659,8 +659,11 @@ def query(obj, file, store_dir, speaker, model, k, min_p, slot, as_json):
         click.echo(json.dumps(matches_json(query_set, matches)))
         return
     if speaker is not None:
-        click.echo(f"speaker {speaker!r}: {len(query_set.embeddings) - (len(query_set.embeddings) > 1)} reference(s)"
-                   f"{'' if len(query_set.embeddings) == 1 else ' and their mean'}")
+        from weighter.index.speakers import get_speaker
+
+        found = get_speaker(store, speaker)
+        click.echo(f"speaker {speaker!r}: the mean of {found.references} reference(s), {found.seconds:.1f} s"
+                   + (f", and {len(query_set.embeddings) - 1} slot(s) of named groups" if len(query_set.embeddings) > 1 else ""))
     else:
         click.echo(f"query {query_set.path}: active slots {[int(n) for n in query_set.active.nonzero()[0]]}")
     for rank, m in enumerate(matches, 1):
@@ -669,8 +672,7 @@ def query(obj, file, store_dir, speaker, model, k, min_p, slot, as_json):
         spans_s = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in m.stored_spans[:3])
         group = "" if m.group is None else ("  outlier" if m.group < 0 else f"  group {m.group}")
         group += f" ({m.speaker})" if m.speaker else ""
-        pair = f"ref {m.query_slot - 1}" if speaker is not None and m.query_slot else (
-            "mean" if speaker is not None else f"slot {m.query_slot}")
+        pair = f"slot {m.query_slot}" if speaker is None else ("mean" if m.query_slot == 0 else "named slot")
         here = "" if speaker is not None else f"  here: {spans_q or '-'} s |"
         click.echo(f"{rank:3d}. {m.score:6.2f} (cos {m.cosine:.3f}) {p}  {m.file}  {pair}->{m.stored_slot}"
                    f"{group}{here} there: {spans_s or '-'} s")

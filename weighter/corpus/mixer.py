@@ -221,6 +221,39 @@ class ConversationMixer:
         likes = tuple(sorted(s for s in speakers if heard[s] >= cfg.min_heard))
         segments = sorted((s for s in segments if s.speaker in likes), key=lambda s: (s.start, s.speaker))
 
+        return self.record(rng, sources, speakers, segments, likes, keep_sources)
+
+    def record(self, rng: np.random.Generator, sources: np.ndarray, speakers: list[str], segments: list[Segment],
+               likes: tuple[str, ...], keep_sources: bool = False) -> Conversation:
+        """Pass speakers' clean signals through the recording chain this mixer's config draws,
+        as ``sample`` does: a room, background noise or a sound, a recording channel or the
+        telephone band, distortion, peak limit.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+        sources : ndarray of shape (speakers, samples), float32
+            Each speaker's clean signal at ``sample_rate``, in place in the recording.
+        speakers : list of str
+            Their identities, one per row of ``sources``.
+        segments : list of Segment
+            Where each one speaks (the speech power the noise is scaled to).
+        likes : tuple of str
+            The speakers heard; the others' rows are left out of the mix.
+        keep_sources : bool, default False
+
+        Returns
+        -------
+        Conversation
+
+        Examples
+        --------
+        >>> clip = bank.clips("1069")[0] / 32768  # doctest: +SKIP
+        >>> seg = [Segment(0.0, len(clip) / 16000, "1069")]  # doctest: +SKIP
+        >>> heard = mixer.record(np.random.default_rng(0), clip[None], ["1069"], seg, ("1069",))  # doctest: +SKIP
+        """
+        cfg, sr = self.config, self.sample_rate
+        count, total = sources.shape
         recorded = bool(cfg.channel) and rng.random() < cfg.channel  # no draw at 0: old corpora stay the same
         reverberant = ((bool(cfg.reverb) and rng.random() < cfg.reverb)  # likewise
                        or (recorded and rng.random() < 0.5))
