@@ -147,8 +147,9 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_store_unchanged(store_copy
     store_dir, model, extra = store_copy
     group = _largest_group(store_dir)
     _run("speaker", "name", group["id"], "Alice", "--store", store_dir)
-    silent = tmp_path / "silent.wav"
+    silent, empty = tmp_path / "silent.wav", tmp_path / "empty.wav"
     sf.write(str(silent), np.zeros(16000 * 3, np.float32), 16000)
+    sf.write(str(empty), np.zeros(0, np.float32), 16000)
     before = _tables(store_dir)
     cases = [
         (["query", "--speaker", "Nobody"], "no speaker of that name"),
@@ -158,6 +159,8 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_store_unchanged(store_copy
         (["speaker", "name", 999, "Carol"], "has no group 999"),
         (["speaker", "name", group["id"], "Carol", "--run", 77], "no clustering run 77"),
         (["speaker", "enrol", "Carol", str(silent), "--model", model], "all silent"),
+        (["speaker", "enrol", "Carol", str(empty), "--model", model], "empty.wav"),
+        (["speaker", "enrol", "Carol", str(tmp_path / "missing.flac"), "--model", model], "missing.flac"),
         (["speaker", "enrol", "Carol", f"{extra[0]}@2-900", "--model", model], "outside the file"),
         (["speaker", "enrol", "Carol", f"{extra[0]}@4-2", "--model", model], "before it starts"),
         (["speaker", "enrol", "Carol", f"{extra[0]}@abc", "--model", model], "START-END"),
