@@ -45,15 +45,20 @@ def build_store(directory: Path, slots: int) -> float:
     return time.perf_counter() - started
 
 
+TOKEN = "serve-load-token-0123456789"  # the server's token ($WEIGHTER_TOKEN)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def start_server(store_dir: Path, port: int) -> subprocess.Popen:
     """`weighter serve` in a subprocess, answering once it does."""
     import httpx
 
     server = subprocess.Popen([sys.executable, "-m", "weighter.cli", "-q", "serve", "--store", str(store_dir),
-                               "--port", str(port)], env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+                               "--port", str(port)],
+                              env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path), "WEIGHTER_TOKEN": TOKEN})
     for _ in range(300):
         try:
-            httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=2)
+            httpx.get(f"http://127.0.0.1:{port}/api/info", headers=AUTH, timeout=2)
             return server
         except httpx.TransportError:
             if server.poll() is not None:
@@ -73,7 +78,7 @@ def load(base: str, file_ids: np.ndarray, clients: int, seconds: float, k: int) 
 
     def client(n: int) -> None:
         rng = np.random.default_rng(100 + n)
-        with httpx.Client(base_url=base, timeout=60) as http:
+        with httpx.Client(base_url=base, timeout=60, headers=AUTH) as http:
             while time.perf_counter() < stop:
                 started = time.perf_counter()
                 try:
@@ -124,6 +129,7 @@ def screenshots(base: str, store_dir: Path, out: Path) -> list[str]:
             browser.save_screenshot(str(out / name))
             written.append(str(out / name))
 
+        browser.get(f"{base}/?token={TOKEN}")  # the cookie, as a user's first visit sets it
         browser.get(f"{base}/#/search/{first}")
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result-table tr.result"))
         browser.find_elements(By.CSS_SELECTOR, "#result-table tr.result .timeline .span")[1].click()

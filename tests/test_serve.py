@@ -22,11 +22,19 @@ from weighter.index import Store  # noqa: E402
 from weighter.serve import create_app  # noqa: E402
 
 
+TOKEN = "test-token-0123456789abcdef"
+
+
+def _client(app):
+    """FastAPI's TestClient on the app, sending the token in a header, as from this machine."""
+    return TestClient(app, base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {TOKEN}"})
+
+
 @pytest.fixture
 def client(corpus_store):
     store_dir, audio, model, _ = corpus_store
-    app = create_app(store_dir, root=audio, model=model)
-    with TestClient(app) as c:
+    app = create_app(store_dir, root=audio, model=model, token=TOKEN)
+    with _client(app) as c:
         yield c
     app.state.weighter.store.close()
 
@@ -43,7 +51,8 @@ def test_pages_and_info(client, corpus_store):
     assert client.get("/static/app.js").status_code == 200
     info = client.get("/api/info").json()
     assert info["files"] == 6 and info["latest_run"] == 1
-    assert {k: v for k, v in info.items() if k != "latest_run"} == _cli_json("index", "info", "--store",
+    assert info["read_only"] is False
+    assert {k: v for k, v in info.items() if k not in ("latest_run", "read_only")} == _cli_json("index", "info", "--store",
                                                                              str(corpus_store[0]))
 
 
@@ -129,7 +138,7 @@ def test_audio_refuses_anything_but_a_stored_file_id(client, path):
     import httpx
 
     # sent as written: no client-side normalisation of '..'
-    response = client.send(client.build_request("GET", httpx.URL("http://testserver", raw_path=path.encode())))
+    response = client.send(client.build_request("GET", httpx.URL("http://127.0.0.1", raw_path=path.encode())))
     assert response.status_code in (404, 422)
     assert b"root:" not in response.content
 
@@ -157,8 +166,8 @@ def test_audio_refuses_symlinks_and_files_outside_the_root(tmp_path):
     for p in files.values():
         p.write_bytes(b"RIFF audio " + p.name.encode())
     store_dir = _store_of(tmp_path, files, basis)
-    app = create_app(store_dir, root=corpus)
-    with TestClient(app) as c:
+    app = create_app(store_dir, root=corpus, token=TOKEN)
+    with _client(app) as c:
         ids = {f["name"]: f["id"] for f in c.get("/api/files").json()["files"]}
         assert c.get(f"/api/audio/{ids['a.wav']}").content == b"RIFF audio a.wav"
         # a stored file replaced by a symlink to a file out of the corpus
@@ -176,17 +185,17 @@ def test_audio_refuses_symlinks_and_files_outside_the_root(tmp_path):
     # a folder above the files replaced by a symlink: every stored path now resolves elsewhere
     os.rename(corpus, tmp_path / "moved")
     corpus.symlink_to(tmp_path / "moved")
-    app = create_app(store_dir)
-    with TestClient(app) as c:
+    app = create_app(store_dir, token=TOKEN)
+    with _client(app) as c:
         assert c.get(f"/api/audio/{ids['a.wav']}").status_code == 403
     app.state.weighter.store.close()
 
 
 def test_uploads_are_embedded_checked_and_never_stored(corpus_store, tmp_path):
     store_dir, audio, model, extra = corpus_store
-    app = create_app(store_dir, root=audio, model=model, upload_limit=2**20)
+    app = create_app(store_dir, root=audio, model=model, upload_limit=2**20, token=TOKEN)
     before = Store(store_dir).info()
-    with TestClient(app) as c:
+    with _client(app) as c:
         with open(extra[0], "rb") as handle:
             answer = c.post("/api/query", files={"file": (extra[0].name, handle, "audio/flac")}, data={"k": "3"})
         assert answer.status_code == 200, answer.text
@@ -228,8 +237,8 @@ def test_a_store_written_while_served_shows_the_new_files(corpus_store, tmp_path
     store_dir, audio, model, extra = corpus_store
     copy = tmp_path / "store"
     shutil.copytree(store_dir, copy)
-    app = create_app(copy, model=model)
-    with TestClient(app) as c:
+    app = create_app(copy, model=model, token=TOKEN)
+    with _client(app) as c:
         assert c.get("/api/info").json()["files"] == 6
         query_id = c.get("/api/files").json()["files"][0]["id"]
         assert c.get("/api/query", params={"file_id": query_id, "k": 10}).status_code == 200  # FAISS loaded
@@ -259,7 +268,7 @@ def test_a_store_written_while_served_shows_the_new_files(corpus_store, tmp_path
     app.state.weighter.store.close()
 
 
-def test_cli_serve_warns_on_all_addresses_and_answers_over_http(corpus_store):
+def test_cli_serve_warns_on_all_addresses_prints_its_token_and_logs_without_it(corpus_store):
     import httpx
 
     store_dir = corpus_store[0]
@@ -271,17 +280,51 @@ def test_cli_serve_warns_on_all_addresses_and_answers_over_http(corpus_store):
                               env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
     try:
         first = server.stderr.readline()
-        assert first.startswith("warning: listening on 0.0.0.0")
+        assert first.startswith("warning: listening on 0.0.0.0") and "TLS" in first
+        address = server.stderr.readline()
+        assert f":{port}/?token=" in address
+        token = address.split("?token=")[1].split()[0]
+        assert len(token) >= 32
+        base = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
-                info = httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=2).json()
+                refused = httpx.get(f"{base}/api/info", timeout=2)
                 break
             except httpx.TransportError:
                 time.sleep(0.2)
+        assert refused.status_code == 401 and "files" not in refused.text
+        info = httpx.get(f"{base}/api/info", params={"token": token}, timeout=5).json()
         assert info["files"] == 6
     finally:
         server.terminate()
-        server.wait(20)
+        _, rest = server.communicate(timeout=20)
+    log = [line for line in rest.splitlines() if '"GET /api/info"' in line]
+    assert len(log) == 2 and " 401 " in log[0] and " 200 " in log[1]  # one line per request
+    assert token not in rest
+
+
+def test_cli_serve_refuses_no_token_off_loopback_and_reads_a_token_file(corpus_store, tmp_path, monkeypatch):
+    result = CliRunner().invoke(main, ["serve", "--store", str(corpus_store[0]), "--host", "0.0.0.0", "--no-token"])
+    assert result.exit_code == 2 and "--no-token is only for a loopback --host" in result.output
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    result = CliRunner().invoke(main, ["serve", "--store", str(corpus_store[0]), "--token-file", str(short)])
+    assert result.exit_code == 1 and "at least 16 characters" in result.stderr
+    missing = CliRunner().invoke(main, ["serve", "--store", str(corpus_store[0]), "--token-file",
+                                        str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "cannot read the token file" in missing.stderr
+    import uvicorn
+
+    ran = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
+    good = tmp_path / "token"
+    good.write_text("a-token-of-my-own-1234\n")
+    result = CliRunner().invoke(main, ["serve", "--store", str(corpus_store[0]), "--token-file", str(good),
+                                       "--read-only"])
+    assert result.exit_code == 0, result.output
+    assert "/?token=a-token-of-my-own-1234" in result.stderr and "read-only" in result.stderr
+    assert ran["access_log"] is False  # uvicorn's log would show the query string, token included
+    ran["app"].state.weighter.store.close()
 
 
 def test_cli_serve_without_the_extra_names_the_install_line(corpus_store, monkeypatch):
@@ -301,8 +344,8 @@ def test_naming_a_group_over_http_refuses_other_origins_and_lists_the_speaker(co
     store_dir, audio, model, _ = corpus_store
     copy = tmp_path / "store"
     shutil.copytree(store_dir, copy)
-    app = create_app(copy, root=audio, model=model)
-    with TestClient(app) as c:
+    app = create_app(copy, root=audio, model=model, token=TOKEN)
+    with _client(app) as c:
         group = c.get("/api/groups").json()["groups"][0]
         assert group["name"] is None
         foreign = c.post(f"/api/groups/{group['id']}/name", data={"name": "Alice"},
@@ -310,7 +353,7 @@ def test_naming_a_group_over_http_refuses_other_origins_and_lists_the_speaker(co
         assert foreign.status_code == 403 and "refused" in foreign.json()["error"]
         assert c.get("/api/speakers").json()["speakers"] == []  # nothing written
         ok = c.post(f"/api/groups/{group['id']}/name", data={"name": "Alice", "run": "1"},
-                    headers={"Origin": "http://testserver"})
+                    headers={"Origin": "http://127.0.0.1"})
         assert ok.status_code == 200 and ok.json()["references"] == group["size"]
         again = c.post(f"/api/groups/{group['id']}/name", data={"name": "Bob"})
         assert again.status_code == 400 and "already named 'Alice'" in again.json()["error"]

@@ -11,13 +11,15 @@ pytestmark = pytest.mark.skipif(chromium_tools.missing() is not None,
                                 reason=f"no headless browser: {chromium_tools.missing()}")
 
 WAIT = 30  # seconds: a first query loads FAISS; a first upload loads the model
+TOKEN = "browser-token-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def site(corpus_store):
     store_dir, audio, model, extra = corpus_store
-    app = create_app(store_dir, root=audio, model=model)
+    app = create_app(store_dir, root=audio, model=model, token=TOKEN)
     with chromium_tools.serving(app) as url, chromium_tools.chromium() as browser:
+        browser.get(f"{url}/?token={TOKEN}")  # as a user opens the printed address: the cookie is set
         yield url, browser, extra
     app.state.weighter.store.close()
 
@@ -130,8 +132,12 @@ def test_name_a_group_see_the_name_on_the_search_page_and_find_it_by_name(corpus
     store_dir, audio, model, _ = corpus_store
     copy = tmp_path / "store"  # this test writes: a copy of the shared store
     shutil.copytree(store_dir, copy)
-    app = create_app(copy, root=audio, model=model)
+    app = create_app(copy, root=audio, model=model, token=TOKEN)
     with chromium_tools.serving(app) as url, chromium_tools.chromium() as browser:
+        browser.get(f"{url}/#/groups")  # without the token: the one-line refusal, no page
+        assert "needs its token" in browser.find_element(By.TAG_NAME, "body").text
+        assert not browser.find_elements(By.ID, "view")
+        browser.get(f"{url}/?token={TOKEN}")
         browser.get(f"{url}/#/groups")
         groups = _wait(browser, _shown("#group-table tr.group"))
         group = groups[0].find_element(By.TAG_NAME, "a")
@@ -167,4 +173,6 @@ def test_name_a_group_see_the_name_on_the_search_page_and_find_it_by_name(corpus
         _wait(browser, lambda b: b.execute_script("return document.getElementById('player').dataset.playedFrom"))
         _no_error(browser)
         browser.save_screenshot(str(tmp_path / "speaker.png"))
+        blocked = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+        assert not blocked, blocked  # the pages run under the app's policy: no inline script or style attribute
     app.state.weighter.store.close()

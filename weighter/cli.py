@@ -999,22 +999,41 @@ def export(store_dir, rttm_path, csv_path, run_id, as_json):
               help="The model that embeds uploaded files: the store's own. Default: the shipped model.")
 @click.option("--upload-limit", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True,
               metavar="MIB", help="Largest file a user may upload to search with, in MiB.")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Read the token from this file (else $WEIGHTER_TOKEN, else a new random one, printed in the "
+                   "address).")
+@click.option("--no-token", is_flag=True, help="Need no token: only with a loopback --host (127.0.0.1, localhost, ::1).")
+@click.option("--read-only", is_flag=True, help="Refuse every write: no naming of groups, no uploads.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Also accept requests whose Host is NAME (a reverse proxy's public name). IP addresses, "
+                   "localhost and this machine's names are always accepted; other names are refused against "
+                   "DNS rebinding.")
 @click.pass_obj
-def serve(obj, store_dir, host, port, root, model, upload_limit):
-    """Browse a store in a web browser: search, listen, skim groups.
+def serve(obj, store_dir, host, port, root, model, upload_limit, token_file, no_token, read_only, allowed_hosts):
+    """Browse a store in a web browser: search, listen, skim and name groups.
 
     \b
-      weighter serve --store walk/store          # then open http://127.0.0.1:8000
+      weighter serve --store walk/store          # then open the address it prints
+      weighter serve --store S --read-only --host 0.0.0.0 --allowed-host calls.example.org
     \b
-    Search: pick a stored file by name, or upload one (embedded, never stored): the ranked files
-            with score and p, and where the shared voice is heard in both; click a span to play it.
-    Groups: the latest clustering run (`weighter cluster`): groups, their members' spans, the map.
-    File:   a file's slots, their weightings over time, their groups, its nearest files.
+    Search:   pick a stored file by name, or upload one (embedded, never stored), or a named
+              speaker: the ranked files with score and p, and where the voice is heard; click a
+              span to play it.
+    Groups:   the latest clustering run (`weighter cluster`): groups, their members' spans, the
+              map; a group's page names it (`weighter speaker name`).
+    Speakers: the named speakers, and every file where each is heard.
+    File:     a file's slots, their weightings over time, their groups, its nearest files.
 
-    Every page reads a JSON API (/api/..., described by /api/openapi.json) with the shapes of `weighter
-    query --json`, `weighter cluster --json` and `weighter embed --json` (docs/serve.md). The
-    store is only read; files that `weighter index add` commits appear on the next request.
+    Every request needs the server's token (printed in the address; the browser keeps it in a
+    cookie), writes must come from the app's own pages, and Host names other than this
+    machine's are refused. Each request is logged on stderr without the token (-q: none).
+    Over a network, put it behind a reverse proxy with TLS (docs/serve.md). Every page reads a
+    JSON API (/api/..., described by /api/openapi.json) with the shapes of the commands'
+    --json (docs/serve.md); files that `weighter index add` commits appear on the next request.
     """
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if no_token and not loopback:
+        raise click.UsageError(f"--no-token is only for a loopback --host (127.0.0.1, localhost, ::1), not {host}")
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         # before numpy and FAISS load: each query on one thread (many run at once on the server's threads)
         os.environ.setdefault(name, "1")
@@ -1022,17 +1041,45 @@ def serve(obj, store_dir, host, port, root, model, upload_limit):
         import uvicorn
 
         from weighter.serve import create_app
+        from weighter.serve.guard import ACCESS_LOG, new_token
     except ImportError as error:
         raise WeighterError(f"weighter serve needs FastAPI and uvicorn ({error.name} is missing): "
                             "pip install 'weighter[serve]'") from None
-    app = create_app(store_dir, root=root, model=model, upload_limit=int(upload_limit * 2**20))
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: listening on {host}: anyone who can reach this machine can search the store and "
-                   "play its audio (there is no login)", err=True)
+    token = None if no_token else _serve_token(token_file) or new_token()
+    app = create_app(store_dir, root=root, model=model, upload_limit=int(upload_limit * 2**20), token=token,
+                     read_only=read_only, allowed_hosts=allowed_hosts)
+    if not loopback:
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine and holds the token can search "
+                   "the store and play its audio, and over plain HTTP the token travels in clear; put a reverse "
+                   "proxy with TLS in front (docs/serve.md)", err=True)
     if not obj["quiet"]:
-        click.echo(f"serving {store_dir} at http://{'[%s]' % host if ':' in host else host}:{port}  (Ctrl-C stops)",
-                   err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning" if obj["quiet"] or not obj["verbose"] else "info")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        ACCESS_LOG.addHandler(handler)
+        ACCESS_LOG.setLevel(logging.INFO)
+        ACCESS_LOG.propagate = False
+    shown = f"http://{'[%s]' % host if ':' in host else host}:{port}/" + (f"?token={token}" if token else "")
+    click.echo(f"serving {store_dir}{' read-only' if read_only else ''} at {shown}  (Ctrl-C stops)", err=True)
+    # uvicorn's own access log would print each request's query string, the token with it: ours leaves it out
+    uvicorn.run(app, host=host, port=port, access_log=False,
+                log_level="warning" if obj["quiet"] or not obj["verbose"] else "info")
+
+
+def _serve_token(token_file: Path | None) -> str | None:
+    """The token from --token-file or $WEIGHTER_TOKEN (at least 16 characters); None: neither."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as error:
+            raise WeighterError(f"{token_file}: cannot read the token file ({error.strerror})") from None
+        source = str(token_file)
+    else:
+        token, source = os.environ.get("WEIGHTER_TOKEN", "").strip(), "$WEIGHTER_TOKEN"
+        if not token:
+            return None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise WeighterError(f"{source}: a token must be at least 16 characters without spaces")
+    return token
 
 
 def _space_words(params: dict) -> str:

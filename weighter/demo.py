@@ -126,7 +126,7 @@ def main() -> None:
     print(f"\ndone in {time.time() - started:.0f} s. Report: {args.out / 'report.md'} "
           f"(pictures {args.out / 'query_timeline.png'}, {args.out / 'groups.png'}); store: {store_dir}")
     print(f"Browse the store, listen to the matches and groups: weighter serve --store {store_dir}  "
-          "(then open http://127.0.0.1:8000; needs pip install 'weighter[serve]')")
+          "(then open the address it prints, token included; needs pip install 'weighter[serve]')")
 
 
 def _spans(spans) -> str:

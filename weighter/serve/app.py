@@ -17,6 +17,7 @@ from pathlib import Path
 from weighter.errors import AudioError, WeighterError
 from weighter.index import Store, matches_json, query_store
 from weighter.serve.audio import Refused, stored_audio
+from weighter.serve.guard import Guard
 
 STATIC = Path(__file__).parent / "static"
 UPLOAD_LIMIT = 50 * 2**20  # bytes: about 50 min of 16 kHz FLAC, or 26 min of 16-bit 16 kHz WAV
@@ -32,6 +33,7 @@ class _State:
     model: Path | None
     upload_limit: int
     embedder: object = None
+    read_only: bool = False  # the app refuses writes (weighter.serve.guard)
     embed_lock: threading.Lock = field(default_factory=threading.Lock)  # one model, one upload at a time
     draw_lock: threading.Lock = field(default_factory=threading.Lock)  # matplotlib is not thread-safe
     runs: dict = field(default_factory=dict)  # (run, members) -> run_result without spans
@@ -39,10 +41,12 @@ class _State:
 
 
 def create_app(store_dir: str | Path, root: str | Path | None = None, model: str | Path | None = None,
-               upload_limit: int = UPLOAD_LIMIT):
+               upload_limit: int = UPLOAD_LIMIT, token: str | None = None, read_only: bool = False,
+               allowed_hosts=()):
     """The web app on a store: pages at ``/``, the JSON API under ``/api``.
 
-    Endpoints (docs/serve.md gives every shape):
+    Every request passes ``weighter.serve.guard.Guard`` first (host, token, writes, headers,
+    access log). Endpoints (docs/serve.md gives every shape):
 
     - ``GET /api/info``: ``weighter index info --json``, plus ``latest_run``.
     - ``GET /api/files?q=NAME&limit=&offset=``: stored files whose path holds NAME.
@@ -55,8 +59,7 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
       run, without spans; ``members=false`` leaves the members out.
     - ``GET /api/groups/{id}?run=``: one group, each member with its spans.
     - ``GET /api/groups/map.png?run=``: the run's 2-D map.
-    - ``POST /api/groups/{id}/name`` (form: ``name``, ``run``): ``weighter speaker name``;
-      refused (403) from a page of another origin.
+    - ``POST /api/groups/{id}/name`` (form: ``name``, ``run``): ``weighter speaker name``.
     - ``GET /api/speakers``: ``weighter speaker list --json``.
     - ``GET /api/speakers/{name}?k=&min_p=``: the speaker, where its name stands in the latest
       run, and ``weighter query --speaker NAME --json``.
@@ -72,6 +75,14 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
         The model that embeds uploads; None: the shipped one. It must be the store's model.
     upload_limit : int, default 50 MiB
         Largest upload, in bytes; a larger one is refused (413) before it is read whole.
+    token : str or None
+        The token every request must carry (``weighter.serve.guard``; ``new_token()`` makes
+        one); None: none needed, for a server only this machine's users reach.
+    read_only : bool, default False
+        Refuse every write (naming a group, uploads) with 403.
+    allowed_hosts : iterable of str
+        ``Host`` names accepted besides IP addresses and this machine's names (a reverse proxy's
+        public name).
 
     Returns
     -------
@@ -89,7 +100,7 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
     >>> from weighter.serve import create_app
     >>> uvicorn.run(create_app("walk/store"), host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
-    from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+    from fastapi import FastAPI, File, Form, Query, UploadFile
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
 
@@ -99,6 +110,8 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
     app = FastAPI(title="weighter", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.weighter = state
     app.add_middleware(_BodyLimit, limit=state.upload_limit + _MULTIPART_SLACK)
+    app.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts, read_only=read_only)  # outermost: first to see
+    state.read_only = read_only
 
     @app.exception_handler(WeighterError)
     def weighter_error(request, error: WeighterError):
@@ -113,7 +126,7 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
     @app.get("/api/info")
     def info():
         store = state.store
-        return store.info().to_dict() | {"latest_run": _latest_run(store)}
+        return store.info().to_dict() | {"latest_run": _latest_run(store), "read_only": state.read_only}
 
     @app.get("/api/files")
     def files(q: str = "", limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)):
@@ -171,10 +184,9 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
                 | {"members": _members_with_spans(store, run_id, group_id)}}
 
     @app.post("/api/groups/{group_id}/name")
-    def name_a_group(request: Request, group_id: int, name: str = Form(...), run: int | None = Form(None)):
+    def name_a_group(group_id: int, name: str = Form(...), run: int | None = Form(None)):
         from weighter.index.speakers import name_group
 
-        _same_origin(request)
         with Store(state.store.directory) as writable:  # the app's own store is read-only
             speaker = name_group(writable, group_id, name.strip(), run)
         return speaker.to_dict()
@@ -227,19 +239,6 @@ def _run_id(store: Store, run: int | None) -> int:
         return latest_run(store, run)
     except WeighterError as error:
         raise Refused(404, str(error)) from None
-
-
-def _same_origin(request) -> None:
-    """Refuse (403) a write sent by a page of another origin: a browser names the page's origin
-    in ``Origin`` (or ``Referer``), and it must be the host the app is served as."""
-    from urllib.parse import urlsplit
-
-    sent = request.headers.get("origin") or request.headers.get("referer")
-    host = request.headers.get("host", "")
-    if sent is None:
-        return  # not from a browser page (curl, scripts): nothing to forge
-    if urlsplit(sent).netloc != host:
-        raise Refused(403, f"a write from {urlsplit(sent).netloc or sent!r}, not from this app ({host}): refused")
 
 
 def _find_files(store: Store, text: str, limit: int, offset: int) -> dict:

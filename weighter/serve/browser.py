@@ -73,6 +73,7 @@ def chromium(width: int = 1200, height: int = 900):
             options.add_argument(flag)
         options.add_argument(f"--window-size={width},{height}")
         options.add_argument(f"--user-data-dir={profile}")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: CSP violations show there
         browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         try:
             yield browser

@@ -31,6 +31,7 @@ async function api(url, options) {
   return body;
 }
 
+const infoReady = api("/api/info");  // the store, and whether this server takes writes (read_only)
 const fmt = (x, digits = 2) => (x === null || x === undefined ? "-" : Number(x).toFixed(digits));
 const name = (path) => path.split("/").pop();
 
@@ -136,9 +137,10 @@ function searchPage(fileId) {
       el("button", {id: "speaker-go", onclick: findSpeaker}, "Find speaker")),
     el("div", {class: "row"}, input),
     list,
-    el("div", {class: "row"}, "or upload a file (not stored): ", upload,
+    el("div", {class: "row", id: "upload-row"}, "or upload a file (not stored): ", upload,
       el("button", {id: "upload-go", onclick: send}, "Search with this file")),
     results);
+  infoReady.then((info) => { document.getElementById("upload-row").hidden = info.read_only; }).catch(() => {});
   find();
   if (fileId !== undefined) {
     results.replaceChildren(el("p", {class: "muted"}, "searching..."));
@@ -192,6 +194,7 @@ async function groupsPage() {
 
 async function groupPage(groupId) {
   const result = await api(`/api/groups/${groupId}`);
+  const readOnly = (await infoReady).read_only;
   const g = result.group;
   const field = el("input", {id: "group-name", type: "text", placeholder: "who is this?", size: 24, maxlength: 100});
   const give = async () => {
@@ -208,7 +211,7 @@ async function groupPage(groupId) {
     el("h2", {id: "group-head"}, `Group ${g.id}`, g.name ? [" - ", el("a", {href: speakerHref(g.name)}, g.name)] : null),
     el("p", {}, el("a", {href: "#/groups"}, "all groups"),
       ` - ${g.size} slots in ${g.files} files, persistence ${fmt(g.persistence)} (run ${result.run.id})`),
-    g.name ? null : el("p", {class: "row"}, "Name this voice: ", field,
+    g.name || readOnly ? null : el("p", {class: "row"}, "Name this voice: ", field,
       el("button", {id: "group-name-go", onclick: give}, "Save name"),
       el("span", {class: "muted"}, " its slots become the speaker's references; later runs carry the name")),
     el("table", {id: "member-table"},
@@ -318,8 +321,8 @@ async function route() {
 }
 
 window.addEventListener("hashchange", route);
-api("/api/info").then((info) => {
+infoReady.then((info) => {
   document.getElementById("store-info").textContent =
-    `${info.store}: ${info.files} files, ${info.active_slots} active slots`;
+    `${info.store}: ${info.files} files, ${info.active_slots} active slots${info.read_only ? " (read-only)" : ""}`;
 }).catch((error) => showError(error.message));
 route();
