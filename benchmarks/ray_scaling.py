@@ -130,6 +130,7 @@ def writer_runs(args) -> None:
     from weighter.embedder import Embedder
     from weighter.embedding_set import EmbeddingSet
     from weighter.index import Store
+    from weighter.index.store import DELTA_SHARE
 
     cohort = Embedder.load(args.model, device="cpu").score_cohort
     rng = np.random.default_rng(0)
@@ -149,31 +150,73 @@ def writer_runs(args) -> None:
             out.append((s, f"h{f}"))
         return out
 
+    def commits(store, n: int, share: float) -> list[float]:
+        """Seconds of ``n`` commits of --commit-files files each, deltas allowed up to ``share``."""
+        store.delta_share = share
+        times = []
+        for _ in range(n):
+            batch = file_sets(args.commit_files)
+            t = time.perf_counter()
+            store.apply(batch, score_cohort=cohort)
+            times.append(time.perf_counter() - t)
+        return times
+
+    baseline = None
     for size in args.writer_slots:
-        with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "s", create=True) as store, store.writing():
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp, Store(Path(tmp) / "s", create=True) as store, \
+                store.writing():
             started, stored = time.perf_counter(), 0
-            while stored < size:  # fill in large applies (the FAISS file is written once per apply)
+            while stored < size:  # fill in large applies (each writes a new base)
                 n = min(20_000, (size - stored) // slots) or 1
                 store.apply(file_sets(n), score_cohort=cohort)
                 stored += n * slots
             fill, before = time.perf_counter() - started, store.info().to_dict()
-            times = []
-            for _ in range(args.commits):
-                batch = file_sets(args.commit_files)
-                t = time.perf_counter()
-                store.apply(batch, score_cohort=cohort)
-                times.append(time.perf_counter() - t)
-            commit = float(np.median(times))
+            new = commits(store, args.commits, DELTA_SHARE)  # deltas: what a commit costs now
+            t = time.perf_counter()
+            store.optimize()  # the new base those deltas lead to, sooner or later
+            merge = time.perf_counter() - t
+            old = commits(store, args.commits, 0.0)  # every commit writes a new base: the cost before deltas
+            commit, rewrite = float(np.median(new)), float(np.median(old))
+            # a new base is written once the deltas reach DELTA_SHARE of the base: per commit, its share of one merge
+            per_base = DELTA_SHARE * before["active_slots"] / (args.commit_files * active)
+            amortised = commit + merge / max(per_base, 1.0)
+            baseline = baseline or (commit, amortised, rewrite)
             info = store.info().to_dict()
             print(json.dumps({"what": f"writer: commits of {args.commit_files} files into a store of {size} slots",
                               "store_slots": before["slots"], "store_active_slots": before["active_slots"],
                               "index_type": info["index_type"], "fill_s": round(fill, 1),
-                              "commit_s_median": round(commit, 3), "commit_s_runs": [round(t, 3) for t in times],
+                              "commit_s_median": round(commit, 3), "commit_s_runs": [round(t, 3) for t in new],
+                              "new_base_s": round(merge, 3), "commit_with_its_share_of_a_new_base_s": round(amortised, 3),
+                              "commit_rewriting_the_index_s_median": round(rewrite, 3),
+                              "commit_rewriting_the_index_s_runs": [round(t, 3) for t in old],
+                              "commit_vs_smallest_store": round(commit / baseline[0], 2),
+                              "amortised_vs_smallest_store": round(amortised / baseline[1], 2),
+                              "rewriting_vs_smallest_store": round(rewrite / baseline[2], 2),
                               "files_per_s": round(args.commit_files / commit, 1),
                               "slots_per_s": round(args.commit_files * slots / commit),
                               "active_slots_per_s": round(args.commit_files * active / commit),
+                              "peak_rss_gb": round(_peak_rss_gb(), 2),
                               "store_mb": round(sum(p.stat().st_size for p in store.directory.iterdir()) / 2**20)}),
                   flush=True)
+    for size in args.build_slots:  # a build by commits, as add_files makes it: deltas against rewrites
+        result = {"what": f"build of {size} slots by commits of {args.commit_files} files"}
+        for label, share in (("deltas", DELTA_SHARE), ("rewriting", 0.0)):
+            with tempfile.TemporaryDirectory(dir=args.tmp) as tmp, Store(Path(tmp) / "s", create=True) as store, \
+                    store.writing():
+                t, stored = time.perf_counter(), 0
+                while stored < size:
+                    commits(store, 1, share)
+                    stored += args.commit_files * slots
+                result[f"{label}_s"] = round(time.perf_counter() - t, 1)
+                result[f"{label}_check"] = store.check() == []
+        result["speed_up"] = round(result["rewriting_s"] / result["deltas_s"], 2)
+        print(json.dumps(result), flush=True)
+
+
+def _peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def main():
@@ -188,7 +231,10 @@ def main():
     parser.add_argument("--writer-slots", type=int, nargs="*", default=[100_000, 1_000_000],
                         help="store sizes (slots) the writer's commits are timed at")
     parser.add_argument("--commit-files", type=int, default=500, help="files per commit (add_files' default)")
-    parser.add_argument("--commits", type=int, default=3, help="timed commits per size (median reported)")
+    parser.add_argument("--commits", type=int, default=5, help="timed commits per size and kind (median reported)")
+    parser.add_argument("--build-slots", type=int, nargs="*", default=[1_000_000],
+                        help="builds by commits timed with deltas and with a rewrite at every commit")
+    parser.add_argument("--tmp", default=None, help="folder for the benchmark's stores (default: the system's)")
     parser.add_argument("--slots", type=int, default=8, help="slots per file")
     parser.add_argument("--active", type=int, default=2, help="active slots per file")
     parser.add_argument("--timeline", type=int, default=450, help="weighting steps per slot (10 Hz)")

@@ -38,6 +38,9 @@ RUNS = {
     "robustness": [f"{PY} benchmarks/robustness.py --files 100"],
     "real": [f"{PY} benchmarks/real_speech.py"],
     "enrolment": [f"{PY} benchmarks/enrolment.py"],
+    "writer deltas": [f"{PY} benchmarks/ray_scaling.py --skip-embed --writer-slots 100000 1000000 --build-slots 1000000"],
+    "writer deltas 10M": [f"{PY} benchmarks/ray_scaling.py --skip-embed --writer-slots 100000 10000000 --build-slots "
+                          "--tmp /tmp/bench10m"],
     # sweeps from before the fifteenth session's whitening carry --whiten off: they rerun as they ran (plain PCA)
     "cluster tuning": [f"{PY} benchmarks/cluster_tuning.py --whiten off"],
     "cluster tuning, five corpora": [
@@ -119,7 +122,7 @@ RUNS = {
 }
 # Run only when named in --only: long runs; runs on a lent GPU machine (the device tool) and
 # runs of model files kept outside the repo, both recorded with --stdout-from.
-SLOW = ("claims", "combine ablation 500", "combine ablation 1500", "gpu session", "gpu fine-tunes", "related run 13",
+SLOW = ("claims", "writer deltas 10M", "combine ablation 500", "combine ablation 1500", "gpu session", "gpu fine-tunes", "related run 13",
         "candidates, whitened clustering", "large-margin run 14", "non-speech run 15",
         "six-speaker run 16", "separation run 17")
 

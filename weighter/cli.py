@@ -482,6 +482,7 @@ def index():
       weighter index add new_calls/ --store calls.store     # new and changed files only
       weighter index remove old.flac --store calls.store
       weighter index info --store calls.store --check
+      weighter index optimize --store calls.store         # fold recent writes into one index
     """
 
 
@@ -571,6 +572,28 @@ def index_remove(obj, paths, store_dir):
         click.echo(f"error: {p}: not in the store", err=True)
     click.echo(f"removed {result.removed}; store: {result.store.files} files, {result.store.active_slots} active slots")
     sys.exit(1 if result.not_in_store else 0)
+
+
+@index.command("optimize")
+@_STORE
+@click.option("--json", "as_json", is_flag=True)
+def index_optimize(store_dir, as_json):
+    """Fold the deltas of recent writes into a new base index (and retrain it where the store
+    has outgrown its index type). Writes do this by themselves once their deltas hold a quarter
+    of the base; readers go on reading the old generation until this one commits."""
+    from weighter.index import Store
+
+    store = Store(store_dir)
+    before = store.info().deltas
+    with store.writing():
+        result = store.optimize()
+    info = store.info()
+    if as_json:
+        click.echo(json.dumps({"deltas_folded": before, "active_vectors": result.active_vectors,
+                               "index_type": result.index_type, "faiss_file": info.faiss_file}))
+        return
+    click.echo(f"folded {before} delta(s) into {info.faiss_file}: {result.active_vectors} active vectors, "
+               f"index {result.index_type}")
 
 
 @index.command("info")

@@ -90,6 +90,119 @@ def tune_nprobe(index, retune: bool, recorded: bool, tuned_at: int, active) -> i
     return 0
 
 
+class LiveIndex:
+    """What a store searches: its base FAISS index, the vectors committed since the base was
+    written (a delta index of the same kind, a copy of the base's empty ``template``), and the
+    ids removed since (tombstones), which every search leaves out.
+
+    Never changed in place: ``extended`` returns a new LiveIndex that shares the base, so the
+    threads of a server searching the previous one are not disturbed by a new generation.
+
+    Parameters
+    ----------
+    base : faiss.Index
+    template : faiss.Index or None
+        The base's kind, trained and empty (None: no delta can be added).
+    delta : faiss.Index or None
+        The vectors added since the base.
+    dead : ndarray of int64
+        Tombstoned ids, sorted.
+    generations : tuple of int
+        The delta generations applied, oldest first.
+    """
+
+    def __init__(self, base, template=None, delta=None, dead: np.ndarray | None = None, generations: tuple = ()):
+        self.index, self.template, self.delta = base, template, delta
+        self.dead = np.zeros(0, np.int64) if dead is None else dead
+        self.generations = tuple(generations)
+        self._params = None
+
+    @property
+    def ntotal(self) -> int:
+        """Live vectors: the base's and the delta's, less the tombstoned."""
+        return int(self.index.ntotal + (self.delta.ntotal if self.delta is not None else 0) - len(self.dead))
+
+    def extended(self, ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray, generation: int) -> "LiveIndex":
+        """A new LiveIndex with a delta applied: ``vectors`` (n, E) added under ``ids``,
+        ``removed`` ids tombstoned."""
+        import faiss
+
+        if self.template is None:
+            raise StoreError("the store's base index has no template for deltas; repair the store")
+        delta = faiss.clone_index(self.delta if self.delta is not None else self.template)  # copy on write
+        if len(ids):
+            delta.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, np.int64))
+        dead = np.union1d(self.dead, np.asarray(removed, np.int64)) if len(removed) else self.dead
+        return LiveIndex(self.index, self.template, delta, dead, self.generations + (generation,))
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, E) -> inner products (Q, k), ids (Q, k), best first over base and delta, the
+        tombstoned left out; -1 where fewer than k exist."""
+        params = self._search_params()
+        out = [self.index.search(vectors, k, params=params)]
+        if self.delta is not None and self.delta.ntotal:
+            out.append(self.delta.search(vectors, k, params=params))
+        if len(out) == 1:
+            return out[0]
+        scores = np.concatenate([o[0] for o in out], axis=1)  # (Q, 2k)
+        ids = np.concatenate([o[1] for o in out], axis=1)
+        scores = np.where(ids >= 0, scores, -np.inf)
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, best, 1).astype(np.float32), np.take_along_axis(ids, best, 1)
+
+    def _search_params(self):
+        """Search parameters that leave the tombstones out (None without any), keeping the
+        index's own nprobe or efSearch."""
+        import faiss
+
+        if not len(self.dead):
+            return None
+        if self._params is None:
+            batch = faiss.IDSelectorBatch(self.dead)
+            selector = faiss.IDSelectorNot(batch)
+            ivf = faiss.try_extract_index_ivf(self.index)
+            inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else None
+            if ivf is not None:
+                params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+            elif isinstance(inner, faiss.IndexHNSW):
+                params = faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
+            else:
+                params = faiss.SearchParameters(sel=selector)
+            self._params = params
+            self._selectors = (batch, selector)  # the parameters hold raw pointers to them
+        return self._params
+
+    def materialised(self):
+        """The base with the delta merged into it and the tombstones removed, changed in place
+        (the writer's own copy, before it writes a new base); None where the index cannot (HNSW,
+        an id map over IVF): rebuild it from the store's slots instead."""
+        if not removes_in_place(self.index):
+            return None if (self.delta is not None or len(self.dead)) else self.index
+        if self.delta is not None and self.delta.ntotal:
+            self.index.merge_from(self.delta, 0)
+        if len(self.dead):
+            self.index.remove_ids(self.dead)
+        return self.index
+
+    def stored_ids(self) -> np.ndarray | None:
+        """The live ids (base and delta, less the tombstoned); None if the index cannot say."""
+        parts = [_stored_ids(i) for i in (self.index, self.delta) if i is not None]
+        if any(p is None for p in parts):
+            return None
+        ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return ids[~np.isin(ids, self.dead)]
+
+
+def empty_template(index):
+    """The index's kind, trained, with its search settings and no vectors: what deltas are
+    added to (``LiveIndex``)."""
+    import faiss
+
+    template = faiss.clone_index(index)
+    template.reset()
+    return template
+
+
 def write_index(index, path: Path) -> None:
     """Write ``index`` to the file ``path``."""
     import faiss
@@ -113,24 +226,25 @@ def read_index(path: Path, cli_hint: str):
     return index
 
 
-def check_index(index, ids: np.ndarray, vectors: np.ndarray, recorded_nprobe: int) -> list[str]:
-    """Problems of ``index`` against the store's active slots (``ids``, ``vectors``) and the
-    nprobe its meta records (0: none): one line each, empty when it holds exactly them."""
+def check_index(live: LiveIndex, ids: np.ndarray, vectors: np.ndarray, recorded_nprobe: int) -> list[str]:
+    """Problems of the ``live`` index (base, delta, tombstones) against the store's active
+    slots (``ids``, ``vectors``) and the nprobe its meta records (0: none): one line each, empty
+    when it holds exactly them."""
     import faiss
 
     problems = []
-    ivf = faiss.try_extract_index_ivf(index)
+    ivf = faiss.try_extract_index_ivf(live.index)
     if ivf is not None and recorded_nprobe and ivf.nprobe != recorded_nprobe:
         problems.append(f"the FAISS index searches {ivf.nprobe} lists, meta records nprobe {recorded_nprobe}")
-    if index.ntotal != len(ids):
-        problems.append(f"FAISS holds {index.ntotal} vectors, SQLite {len(ids)} active slots")
+    if live.ntotal != len(ids):
+        problems.append(f"FAISS holds {live.ntotal} vectors, SQLite {len(ids)} active slots")
     else:
-        stored = _stored_ids(index)
+        stored = live.stored_ids()
         if stored is not None and set(stored.tolist()) != set(ids.tolist()):
             problems.append("FAISS vector ids differ from SQLite's active slots")
         elif len(ids):
             probe = vectors[:: max(1, len(ids) // 50)]
-            _, found = index.search(probe, 1)
+            _, found = live.search(probe, 1)
             expected = ids[:: max(1, len(ids) // 50)]
             if (found[:, 0] != expected).mean() > 0.05:
                 problems.append("FAISS vectors differ from SQLite's embeddings")

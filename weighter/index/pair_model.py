@@ -163,15 +163,18 @@ def file_pair_scores(store, max_slots: int = MAX_SLOTS, seed: int = 0) -> np.nda
     """
     from weighter.scoring import normalised
 
-    ids, vectors = store.active_vectors()
-    files = store.owners(ids)[0]
-    names, first, counts = np.unique(files, return_index=True, return_counts=True)
-    if len(ids) > max_slots:  # a seeded sample of whole files, in their stored order
+    rows = store.db.execute("SELECT file_id, COUNT(*) FROM slots WHERE active = 1 GROUP BY file_id "
+                            "ORDER BY file_id").fetchall()  # no embedding read: a large store reads its sample only
+    names, counts = np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+    if counts.sum() > max_slots:  # a seeded sample of whole files, in their stored order
         order = np.random.default_rng(seed).permutation(len(names))
-        take = np.sort(order[: int(np.searchsorted(np.cumsum(counts[order]), max_slots, side="right"))])
-        keep = np.isin(files, names[take])
-        ids, vectors, files = ids[keep], vectors[keep], files[keep]
-        names, first = np.unique(files, return_index=True)
+        names = names[np.sort(order[: int(np.searchsorted(np.cumsum(counts[order]), max_slots, side="right"))])]
+    file_of, slot_of, vectors = store.active_slots_of(names.tolist())
+    ids = store.slot_ids(file_of, slot_of)
+    order = np.argsort(ids)
+    ids, vectors = ids[order], vectors[order]
+    files = store.owners(ids)[0]
+    names, first = np.unique(files, return_index=True)
     if len(names) < 2:
         return np.zeros(0, np.float32)
     scores = vectors @ vectors.T  # (S, S) cosines

@@ -31,7 +31,7 @@ class StoreInfo:
     generation : int
         The number of the FAISS and scores files in use (0: none yet).
     faiss_file : str or None
-        The FAISS file's name in the store directory.
+        The base FAISS file's name in the store directory.
     scoring : str
         ``"s-norm"`` or ``"cosine"``.
     score_share : float or None
@@ -42,6 +42,9 @@ class StoreInfo:
         states; None for a model without calibration.
     pair_prior_fitted : bool
         Whether ``pair_prior`` was fitted to the store (``weighter.index.pair_model``).
+    deltas : int
+        Writes kept as deltas beside the base index since it was written (``Store.optimize``
+        folds them in).
 
     Examples
     --------
@@ -64,6 +67,7 @@ class StoreInfo:
     score_share: float | None
     pair_prior: float | None = None
     pair_prior_fitted: bool = False
+    deltas: int = 0
 
     def to_dict(self) -> dict:
         """The fields as a JSON-ready dict."""

@@ -39,6 +39,15 @@ def next_stats(old: dict | None, cohort: Cohort, new_ids: list[int], new_vectors
     return {"ids": ids, "mean": mean, "spread": spread}
 
 
+def extended(stats: dict | None, ids: np.ndarray, mean: np.ndarray, spread: np.ndarray) -> dict:
+    """A new stats dict: ``stats`` and the statistics of slots added since (``ids`` larger than
+    all of its: new files have new, larger ids), sharing nothing it could change."""
+    if stats is None:
+        return {"ids": np.asarray(ids, np.int64), "mean": mean, "spread": spread}
+    return {"ids": np.concatenate([stats["ids"], ids]), "mean": np.concatenate([stats["mean"], mean]),
+            "spread": np.concatenate([stats["spread"], spread])}
+
+
 def write_stats(stats: dict, path: Path) -> None:
     """Write ``stats`` (ids, mean, spread) to the scores file ``path``."""
     with open(path, "wb") as handle:

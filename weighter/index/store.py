@@ -4,20 +4,26 @@ Layout of a store directory::
 
     store.sqlite        files (path, content hash, duration), slots (confidence, active,
                         embedding, weightings timeline), the model's score cohort, meta
-                        (model id, index type and tuned nprobe, score share, generation)
-                        named speakers and their reference embeddings (weighter.index.speakers)
-    vectors-<G>.faiss   FAISS index of the active slot embeddings, ids = slots.id
-    scores-<G>.npz      score normalisation (weighter.scoring): every active slot's mean and
+                        (model id, index type and tuned nprobe, score share, generation,
+                        base generation and the list of deltas), named speakers and their
+                        reference embeddings (weighter.index.speakers)
+    vectors-<B>.faiss   the base FAISS index of the active slot embeddings, ids = slots.id
+    template-<B>.faiss  the same kind of index, trained and empty: what deltas are added to
+    scores-<B>.npz      score normalisation (weighter.scoring): every base slot's mean and
                         spread against the model's score cohort (kept in SQLite)
+    delta-<G>.npz       one write since the base: its new active slots (ids, vectors, score
+                        statistics) and the ids it removed (tombstones)
     write.lock          held (flock) by the one process writing
 
-SQLite is the source of truth: the FAISS and scores files can always be rebuilt from it. A
-write goes: take the lock; write the new FAISS and scores files under a new generation number
-G+1; then one SQLite transaction changes the rows *and* sets meta.generation = G+1; then the
-old files are deleted. Killed before the commit, the store is in its old state (the orphan
-files are removed on the next write); after it, in its new state. Readers never take the
-lock: SQLite's WAL lets them read during a write, and the files they were told about stay
-until the commit that replaces them.
+SQLite is the source of truth: the index files can always be rebuilt from it. A write goes:
+take the lock; write its files under a new generation number G+1 (a delta, or a new base
+holding everything when the deltas would pass DELTA_SHARE of the base); then one SQLite
+transaction changes the rows *and* sets meta's generation (and base, and delta list); then
+the files no longer listed are deleted. Killed before the commit, the store is in its old
+state (the orphan files are removed on the next write); after it, in its new state. Readers
+never take the lock: SQLite's WAL lets them read during a write, the files they were told
+about stay until the commit that replaces them, and a reader that holds generation G of the
+same base reads only the deltas since (``faiss_index.LiveIndex``).
 
 This module keeps SQLite and the generations; ``weighter.index.faiss_index`` builds, tunes and
 reads the FAISS index, ``weighter.index.score_stats`` writes, reads and looks up the scores file.
@@ -46,12 +52,17 @@ from weighter.index.results import ApplyResult, StoreInfo
 from weighter.index.faiss_index import (EXACT_LIMIT, IVF_RECALL, MIN_NPROBE, TWO_LEVEL_FROM,  # noqa: F401
                                         _exact_top, auto_factory, tuned_nprobe, tuning_slots)
 from weighter.index.score_stats import DENSE_LIMIT  # noqa: F401
-from weighter.scoring import LEGACY_TOP_SHARE, MIN_COHORT, Cohort
+from weighter.scoring import LEGACY_TOP_SHARE, MIN_COHORT, Cohort, cohort_stats
 
 STORE_FORMAT = 3  # 2: slot ids never reused; 3: a slot's id encodes its file and slot number
 SLOT_BITS = 12  # slot id = file id * 2**SLOT_BITS + slot number: a FAISS hit names its file with no lookup
 MAX_SLOTS = 1 << SLOT_BITS
 _CHUNK = 900  # values bound in one IN (...): SQLite's limit on bound parameters is 999 in old builds
+# A write appends a delta (its vectors, ids and removals) while the deltas since the base hold
+# at most DELTA_SHARE of the base's vectors; then the next write makes a new base holding them.
+DELTA_SHARE = 0.25
+DELTA_MIN_BASE = 20_000  # smaller stores rewrite their base at every write (it costs less than a delta's reading)
+MAX_DELTAS = 64  # files a reader reads on opening a store, at most
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,6 +87,26 @@ CREATE TABLE IF NOT EXISTS speaker_refs (
     embedding BLOB NOT NULL, seconds REAL NOT NULL, added REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS speaker_refs_speaker ON speaker_refs(speaker_id);
 """
+
+
+def _write_npz(arrays: dict, path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _read_npz(path: Path, cli_hint: str) -> dict:
+    """A delta file's arrays; FileNotFoundError where it is gone (a new base replaced it),
+    StoreError where it is corrupt."""
+    import zipfile
+
+    try:
+        with np.load(path) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise StoreError(f"{path}: corrupt delta file ({error}); rebuild the index from SQLite with "
+                         "Store.repair()", cli_hint=cli_hint) from None
 
 
 def content_hash(path: str | Path) -> str:
@@ -135,6 +166,10 @@ class Store:
     2 files, 5 active slots
     """
 
+    delta_share = DELTA_SHARE  # per instance, for tests and benchmarks (0: every write makes a new base)
+    delta_min_base = DELTA_MIN_BASE
+    max_deltas = MAX_DELTAS
+
     def __init__(self, directory: str | Path, create: bool = False, read_only: bool = False):
         self.directory = Path(directory)
         self.db_path = self.directory / "store.sqlite"
@@ -163,10 +198,9 @@ class Store:
         if self._meta("format") != str(STORE_FORMAT):
             raise StoreError(f"{self.directory}: store format {self._meta('format')} is not {STORE_FORMAT}; "
                              "build it again in a new store", cli_hint="`weighter index build`")
-        self._index = None
-        self._index_generation = None
-        self._stats = None
-        self._stats_generation = None
+        self._live = None  # faiss_index.LiveIndex of the generation in _live_state
+        self._live_state = None  # (generation, base generation, delta generations applied)
+        self._stats = None  # its score statistics, deltas included
         self._score_cohort = None
         self._cohort_index = None
         self._lock_handle = None
@@ -256,7 +290,8 @@ class Store:
                          audio_seconds=round(seconds, 2), slots=slots, active_slots=active,
                          index_type=self._meta("index_type"), nprobe=int(self._meta("nprobe") or 0) or None,
                          speech_gate=self.speech_gate, generation=self.generation,
-                         faiss_file=self._faiss_name(self.generation) if self.generation else None,
+                         faiss_file=self._faiss_name(self._base_generation()) if self.generation else None,
+                         deltas=len(json.loads(self._meta("deltas") or "[]")),
                          scoring=self.scoring(), score_share=getattr(self.score_cohort(), "share", None),
                          **self._pair_prior())
 
@@ -346,7 +381,8 @@ class Store:
         return row[0] if row else None
 
     def apply(self, add: list[tuple[EmbeddingSet, str]], remove: list[str | Path] = (), index_type: str | None = None,
-              after_faiss_written=None, rebuild: bool = False, score_cohort: Cohort | None = None) -> ApplyResult:
+              after_faiss_written=None, rebuild: bool = False, score_cohort: Cohort | None = None,
+              compact: bool = False) -> ApplyResult:
         """Add (or replace) embedding sets and remove files, in one atomic step.
 
         Most programs call ``add_files`` and ``remove_files`` instead. Must run inside
@@ -367,6 +403,8 @@ class Store:
             Build the FAISS index and scores file from SQLite even where an update would do.
         score_cohort : Cohort or None
             The model's score cohort (``weighter.scoring``), kept by a store that has none yet.
+        compact : bool, default False
+            Write a new base index holding every delta (``optimize``), even where a delta would do.
 
         Returns
         -------
@@ -383,7 +421,8 @@ class Store:
             added_keys = [str(Path(s.path).resolve()) for s, _ in add]
             gone = [str(Path(path).resolve()) for path in remove] + added_keys
             removed_ids = [r[0] for r in self._rows_in(
-                "SELECT slots.id FROM slots JOIN files ON files.id = slots.file_id WHERE active = 1 AND files.path IN ({})",
+                # files first (CROSS JOIN keeps the order): the planner otherwise walked every active slot
+                "SELECT s.id FROM files f CROSS JOIN slots s ON s.file_id = f.id WHERE f.path IN ({}) AND s.active = 1",
                 gone)]
             self._rows_in("DELETE FROM files WHERE path IN ({})", gone)  # slots go too (ON DELETE CASCADE)
             new_vectors, new_ids, slot_rows = [], [], []
@@ -427,10 +466,16 @@ class Store:
             wanted = index_type or self._meta("index_type_override") or auto_factory(total)
             if index_type:
                 self.set_meta("index_type_override", index_type)
+            if (not (rebuild or compact or index_type or new_cohort) and self._meta("index_type") == wanted
+                    and self._delta_fits(len(new_ids) + len(removed_ids))):
+                self._commit_delta(new_ids, new_vectors, removed_ids, after_faiss_written)
+                return ApplyResult(added=len(add), removed=len(remove), active_vectors=int(total), index_type=wanted)
+            live = index = None
             try:
-                index = self._load_index() if self.generation else None
-            except StoreError:  # a corrupt or missing FAISS file: rebuild it from SQLite
-                index = None
+                live = self._live_index() if self.generation else None
+                index = live.materialised() if live is not None else None
+            except StoreError:  # a corrupt or missing FAISS or delta file: rebuild it from SQLite
+                live = None
             incremental = (not rebuild and index is not None and self._meta("index_type") == wanted and
                            (not removed_ids or faiss_index.removes_in_place(index)))
             if incremental:
@@ -443,28 +488,67 @@ class Store:
             self._tune_nprobe(index, retune=not incremental, active=active)
             generation = self.generation + 1
             self._write_file(self._faiss_name(generation), functools.partial(faiss_index.write_index, index))
+            template = faiss_index.empty_template(index)
+            self._write_file(self._template_name(generation), functools.partial(faiss_index.write_index, template))
             cohort = score_cohort if new_cohort else self.score_cohort()
-            stats = self._next_stats(cohort, new_ids, new_vectors, removed_ids, rebuild or new_cohort, active)
+            gone = removed_ids + (live.dead.tolist() if live is not None else [])  # the deltas' tombstones too
+            stats = self._next_stats(cohort, new_ids, new_vectors, gone, rebuild or new_cohort, active)
             if stats is not None:
                 self._write_file(self._stats_name(generation), functools.partial(score_stats.write_stats, stats))
             if after_faiss_written:
                 after_faiss_written()
-            old = self.generation
             self.set_meta("generation", str(generation))
+            self.set_meta("base_generation", str(generation))
+            self.set_meta("base_vectors", str(index.ntotal))
+            self.set_meta("deltas", "[]")
             self.set_meta("index_type", wanted)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
-            self._index = None  # an incremental update may have changed the cached index in place
+            self._live = self._live_state = None  # materialising changed the cached base in place
             self._score_cohort = None
             raise
-        if old:
-            (self.directory / self._faiss_name(old)).unlink(missing_ok=True)
-            (self.directory / self._stats_name(old)).unlink(missing_ok=True)
-        self._index, self._index_generation = index, generation
-        self._stats, self._stats_generation = stats, generation
+        self._live = faiss_index.LiveIndex(index, template)
+        self._live_state = (generation, generation, ())
+        self._stats = stats
+        self._remove_orphans()  # the old base, its template and scores, and every delta
         self._max_slots = None
         return ApplyResult(added=len(add), removed=len(remove), active_vectors=int(index.ntotal), index_type=wanted)
+
+    def _delta_fits(self, changes: int) -> bool:
+        """Whether this write may go as a delta: the store has a base of at least DELTA_MIN_BASE
+        vectors with a template, fewer than MAX_DELTAS deltas, and the deltas' adds and removals,
+        this write's included, at most DELTA_SHARE of the base. Past that the write makes a new
+        base (a compaction): the base is rewritten once per DELTA_SHARE of growth, so a vector
+        is written a bounded number of times and a commit costs what it adds, not the store."""
+        if not self.generation or self._meta("base_vectors") is None:
+            return False  # a store from before deltas: its next write makes a base with a template
+        base = int(self._meta("base_vectors"))
+        deltas = json.loads(self._meta("deltas") or "[]")
+        pending = sum(added + removed for _, added, removed in deltas) + changes
+        return (base >= self.delta_min_base and len(deltas) < self.max_deltas and pending <= self.delta_share * base
+                and (self.directory / self._template_name(self._base_generation())).exists())
+
+    def _commit_delta(self, new_ids: list[int], new_vectors: list[np.ndarray], removed_ids: list[int],
+                      after_faiss_written) -> None:
+        """The rest of ``apply`` for a delta: write ``delta-<G>.npz`` (the new active slots'
+        ids, vectors and score statistics, the removed ids), then commit SQLite with meta's
+        generation and delta list; the base files stay as they are."""
+        generation = self.generation + 1
+        dim = int(self._meta("embed_dim") or 256)
+        delta = {"ids": np.array(new_ids, np.int64), "removed": np.array(removed_ids, np.int64),
+                 "vectors": np.stack(new_vectors).astype(np.float32) if new_ids else np.zeros((0, dim), np.float32)}
+        cohort = self.score_cohort()
+        if cohort is not None:
+            delta["mean"], delta["spread"] = cohort_stats(delta["vectors"], cohort)
+        self._write_file(self._delta_name(generation), functools.partial(_write_npz, delta))
+        if after_faiss_written:
+            after_faiss_written()
+        deltas = json.loads(self._meta("deltas") or "[]") + [[generation, len(new_ids), len(removed_ids)]]
+        self.set_meta("generation", str(generation))
+        self.set_meta("deltas", json.dumps(deltas))
+        self.db.execute("COMMIT")
+        self._max_slots = None
 
     def _write_file(self, name: str, write) -> None:
         """Make the file ``name`` in the store directory whole or not at all: ``write(path)``
@@ -498,10 +582,19 @@ class Store:
         return score_stats.next_stats(old, cohort, new_ids, new_vectors, removed_ids, active)
 
     def _remove_orphans(self) -> None:
-        keep = {self._faiss_name(self.generation), self._stats_name(self.generation)}
-        for path in [*self.directory.glob("vectors-*.faiss*"), *self.directory.glob("scores-*.npz*")]:
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
+        """Delete the index files the current generation does not use: those of a write that
+        was killed before its commit, and, after a new base, the old base and its deltas."""
+        base = self._base_generation()
+        keep = {self._faiss_name(base), self._stats_name(base), self._template_name(base),
+                *(self._delta_name(g) for g, _, _ in json.loads(self._meta("deltas") or "[]"))}
+        for pattern in ("vectors-*.faiss*", "scores-*.npz*", "template-*.faiss*", "delta-*.npz*"):
+            for path in self.directory.glob(pattern):
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
+
+    def _base_generation(self) -> int:
+        """The generation of the base index files (a store from before deltas: the current one)."""
+        return int(self._meta("base_generation") or self.generation)
 
     @staticmethod
     def _faiss_name(generation: int) -> str:
@@ -511,23 +604,63 @@ class Store:
     def _stats_name(generation: int) -> str:
         return f"scores-{generation:06d}.npz"
 
+    @staticmethod
+    def _template_name(generation: int) -> str:
+        return f"template-{generation:06d}.faiss"
+
+    @staticmethod
+    def _delta_name(generation: int) -> str:
+        return f"delta-{generation:06d}.npz"
+
     # -- reading ------------------------------------------------------------------------
     def _load_index(self):
-        with self._reading:
-            return self._load_index_unlocked()
+        """The base FAISS index of the current generation (its deltas: ``_live_index``)."""
+        return self._live_index().index
 
-    def _load_index_unlocked(self):
-        for _ in range(3):  # a writer may replace the file between reading meta and opening it
-            generation = self.generation
-            if self._index is not None and self._index_generation == generation:
-                return self._index
-            index = faiss_index.read_index(self.directory / self._faiss_name(generation), self._repair_hint)
-            if index is not None:
-                self._index, self._index_generation = index, generation
-                return index
-            time.sleep(0.05)
-        raise StoreError(f"{self.directory}: FAISS file {self._faiss_name(self.generation)} is missing; "
-                         "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint)
+    def _live_index(self) -> faiss_index.LiveIndex:
+        """The current generation's index: base, deltas, tombstones (``faiss_index.LiveIndex``),
+        with its score statistics in ``self._stats``. A reader that holds an earlier generation
+        of the same base reads only the deltas since."""
+        with self._reading:
+            for _ in range(3):  # a writer may replace the files between reading meta and opening them
+                rows = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN "
+                                            "('generation', 'base_generation', 'deltas')").fetchall())
+                generation = int(rows.get("generation") or 0)  # one statement: one consistent snapshot
+                base = int(rows.get("base_generation") or generation)
+                deltas = [g for g, _, _ in json.loads(rows.get("deltas") or "[]")]
+                if self._live is not None and self._live_state[0] == generation:
+                    return self._live
+                try:
+                    self._catch_up(generation, base, deltas)
+                    return self._live
+                except FileNotFoundError:
+                    time.sleep(0.05)
+            raise StoreError(f"{self.directory}: FAISS file {self._faiss_name(self._base_generation())} (or one of "
+                             "its deltas) is missing; rebuild it from SQLite with Store.repair()",
+                             cli_hint=self._repair_hint)
+
+    def _catch_up(self, generation: int, base: int, deltas: list[int]) -> None:
+        """Load generation ``generation``: from the cached one where it has the same base and a
+        prefix of these deltas, else from the base files. FileNotFoundError where a file went."""
+        cached = self._live_state
+        if cached is not None and cached[1] == base and tuple(deltas[:len(cached[2])]) == cached[2]:
+            live, stats, done = self._live, self._stats, len(cached[2])
+        else:
+            index = faiss_index.read_index(self.directory / self._faiss_name(base), self._repair_hint)
+            if index is None:
+                raise FileNotFoundError(self._faiss_name(base))
+            template_path = self.directory / self._template_name(base)
+            template = faiss_index.read_index(template_path, self._repair_hint) if template_path.exists() else None
+            live, done = faiss_index.LiveIndex(index, template), 0
+            stats = None
+            if self.score_cohort() is not None and (self.directory / self._stats_name(base)).exists():
+                stats = score_stats.read_stats(self.directory / self._stats_name(base), self._repair_hint)
+        for g in deltas[done:]:
+            delta = _read_npz(self.directory / self._delta_name(g), self._repair_hint)
+            live = live.extended(delta["ids"], delta["vectors"], delta["removed"], g)
+            if stats is not None and "mean" in delta:
+                stats = score_stats.extended(stats, delta["ids"], delta["mean"], delta["spread"])
+        self._live, self._stats, self._live_state = live, stats, (generation, base, tuple(deltas))
 
     def score_cohort(self) -> Cohort | None:
         """The model's score cohort that this store normalises against, with its share (a store
@@ -541,26 +674,13 @@ class Store:
         return self._score_cohort
 
     def _load_stats(self) -> dict | None:
-        """The current generation's scores file as arrays (ids, mean, spread); None where there
-        is none."""
+        """The current generation's score statistics as arrays (ids, mean, spread), its deltas'
+        included (tombstoned slots too: they are never looked up); None where there is none."""
+        if not self.generation:
+            return None
         with self._reading:
-            return self._load_stats_unlocked()
-
-    def _load_stats_unlocked(self) -> dict | None:
-        for _ in range(3):  # a writer may replace the file between reading meta and opening it
-            generation = self.generation
-            if self._stats_generation == generation:
-                return self._stats
-            path = self.directory / self._stats_name(generation)
-            if not generation or not path.exists():
-                if self.generation != generation:
-                    continue
-                stats = None
-            else:
-                stats = score_stats.read_stats(path, self._repair_hint)
-            self._stats, self._stats_generation = stats, generation
-            return stats
-        return None
+            self._live_index()
+            return self._stats
 
     def scoring(self) -> str:
         """How queries score slot pairs: "s-norm" (against the model's score cohort) or "cosine"."""
@@ -615,13 +735,13 @@ class Store:
 
     def vector_count(self) -> int:
         """Active vectors in the FAISS index (cheap: no table scan)."""
-        return int(self._load_index().ntotal) if self.generation else 0
+        return int(self._live_index().ntotal) if self.generation else 0
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, E) -> scores (Q, k), vector ids (Q, k); -1 where fewer than k exist."""
         if not self.generation:
             return np.zeros((len(vectors), 0)), np.zeros((len(vectors), 0), np.int64)
-        return self._load_index().search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        return self._live_index().search(np.ascontiguousarray(vectors, dtype=np.float32), k)
 
     @staticmethod
     def owners(vector_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -770,7 +890,7 @@ class Store:
                 problems.append("active slots exist but no FAISS index")
             return problems
         try:
-            index = self._load_index()
+            live = self._live_index()
         except StoreError as error:
             return problems + [str(error)]
         if self.score_cohort() is not None:
@@ -780,10 +900,27 @@ class Store:
                 problems.append(str(error))
             else:
                 if stats is None:
-                    problems.append(f"scores file {self._stats_name(self.generation)} is missing")
-                elif not np.array_equal(stats["ids"], ids):
+                    problems.append(f"scores file {self._stats_name(self._base_generation())} is missing")
+                elif not np.array_equal(np.sort(stats["ids"][~np.isin(stats["ids"], live.dead)]), ids):
                     problems.append("the scores file's slots differ from SQLite's active slots")
-        return problems + faiss_index.check_index(index, ids, vectors, int(self._meta("nprobe") or 0))
+        return problems + faiss_index.check_index(live, ids, vectors, int(self._meta("nprobe") or 0))
+
+    def optimize(self) -> ApplyResult:
+        """Write a new base index holding every delta, tombstones dropped (and retrained where
+        the store has outgrown its index type). Must run inside ``writing()``; readers go on
+        reading the old generation until it commits.
+
+        Returns
+        -------
+        ApplyResult
+
+        Examples
+        --------
+        >>> with Store("calls.store") as store, store.writing():  # doctest: +SKIP
+        ...     store.optimize().active_vectors
+        1000000
+        """
+        return self.apply([], [], compact=True)
 
     def repair(self) -> dict:
         """Rebuild the FAISS index and scores file from SQLite (the source of truth).

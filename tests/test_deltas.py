@@ -1,0 +1,193 @@
+"""A store that grows by deltas (weighter.index.store, weighter.index.faiss_index.LiveIndex):
+a write appends what it adds and removes instead of rewriting the index; readers catch up by
+reading the new deltas only; a new base folds them in; killed writes and stores from before
+deltas keep working."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from test_index import CHILD_PRELUDE, DIM, _python, make_set
+from weighter.index import Store, query_store
+from weighter.index import faiss_index
+
+
+@pytest.fixture
+def basis():
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(DIM, DIM)))
+    return q.astype(np.float32)
+
+
+def _grow(store, tmp_path, basis, names, seed=0):
+    """Add files named ``names``, each with two of the 16 speakers."""
+    rng = np.random.default_rng(seed)
+    sets = [(make_set(tmp_path / n, list(rng.choice(DIM, 2, replace=False)), basis, seed=seed + i), f"h-{n}")
+            for i, n in enumerate(names)]
+    with store.writing():
+        return store.apply(sets)
+
+
+def _deltas_on(store):
+    store.delta_min_base, store.delta_share = 0, 10.0  # small test stores: deltas at every write
+    return store
+
+
+def _ranking(store, query):
+    return [(os.path.basename(m.file), m.stored_slot, round(m.score, 4)) for m in query_store(store, query, k=8)]
+
+
+@pytest.mark.parametrize("index_type", ["Flat", "IVF4,Flat"])
+def test_writes_go_as_deltas_and_search_as_one_index(tmp_path, basis, index_type):
+    store = _deltas_on(Store(tmp_path / "store", create=True))
+    with store.writing():
+        store.apply([(make_set(tmp_path / f"a{i}.wav", [i % DIM, (i + 3) % DIM], basis, seed=i), f"h{i}")
+                     for i in range(40)], index_type=index_type)
+    base = sorted(p.name for p in store.directory.glob("vectors-*.faiss"))
+    base_bytes = (store.directory / base[0]).read_bytes()
+    reader = Store(store.directory, read_only=True)
+    query = make_set(tmp_path / "q.wav", [5], basis, seed=99)
+    _ranking(reader, query)  # the reader holds the base generation
+    _grow(store, tmp_path, basis, [f"b{i}.wav" for i in range(10)], seed=100)
+    with store.writing():
+        store.apply([], [tmp_path / "a5.wav", tmp_path / "b3.wav"])  # tombstones, one in the base, one in a delta
+    assert sorted(p.name for p in store.directory.glob("vectors-*.faiss")) == base  # the base was not rewritten
+    assert (store.directory / base[0]).read_bytes() == base_bytes
+    assert len(list(store.directory.glob("delta-*.npz"))) == 2 and store.info().deltas == 2
+    assert store.check() == [] and reader.check() == []
+    seen = _ranking(reader, query)  # caught up: the new files found, the removed ones gone
+    files = {f for f, _, _ in seen}
+    assert "a5.wav" not in files and "b3.wav" not in files
+    assert reader.vector_count() == store.info().active_slots == 2 * (40 + 10 - 2)
+    # the same files written in one go, as one index, rank the same
+    whole = Store(tmp_path / "whole", create=True)
+    with whole.writing():
+        whole.apply([(reader.embedding_set(i), "h") for i in
+                     [r[0] for r in reader.db.execute("SELECT id FROM files ORDER BY id")]], index_type="Flat")
+    assert [(f, s) for f, s, _ in seen] == [(f, s) for f, s, _ in _ranking(whole, query)]
+    # folding the deltas into a new base changes nothing a query sees
+    with store.writing():
+        store.optimize()
+    assert store.info().deltas == 0 and not list(store.directory.glob("delta-*.npz"))
+    assert len(list(store.directory.glob("vectors-*.faiss"))) == 1 and store.check() == []
+    assert [(f, s) for f, s, _ in _ranking(store, query)] == [(f, s) for f, s, _ in seen]
+    reader.close()
+    whole.close()
+    store.close()
+
+
+def test_a_reader_catches_up_by_reading_only_the_new_deltas(tmp_path, basis, monkeypatch):
+    store = _deltas_on(Store(tmp_path / "store", create=True))
+    _grow(store, tmp_path, basis, [f"a{i}.wav" for i in range(20)])
+    reader = Store(store.directory, read_only=True)
+    reader.vector_count()
+    reads = []
+    real = faiss_index.read_index
+    monkeypatch.setattr(faiss_index, "read_index", lambda *a: reads.append(a[0].name) or real(*a))
+    for round_ in range(3):
+        _grow(store, tmp_path, basis, [f"b{round_}-{i}.wav" for i in range(3)], seed=round_ + 1)
+        assert reader.vector_count() == store.info().active_slots
+    assert reads == []  # no base index read again
+    base_before = reader._live.index
+    with store.writing():
+        store.apply([], [], compact=True)
+    assert reader.vector_count() == store.info().active_slots and reader._live.index is not base_before
+    assert [r for r in reads if r.startswith("vectors-")]  # a new base is read whole
+    reader.close()
+    store.close()
+
+
+def test_deltas_give_way_to_a_new_base_past_their_share(tmp_path, basis):
+    store = Store(tmp_path / "store", create=True)
+    store.delta_min_base, store.delta_share = 0, 0.25
+    _grow(store, tmp_path, basis, [f"a{i}.wav" for i in range(40)])  # base: 80 vectors
+    kinds = []
+    for round_ in range(6):  # 4 files (8 vectors) each: 0.1 of the base
+        _grow(store, tmp_path, basis, [f"b{round_}-{i}.wav" for i in range(4)], seed=round_ + 1)
+        kinds.append(store.info().deltas)
+    # 80 vectors: a third delta (24) would pass 0.25 of the base (20): a new base of 104; then 24 <= 26
+    assert kinds == [1, 2, 0, 1, 2, 3]
+    assert json.loads(store.meta("base_vectors")) == 2 * (40 + 12) and store.check() == []
+    store.close()
+
+
+def test_kill_9_while_writing_a_delta_keeps_the_last_generation(tmp_path, basis):
+    store = _deltas_on(Store(tmp_path / "store", create=True))
+    _grow(store, tmp_path, basis, [f"a{i}.wav" for i in range(20)])
+    _grow(store, tmp_path, basis, ["b.wav"], seed=5)
+    before = store.info()
+    assert before.deltas == 1
+    child = _python(CHILD_PRELUDE.format(tests=os.path.dirname(__file__), store=str(store.directory)) + """
+    store.delta_min_base, store.delta_share = 0, 10.0
+    with store.writing():
+        store.apply([(make_set("/x/new.wav", [9], basis), "h")], ["{b}"],
+                    after_faiss_written=lambda: os.kill(os.getpid(), signal.SIGKILL))
+    """.replace("{b}", str(tmp_path / "b.wav")), tmp_path)
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    reopened = Store(store.directory)
+    assert reopened.generation == before.generation and reopened.info().files == before.files
+    assert reopened.check() == []
+    assert len(list(store.directory.glob("delta-*.npz"))) == 2  # the orphan of the killed write
+    with reopened.writing():
+        pass
+    assert len(list(store.directory.glob("delta-*.npz"))) == 1  # removed by the next writer
+    store.close()
+    reopened.close()
+
+
+def test_a_store_from_before_deltas_opens_and_gains_a_base_on_its_next_write(tmp_path, basis):
+    store = Store(tmp_path / "store", create=True)
+    _grow(store, tmp_path, basis, [f"a{i}.wav" for i in range(20)])
+    for key in ("base_generation", "base_vectors", "deltas"):  # as the version before deltas left it
+        store.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+    for template in store.directory.glob("template-*.faiss"):
+        template.unlink()
+    store.close()
+    old = _deltas_on(Store(tmp_path / "store"))
+    query = make_set(tmp_path / "q.wav", [3], basis, seed=9)
+    before = _ranking(old, query)
+    assert old.check() == [] and before
+    _grow(old, tmp_path, basis, ["b.wav"], seed=3)  # no template yet: a whole new base
+    assert old.info().deltas == 0 and old.meta("base_vectors") is not None
+    _grow(old, tmp_path, basis, ["c.wav"], seed=4)  # now a delta
+    assert old.info().deltas == 1 and old.check() == []
+    old.close()
+
+
+def test_live_index_leaves_tombstones_out_of_every_search():
+    import faiss
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    base = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+    base.add_with_ids(x[:200], np.arange(200))
+    live = faiss_index.LiveIndex(base, faiss_index.empty_template(base))
+    newer = live.extended(np.arange(200, 300), x[200:], np.array([7, 250]), generation=2)
+    assert live.ntotal == 200 and newer.ntotal == 298 and base.ntotal == 200  # the base is never changed
+    _, found = newer.search(x[[7, 250, 120]], 5)
+    assert 7 not in found and 250 not in found and found[2, 0] == 120
+    _, found = newer.search(x[[260]], 1)
+    assert found[0, 0] == 260  # a delta vector is found
+    assert set(newer.stored_ids().tolist()) == set(range(300)) - {7, 250}
+
+
+def test_index_optimize_from_the_cli_folds_the_deltas(tmp_path, basis):
+    from click.testing import CliRunner
+
+    from weighter.cli import main
+
+    store = _deltas_on(Store(tmp_path / "store", create=True))
+    _grow(store, tmp_path, basis, [f"a{i}.wav" for i in range(20)])
+    _grow(store, tmp_path, basis, ["b.wav", "c.wav"], seed=7)
+    assert store.info().deltas == 1
+    store.close()
+    result = CliRunner().invoke(main, ["index", "optimize", "--store", str(tmp_path / "store"), "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["deltas_folded"] == 1 and answer["active_vectors"] == 2 * 22
+    with Store(tmp_path / "store") as reopened:
+        assert reopened.info().deltas == 0 and reopened.check() == []
