@@ -191,3 +191,29 @@ def test_index_optimize_from_the_cli_folds_the_deltas(tmp_path, basis):
     assert answer["deltas_folded"] == 1 and answer["active_vectors"] == 2 * 22
     with Store(tmp_path / "store") as reopened:
         assert reopened.info().deltas == 0 and reopened.check() == []
+
+
+def test_kill_9_while_writing_a_new_base_keeps_the_base_and_its_deltas(tmp_path, basis):
+    store = _deltas_on(Store(tmp_path / "store", create=True))
+    _grow(store, tmp_path, basis, [f"a{i}.wav" for i in range(20)])
+    _grow(store, tmp_path, basis, ["b.wav", "c.wav"], seed=5)
+    with store.writing():
+        store.apply([], [tmp_path / "a3.wav"])
+    before, query = store.info(), make_set(tmp_path / "q.wav", [4], basis, seed=9)
+    ranking = _ranking(store, query)
+    assert before.deltas == 2
+    child = _python(CHILD_PRELUDE.format(tests=os.path.dirname(__file__), store=str(store.directory)) + """
+    with store.writing():
+        store.apply([], [], compact=True, after_faiss_written=lambda: os.kill(os.getpid(), signal.SIGKILL))
+    """, tmp_path)
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    reopened = Store(store.directory)
+    assert reopened.generation == before.generation and reopened.info().deltas == 2
+    assert reopened.check() == [] and _ranking(reopened, query) == ranking
+    assert len(list(store.directory.glob("vectors-*.faiss"))) == 2  # the killed write's new base, an orphan
+    with reopened.writing():
+        pass
+    assert len(list(store.directory.glob("vectors-*.faiss"))) == 1 and len(list(store.directory.glob("delta-*"))) == 2
+    store.close()
+    reopened.close()
