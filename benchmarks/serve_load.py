@@ -146,6 +146,13 @@ def screenshots(base: str, store_dir: Path, out: Path) -> list[str]:
         browser.get(f"{base}/#/file/{first}")
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#nearest tr.result"))
         shot("serve-file.png")
+        browser.get(f"{base}/#/speakers")
+        named = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#speaker-table tr.speaker a")
+                           or b.find_elements(By.XPATH, "//p[contains(., 'No named speakers')]"))
+        if named and named[0].tag_name == "a":  # a store with named speakers (weighter speaker name / enrol)
+            browser.get(named[0].get_attribute("href"))
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#speaker-files tr.result"))
+            shot("serve-speaker.png")
     return written
 
 
