@@ -23,7 +23,6 @@ slot in a clip: scored as finding nothing), and beside them in the same run
 Prints one JSON line per corpus and one per condition (mean, min and max over its corpora).
 """
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from common import corpus_truth, indexed_store, mean_min_max
-from real_speech import CONDITIONS, VAL_FILES, VOICES
+from real_speech import CONDITIONS, VAL_FILES, checked_voices, corpus_arguments
 from weighter.corpus import ConversationMixer, write_corpus
 from weighter.corpus.mixer import Segment
 from weighter.corpus.recordings import RecordingBank
@@ -66,19 +65,10 @@ class HeldBack:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
-    parser.add_argument("--voices", type=Path, default=VOICES, help="folder of SPEAKER/*.flac recordings")
-    parser.add_argument("--split", default="heldout", help="the speakers to report on (train/validation/heldout)")
-    parser.add_argument("--files", type=int, default=60, help="conversations per corpus")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one corpus per seed")
-    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
+    parser = corpus_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--no-classic", action="store_true", help="skip the classic pipeline")
-    parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
-    if not args.voices.is_dir():
-        raise SystemExit(f"{args.voices}: no such folder of real recordings (see ../shared/real-speech/README.md)")
-    bank = HeldBack(RecordingBank(args.voices), args.split)
+    bank = HeldBack(RecordingBank(checked_voices(args)), args.split)
     embedder = Embedder.load(args.model)
     windows = None
     if not args.no_classic:

@@ -60,22 +60,34 @@ SUMMARISED = ("count_accuracy", "over", "under", "map", "recall@1", "slot_eer", 
               "outlier_share", "ece_top10", "threshold_p_link_f1", "ceiling_map")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def corpus_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of a benchmark over real-speech corpora (this one's and enrolment.py's):
+    model, voices, split, files, seeds, conditions, JSON output."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--voices", type=Path, default=VOICES, help="folder of SPEAKER/*.flac recordings")
     parser.add_argument("--split", default="heldout", help="the speakers to report on (train/validation/heldout)")
     parser.add_argument("--files", type=int, default=60, help="conversations per corpus")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one corpus per seed")
-    parser.add_argument("--baselines", nargs="*", default=["classic-resemblyzer"],
-                        help="classic-resemblyzer and/or classic-weighter (none: skip)")
     parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
                         help="which conditions to mix (default: all three)")
     parser.add_argument("--json", dest="json_out", default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def checked_voices(args) -> Path:
+    """``--voices``, or exit with the reason where it is no folder."""
     if not args.voices.is_dir():
         raise SystemExit(f"{args.voices}: no such folder of real recordings (see ../shared/real-speech/README.md)")
-    bank = RecordingBank(args.voices)
+    return args.voices
+
+
+def main():
+    parser = corpus_arguments(__doc__.split("\n\n")[0])
+    parser.add_argument("--baselines", nargs="*", default=["classic-resemblyzer"],
+                        help="classic-resemblyzer and/or classic-weighter (none: skip)")
+    args = parser.parse_args()
+    bank = RecordingBank(checked_voices(args))
     embedder = Embedder.load(args.model)
     results, summaries = [], []
     for condition in args.conditions:
