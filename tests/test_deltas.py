@@ -85,7 +85,7 @@ def test_a_reader_catches_up_by_reading_only_the_new_deltas(tmp_path, basis, mon
     reader.vector_count()
     reads = []
     real = faiss_index.read_index
-    monkeypatch.setattr(faiss_index, "read_index", lambda *a: reads.append(a[0].name) or real(*a))
+    monkeypatch.setattr(faiss_index, "read_index", lambda *a, **kw: reads.append(a[0].name) or real(*a, **kw))
     for round_ in range(3):
         _grow(store, tmp_path, basis, [f"b{round_}-{i}.wav" for i in range(3)], seed=round_ + 1)
         assert reader.vector_count() == store.info().active_slots
@@ -217,3 +217,22 @@ def test_kill_9_while_writing_a_new_base_keeps_the_base_and_its_deltas(tmp_path,
     assert len(list(store.directory.glob("vectors-*.faiss"))) == 1 and len(list(store.directory.glob("delta-*"))) == 2
     store.close()
     reopened.close()
+
+
+def test_a_reader_maps_a_large_base_and_finds_what_a_writer_finds(tmp_path, basis):
+    import faiss
+
+    store = _deltas_on(Store(tmp_path / "store", create=True))
+    with store.writing():
+        store.apply([(make_set(tmp_path / f"a{i}.wav", [i % DIM], basis, seed=i), f"h{i}") for i in range(40)],
+                    index_type="IVF4,Flat")
+    _grow(store, tmp_path, basis, ["b.wav", "c.wav"], seed=3)
+    reader = Store(store.directory, read_only=True)
+    reader.map_from_bytes = 0  # as a base past a quarter of RAM
+    query = make_set(tmp_path / "q.wav", [2, 7], basis, seed=9)
+    assert _ranking(reader, query) == _ranking(store, query)
+    lists = faiss.extract_index_ivf(reader._live.index).invlists
+    assert "OnDisk" in type(faiss.downcast_InvertedLists(lists)).__name__  # mapped, not read
+    assert "OnDisk" not in type(faiss.downcast_InvertedLists(faiss.extract_index_ivf(store._live.index).invlists)).__name__
+    reader.close()
+    store.close()

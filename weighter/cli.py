@@ -667,7 +667,7 @@ def query(obj, file, store_dir, speaker, model, k, min_p, slot, as_json):
 
     if (file is None) == (speaker is None):
         raise click.UsageError("give either FILE or --speaker NAME")
-    store = Store(store_dir)
+    store = Store(store_dir, read_only=True)  # a query writes nothing: the index is mapped, not read whole
     if speaker is not None:
         query_set = speaker_set(store, speaker)
         matches = query_speaker(store, speaker, k=k, min_probability=min_p)

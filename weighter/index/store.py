@@ -63,6 +63,10 @@ _CHUNK = 900  # values bound in one IN (...): SQLite's limit on bound parameters
 DELTA_SHARE = 0.25
 DELTA_MIN_BASE = 20_000  # smaller stores rewrite their base at every write (it costs less than a delta's reading)
 MAX_DELTAS = 64  # files a reader reads on opening a store, at most
+# A reader memory-maps a base index larger than a quarter of this machine's RAM instead of
+# reading it: it opens at once and holds only the lists its probes touch (page cache), at about
+# twice a search's time (1M slots, warm: 2.4-2.6 ms against 1.15 ms for the same 8-slot searches).
+MAP_FROM_BYTES = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -169,6 +173,7 @@ class Store:
     delta_share = DELTA_SHARE  # per instance, for tests and benchmarks (0: every write makes a new base)
     delta_min_base = DELTA_MIN_BASE
     max_deltas = MAX_DELTAS
+    map_from_bytes = MAP_FROM_BYTES
 
     def __init__(self, directory: str | Path, create: bool = False, read_only: bool = False):
         self.directory = Path(directory)
@@ -646,7 +651,10 @@ class Store:
         if cached is not None and cached[1] == base and tuple(deltas[:len(cached[2])]) == cached[2]:
             live, stats, done = self._live, self._stats, len(cached[2])
         else:
-            index = faiss_index.read_index(self.directory / self._faiss_name(base), self._repair_hint)
+            path = self.directory / self._faiss_name(base)
+            # a reader never changes its base: past a quarter of RAM it is mapped rather than read
+            mapped = self.read_only and path.exists() and path.stat().st_size > self.map_from_bytes
+            index = faiss_index.read_index(path, self._repair_hint, mapped=mapped)
             if index is None:
                 raise FileNotFoundError(self._faiss_name(base))
             template_path = self.directory / self._template_name(base)
