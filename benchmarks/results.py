@@ -39,6 +39,7 @@ RUNS = {
     "real": [f"{PY} benchmarks/real_speech.py"],
     "enrolment": [f"{PY} benchmarks/enrolment.py"],
     "index 1M, query against FAISS": [f"{PY} benchmarks/index_speed.py --vectors 1000000"],
+    "index 1M busy, query against FAISS": [f"{PY} benchmarks/index_speed.py --vectors 1000000 --busy 1"],
     "writer deltas": [f"{PY} benchmarks/ray_scaling.py --skip-embed --writer-slots 100000 1000000 --build-slots 1000000"],
     "writer deltas 10M": [f"{PY} benchmarks/ray_scaling.py --skip-embed --writer-slots 100000 10000000 --build-slots "
                           "--tmp /tmp/bench10m"],
