@@ -115,7 +115,7 @@ class LiveIndex:
         self.index, self.template, self.delta = base, template, delta
         self.dead = np.zeros(0, np.int64) if dead is None else dead
         self.generations = tuple(generations)
-        self._params = None
+        self._params = self._search_params()  # made before the index is shared: threads only read it
 
     @property
     def ntotal(self) -> int:
@@ -138,7 +138,7 @@ class LiveIndex:
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, E) -> inner products (Q, k), ids (Q, k), best first over base and delta, the
         tombstoned left out; -1 where fewer than k exist."""
-        params = self._search_params()
+        params = self._params
         out = [self.index.search(vectors, k, params=params)]
         if self.delta is not None and self.delta.ntotal:
             out.append(self.delta.search(vectors, k, params=params))
@@ -157,20 +157,18 @@ class LiveIndex:
 
         if not len(self.dead):
             return None
-        if self._params is None:
-            batch = faiss.IDSelectorBatch(self.dead)
-            selector = faiss.IDSelectorNot(batch)
-            ivf = faiss.try_extract_index_ivf(self.index)
-            inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else None
-            if ivf is not None:
-                params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
-            elif isinstance(inner, faiss.IndexHNSW):
-                params = faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
-            else:
-                params = faiss.SearchParameters(sel=selector)
-            self._params = params
-            self._selectors = (batch, selector)  # the parameters hold raw pointers to them
-        return self._params
+        batch = faiss.IDSelectorBatch(self.dead)
+        selector = faiss.IDSelectorNot(batch)
+        ivf = faiss.try_extract_index_ivf(self.index)
+        inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else None
+        if ivf is not None:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+        elif isinstance(inner, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        self._selectors = (batch, selector)  # the parameters hold raw pointers to them
+        return params
 
     def materialised(self):
         """The base with the delta merged into it and the tombstones removed, changed in place
