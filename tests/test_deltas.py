@@ -39,7 +39,7 @@ def _ranking(store, query):
     return [(os.path.basename(m.file), m.stored_slot, round(m.score, 4)) for m in query_store(store, query, k=8)]
 
 
-@pytest.mark.parametrize("index_type", ["Flat", "IVF4,Flat"])
+@pytest.mark.parametrize("index_type", ["Flat", "IVF4,Flat", "HNSW16,Flat"])
 def test_writes_go_as_deltas_and_search_as_one_index(tmp_path, basis, index_type):
     store = _deltas_on(Store(tmp_path / "store", create=True))
     with store.writing():
@@ -236,3 +236,33 @@ def test_a_reader_maps_a_large_base_and_finds_what_a_writer_finds(tmp_path, basi
     assert "OnDisk" not in type(faiss.downcast_InvertedLists(faiss.extract_index_ivf(store._live.index).invlists)).__name__
     reader.close()
     store.close()
+
+
+def test_threads_search_one_live_index_with_tombstones_at_once():
+    import threading
+
+    import faiss
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    base = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))  # an id map swaps its selector into the parameters
+    base.add_with_ids(x[:1500], np.arange(1500))
+    dead = np.arange(0, 2000, 7)
+    live = faiss_index.LiveIndex(base, faiss_index.empty_template(base)).extended(
+        np.arange(1500, 2000), x[1500:], dead, generation=2)
+    wrong = []
+
+    def search(seed):
+        queries = x[np.random.default_rng(seed).integers(0, 2000, 64)]
+        for _ in range(50):
+            _, found = live.search(queries, 10)
+            if np.isin(found, dead).any() or (found < 0).any():
+                wrong.append(seed)
+
+    threads = [threading.Thread(target=search, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []

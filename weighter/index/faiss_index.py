@@ -115,7 +115,7 @@ class LiveIndex:
         self.index, self.template, self.delta = base, template, delta
         self.dead = np.zeros(0, np.int64) if dead is None else dead
         self.generations = tuple(generations)
-        self._params = self._search_params()  # made before the index is shared: threads only read it
+        self._selector = self._tombstone_selector()  # made before the index is shared: threads only read it
 
     @property
     def ntotal(self) -> int:
@@ -138,7 +138,7 @@ class LiveIndex:
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, E) -> inner products (Q, k), ids (Q, k), best first over base and delta, the
         tombstoned left out; -1 where fewer than k exist."""
-        params = self._params
+        params = self._search_params()
         out = [self.index.search(vectors, k, params=params)]
         if self.delta is not None and self.delta.ntotal:
             out.append(self.delta.search(vectors, k, params=params))
@@ -150,25 +150,31 @@ class LiveIndex:
         best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, best, 1).astype(np.float32), np.take_along_axis(ids, best, 1)
 
-    def _search_params(self):
-        """Search parameters that leave the tombstones out (None without any), keeping the
-        index's own nprobe or efSearch."""
+    def _tombstone_selector(self):
+        """The FAISS selector of every id but the tombstoned (None without any); it and the
+        batch it reads stay referenced here, since FAISS holds raw pointers to them."""
         import faiss
 
         if not len(self.dead):
             return None
-        batch = faiss.IDSelectorBatch(self.dead)
-        selector = faiss.IDSelectorNot(batch)
+        self._batch = faiss.IDSelectorBatch(self.dead)
+        return faiss.IDSelectorNot(self._batch)
+
+    def _search_params(self):
+        """Search parameters that leave the tombstones out (None without any), keeping the
+        index's own nprobe or efSearch: new for every search, since an id map swaps its own
+        selector into them while it searches (two threads must not share them)."""
+        import faiss
+
+        if self._selector is None:
+            return None
         ivf = faiss.try_extract_index_ivf(self.index)
         inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else None
         if ivf is not None:
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
-        elif isinstance(inner, faiss.IndexHNSW):
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
-        else:
-            params = faiss.SearchParameters(sel=selector)
-        self._selectors = (batch, selector)  # the parameters hold raw pointers to them
-        return params
+            return faiss.SearchParametersIVF(sel=self._selector, nprobe=ivf.nprobe)
+        if isinstance(inner, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=self._selector, efSearch=inner.hnsw.efSearch)
+        return faiss.SearchParameters(sel=self._selector)
 
     def materialised(self):
         """The base with the delta merged into it and the tombstones removed, changed in place
