@@ -23,6 +23,7 @@ from weighter.corpus import BankSpec, MixerConfig, open_or_build_bank, write_cor
 from weighter.embedder import Embedder
 from weighter.evaluation import evaluate_store, read_rttm
 from weighter.index import Store, add_files, query_store
+from weighter.index.speakers import speaker_turns, write_rttm
 from weighter.report import markdown_report, timeline_png
 
 
@@ -96,7 +97,19 @@ def main() -> None:
               f"({', '.join(files[:4])}{', ...' if len(files) > 4 else ''})")
     draw_map(store, run, args.out / "groups.png")
 
-    print("\n== 6. against the truth (weighter evaluate)")
+    print("\n== 6. weighter speaker name / query --speaker / export")
+    named = _name_a_group(store, result, likes)
+    if named is not None:
+        group, name, found = named
+        print(f"   group {group} named {name!r} (the voice most of its files truly share)")
+        for m in found:
+            heard = name in likes[m.file]
+            print(f"   p={m.probability:.2f} {Path(m.file).name:>18}  group {m.group}  there {_spans(m.stored_spans)}  "
+                  f"[{'truly heard' if heard else 'not heard there'}]")
+        write_rttm(speaker_turns(store), args.out / "who.rttm")
+        print(f"   who speaks when, named where known: {args.out / 'who.rttm'}")
+
+    print("\n== 7. against the truth (weighter evaluate)")
     rttm = read_rttm(corpus / "reference.rttm")
     figures = evaluate_store(store, sources, rttm, run)
     for key in ("count_accuracy", "map", "map_cosine", "recall@5", "slot_eer", "der", "linking", "ari", "outlier_share"):
@@ -121,12 +134,37 @@ def main() -> None:
          "Persistence (0-1): how clearly a group stands apart; groups above 0.2 linked the right files "
          "91% of the time on synthetic corpora, below 0.05 70% (`benchmarks/cluster_persistence.py`).\n\n"
          "| group | slots | files | persistence | examples |\n|---|---|---|---|---|\n" + group_rows),
+        *([] if named is None else [(f"A named speaker: {named[1]}", (
+            f"Group {named[0]} named `{named[1]}` (`weighter speaker name {named[0]} {named[1]!r}`), then every file "
+            f"where that voice is heard (`weighter query --speaker {named[1]!r}`); `who.rttm` says who speaks "
+            "when in every file, named where known (`weighter export --rttm`).\n\n"
+            "| p | file | group | there (s) | truly heard |\n|---|---|---|---|---|\n" +
+            "\n".join(f"| {m.probability} | {Path(m.file).name} | {m.group} | {_spans(m.stored_spans)} | "
+                      f"{'yes' if named[1] in likes[m.file] else 'no'} |" for m in named[2])))]),
         ("Figures (weighter evaluate)", "```\n" + json.dumps(figures, indent=1) + "\n```"),
     ])
     print(f"\ndone in {time.time() - started:.0f} s. Report: {args.out / 'report.md'} "
           f"(pictures {args.out / 'query_timeline.png'}, {args.out / 'groups.png'}); store: {store_dir}")
     print(f"Browse the store, listen to the matches and groups: weighter serve --store {store_dir}  "
           "(then open the address it prints, token included; needs pip install 'weighter[serve]')")
+
+
+def _name_a_group(store, result: dict, likes: dict):
+    """Name the largest group of two files or more after the voice most of its files truly
+    share, and search by that name: (group, name, matches), or None without such a group."""
+    from collections import Counter
+
+    from weighter.index.speakers import name_group, query_speaker
+
+    for g in result["groups"]:
+        files = {m["file"] for m in g["members"]}
+        if len(files) < 2:
+            continue
+        name, _ = Counter(like for f in files for like in likes.get(f, ())).most_common(1)[0]
+        with Store(store.directory) as writable:
+            name_group(writable, g["id"], name)
+        return g["id"], name, [m for m in query_speaker(store, name, k=6) if m.probability is not None]
+    return None
 
 
 def _spans(spans) -> str:
