@@ -110,13 +110,11 @@ def screenshots(base: str, store_dir: Path, out: Path) -> list[str]:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from weighter.cluster import latest_run
     from weighter.serve.browser import chromium
 
     out.mkdir(parents=True, exist_ok=True)
     with Store(store_dir, read_only=True) as store:
-        has_run = store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cluster_runs'").fetchone()
-        run = latest_run(store) if has_run else None
+        run = store.run_id()
         # the pages show the file with the most active slots (the first by path among them)
         first = store.db.execute("SELECT f.id FROM files f JOIN slots s ON s.file_id = f.id AND s.active = 1 "
                                  "GROUP BY f.id ORDER BY COUNT(*) DESC, f.path LIMIT 1").fetchone()[0]

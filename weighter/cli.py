@@ -924,22 +924,20 @@ def speaker_name(group, name, store_dir, run_id, as_json):
 def speaker_list(store_dir, as_json):
     """The store's named speakers, and the group of the latest run that carries each name."""
     from weighter.index import Store
-    from weighter.index.speakers import list_speakers, run_names
+    from weighter.index.speakers import speakers_json
 
-    store = Store(store_dir)
-    run, _ = store.slot_groups([])
-    names = {n.name: n for n in run_names(store, run)} if run is not None else {}
-    speakers = list_speakers(store)
+    listing = speakers_json(Store(store_dir))
     if as_json:
-        click.echo(json.dumps({"speakers": [s.to_dict() for s in speakers], "run": run,
-                               "names": [n.to_dict() for n in names.values()]}))
+        click.echo(json.dumps(listing))
         return
-    if not speakers:
+    run, names = listing["run"], {n["name"]: n for n in listing["names"]}
+    if not listing["speakers"]:
         click.echo("no named speakers (weighter speaker enrol / name)")
-    for s in speakers:
-        n = names.get(s.name)
-        where = "" if n is None else (f"  group {n.group} of run {run}" if n.status == "named" else f"  {n.status} in run {run}")
-        click.echo(f"{s.name}: {s.references} reference(s), {s.seconds:.1f} s{where}")
+    for s in listing["speakers"]:
+        n = names.get(s["name"])
+        where = "" if n is None else (f"  group {n['group']} of run {run}" if n["status"] == "named"
+                                      else f"  {n['status']} in run {run}")
+        click.echo(f"{s['name']}: {s['references']} reference(s), {s['seconds']:.1f} s{where}")
 
 
 @speaker.command("rename")
@@ -993,7 +991,7 @@ def export(store_dir, rttm_path, csv_path, run_id, as_json):
     if not (rttm_path or csv_path or as_json):
         raise click.UsageError("give --rttm OUT, --csv OUT or --json")
     store = Store(store_dir)
-    run = clustering_run(store, run_id) if run_id is not None else store.slot_groups([])[0]
+    run = clustering_run(store, run_id) if run_id is not None else store.run_id()
     turns = speaker_turns(store, run)
     if rttm_path:
         write_rttm(turns, rttm_path)

@@ -20,7 +20,7 @@ from weighter.cluster.clusterer import LOW_PERSISTENCE, SlotClusterer
 from weighter.cluster.graph import EvidenceGraph, GraphClusterer, neighbour_graph, other_file_neighbours
 from weighter.embedding_set import EmbeddingSet
 from weighter.errors import WeighterError
-from weighter.index.speakers import run_names
+from weighter.index.speakers import clustering_run, run_names
 from weighter.index.store import Store
 
 SCHEMA = """
@@ -214,15 +214,7 @@ def latest_run(store: Store, run: int | None = None) -> int:
     """
     if not store.read_only:
         store.db.executescript(SCHEMA)
-    has_runs = store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cluster_runs'").fetchone()
-    row = None if not has_runs else store.db.execute(
-        "SELECT MAX(id) FROM cluster_runs" if run is None else "SELECT id FROM cluster_runs WHERE id = ?",
-        () if run is None else (run,)).fetchone()
-    if row is None or row[0] is None:
-        raise WeighterError(f"{store.directory}: no clustering run{'' if run is None else f' {run}'} "
-                            "(cluster the store first: cluster_store)",
-                            cli_hint=f"`weighter cluster --store {store.directory}`")
-    return int(row[0])
+    return clustering_run(store, run)
 
 
 def run_result(store: Store, run: int, with_spans: bool = True) -> dict:

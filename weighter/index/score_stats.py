@@ -48,21 +48,38 @@ def extended(stats: dict | None, ids: np.ndarray, mean: np.ndarray, spread: np.n
             "spread": np.concatenate([stats["spread"], spread])}
 
 
+def write_arrays(arrays: dict, path: Path) -> None:
+    """Write named arrays to the ``.npz`` file ``path`` (a scores file, a store's delta)."""
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def read_arrays(path: Path, kind: str, cli_hint: str) -> dict:
+    """The named arrays of the ``.npz`` file ``path``. FileNotFoundError where it is gone (a
+    reader raced a new base); StoreError, naming it as ``kind``, where it is corrupt."""
+    try:
+        with np.load(path) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise StoreError(f"{path}: corrupt {kind} ({error}); rebuild it from SQLite with Store.repair()",
+                         cli_hint=cli_hint) from None
+
+
 def write_stats(stats: dict, path: Path) -> None:
     """Write ``stats`` (ids, mean, spread) to the scores file ``path``."""
-    with open(path, "wb") as handle:
-        np.savez(handle, **stats)
+    write_arrays({key: stats[key] for key in ("ids", "mean", "spread")}, path)
 
 
 def read_stats(path: Path, cli_hint: str) -> dict:
     """The scores file ``path`` as arrays (ids, mean, spread). A corrupt file raises
     StoreError (with ``cli_hint``, how to repair it)."""
-    try:
-        with np.load(path) as arrays:
-            return {key: arrays[key] for key in ("ids", "mean", "spread")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise StoreError(f"{path}: corrupt scores file ({error}); rebuild it from SQLite with "
-                         "Store.repair()", cli_hint=cli_hint) from None
+    arrays = read_arrays(path, "scores file", cli_hint)
+    if not {"ids", "mean", "spread"} <= set(arrays):
+        raise StoreError(f"{path}: corrupt scores file (it lacks ids, mean or spread); rebuild it from SQLite with "
+                         "Store.repair()", cli_hint=cli_hint)
+    return {key: arrays[key] for key in ("ids", "mean", "spread")}
 
 
 def slot_stats(stats: dict, vector_ids: np.ndarray, owners) -> tuple[np.ndarray, np.ndarray]:

@@ -192,6 +192,25 @@ def list_speakers(store: Store) -> list[Speaker]:
             for i, name, created in rows]
 
 
+def speakers_json(store: Store) -> dict:
+    """The named speakers and where each name stands in the latest clustering run, as
+    JSON-ready values (``weighter speaker list --json``, the web app's ``/api/speakers``).
+
+    Returns
+    -------
+    dict
+        ``{"speakers": [Speaker fields, ...], "run": int or None, "names": [NameInRun fields]}``.
+
+    Examples
+    --------
+    >>> speakers_json(store)["names"][0]["status"]  # doctest: +SKIP
+    'named'
+    """
+    run = store.run_id()
+    return {"speakers": [s.to_dict() for s in list_speakers(store)], "run": run,
+            "names": [n.to_dict() for n in run_names(store, run)] if run is not None else []}
+
+
 def get_speaker(store: Store, name: str) -> Speaker:
     """One named speaker.
 
@@ -698,12 +717,9 @@ def clustering_run(store: Store, run: int | None = None) -> int:
     >>> clustering_run(store)  # doctest: +SKIP
     3
     """
-    has_runs = store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cluster_runs'").fetchone()
-    row = None if not has_runs else store.db.execute(
-        "SELECT MAX(id) FROM cluster_runs" if run is None else "SELECT id FROM cluster_runs WHERE id = ?",
-        () if run is None else (run,)).fetchone()
-    found = None if row is None else row[0]
+    found = store.run_id(run)
     if found is None:
-        raise WeighterError(f"{store.directory}: no clustering run{'' if run is None else f' {run}'}; cluster the "
-                            "store first", cli_hint=f"`weighter cluster --store {store.directory}`")
-    return int(found)
+        raise WeighterError(f"{store.directory}: no clustering run{'' if run is None else f' {run}'} "
+                            "(cluster the store first: cluster_store)",
+                            cli_hint=f"`weighter cluster --store {store.directory}`")
+    return found

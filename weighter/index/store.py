@@ -93,26 +93,6 @@ CREATE INDEX IF NOT EXISTS speaker_refs_speaker ON speaker_refs(speaker_id);
 """
 
 
-def _write_npz(arrays: dict, path: Path) -> None:
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
-
-
-def _read_npz(path: Path, cli_hint: str) -> dict:
-    """A delta file's arrays; FileNotFoundError where it is gone (a new base replaced it),
-    StoreError where it is corrupt."""
-    import zipfile
-
-    try:
-        with np.load(path) as arrays:
-            return {key: arrays[key] for key in arrays.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise StoreError(f"{path}: corrupt delta file ({error}); rebuild the index from SQLite with "
-                         "Store.repair()", cli_hint=cli_hint) from None
-
-
 def content_hash(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, as a store records it to skip unchanged files.
 
@@ -546,7 +526,7 @@ class Store:
         cohort = self.score_cohort()
         if cohort is not None:
             delta["mean"], delta["spread"] = cohort_stats(delta["vectors"], cohort)
-        self._write_file(self._delta_name(generation), functools.partial(_write_npz, delta))
+        self._write_file(self._delta_name(generation), functools.partial(score_stats.write_arrays, delta))
         if after_faiss_written:
             after_faiss_written()
         deltas = json.loads(self._meta("deltas") or "[]") + [[generation, len(new_ids), len(removed_ids)]]
@@ -664,7 +644,7 @@ class Store:
             if self.score_cohort() is not None and (self.directory / self._stats_name(base)).exists():
                 stats = score_stats.read_stats(self.directory / self._stats_name(base), self._repair_hint)
         for g in deltas[done:]:
-            delta = _read_npz(self.directory / self._delta_name(g), self._repair_hint)
+            delta = score_stats.read_arrays(self.directory / self._delta_name(g), "delta file", self._repair_hint)
             live = live.extended(delta["ids"], delta["vectors"], delta["removed"], g)
             if stats is not None and "mean" in delta:
                 stats = score_stats.extended(stats, delta["ids"], delta["mean"], delta["spread"])
@@ -783,6 +763,21 @@ class Store:
         return {r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]))
                 for r in rows}
 
+    def run_id(self, run: int | None = None) -> int | None:
+        """The id of the store's latest clustering run (``weighter cluster``), or ``run`` where
+        the store holds it; None where it holds no such run (or was never clustered).
+
+        Examples
+        --------
+        >>> store.run_id(), store.run_id(99)  # doctest: +SKIP
+        (3, None)
+        """
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cluster_runs'").fetchone():
+            return None
+        row = self.db.execute("SELECT MAX(id) FROM cluster_runs" if run is None else
+                              "SELECT id FROM cluster_runs WHERE id = ?", () if run is None else (run,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def slot_groups(self, slot_ids: list[int], run: int | None = None) -> tuple[int | None, dict[int, int]]:
         """A clustering run (default the store's latest) and the group of each of these slots in it.
 
@@ -800,8 +795,7 @@ class Store:
         (3, {12: 0, 40: -1})
         """
         if run is None:
-            has_runs = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cluster_runs'").fetchone()
-            run = self.db.execute("SELECT MAX(id) FROM cluster_runs").fetchone()[0] if has_runs else None
+            run = self.run_id()
             if run is None:
                 return None, {}
         rows = self._rows_in(f"SELECT slot_id, group_id FROM cluster_members WHERE run_id = {int(run)} "

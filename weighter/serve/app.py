@@ -126,7 +126,7 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
     @app.get("/api/info")
     def info():
         store = state.store
-        return store.info().to_dict() | {"latest_run": _latest_run(store), "read_only": state.read_only}
+        return store.info().to_dict() | {"latest_run": store.run_id(), "read_only": state.read_only}
 
     @app.get("/api/files")
     def files(q: str = "", limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)):
@@ -136,7 +136,7 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
     def file_page(file_id: int, k: int = Query(10, ge=1, le=100)):
         store = state.store
         query = _stored_set(store, file_id)
-        run = _latest_run(store)
+        run = store.run_id()
         return {"file": _file_row(store, file_id), "set": query.to_json(),
                 "run": run, "slot_groups": _slot_groups(store, run, file_id) if run else [],
                 "nearest": _query_json(store, query, query_store(store, query, k=k), file_id)}
@@ -193,12 +193,9 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
 
     @app.get("/api/speakers")
     def speakers():
-        from weighter.index.speakers import list_speakers, run_names
+        from weighter.index.speakers import speakers_json
 
-        store = state.store
-        run = _latest_run(store)
-        return {"speakers": [s.to_dict() for s in list_speakers(store)], "run": run,
-                "names": [n.to_dict() for n in run_names(store, run)] if run is not None else []}
+        return speakers_json(state.store)
 
     @app.get("/api/speakers/{name:path}")
     def speaker(name: str, k: int = Query(20, ge=1, le=1000), min_p: float | None = Query(None, ge=0, le=1)):
@@ -209,7 +206,7 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
             found = get_speaker(store, name)
         except WeighterError as error:
             raise Refused(404, str(error)) from None
-        run = _latest_run(store)
+        run = store.run_id()
         place = next((n.to_dict() for n in run_names(store, run) if n.name == name), None) if run else None
         query = speaker_set(store, name)
         return {"speaker": found.to_dict(), "run": run, "in_run": place} | _query_json(
@@ -221,15 +218,6 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
     return app
-
-
-def _latest_run(store: Store) -> int | None:
-    from weighter.cluster import latest_run
-
-    try:
-        return latest_run(store)
-    except WeighterError:
-        return None
 
 
 def _run_id(store: Store, run: int | None) -> int:
