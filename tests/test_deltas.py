@@ -266,3 +266,26 @@ def test_threads_search_one_live_index_with_tombstones_at_once():
     for t in threads:
         t.join()
     assert wrong == []
+
+
+def test_a_failed_write_leaves_no_trace_in_what_the_writer_reads_next(tmp_path, basis, monkeypatch):
+    """A write that fails after changing meta inside its transaction (and reading it back)
+    rolls back, and the store's own reads (generation, search) show the state before it."""
+    store = _deltas_on(Store(tmp_path / "store", create=True))
+    _grow(store, tmp_path, basis, [f"a{i}.wav" for i in range(30)])
+    generation, count = store.generation, store.vector_count()
+    query = make_set(tmp_path / "q.wav", [5], basis, seed=99)
+    ranking = _ranking(store, query)
+    set_meta = store.set_meta
+
+    def failing(key, value):
+        set_meta(key, value)
+        if key == "deltas":  # the write's last change to meta: read it back, then fail
+            assert store.generation == generation + 1
+            raise OSError("disk full")
+
+    monkeypatch.setattr(store, "set_meta", failing)
+    with pytest.raises(OSError), store.writing():
+        store.apply([(make_set(tmp_path / "b.wav", [5], basis, seed=7), "h-b")])
+    assert store.generation == generation and store.vector_count() == count
+    assert _ranking(store, query) == ranking and store.check() == []

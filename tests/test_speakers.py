@@ -232,3 +232,29 @@ def test_export_says_who_speaks_when_in_rttm_that_pyannote_reads(store_copy, tmp
         assert sorted(annotation.labels()) == sorted({s for *_, s in ours[uri]})
         assert abs(sum(seg.duration for seg, _ in annotation.itertracks()) -
                    sum(b - a for a, b, _ in ours[uri])) < 1e-2
+
+
+def test_an_open_reader_sees_a_name_given_by_another_connection_at_its_next_query(store_copy):
+    """Readers keep what they read from SQLite while the database is unchanged (one look per
+    query); a writer's commit from another connection shows at the reader's next query, and
+    not inside a snapshot it already holds."""
+    from weighter.index import Store, query_store
+    from weighter.index.speakers import name_group, rename
+
+    store_dir, _, _ = store_copy
+    group = _largest_group(store_dir)
+    member = group["members"][0]["file"]
+    reader = Store(store_dir, read_only=True)
+    query = reader.embedding_set(reader.file_id(member))
+    before = query_store(reader, query, k=5)
+    assert before and all(m.speaker is None for m in before)
+    with Store(store_dir) as writer:  # it takes the write lock itself
+        name_group(writer, group["id"], "branch manager")
+    named = [m for m in query_store(reader, query, k=5) if m.group == group["id"]]
+    assert named and {m.speaker for m in named} == {"branch manager"}
+    with reader.snapshot():
+        with Store(store_dir) as writer:
+            rename(writer, "branch manager", "the manager")
+        assert {m.speaker for m in query_store(reader, query, k=5) if m.group == group["id"]} == {"branch manager"}
+    assert {m.speaker for m in query_store(reader, query, k=5) if m.group == group["id"]} == {"the manager"}
+    reader.close()

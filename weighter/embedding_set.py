@@ -36,10 +36,11 @@ def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float 
     >>> spans(np.array([0, 0.9, 0.9, 0.9, 0.9, 0.9, 0, 0]), rate=2.0, duration=4.0) == [(0.5, 3.0)]
     True
     """
-    edges = np.diff(np.concatenate([[0], (np.asarray(weighting) >= threshold).astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    keep = (ends - starts) / rate >= min_seconds
-    return [(round(float(a) / rate, 2), round(min(float(b) / rate, duration), 2)) for a, b in zip(starts[keep], ends[keep])]
+    above = np.zeros(len(weighting) + 2, bool)  # (T + 2,): False before and after the timeline
+    above[1:-1] = np.asarray(weighting) >= threshold
+    edges = np.flatnonzero(above[1:] != above[:-1]).tolist()  # starts and ends of runs, alternating
+    return [(round(a / rate, 2), round(min(b / rate, duration), 2))
+            for a, b in zip(edges[::2], edges[1::2]) if (b - a) / rate >= min_seconds]
 
 
 @dataclass

@@ -19,6 +19,7 @@ with his true matches and have them normalised away. Measurements: ``docs/result
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -45,6 +46,12 @@ class Cohort:
         """How many best cosines to the cohort make a slot's statistics."""
         return max(2, int(round(self.share * len(self.vectors))))
 
+    @cached_property
+    def columns(self) -> np.ndarray:
+        """The cohort's slots as contiguous columns (E, C) float32: ``vectors @ columns`` is
+        twice as fast as through the transposed view (8 x 256 by 256 x 1000: 73 against 170 us)."""
+        return np.ascontiguousarray(np.asarray(self.vectors, np.float32).T)
+
 
 def draw_cohort(count: int, seed: int = 0) -> np.ndarray:
     """Indices (sorted) of the cohort among ``count`` slots: all of them up to COHORT_SIZE, else
@@ -57,15 +64,16 @@ def draw_cohort(count: int, seed: int = 0) -> np.ndarray:
 def cohort_stats(vectors: np.ndarray, cohort: Cohort | None, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Each vector's mean and spread of its best ``cohort.top`` cosines to the cohort's slots:
     (V,) float32 each; mean 0 and spread 1 (the raw cosine) without a cohort."""
+    if cohort is None or len(cohort) < MIN_COHORT:
+        return np.zeros(len(vectors), np.float32), np.ones(len(vectors), np.float32)
+    first = len(cohort) - cohort.top  # a row's best cosines sit at and after it once partitioned
+    if len(vectors) <= chunk:  # a query's few slots: one product, no copies
+        return top_stats(np.partition(np.asarray(vectors, np.float32) @ cohort.columns, first, axis=1)[:, first:])
     mean = np.zeros(len(vectors), np.float32)
     spread = np.ones(len(vectors), np.float32)
-    if cohort is None or len(cohort) < MIN_COHORT:
-        return mean, spread
-    top = cohort.top
-    slots = np.ascontiguousarray(cohort.vectors, dtype=np.float32)
     for start in range(0, len(vectors), chunk):
-        sims = np.asarray(vectors[start:start + chunk], np.float32) @ slots.T  # (c, C)
-        best = -np.partition(-sims, top - 1, axis=1)[:, :top]
+        sims = np.asarray(vectors[start:start + chunk], np.float32) @ cohort.columns  # (c, C)
+        best = np.partition(sims, first, axis=1)[:, first:]
         mean[start:start + chunk], spread[start:start + chunk] = top_stats(best)
     return mean, spread
 

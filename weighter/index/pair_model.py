@@ -189,6 +189,10 @@ def file_pair_scores(store, max_slots: int = MAX_SLOTS, seed: int = 0) -> np.nda
 def store_calibration(store) -> PairPrior | None:
     """The model calibration a store's queries use (for normalised scores where it keeps a
     cohort, else raw cosines), at the store's fitted prior where it has one; None without one."""
+    return store.cached("calibration", lambda: _store_calibration(store))
+
+
+def _store_calibration(store) -> PairPrior | None:
     normalised = store.score_cohort() is not None
     pair = json.loads(store.meta("pair_calibration_snorm" if normalised else "pair_calibration") or "null")
     if not pair:

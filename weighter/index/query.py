@@ -21,7 +21,7 @@ import numpy as np
 
 from weighter.embedding_set import EmbeddingSet, spans
 from weighter.index.pair_model import store_calibration
-from weighter.index.store import Store
+from weighter.index.store import SLOT_BITS, Store
 from weighter.scoring import normalised
 
 
@@ -105,7 +105,7 @@ def query_store(store: Store, query: EmbeddingSet, k: int = 10, slot: int | None
     ...         print(f"{m.score:.2f} {m.file} {m.stored_spans}")
     5.31 calls/b.flac [(0.0, 4.2)]
     """
-    with _one_thread():
+    with _one_thread(), store.snapshot():
         return _query(store, [query], k, [slot], exclude_self)[0]
 
 
@@ -136,7 +136,7 @@ def query_many(store: Store, queries: list[EmbeddingSet], k: int = 10, exclude_s
     >>> [len(r) for r in rankings]  # doctest: +SKIP
     [5, 5, 5]
     """
-    with _one_thread():
+    with _one_thread(), store.snapshot():
         return _query(store, list(queries), k, [None] * len(queries), exclude_self)
 
 
@@ -196,35 +196,37 @@ def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndar
     """One query's files from its slots' FAISS hits (``cosines``, ``ids``: (Q, K)), best first."""
     from weighter.index import speakers  # it searches through this module
 
-    files, stored_slots = store.owners(ids)  # (Q, K) each: vector ids encode them
+    keep = ids >= 0  # (Q, K): FAISS pads with -1 where it found fewer
     own = store.file_id(query.path) if exclude_self else None
-    keep = (ids >= 0) & (files != (-1 if own is None else own))
-    rows = np.nonzero(keep)[0]
-    files, cosines, stored_slots = files[keep], cosines[keep], stored_slots[keep]
-    scores = _scores(store, cosines, query_stats, rows, ids[keep])
-    order = np.argsort(-scores, kind="stable")
-    _, first = np.unique(files[order], return_index=True)
-    pick = order[first]  # each file's best hit, files in ascending id order
+    if own is not None:
+        keep &= ids >> SLOT_BITS != own
+    rows = np.nonzero(keep)[0]  # (H,) each hit's query slot row
+    hit_ids, cosines = ids[keep], cosines[keep]
+    files, stored_slots = store.owners(hit_ids)  # vector ids encode them
+    scores = _scores(store, cosines, query_stats, rows, hit_ids)
+    order = np.lexsort((-scores, files))  # by file, then best first: one sort
+    ordered = files[order]
+    pick = order[np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]  # each file's best hit but the first file's
+    pick = np.concatenate([order[:1], pick])  # files in ascending id order
     if store.exact_scores():
         pick = pick[np.argsort(-scores[pick], kind="stable")[:k]]
-        top = [(int(files[i]), (float(scores[i]), float(cosines[i]), int(rows[i]), int(stored_slots[i])))
-               for i in pick]
+        top = list(zip(files[pick].tolist(), zip(scores[pick].tolist(), cosines[pick].tolist(), rows[pick].tolist(),
+                                                stored_slots[pick].tolist())))
     else:  # compressed vectors (PQ, SQ): re-score every candidate file exactly
         best = _rescore(store, vectors, query_stats, files[pick].tolist())
         top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
-    timelines = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
+    run = store.run_id()
+    names = speakers.group_names(store, run) if run is not None else {}
+    details = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top], run)
     query_spans = {q: query.spans(int(slots[q])) for q in {q for _, (_, _, q, _) in top}}
     probs = None if calibration is None else calibration.probability([score for _, (score, _, _, _) in top])
-    run, groups = store.slot_groups([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top])
-    names = speakers.group_names(store, run) if run is not None else {}
     matches = []
     for i, (file_id, (score, cosine, q, s_slot)) in enumerate(top):
-        slot_id = store.slot_id(file_id, s_slot)
-        path, duration, weighting, rate = timelines[slot_id]
+        path, duration, weighting, rate, *group = details[store.slot_id(file_id, s_slot)]
+        group = group[0] if group else None
         prob = None if probs is None else round(float(probs[i]), 4)
         matches.append(Match(path, round(score, 4), round(cosine, 4), prob, int(slots[q]), int(s_slot),
-                             query_spans[q], spans(weighting, rate, duration), groups.get(slot_id),
-                             names.get(groups.get(slot_id))))
+                             query_spans[q], spans(weighting, rate, duration), group, names.get(group)))
     return matches
 
 

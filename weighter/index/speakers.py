@@ -528,7 +528,9 @@ def group_names(store: Store, run: int | None) -> dict[int, str]:
     """
     if run is None or not _has_tables(store):
         return {}
-    return _names(store, run)[0]
+    if getattr(_CARRYING, "key", None) is not None:  # the anchors' own search: never kept
+        return _names(store, run)[0]
+    return store.cached(("group_names", run), lambda: _names(store, run)[0])
 
 
 def _names(store: Store, run: int) -> tuple[dict[int, str], list[NameInRun]]:
@@ -691,7 +693,8 @@ def write_csv(turns: list[Turn], path: str | Path) -> None:
 # -- helpers ---------------------------------------------------------------------------
 def _has_tables(store: Store) -> bool:
     """Whether the store has the speaker tables (a read-only store made before them has not)."""
-    return store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'speaker_refs'").fetchone() is not None
+    return store.cached("speaker_tables", lambda: store.db.execute(
+        "SELECT 1 FROM sqlite_master WHERE name = 'speaker_refs'").fetchone() is not None)
 
 
 def state_token(store: Store) -> tuple | None:

@@ -67,6 +67,9 @@ MAX_DELTAS = 64  # files a reader reads on opening a store, at most
 # reading it: it opens at once and holds only the lists its probes touch (page cache), at about
 # twice a search's time (1M slots, warm: 2.4-2.6 ms against 1.15 ms for the same 8-slot searches).
 MAP_FROM_BYTES = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+# Readers map this much of store.sqlite (SQLite caps it at about 2 GiB): a query's 10 result rows
+# at 1M slots, 93 -> 74 us.
+READ_MAP_BYTES = 1 << 31
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -187,9 +190,7 @@ class Store:
         self._live_state = None  # (generation, base generation, delta generations applied)
         self._stats = None  # its score statistics, deltas included
         self._score_cohort = None
-        self._cohort_index = None
         self._lock_handle = None
-        self._max_slots = None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -202,14 +203,76 @@ class Store:
 
             db = sqlite3.connect(f"file:{quote(str(self.db_path.resolve()))}?mode=ro", uri=True, timeout=30,
                                  isolation_level=None, check_same_thread=False)  # closed by close() from any thread
+            db.execute(f"PRAGMA mmap_size = {READ_MAP_BYTES}")  # a query's few rows without a read() each
             self._thread.db = db
             self._connections.append(db)
         return db
 
+    # -- what this thread has read ------------------------------------------------------
+    def _view(self) -> dict:
+        """Values this thread read from SQLite (the meta table, the latest clustering run, ...),
+        kept while the database is as it was then: another connection's commit changes PRAGMA
+        data_version, this connection's writes change its total_changes, and a commit or a
+        rollback its in_transaction. Inside ``snapshot()`` data_version is read once, at entry."""
+        db = self.db
+        pinned = getattr(self._thread, "pinned", None)
+        version = pinned if pinned is not None else db.execute("PRAGMA data_version").fetchone()[0]
+        state = (id(db), version, db.total_changes, db.in_transaction)
+        view = getattr(self._thread, "view", None)
+        if view is None or view[0] != state:
+            view = self._thread.view = (state, {})
+        return view[1]
+
+    def _forget_view(self) -> None:
+        """Read SQLite again at the next look (inside ``snapshot()`` too): a file it named went."""
+        self._thread.view = None
+        if getattr(self._thread, "pinned", None) is not None:
+            self._thread.pinned = self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    @contextmanager
+    def snapshot(self):
+        """Ask SQLite once, at entry, whether another process changed the store, and trust what
+        this thread read before for the rest of the block (a query: one statement instead of
+        one per look at the meta table). This thread's own writes are still seen at once.
+
+        Yields
+        ------
+        Store
+            ``self``.
+
+        Examples
+        --------
+        >>> with store.snapshot():  # doctest: +SKIP
+        ...     store.generation, store.run_id()
+        (12, 3)
+        """
+        if getattr(self._thread, "pinned", None) is not None:  # nested: the outer block's look holds
+            yield self
+            return
+        self._thread.pinned = self.db.execute("PRAGMA data_version").fetchone()[0]
+        try:
+            yield self
+        finally:
+            self._thread.pinned = None
+
+    def cached(self, key, compute):
+        """``compute()``, kept for ``key`` while the database is unchanged (``_view``): for
+        values read from SQLite that every query asks for again.
+
+        Examples
+        --------
+        >>> store.cached(("slots",), lambda: store.info().slots)  # doctest: +SKIP
+        12
+        """
+        view = self._view()
+        if key not in view:
+            view[key] = compute()
+        return view[key]
+
     # -- metadata -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        meta = self.cached("meta", lambda: dict(self.db.execute("SELECT key, value FROM meta").fetchall()))
+        return meta.get(key)
 
     @property
     def _repair_hint(self) -> str:
@@ -497,7 +560,6 @@ class Store:
         self._live_state = (generation, generation, ())
         self._stats = stats
         self._remove_orphans()  # the old base, its template and scores, and every delta
-        self._max_slots = None
         return ApplyResult(added=len(add), removed=len(remove), active_vectors=int(index.ntotal), index_type=wanted)
 
     def _delta_fits(self, changes: int) -> bool:
@@ -533,7 +595,6 @@ class Store:
         self.set_meta("generation", str(generation))
         self.set_meta("deltas", json.dumps(deltas))
         self.db.execute("COMMIT")
-        self._max_slots = None
 
     def _write_file(self, name: str, write) -> None:
         """Make the file ``name`` in the store directory whole or not at all: ``write(path)``
@@ -603,23 +664,34 @@ class Store:
         return self._live_index().index
 
     def _live_index(self) -> faiss_index.LiveIndex:
-        """The current generation's index: base, deltas, tombstones (``faiss_index.LiveIndex``),
-        with its score statistics in ``self._stats``. A reader that holds an earlier generation
-        of the same base reads only the deltas since."""
+        """The current generation's index: base, deltas, tombstones (``faiss_index.LiveIndex``).
+        A reader that holds an earlier generation of the same base reads only the deltas since."""
+        return self._live_pair()[0]
+
+    def _live_pair(self) -> tuple[faiss_index.LiveIndex, dict | None]:
+        """The current generation's index and its score statistics, as this thread last found
+        them while the database is unchanged (``_view``), else loaded."""
+        view = self._view()
+        if "live" not in view:
+            pair = self._load_live()
+            view = self._view()  # a retry inside may have read SQLite again
+            view["live"] = pair
+        return view["live"]
+
+    def _load_live(self) -> tuple[faiss_index.LiveIndex, dict | None]:
         with self._reading:
             for _ in range(3):  # a writer may replace the files between reading meta and opening them
-                rows = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN "
-                                            "('generation', 'base_generation', 'deltas')").fetchall())
-                generation = int(rows.get("generation") or 0)  # one statement: one consistent snapshot
-                base = int(rows.get("base_generation") or generation)
-                deltas = [g for g, _, _ in json.loads(rows.get("deltas") or "[]")]
+                generation = int(self._meta("generation") or 0)  # the meta table is read in one statement
+                base = int(self._meta("base_generation") or generation)
+                deltas = [g for g, _, _ in json.loads(self._meta("deltas") or "[]")]
                 if self._live is not None and self._live_state[0] == generation:
-                    return self._live
+                    return self._live, self._stats
                 try:
                     self._catch_up(generation, base, deltas)
-                    return self._live
+                    return self._live, self._stats
                 except FileNotFoundError:
                     time.sleep(0.05)
+                    self._forget_view()
             raise StoreError(f"{self.directory}: FAISS file {self._faiss_name(self._base_generation())} (or one of "
                              "its deltas) is missing; rebuild it from SQLite with Store.repair()",
                              cli_hint=self._repair_hint)
@@ -666,9 +738,7 @@ class Store:
         included (tombstoned slots too: they are never looked up); None where there is none."""
         if not self.generation:
             return None
-        with self._reading:
-            self._live_index()
-            return self._stats
+        return self._live_pair()[1]
 
     def scoring(self) -> str:
         """How queries score slot pairs: "s-norm" (against the model's score cohort) or "cosine"."""
@@ -698,11 +768,7 @@ class Store:
         """Normalisation statistics of query slots against the score cohort; None where queries
         score raw cosines."""
         cohort = self.score_cohort()
-        if cohort is None:
-            return None
-        if self._cohort_index is None:
-            self._cohort_index = score_stats.cohort_index(cohort)
-        return score_stats.query_stats(self._cohort_index, cohort, vectors)
+        return None if cohort is None else cohort_stats(vectors, cohort)
 
     def active_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every active slot, from SQLite.
@@ -756,11 +822,23 @@ class Store:
             rows += self.db.execute(query.format(",".join("?" * len(part))), part).fetchall()
         return rows
 
-    def slot_timelines(self, slot_ids: list[int]) -> dict[int, tuple[str, float, np.ndarray, float]]:
-        """Slot id -> (file path, duration, weightings (T,), timeline rate)."""
-        rows = self._rows_in("SELECT s.id, f.path, f.duration, s.weightings, s.timeline_rate FROM slots s "
-                             "JOIN files f ON f.id = s.file_id WHERE s.id IN ({})", slot_ids)
-        return {r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]))
+    def slot_timelines(self, slot_ids: list[int], run: int | None = None) -> dict[int, tuple]:
+        """Slot id -> (file path, duration, weightings (T,), timeline rate); given a clustering
+        ``run``, a fifth value from the same statement: the slot's group in it (-1: an outlier;
+        None: the run does not hold the slot).
+
+        Examples
+        --------
+        >>> path, duration, weighting, rate, group = store.slot_timelines([4096], run=3)[4096]  # doctest: +SKIP
+        """
+        if run is None:
+            rows = self._rows_in("SELECT s.id, f.path, f.duration, s.weightings, s.timeline_rate FROM slots s "
+                                 "JOIN files f ON f.id = s.file_id WHERE s.id IN ({})", slot_ids)
+        else:
+            rows = self._rows_in("SELECT s.id, f.path, f.duration, s.weightings, s.timeline_rate, m.group_id "
+                                 "FROM slots s JOIN files f ON f.id = s.file_id LEFT JOIN cluster_members m "
+                                 f"ON m.run_id = {int(run)} AND m.slot_id = s.id WHERE s.id IN ({{}})", slot_ids)
+        return {r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]), *r[5:])
                 for r in rows}
 
     def run_id(self, run: int | None = None) -> int | None:
@@ -772,6 +850,9 @@ class Store:
         >>> store.run_id(), store.run_id(99)  # doctest: +SKIP
         (3, None)
         """
+        return self.cached(("run_id", run), lambda: self._read_run_id(run))
+
+    def _read_run_id(self, run: int | None) -> int | None:
         if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cluster_runs'").fetchone():
             return None
         row = self.db.execute("SELECT MAX(id) FROM cluster_runs" if run is None else
@@ -821,14 +902,13 @@ class Store:
 
     def max_slots(self) -> int:
         """Most slots any stored file has (the embedder's N for one-window files)."""
-        if self._max_slots is None:
-            self._max_slots = int(self.db.execute("SELECT COALESCE(MAX(slot), 0) + 1 FROM slots").fetchone()[0])
-        return self._max_slots
+        return self.cached("max_slots", lambda: int(self.db.execute(
+            "SELECT COALESCE(MAX(slot), 0) + 1 FROM slots").fetchone()[0]))
 
     def exact_scores(self) -> bool:
         """Does the FAISS index return exact inner products? Uncompressed vectors do, and so, to
         within 1e-4 of a cosine, do float16 ones (SQfp16, SQbf16); PQ, 8-bit and smaller codes do not."""
-        return faiss_index.exact_scores(self._meta("index_type") or "Flat")
+        return self.cached("exact_scores", lambda: faiss_index.exact_scores(self._meta("index_type") or "Flat"))
 
     def active_slots_of(self, file_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Active slots of these files: file ids (S,), slot numbers (S,), embeddings (S, E)."""
@@ -870,7 +950,7 @@ class Store:
 
     def file_id(self, path: str | Path) -> int | None:
         """The id of a stored file by its path (resolved), or None if it is not stored."""
-        row = self.db.execute("SELECT id FROM files WHERE path = ?", (str(Path(path).resolve()),)).fetchone()
+        row = self.db.execute("SELECT id FROM files WHERE path = ?", (os.path.realpath(path),)).fetchone()
         return row[0] if row else None
 
     def check(self) -> list[str]:
