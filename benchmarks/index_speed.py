@@ -1,19 +1,22 @@
-"""Store build time, peak memory, query latency and recall at 100k and 1M vectors.
+"""Store build time, peak memory, query latency and recall at 100k to 10M slots.
 
 Synthetic unit vectors stand in for slot embeddings at scale (clustered, like speakers: 2000
-centres plus noise as large as a centre). Build = one atomic ``Store.apply`` of all sets
-(SQLite rows, FAISS index with its nprobe tuned on the store's own slots, every slot's
-statistics against a score cohort of 1000 vectors). Query = ``query_store`` for one file of 8
+centres plus noise as large as a centre); files of 8 slots, all active (in the FAISS index)
+unless ``--active`` says fewer. Build = atomic ``Store.apply`` calls of 1M slots each (SQLite
+rows, FAISS index with its nprobe tuned on the store's own slots, every slot's statistics
+against a score cohort of 1000 vectors; past 1M the store grows by deltas and new bases). Query = ``query_store`` for one file of 8
 active slots (the query slots' statistics, FAISS search, normalised scores, grouping by file,
 spans of the 10 best), timed whole and its FAISS search alone, with recall@10 of that search
 against exact (brute-force) search: first for query files of speakers the corpus holds (new
 draws around its centres), then, under "unseen_speakers", of speakers it never heard (new
-centres: their 10 nearest stored slots share no like with them and scatter over the index).
-Then the removal of one file (an atomic ``apply``: SQLite rows, FAISS update, the FAISS file
+centres: their 10 nearest stored slots share no like with them and scatter over the index);
+under "reader", the first kind again through a read-only store opened afresh (as ``weighter
+query`` and ``weighter serve`` read), after 20 queries that load it. Then the removal of one file (an atomic ``apply``: SQLite rows, FAISS update, the FAISS file
 written again).
 
     python benchmarks/index_speed.py --vectors 100000 1000000
     python benchmarks/index_speed.py --vectors 1000000 --busy 1   # one CPU-bound process beside the queries
+    python benchmarks/index_speed.py --vectors 10000000 --active 2   # 10M slots of calls: 2.5M in the index
     python benchmarks/index_speed.py --vectors 150000 --recall-curve   # what nprobe is tuned on
     python benchmarks/index_speed.py --vectors 100000 --index-type IVF1024,SQfp16   # not exact
 """
@@ -46,14 +49,21 @@ def make_vectors(n: int, rng, centres: np.ndarray | None = None) -> tuple[np.nda
 
 
 def file_set(path: str, emb: np.ndarray) -> EmbeddingSet:
-    """A file's embedding set of SLOTS active slots."""
-    return EmbeddingSet(path, emb, np.ones(SLOTS, np.float32), np.ones(SLOTS, bool), np.zeros((SLOTS, 4), np.float32),
-                        10.0, 0.4, "bench")
+    """A file's embedding set of SLOTS slots: ``emb`` (A, E) its active ones, the rest inactive
+    noise (in SQLite, not in the FAISS index)."""
+    active = len(emb)
+    if active < SLOTS:
+        rest = np.random.default_rng(len(path)).normal(size=(SLOTS - active, DIM)).astype(np.float32)
+        emb = np.concatenate([emb, rest / np.linalg.norm(rest, axis=1, keepdims=True)])
+    flags = np.arange(SLOTS) < active
+    return EmbeddingSet(path, emb, np.where(flags, 0.9, 0.1).astype(np.float32), flags,
+                        np.zeros((SLOTS, 4), np.float32), 10.0, 0.4, "bench")
 
 
-def sets_from(vectors: np.ndarray):
-    for f in range(len(vectors) // SLOTS):
-        yield file_set(f"/bench/f{f:07d}.flac", vectors[f * SLOTS:(f + 1) * SLOTS]), f"h{f}"
+def sets_from(vectors: np.ndarray, active: int = SLOTS, first: int = 0):
+    """(EmbeddingSet, hash) of files ``first``, ``first`` + 1, ...: ``active`` rows of ``vectors`` each."""
+    for f in range(len(vectors) // active):
+        yield file_set(f"/bench/f{first + f:08d}.flac", vectors[f * active:(f + 1) * active]), f"h{first + f}"
 
 
 def active_ids(store: Store) -> np.ndarray:
@@ -138,15 +148,30 @@ def recall_curve(n: int, queries: int = 400) -> list[dict]:
     return rows
 
 
-def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0) -> dict:
-    vectors, centres = make_vectors(n, np.random.default_rng(0))
-    with tempfile.TemporaryDirectory() as tmp:
+CHUNK_SLOTS = 1_000_000  # slots per apply while building: larger stores grow as a user's would, by writes
+
+
+def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0, active: int = SLOTS,
+        tmp_dir: str | None = None) -> dict:
+    """One store of ``n`` slots (``active`` of each file's SLOTS in the index), built by applies
+    of CHUNK_SLOTS slots, then timed queries, recall and a removal."""
+    rng = np.random.default_rng(0)  # one apply of n <= CHUNK_SLOTS: the same vectors as one draw of n
+    chunks, centres, files = [], None, 0
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
         store = Store(Path(tmp) / "s", create=True)
         started = time.perf_counter()
-        with store.writing():  # with a score cohort as large as a model file carries: queries normalise
-            store.apply(list(sets_from(vectors)), index_type=index_type,
-                        score_cohort=Cohort(make_vectors(COHORT_SIZE, np.random.default_rng(2))[0]))
+        while files * SLOTS < n:
+            count = min(CHUNK_SLOTS, n - files * SLOTS) // SLOTS
+            part, centres = make_vectors(count * active, rng, centres)
+            with store.writing():  # with a score cohort as large as a model file carries: queries normalise
+                store.apply(list(sets_from(part, active, files)), index_type=index_type,
+                            score_cohort=Cohort(make_vectors(COHORT_SIZE, np.random.default_rng(2))[0]))
+            chunks.append(part)
+            files += count
+            rng = np.random.default_rng(10 + len(chunks))
         build = time.perf_counter() - started
+        vectors = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        del chunks
         info = store.info()
         # a query file of speakers the corpus holds (new recordings: fresh noise around its
         # centres), and one of speakers it never heard (new centres: no like to find)
@@ -156,14 +181,21 @@ def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0
         with Busy(busy):
             known = timed_queries(store, ids, exact, known_q, queries)
             unseen = timed_queries(store, ids, exact, unseen_q, queries)
+            # as `weighter query` and `weighter serve` read: a read-only store opened afresh
+            with Store(store.directory, read_only=True) as reader:
+                for q in range(20):  # its first queries load the index and the statistics
+                    query_store(reader, file_set("/bench/query.flac", unseen_q[q * SLOTS:(q + 1) * SLOTS]))
+                fresh = timed_queries(reader, ids, exact, known_q, queries)
         started = time.perf_counter()
         with store.writing():
-            store.apply([], ["/bench/f0000000.flac"])
+            store.apply([], ["/bench/f00000000.flac"])
         remove = time.perf_counter() - started
-    return {"vectors": n, "index_type": info.index_type, "nprobe": info.nprobe, "build_s": round(build, 1),
+    return {"vectors": n, "active_slots": int(len(ids)),
+            "index_type": info.index_type, "nprobe": info.nprobe, "build_s": round(build, 1),
+            "applies": -(-n // CHUNK_SLOTS), "deltas": info.deltas,
             "remove_one_file_s": round(remove, 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            **known, "unseen_speakers": unseen, "query_slots": SLOTS, "scoring": info.scoring, "busy": busy}
+            **known, "unseen_speakers": unseen, "reader": fresh, "query_slots": SLOTS, "scoring": info.scoring, "busy": busy}
 
 
 class Busy:
@@ -189,7 +221,11 @@ class Busy:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--vectors", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--vectors", type=int, nargs="+", default=[100_000],
+                        help="store sizes in slots (all active unless --active)")
+    parser.add_argument("--active", type=int, default=SLOTS,
+                        help=f"active slots (in the index) of each file's {SLOTS}, e.g. 2: a store of calls")
+    parser.add_argument("--tmp", default=None, help="folder for the stores (default: the system's)")
     parser.add_argument("--index-type", default=None, help="a FAISS factory string instead of the store's choice")
     parser.add_argument("--busy", type=int, default=0,
                         help="CPU-bound processes running beside the queries (not the build), e.g. 1")
@@ -197,5 +233,7 @@ if __name__ == "__main__":
                         help="recall@10 by nprobe for fresh queries and for held-out and training slots, instead")
     args = parser.parse_args()
     for n in args.vectors:
-        for row in recall_curve(n) if args.recall_curve else [run(n, index_type=args.index_type, busy=args.busy)]:
+        rows = recall_curve(n) if args.recall_curve else [run(n, index_type=args.index_type, busy=args.busy,
+                                                               active=args.active, tmp_dir=args.tmp)]
+        for row in rows:
             print(json.dumps(row), flush=True)

@@ -40,6 +40,8 @@ RUNS = {
     "enrolment": [f"{PY} benchmarks/enrolment.py"],
     "index 1M, query against FAISS": [f"{PY} benchmarks/index_speed.py --vectors 1000000"],
     "index 1M busy, query against FAISS": [f"{PY} benchmarks/index_speed.py --vectors 1000000 --busy 1"],
+    "index 1M and 10M slots of calls, query against FAISS": [
+        f"{PY} benchmarks/index_speed.py --vectors 1000000 10000000 --active 2 --tmp /tmp"],
     "writer deltas": [f"{PY} benchmarks/ray_scaling.py --skip-embed --writer-slots 100000 1000000 --build-slots 1000000"],
     "writer deltas 10M": [f"{PY} benchmarks/ray_scaling.py --skip-embed --writer-slots 100000 10000000 --build-slots "
                           "--tmp /tmp/bench10m"],
@@ -124,7 +126,7 @@ RUNS = {
 }
 # Run only when named in --only: long runs; runs on a lent GPU machine (the device tool) and
 # runs of model files kept outside the repo, both recorded with --stdout-from.
-SLOW = ("claims", "writer deltas 10M", "combine ablation 500", "combine ablation 1500", "gpu session", "gpu fine-tunes", "related run 13",
+SLOW = ("claims", "writer deltas 10M", "index 1M and 10M slots of calls, query against FAISS", "combine ablation 500", "combine ablation 1500", "gpu session", "gpu fine-tunes", "related run 13",
         "candidates, whitened clustering", "large-margin run 14", "non-speech run 15",
         "six-speaker run 16", "separation run 17")
 
