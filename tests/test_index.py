@@ -251,6 +251,46 @@ def test_ivf_nprobe_is_tuned_on_the_store_own_slots(tmp_path):
     assert MIN_NPROBE <= tuned["clustered"] < tuned["scattered"] <= 64
 
 
+def test_a_build_reads_the_slots_a_chunk_at_a_time_and_gets_the_same_index(tmp_path, monkeypatch):
+    """A new base (training sample, filling, nprobe tuning, every slot's statistics) streams
+    the active slots from SQLite in chunks: read 37 rows at a time, it makes the index, nprobe
+    and scores that reading them all at once makes."""
+    from weighter.index import faiss_index
+    from weighter.scoring import Cohort
+
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(40, DIM))
+    x = centres[rng.integers(0, 40, 3000)] + rng.normal(0, 0.1, (3000, DIM))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    cohort = Cohort(x[rng.choice(3000, 100, replace=False)], 0.2)
+    largest = []
+    read_rows = faiss_index.SlotSource.chunks
+
+    def spy(source):
+        for start, vectors in read_rows(source):
+            largest.append(len(vectors))
+            yield start, vectors
+
+    stores = {}
+    for name, chunk in (("whole", 10**9), ("chunked", 37)):
+        monkeypatch.setattr(faiss_index, "SOURCE_CHUNK", chunk)
+        monkeypatch.setattr(faiss_index.SlotSource, "chunks", spy)
+        largest.clear()
+        s = Store(tmp_path / name, create=True)
+        with s.writing():
+            s.apply(_vector_sets(x, range(len(x) // 8)), index_type="IVF16,Flat", score_cohort=cohort)
+            s.repair()  # the statistics too are recomputed from SQLite
+        stores[name] = (s, max(largest))
+    (whole, most_whole), (chunked, most_chunked) = stores["whole"], stores["chunked"]
+    assert most_whole == len(x) and most_chunked == 37
+    assert faiss_nprobe(whole) == faiss_nprobe(chunked)
+    queries = x[rng.choice(3000, 50, replace=False)]
+    assert np.array_equal(whole.search(queries, 10)[1], chunked.search(queries, 10)[1])
+    assert np.allclose(whole._load_stats()["mean"], chunked._load_stats()["mean"])
+    assert np.array_equal(whole._load_stats()["ids"], chunked._load_stats()["ids"])
+    assert whole.check() == [] and chunked.check() == []
+
+
 def test_an_ivf_index_updated_in_place_is_tuned_again_only_once_it_grew(tmp_path):
     rng = np.random.default_rng(7)
     x = rng.normal(size=(5600, DIM))
@@ -289,6 +329,39 @@ def test_automatic_index_type_by_size():
     assert auto_factory(1000) == auto_factory(EXACT_LIMIT) == "Flat"
     assert auto_factory(EXACT_LIMIT + 1) == "IVF1024,SQfp16"  # 4 sqrt(n) = 1265, the nearest power of two
     assert auto_factory(1_000_000) == "IVF4096,SQfp16"
+
+
+def test_past_its_memory_a_store_quantises_its_vectors_and_rescores_exactly(tmp_path, basis, monkeypatch):
+    """Float16 vectors that would pass the store's index memory make an 8-bit IVF index (half
+    the size); queries re-score their best candidate files from SQLite, so the scores they
+    return are those of an exact store."""
+    from weighter.index import faiss_index
+
+    monkeypatch.setattr(faiss_index, "EXACT_LIMIT", 1000)
+    rng = np.random.default_rng(9)
+    sets = [(make_set(tmp_path / f"f{i}.wav", list(rng.choice(DIM, 2, replace=False)), basis, seed=i), f"h{i}")
+            for i in range(1500)]
+    small = Store(tmp_path / "small", create=True)
+    small.index_memory = 64 << 10  # 64 KiB: 3000 float16 vectors of 16 with their ids (120 KiB) do not fit
+    exact = Store(tmp_path / "exact", create=True)
+    for store, factory in ((small, None), (exact, "Flat")):
+        with store.writing():
+            store.apply(sets, index_type=factory)
+    assert small.info().index_type == "IVF256,SQ8" and not small.exact_scores()
+    assert faiss_index.auto_factory(3000, DIM, 1 << 20) == "IVF256,SQfp16"  # 1 MiB would have held them
+    for i in range(0, 1500, 100):
+        query = make_set(tmp_path / "q.wav", [int(i % DIM)], basis, seed=5000 + i)
+        found = {m.file: m.score for m in query_store(small, query, k=5)}
+        ranked = query_store(exact, query, k=len(sets))
+        truth = {m.file: m.score for m in ranked}
+        assert len(found) == 5 and all(abs(score - truth[f]) < 1e-4 for f, score in found.items())  # exact scores
+        # near ties abound (each voice is in ~190 files): the found files are among the best 75
+        assert set(found) <= {m.file for m in ranked[:75]}
+    assert small.check() == []
+    ids, vectors = small.active_vectors()  # SQLite's embeddings shuffled: the codes no longer match them
+    small.db.executemany("UPDATE slots SET embedding = ? WHERE id = ?",
+                         [(v.tobytes(), int(i)) for i, v in zip(ids, np.roll(vectors, 7, axis=0))])
+    assert "FAISS vectors differ from SQLite's embeddings" in small.check()
 
 
 def _python(code: str, tmp_path):

@@ -7,6 +7,7 @@ keeps the generations and metadata and calls these to make and use the index fil
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,39 +20,113 @@ HNSW_EF_SEARCH = 128  # for a user's 'HNSW..' factory string
 IVF_RECALL = 0.95  # recall@10 of exact search that the tuned nprobe reaches on the store's own slots
 TUNE_QUERIES = 128  # own slots searched to tune nprobe (their exact search at 1M: 3.0 s here)
 NPROBE_MARGIN = 2  # the tuned nprobe is doubled: for a sample's error and queries recorded elsewhere
+RERANK_DEPTH = 8  # compressed codes: a query re-scores its (k + 1) x max slots hits exactly; 8 slots a file
 MIN_NPROBE = 8
 RETUNE_DRIFT = 1.25  # an index updated in place is tuned again once its size moved by this factor
+# Float16 vectors past this many bytes are stored in 8 bits instead (``auto_factory``): the
+# index a writer builds must fit beside everything else, and a reader maps larger ones.
+INDEX_MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+SOURCE_CHUNK = 131_072  # active slots read at a time while a build streams them (128 MiB of float32 at E=256)
 
 
-def auto_factory(active: int) -> str:
+class SlotSource:
+    """The active slots a build reads: their ids (ascending) at once, their vectors in
+    chunks of consecutive rows, so that a build holds its index and one chunk rather than every
+    vector (10M slots of 256 floats: 10 GB).
+
+    Parameters
+    ----------
+    ids : ndarray of shape (n,), int64
+        Ascending.
+    read : callable
+        ``read(lo, hi)`` -> the vectors (hi - lo, E) float32 of rows ``lo`` to ``hi`` (ids[lo:hi]).
+    dim : int
+    chunk : int, default SOURCE_CHUNK
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> source = SlotSource.of(np.arange(5), np.eye(5, dtype=np.float32), chunk=2)
+    >>> [(start, len(v)) for start, v in source.chunks()]
+    [(0, 2), (2, 2), (4, 1)]
+    >>> source.take(np.array([4, 0]))[:, 4].tolist()
+    [1.0, 0.0]
+    """
+
+    def __init__(self, ids: np.ndarray, read, dim: int, chunk: int = SOURCE_CHUNK):
+        self.ids, self._read, self.dim, self.chunk = np.asarray(ids, np.int64), read, dim, chunk
+
+    @classmethod
+    def of(cls, ids: np.ndarray, vectors: np.ndarray, chunk: int = SOURCE_CHUNK) -> "SlotSource":
+        """A source over vectors already in memory."""
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        return cls(ids, lambda lo, hi: vectors[lo:hi], vectors.shape[1], chunk)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def chunks(self):
+        """(first row, vectors (c, E)) of consecutive rows, in id order."""
+        for start in range(0, len(self.ids), self.chunk):
+            yield start, np.ascontiguousarray(self._read(start, min(start + self.chunk, len(self.ids))), np.float32)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Vectors (len(rows), E) of these rows, in their order: one pass over the chunks."""
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros((len(rows), self.dim), np.float32)
+        order = np.argsort(rows)
+        bounds = np.searchsorted(rows[order], np.arange(0, len(self.ids) + self.chunk, self.chunk))
+        for n, (start, vectors) in enumerate(self.chunks()):
+            picked = order[bounds[n]:bounds[n + 1]]
+            if len(picked):
+                out[picked] = vectors[rows[picked] - start]
+        return out
+
+
+def auto_factory(active: int, dim: int = 256, memory: int | None = None) -> str:
     """Flat (exact) up to EXACT_LIMIT; beyond, IVF with nlist = 4 sqrt(n) rounded to a power of
     two (the FAISS guideline for up to ~1M vectors), its vectors stored as float16 (half the
     memory read per probe: p50 at 1M 17 -> 14 ms, recall@10 unchanged at 0.9525; scores within
     1e-4 of float32, so they count as exact). It changes only when n grows 4x, so the index is
     retrained (rebuilt) rarely. How many lists a search probes is tuned per store
-    (``tuned_nprobe``)."""
+    (``tuned_nprobe``).
+
+    Past ``memory`` bytes of float16 vectors (default INDEX_MEMORY, a quarter of this machine's
+    RAM) they are stored in 8 bits instead (half the size); a query then re-scores its best
+    candidate files exactly from SQLite. 1M synthetic slots (``benchmarks/index_speed.py
+    --index-type``): 8-bit recall@10 0.985, query p50 5.4 ms; product quantisation to 32
+    bytes (PQ32) reached recall@10 0.36 and never 0.95 however many lists it probed.
+
+    Examples
+    --------
+    >>> auto_factory(1_000_000), auto_factory(50_000_000, memory=8 * 2**30)
+    ('IVF4096,SQfp16', 'IVF32768,SQ8')
+    """
     if active <= EXACT_LIMIT:
         return "Flat"
     nlist = 2 ** int(round(np.log2(4 * np.sqrt(active))))
+    if active * (2 * dim + 8) > (INDEX_MEMORY if memory is None else memory):  # float16 codes and an id each
+        return f"IVF{nlist},SQ8"
     return f"IVF{nlist},SQfp16"
 
 
-def build_index(factory: str, dim: int, active: tuple[np.ndarray, np.ndarray]):
-    """A new FAISS index of ``dim``-dimensional inner products over the ``active`` (ids, vectors),
-    made by the factory string ``factory``."""
+def build_index(factory: str, dim: int, source: SlotSource):
+    """A new FAISS index of ``dim``-dimensional inner products over the active slots of
+    ``source``, made by the factory string ``factory``: trained on a sample, then filled a
+    chunk at a time."""
     import faiss
 
-    ids, vectors = active
+    ids = source.ids
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)  # already its concrete class
     if not isinstance(index, faiss.IndexIVF):  # IVF keeps ids itself (removal in place); others need a map
         index = faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:  # IVF and PQ: train on a sample, 30-256 points per list (FAISS guidelines)
-        if len(vectors) == 0:
+        if len(ids) == 0:
             raise StoreError(f"index type {factory!r} needs training vectors; add files first")
         nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 256
         pool = np.flatnonzero(~tuning_slots(ids)) if "IVF" in factory else np.arange(len(ids))
         pool = pool if len(pool) else np.arange(len(ids))
-        sample = vectors[np.random.default_rng(0).permutation(pool)[: 64 * nlist]]
+        sample = source.take(np.random.default_rng(0).permutation(pool)[: 64 * nlist])
         if isinstance(index, faiss.IndexIVF) and nlist >= TWO_LEVEL_FROM and len(sample) >= 39 * nlist:
             from faiss.contrib.clustering import two_level_clustering
 
@@ -62,15 +137,16 @@ def build_index(factory: str, dim: int, active: tuple[np.ndarray, np.ndarray]):
             centroids, _ = two_level_clustering(sample, int(np.sqrt(nlist)), nlist, clustering_niter=index.cp.niter)
             index.quantizer.add(centroids)
         index.train(sample)
-    if len(ids):
-        index.add_with_ids(vectors, ids)
+        del sample
+    for start, vectors in source.chunks():
+        index.add_with_ids(vectors, ids[start:start + len(vectors)])
     _tune(index)
     return index
 
 
-def tune_nprobe(index, retune: bool, recorded: bool, tuned_at: int, active) -> int | None:
+def tune_nprobe(index, retune: bool, recorded: bool, tuned_at: int, active, exact: bool = True) -> int | None:
     """Set an IVF index's nprobe (kept in its FAISS file): tuned on the store's own slots
-    (``active()``: ids, vectors) when the index was built (``retune``), when no nprobe is
+    (``active()``: a SlotSource) when the index was built (``retune``), when no nprobe is
     ``recorded``, or when it was updated in place past RETUNE_DRIFT since it was last tuned at
     ``tuned_at`` vectors; kept otherwise.
 
@@ -85,7 +161,7 @@ def tune_nprobe(index, retune: bool, recorded: bool, tuned_at: int, active) -> i
     if ivf is None:
         return None
     if retune or not recorded or not tuned_at / RETUNE_DRIFT <= index.ntotal <= tuned_at * RETUNE_DRIFT:
-        ivf.nprobe = tuned_nprobe(index, *active())
+        ivf.nprobe = tuned_nprobe(index, active(), exact)
         return int(ivf.nprobe)
     return 0
 
@@ -235,10 +311,11 @@ def read_index(path: Path, cli_hint: str, mapped: bool = False):
     return index
 
 
-def check_index(live: LiveIndex, ids: np.ndarray, vectors: np.ndarray, recorded_nprobe: int) -> list[str]:
-    """Problems of the ``live`` index (base, delta, tombstones) against the store's active
-    slots (``ids``, ``vectors``) and the nprobe its meta records (0: none): one line each, empty
-    when it holds exactly them."""
+def check_index(live: LiveIndex, ids: np.ndarray, vectors: np.ndarray, recorded_nprobe: int,
+                factory: str = "Flat") -> list[str]:
+    """Problems of the ``live`` index (base, delta, tombstones) of kind ``factory`` against the
+    store's active slots (``ids``, ``vectors``) and the nprobe its meta records (0: none): one
+    line each, empty when it holds exactly them."""
     import faiss
 
     problems = []
@@ -253,11 +330,43 @@ def check_index(live: LiveIndex, ids: np.ndarray, vectors: np.ndarray, recorded_
             problems.append("FAISS vector ids differ from SQLite's active slots")
         elif len(ids):
             probe = vectors[:: max(1, len(ids) // 50)]
-            _, found = live.search(probe, 1)
             expected = ids[:: max(1, len(ids) // 50)]
-            if (found[:, 0] != expected).mean() > 0.05:
-                problems.append("FAISS vectors differ from SQLite's embeddings")
+            if ivf is not None and not exact_scores(factory):
+                # compressed codes: near copies share a code, so a vector need not find itself
+                # first; its own code must still score it as itself (PQ32: 0.97 or more, another
+                # slot's about 0: a 1500-file test store)
+                if (own_code_scores(live, probe, expected) < OWN_CODE_SCORE).mean() > 0.05:
+                    problems.append("FAISS vectors differ from SQLite's embeddings")
+            else:
+                _, found = live.search(probe, 1)
+                if (found[:, 0] != expected).mean() > 0.05:
+                    problems.append("FAISS vectors differ from SQLite's embeddings")
     return problems
+
+
+OWN_CODE_SCORE = 0.5  # the least inner product of a unit vector with its own compressed code (check_index)
+
+
+def own_code_scores(live: LiveIndex, vectors: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(n,) the inner product an IVF index (base or delta) gives each of ``vectors`` against
+    the code it stores under the matching id: the search restricted to that id, in the lists
+    the vector falls in; -inf where neither holds it."""
+    import faiss
+
+    out = np.full(len(ids), -np.inf, np.float32)
+    for n, (vector, wanted) in enumerate(zip(np.ascontiguousarray(vectors, np.float32), ids)):
+        batch = np.array([wanted], np.int64)
+        selector = faiss.IDSelectorBatch(len(batch), faiss.swig_ptr(batch))
+        for index in (live.index, live.delta):
+            if index is None:
+                continue
+            ivf = faiss.extract_index_ivf(index)
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, 8))
+            scores, found = index.search(vector[None], 1, params=params)
+            if found[0, 0] == wanted:
+                out[n] = scores[0, 0]
+                break
+    return out
 
 
 def exact_scores(factory: str) -> bool:
@@ -305,11 +414,14 @@ def _tune(index) -> None:
         inner.hnsw.efSearch = HNSW_EF_SEARCH
 
 
-def tuned_nprobe(index, ids: np.ndarray, vectors: np.ndarray) -> int:
+def tuned_nprobe(index, source: SlotSource, exact: bool = True) -> int:
     """The IVF lists a search probes: the fewest (a power of two) at which TUNE_QUERIES of the
-    store's own active slots (``ids``, ``vectors``; ``tuning_slots``, which did not train the
-    index) find recall@10 >= IVF_RECALL of exact search, each leaving out its own vector; times
-    NPROBE_MARGIN, at least MIN_NPROBE.
+    store's own active slots (``source``; ``tuning_slots``, which did not train the index)
+    find recall@10 >= IVF_RECALL of exact search, each leaving out its own vector; times
+    NPROBE_MARGIN, at least MIN_NPROBE. Compressed codes (``exact`` False: PQ, 8-bit) are
+    judged as a query uses them: a true neighbour counts when it is among the RERANK_DEPTH x 11
+    nearest by code, which the query then re-scores exactly (PQ32 at 1M synthetic slots never
+    reaches 0.95 on its own codes: every list would be probed).
 
     The store's own slots stand for queries because a query worth answering is a speaker the
     corpus holds. A query of a speaker the corpus never heard has no like to find, and its 10
@@ -317,23 +429,25 @@ def tuned_nprobe(index, ids: np.ndarray, vectors: np.ndarray) -> int:
     import faiss
 
     ivf = faiss.extract_index_ivf(index)
+    ids = source.ids
     k = min(10, len(ids) - 1)
     if k < 1:
         return ivf.nlist
+    depth = min(len(ids), (k + 1) * (1 if exact else RERANK_DEPTH))
     pool = np.flatnonzero(tuning_slots(ids))
     pool = pool if len(pool) >= 32 else np.arange(len(ids))  # a tiny store: all its slots trained it
     pick = np.random.default_rng(0).choice(pool, size=min(TUNE_QUERIES, len(pool)), replace=False)
-    queries = np.ascontiguousarray(vectors[pick], dtype=np.float32)
+    queries = source.take(pick)
 
-    def others(found: np.ndarray, own: int) -> set:
-        return set(found[(found != own) & (found >= 0)][:k].tolist())
+    def others(found: np.ndarray, own: int, keep: int = k) -> set:
+        return set(found[(found != own) & (found >= 0)][:keep].tolist())
 
-    truth = [others(ids[row], ids[q]) for row, q in zip(_exact_top(queries, vectors, k + 1), pick)]
+    truth = [others(ids[row], ids[q]) for row, q in zip(_exact_top(queries, source, k + 1), pick)]
     nprobe = 1
     while nprobe < ivf.nlist:
         ivf.nprobe = nprobe
-        _, found = index.search(queries, k + 1)
-        recall = np.mean([len(others(row, ids[q]) & want) / k for row, q, want in zip(found, pick, truth)])
+        _, found = index.search(queries, depth)
+        recall = np.mean([len(others(row, ids[q], depth) & want) / k for row, q, want in zip(found, pick, truth)])
         if recall >= IVF_RECALL:
             break
         nprobe *= 2
@@ -349,13 +463,16 @@ def tuning_slots(ids: np.ndarray) -> np.ndarray:
     return (mixed >> np.uint64(58)) == 0
 
 
-def _exact_top(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
-    """(Q, k) rows of ``vectors`` with the k largest inner products per query, in no order:
-    matrix products over chunks (128 queries at 1M: 3.0 s here, faiss.knn 5.7 s)."""
+def _exact_top(queries: np.ndarray, vectors, k: int, chunk: int = 65_536) -> np.ndarray:
+    """(Q, k) rows of ``vectors`` (an array, or a SlotSource read chunk by chunk) with the k
+    largest inner products per query, in no order: matrix products over chunks (128 queries
+    at 1M: 3.0 s here, faiss.knn 5.7 s)."""
     best_rows = np.zeros((len(queries), 0), np.int64)
     best = np.zeros((len(queries), 0), np.float32)
-    for start in range(0, len(vectors), chunk):
-        part = queries @ vectors[start:start + chunk].T  # (Q, c)
+    parts = vectors.chunks() if isinstance(vectors, SlotSource) else (
+        (start, vectors[start:start + chunk]) for start in range(0, len(vectors), chunk))
+    for start, block in parts:
+        part = queries @ block.T  # (Q, c)
         sims = np.concatenate([best, part], axis=1)
         rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + part.shape[1]), part.shape)], axis=1)
         keep = np.argpartition(-sims, min(k, sims.shape[1]) - 1, axis=1)[:, :k]

@@ -22,8 +22,8 @@ DENSE_LIMIT = 4  # cells per active slot up to which slot statistics are looked 
 def next_stats(old: dict | None, cohort: Cohort, new_ids: list[int], new_vectors: list[np.ndarray],
                removed_ids: list[int], active) -> dict:
     """Every active slot's statistics after a write: the ``old`` ones, less the removed slots,
-    plus the new slots'; or, where ``old`` is None, all of them again from ``active()`` (ids,
-    vectors)."""
+    plus the new slots'; or, where ``old`` is None, all of them again from ``active()`` (a
+    ``faiss_index.SlotSource``, read a chunk at a time)."""
     if old is not None:
         ids = np.array(new_ids, np.int64)
         vectors = (np.stack(new_vectors).astype(np.float32) if new_ids
@@ -34,9 +34,11 @@ def next_stats(old: dict | None, cohort: Cohort, new_ids: list[int], new_vectors
         order = np.argsort(ids, kind="stable")
         return {"ids": ids[order], "mean": np.concatenate([old["mean"][keep], mean])[order],
                 "spread": np.concatenate([old["spread"][keep], spread])[order]}
-    ids, vectors = active()  # sorted by id
-    mean, spread = cohort_stats(vectors, cohort)
-    return {"ids": ids, "mean": mean, "spread": spread}
+    source = active()  # a faiss_index.SlotSource, by id
+    mean, spread = np.zeros(len(source), np.float32), np.ones(len(source), np.float32)
+    for start, vectors in source.chunks():
+        mean[start:start + len(vectors)], spread[start:start + len(vectors)] = cohort_stats(vectors, cohort)
+    return {"ids": source.ids, "mean": mean, "spread": spread}
 
 
 def extended(stats: dict | None, ids: np.ndarray, mean: np.ndarray, spread: np.ndarray) -> dict:

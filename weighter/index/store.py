@@ -157,6 +157,7 @@ class Store:
     delta_min_base = DELTA_MIN_BASE
     max_deltas = MAX_DELTAS
     map_from_bytes = MAP_FROM_BYTES
+    index_memory = faiss_index.INDEX_MEMORY  # float16 vectors past this are stored in 8 bits (auto_factory)
 
     def __init__(self, directory: str | Path, create: bool = False, read_only: bool = False):
         self.directory = Path(directory)
@@ -508,10 +509,11 @@ class Store:
                 self.set_meta("model_id", add[0][0].model_id)
                 self.set_meta("embed_dim", str(add[0][0].embeddings.shape[1]))
 
-            active = functools.cache(self.active_vectors)  # after this write; read once if needed at all
+            active = functools.cache(self.slot_source)  # after this write; its ids read once if needed at all
 
             total = db.execute("SELECT COUNT(*) FROM slots WHERE active = 1").fetchone()[0]
-            wanted = index_type or self._meta("index_type_override") or auto_factory(total)
+            wanted = (index_type or self._meta("index_type_override") or
+                      auto_factory(total, int(self._meta("embed_dim") or 256), self.index_memory))
             if index_type:
                 self.set_meta("index_type_override", index_type)
             if (not (rebuild or compact or index_type or new_cohort) and self._meta("index_type") == wanted
@@ -533,7 +535,7 @@ class Store:
                     index.add_with_ids(np.stack(new_vectors).astype(np.float32), np.array(new_ids, dtype=np.int64))
             else:
                 index = faiss_index.build_index(wanted, int(self._meta("embed_dim") or 256), active())
-            self._tune_nprobe(index, retune=not incremental, active=active)
+            self._tune_nprobe(index, retune=not incremental, active=active, factory=wanted)
             generation = self.generation + 1
             self._write_file(self._faiss_name(generation), functools.partial(faiss_index.write_index, index))
             template = faiss_index.empty_template(index)
@@ -603,11 +605,12 @@ class Store:
         write(tmp)
         os.replace(tmp, self.directory / name)
 
-    def _tune_nprobe(self, index, retune: bool, active) -> None:
-        """An IVF index's nprobe (``faiss_index.tune_nprobe``), recorded in meta with the index
-        size it was tuned at."""
+    def _tune_nprobe(self, index, retune: bool, active, factory: str) -> None:
+        """An IVF index's nprobe (``faiss_index.tune_nprobe``) for an index of kind ``factory``,
+        recorded in meta with the index size it was tuned at."""
         tuned = faiss_index.tune_nprobe(index, retune, bool(self._meta("nprobe")),
-                                        int(self._meta("nprobe_tuned_at") or 0), active)
+                                        int(self._meta("nprobe_tuned_at") or 0), active,
+                                        exact=faiss_index.exact_scores(factory))
         if tuned is None:
             self.db.execute("DELETE FROM meta WHERE key IN ('nprobe', 'nprobe_tuned_at')")
         elif tuned:
@@ -787,6 +790,30 @@ class Store:
             np.zeros((0, dim), np.float32)
         return ids, np.ascontiguousarray(vectors)
 
+    def slot_source(self, chunk: int | None = None) -> faiss_index.SlotSource:
+        """Every active slot as a build reads them: the ids now, the embeddings a chunk of
+        consecutive ids at a time (``faiss_index.SlotSource``), so that building an index over
+        more vectors than RAM holds keeps one chunk in memory. Read inside a write's
+        transaction, the rows cannot change between chunks.
+
+        Examples
+        --------
+        >>> source = store.slot_source()  # doctest: +SKIP
+        >>> sum(len(v) for _, v in source.chunks()) == len(source.ids)  # doctest: +SKIP
+        True
+        """
+        ids = np.array([r[0] for r in self.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")], np.int64)
+        dim = int(self._meta("embed_dim") or 256)
+
+        def read(lo: int, hi: int) -> np.ndarray:
+            rows = self.db.execute("SELECT embedding FROM slots WHERE id BETWEEN ? AND ? AND +active = 1 ORDER BY id",
+                                   (int(ids[lo]), int(ids[hi - 1]))).fetchall()
+            if len(rows) != hi - lo:
+                raise StoreError(f"{self.directory}: the active slots changed while an index was built from them")
+            return np.frombuffer(b"".join(r[0] for r in rows), np.float32).reshape(-1, dim)
+
+        return faiss_index.SlotSource(ids, read, dim, chunk or faiss_index.SOURCE_CHUNK)
+
     def vector_count(self) -> int:
         """Active vectors in the FAISS index (cheap: no table scan)."""
         return int(self._live_index().ntotal) if self.generation else 0
@@ -912,7 +939,7 @@ class Store:
 
     def active_slots_of(self, file_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Active slots of these files: file ids (S,), slot numbers (S,), embeddings (S, E)."""
-        rows = self._rows_in("SELECT file_id, slot, embedding FROM slots WHERE active = 1 AND file_id IN ({})", file_ids)
+        rows = self._rows_in("SELECT file_id, slot, embedding FROM slots WHERE +active = 1 AND file_id IN ({})", file_ids)
         dim = int(self._meta("embed_dim") or 256)
         emb = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
         return np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), emb
@@ -985,7 +1012,8 @@ class Store:
                     problems.append(f"scores file {self._stats_name(self._base_generation())} is missing")
                 elif not np.array_equal(np.sort(stats["ids"][~np.isin(stats["ids"], live.dead)]), ids):
                     problems.append("the scores file's slots differ from SQLite's active slots")
-        return problems + faiss_index.check_index(live, ids, vectors, int(self._meta("nprobe") or 0))
+        return problems + faiss_index.check_index(live, ids, vectors, int(self._meta("nprobe") or 0),
+                                                  self._meta("index_type") or "Flat")
 
     def optimize(self) -> ApplyResult:
         """Write a new base index holding every delta, tombstones dropped (and retrained where

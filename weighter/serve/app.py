@@ -235,7 +235,7 @@ def _find_files(store: Store, text: str, limit: int, offset: int) -> dict:
     where = "WHERE f.path LIKE ? ESCAPE '\\'"
     total = store.db.execute(f"SELECT COUNT(*) FROM files f {where}", (pattern,)).fetchone()[0]
     rows = store.db.execute(
-        f"SELECT f.id, f.path, f.duration, (SELECT COUNT(*) FROM slots s WHERE s.file_id = f.id AND s.active = 1) "
+        f"SELECT f.id, f.path, f.duration, (SELECT COUNT(*) FROM slots s WHERE s.file_id = f.id AND +s.active = 1) "
         f"FROM files f {where} ORDER BY f.path LIMIT ? OFFSET ?", (pattern, limit, offset)).fetchall()
     return {"files": [{"id": i, "path": p, "name": Path(p).name, "duration": round(d, 3), "active_slots": a}
                       for i, p, d, a in rows], "total": total}
