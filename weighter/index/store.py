@@ -511,7 +511,7 @@ class Store:
 
             active = functools.cache(self.slot_source)  # after this write; its ids read once if needed at all
 
-            total = db.execute("SELECT COUNT(*) FROM slots WHERE active = 1").fetchone()[0]
+            total = self._active_after(len(new_ids), len(removed_ids))
             wanted = (index_type or self._meta("index_type_override") or
                       auto_factory(total, int(self._meta("embed_dim") or 256), self.index_memory))
             if index_type:
@@ -563,6 +563,17 @@ class Store:
         self._stats = stats
         self._remove_orphans()  # the old base, its template and scores, and every delta
         return ApplyResult(added=len(add), removed=len(remove), active_vectors=int(index.ntotal), index_type=wanted)
+
+    def _active_after(self, added: int, removed: int) -> int:
+        """Active slots once this write's rows are in: the live index's count moved by what the
+        write adds and removes (counting SQLite's active slots reads every one: 0.1 s and more
+        at 1M), or that count where the store has no readable index yet."""
+        if self.generation:
+            try:
+                return self.vector_count() + added - removed
+            except StoreError:  # a missing or corrupt index file: this write rebuilds it
+                pass
+        return self.db.execute("SELECT COUNT(*) FROM slots WHERE active = 1").fetchone()[0]
 
     def _delta_fits(self, changes: int) -> bool:
         """Whether this write may go as a delta: the store has a base of at least DELTA_MIN_BASE
