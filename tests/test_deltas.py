@@ -57,6 +57,8 @@ def test_writes_go_as_deltas_and_search_as_one_index(tmp_path, basis, index_type
     assert (store.directory / base[0]).read_bytes() == base_bytes
     assert len(list(store.directory.glob("delta-*.npz"))) == 2 and store.info().deltas == 2
     assert store.check() == [] and reader.check() == []
+    counted = store.db.execute("SELECT COUNT(*) FROM slots WHERE active = 1").fetchone()[0]
+    assert store._active_after(0, 0) == counted == store.vector_count()  # from meta, no count, no catch-up
     seen = _ranking(reader, query)  # caught up: the new files found, the removed ones gone
     files = {f for f, _, _ in seen}
     assert "a5.wav" not in files and "b3.wav" not in files

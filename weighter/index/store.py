@@ -565,14 +565,14 @@ class Store:
         return ApplyResult(added=len(add), removed=len(remove), active_vectors=int(index.ntotal), index_type=wanted)
 
     def _active_after(self, added: int, removed: int) -> int:
-        """Active slots once this write's rows are in: the live index's count moved by what the
-        write adds and removes (counting SQLite's active slots reads every one: 0.1 s and more
-        at 1M), or that count where the store has no readable index yet."""
-        if self.generation:
-            try:
-                return self.vector_count() + added - removed
-            except StoreError:  # a missing or corrupt index file: this write rebuilds it
-                pass
+        """Active slots once this write's rows are in: the base's count and each delta's adds and
+        removals, from meta, moved by this write's (counting SQLite's active slots walks every
+        one: 0.1 s and more at 1M; asking the live index would copy its delta), or that count
+        for a store whose meta does not hold them (none yet, or from before deltas)."""
+        base = self._meta("base_vectors")
+        if self.generation and base is not None:
+            deltas = json.loads(self._meta("deltas") or "[]")
+            return int(base) + sum(a - r for _, a, r in deltas) + added - removed
         return self.db.execute("SELECT COUNT(*) FROM slots WHERE active = 1").fetchone()[0]
 
     def _delta_fits(self, changes: int) -> bool:
