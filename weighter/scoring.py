@@ -67,15 +67,13 @@ def cohort_stats(vectors: np.ndarray, cohort: Cohort | None, chunk: int = 4096) 
     if cohort is None or len(cohort) < MIN_COHORT:
         return np.zeros(len(vectors), np.float32), np.ones(len(vectors), np.float32)
     first = len(cohort) - cohort.top  # a row's best cosines sit at and after it once partitioned
-    if len(vectors) <= chunk:  # a query's few slots: one product, no copies
-        return top_stats(np.partition(np.asarray(vectors, np.float32) @ cohort.columns, first, axis=1)[:, first:])
-    mean = np.zeros(len(vectors), np.float32)
-    spread = np.ones(len(vectors), np.float32)
-    for start in range(0, len(vectors), chunk):
-        sims = np.asarray(vectors[start:start + chunk], np.float32) @ cohort.columns  # (c, C)
-        best = np.partition(sims, first, axis=1)[:, first:]
-        mean[start:start + chunk], spread[start:start + chunk] = top_stats(best)
-    return mean, spread
+    parts = [top_stats(np.partition(np.asarray(vectors[start:start + chunk], np.float32) @ cohort.columns,
+                                    first, axis=1)[:, first:])  # (c, C) cosines -> their best
+             for start in range(0, len(vectors), chunk)]
+    if len(parts) == 1:  # a query's few slots: no copies
+        return parts[0]
+    return (np.concatenate([m for m, _ in parts]) if parts else np.zeros(0, np.float32),
+            np.concatenate([s for _, s in parts]) if parts else np.ones(0, np.float32))
 
 
 def top_stats(best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

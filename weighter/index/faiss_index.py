@@ -469,9 +469,8 @@ def _exact_top(queries: np.ndarray, vectors, k: int, chunk: int = 65_536) -> np.
     at 1M: 3.0 s here, faiss.knn 5.7 s)."""
     best_rows = np.zeros((len(queries), 0), np.int64)
     best = np.zeros((len(queries), 0), np.float32)
-    parts = vectors.chunks() if isinstance(vectors, SlotSource) else (
-        (start, vectors[start:start + chunk]) for start in range(0, len(vectors), chunk))
-    for start, block in parts:
+    source = vectors if isinstance(vectors, SlotSource) else SlotSource.of(np.arange(len(vectors)), vectors, chunk)
+    for start, block in source.chunks():
         part = queries @ block.T  # (Q, c)
         sims = np.concatenate([best, part], axis=1)
         rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + part.shape[1]), part.shape)], axis=1)
