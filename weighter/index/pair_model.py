@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 # File pairs below which no prior is fitted (the calibration's own stays): 12 files. On corpora of
-# 12 files of the validation speakers (66 pairs, 45 corpora) the fitted prior already beat the
-# stated one: ECE of p over each query's top 10 0.134 against 0.171 (docs/store-and-clustering.md).
+# 12 files of the validation speakers (66 pairs) the fitted prior already beat the stated one:
+# ECE of p over each query's top 10 0.131 against 0.153 (benchmarks/prior_fit.py).
 MIN_PAIRS = 66
 MAX_SLOTS = 6000  # active slots whose pairs are scored (a sample of files beyond): 144 MB of scores
 MIN_PRIOR, MAX_PRIOR = 1e-4, 0.9
