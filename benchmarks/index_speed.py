@@ -12,13 +12,15 @@ draws around its centres), then, under "unseen_speakers", of speakers it never h
 centres: their 10 nearest stored slots share no like with them and scatter over the index);
 under "reader", the first kind again through a read-only store opened afresh (as ``weighter
 query`` and ``weighter serve`` read), after 20 queries that load it. Then the removal of one file (an atomic ``apply``: SQLite rows, FAISS update, the FAISS file
-written again).
+written again), and, under "new_base", a new base index written from SQLite by a fresh process
+(the writer's own peak memory for it).
 
     python benchmarks/index_speed.py --vectors 100000 1000000
     python benchmarks/index_speed.py --vectors 1000000 --busy 1   # one CPU-bound process beside the queries
     python benchmarks/index_speed.py --vectors 10000000 --active 2   # 10M slots of calls: 2.5M in the index
     python benchmarks/index_speed.py --vectors 150000 --recall-curve   # what nprobe is tuned on
     python benchmarks/index_speed.py --vectors 100000 --index-type IVF1024,SQfp16   # not exact
+    python benchmarks/index_speed.py --vectors 1000000 --lists-on-disk   # inverted lists in a mapped file
 """
 
 import argparse
@@ -152,13 +154,15 @@ CHUNK_SLOTS = 1_000_000  # slots per apply while building: larger stores grow as
 
 
 def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0, active: int = SLOTS,
-        tmp_dir: str | None = None) -> dict:
+        tmp_dir: str | None = None, lists_on_disk: bool = False) -> dict:
     """One store of ``n`` slots (``active`` of each file's SLOTS in the index), built by applies
-    of CHUNK_SLOTS slots, then timed queries, recall and a removal."""
+    of CHUNK_SLOTS slots, then timed queries, recall, a removal and a new base written by a fresh process; ``lists_on_disk``: an IVF
+    base keeps its inverted lists in a file whatever its size (``Store.map_from_bytes`` 0)."""
     rng = np.random.default_rng(0)  # one apply of n <= CHUNK_SLOTS: the same vectors as one draw of n
     chunks, centres, files = [], None, 0
     with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
         store = Store(Path(tmp) / "s", create=True)
+        store.map_from_bytes = 0 if lists_on_disk else store.map_from_bytes
         started = time.perf_counter()
         while files * SLOTS < n:
             count = min(CHUNK_SLOTS, n - files * SLOTS) // SLOTS
@@ -170,6 +174,7 @@ def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0
             files += count
             rng = np.random.default_rng(10 + len(chunks))
         build = time.perf_counter() - started
+        build_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB, the build's peak
         vectors = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
         del chunks
         info = store.info()
@@ -190,12 +195,46 @@ def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0
         with store.writing():
             store.apply([], ["/bench/f00000000.flac"])
         remove = time.perf_counter() - started
+        new_base = rebuilt(store.directory, lists_on_disk)
     return {"vectors": n, "active_slots": int(len(ids)),
             "index_type": info.index_type, "nprobe": info.nprobe, "build_s": round(build, 1),
             "applies": -(-n // CHUNK_SLOTS), "deltas": info.deltas,
-            "remove_one_file_s": round(remove, 1),
-            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "remove_one_file_s": round(remove, 1), "lists_file": info.lists_file, "new_base": new_base,
+            "build_peak_rss_gb": round(build_rss, 2), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             **known, "unseen_speakers": unseen, "reader": fresh, "query_slots": SLOTS, "scoring": info.scoring, "busy": busy}
+
+
+def rebuilt(directory: Path, lists_on_disk: bool) -> dict:
+    """A new base written from SQLite (``Store.apply(rebuild=True)``) by a fresh process: its
+    time and that process's peak resident memory (the writer's cost of a new base alone),
+    polled every 20 ms: its anonymous part (what the process holds) and its mapped file pages
+    (SQLite's map, the lists file: the kernel drops them when memory runs short)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import json, threading, time
+from weighter.index import Store
+# kB, polled: ru_maxrss counts mapped file pages (SQLite's, the lists'), and a child starts with its parent's
+peak = {{"RssAnon": 0, "RssFile": 0}}
+def poll():
+    while True:
+        for line in open("/proc/self/status"):
+            key, _, value = line.partition(":")
+            if key in peak:
+                peak[key] = max(peak[key], int(value.split()[0]))
+        time.sleep(0.02)
+threading.Thread(target=poll, daemon=True).start()
+store = Store({str(directory)!r})
+store.map_from_bytes = {0 if lists_on_disk else 'store.map_from_bytes'}
+started = time.perf_counter()
+with store.writing():
+    store.apply([], [], rebuild=True)
+print(json.dumps({{"seconds": round(time.perf_counter() - started, 1), "lists_file": store.info().lists_file,
+                  "peak_anonymous_gb": round(peak["RssAnon"] / 2**20, 2), "peak_file_pages_gb": round(peak["RssFile"] / 2**20, 2)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 class Busy:
@@ -229,11 +268,14 @@ if __name__ == "__main__":
     parser.add_argument("--index-type", default=None, help="a FAISS factory string instead of the store's choice")
     parser.add_argument("--busy", type=int, default=0,
                         help="CPU-bound processes running beside the queries (not the build), e.g. 1")
+    parser.add_argument("--lists-on-disk", action="store_true",
+                        help="an IVF base keeps its inverted lists in a memory-mapped file whatever its size")
     parser.add_argument("--recall-curve", action="store_true",
                         help="recall@10 by nprobe for fresh queries and for held-out and training slots, instead")
     args = parser.parse_args()
     for n in args.vectors:
         rows = recall_curve(n) if args.recall_curve else [run(n, index_type=args.index_type, busy=args.busy,
-                                                               active=args.active, tmp_dir=args.tmp)]
+                                                               active=args.active, tmp_dir=args.tmp,
+                                                               lists_on_disk=args.lists_on_disk)]
         for row in rows:
             print(json.dumps(row), flush=True)

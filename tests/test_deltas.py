@@ -291,3 +291,111 @@ def test_a_failed_write_leaves_no_trace_in_what_the_writer_reads_next(tmp_path, 
         store.apply([(make_set(tmp_path / "b.wav", [5], basis, seed=7), "h-b")])
     assert store.generation == generation and store.vector_count() == count
     assert _ranking(store, query) == ranking and store.check() == []
+
+
+def test_past_map_from_bytes_a_base_keeps_its_lists_on_disk_and_finds_what_one_in_memory_finds(tmp_path, basis,
+                                                                                             capfd):
+    """A writer builds a large IVF base as shards merged into a lists file beside it (FAISS's
+    merge_ondisk); queries, deltas, a new base and a read-only reader find exactly what the same
+    store with its lists in memory finds; the old lists go with the old base; nothing is printed."""
+    stores = {}
+    for name, limit in (("disk", 0), ("memory", 1 << 40)):
+        store = _deltas_on(Store(tmp_path / name, create=True))
+        store.map_from_bytes = limit
+        with store.writing():
+            store.apply([(make_set(tmp_path / f"a{i}.wav", [i % DIM, (i + 5) % DIM], basis, seed=i), f"h{i}")
+                         for i in range(60)], index_type="IVF4,SQ8")
+        stores[name] = store
+    disk, memory = stores["disk"], stores["memory"]
+    assert [p.name for p in disk.directory.glob("vectors-*.lists")] == ["vectors-000001.faiss.lists"]
+    assert not list(memory.directory.glob("*.lists")) and not list(disk.directory.glob(".shards-*"))
+    assert faiss_index.lists_on_disk(disk._live.index) and not faiss_index.lists_on_disk(memory._live.index)
+    assert disk.info().lists_file == "vectors-000001.faiss.lists" and memory.info().lists_file is None
+    query = make_set(tmp_path / "q.wav", [3, 9], basis, seed=77)
+    assert _ranking(disk, query) == _ranking(memory, query)
+    for store in (disk, memory):  # a delta, then a new base folding it in
+        _grow(store, tmp_path, basis, [f"b{i}.wav" for i in range(6)], seed=200)
+        assert store.info().deltas == 1
+    assert _ranking(disk, query) == _ranking(memory, query)
+    for store in (disk, memory):
+        with store.writing():
+            store.apply([], [tmp_path / "a7.wav"], rebuild=True)
+    assert [p.name for p in disk.directory.glob("vectors-*")] == ["vectors-000003.faiss", "vectors-000003.faiss.lists"]
+    assert _ranking(disk, query) == _ranking(memory, query)
+    reader = Store(disk.directory, read_only=True)
+    assert _ranking(reader, query) == _ranking(memory, query) and reader.check() == [] and disk.check() == []
+    printed = capfd.readouterr().out
+    assert "resizing" not in printed and "ONDISK" not in printed
+    for store in (reader, disk, memory):
+        store.close()
+
+
+@pytest.mark.parametrize("when", ["merging shards", "before the commit"])
+def test_kill_9_while_building_lists_on_disk_keeps_the_last_base(tmp_path, basis, when):
+    """A writer killed while it writes a new base's shards, or after its lists file is whole but
+    before SQLite commits, leaves the last base (its lists on disk) in use; the next write
+    removes the killed write's shards and lists."""
+    store = _deltas_on(Store(tmp_path / "store", create=True))
+    store.map_from_bytes = 0
+    with store.writing():
+        store.apply([(make_set(tmp_path / f"a{i}.wav", [i % DIM, (i + 5) % DIM], basis, seed=i), f"h{i}")
+                     for i in range(40)], index_type="IVF4,SQ8")
+    _grow(store, tmp_path, basis, ["b.wav", "c.wav"], seed=5)
+    before, query = store.info(), make_set(tmp_path / "q.wav", [4], basis, seed=9)
+    ranking = _ranking(store, query)
+    kill = ("faiss_index.SHARD_VECTORS = faiss_index.SOURCE_CHUNK = 8\n"
+            "    written = faiss_index._write_shard\n"
+            "    def write_and_die(shard, folder, number):\n"
+            "        name = written(shard, folder, number)\n"
+            "        if number == 2:\n"
+            "            os.kill(os.getpid(), signal.SIGKILL)\n"
+            "        return name\n"
+            "    faiss_index._write_shard = write_and_die\n"
+            "    after = None" if when == "merging shards" else
+            "after = lambda: os.kill(os.getpid(), signal.SIGKILL)")
+    child = _python(CHILD_PRELUDE.format(tests=os.path.dirname(__file__), store=str(store.directory)) + f"""
+    from weighter.index import faiss_index
+    store.map_from_bytes = 0
+    {kill}
+    with store.writing():
+        store.apply([], [], compact=True, after_faiss_written=after)
+    """, tmp_path)
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL, child.stderr.read()
+    left = {p.name for p in store.directory.iterdir()}
+    assert any(n.startswith(".shards-") for n in left) if when == "merging shards" else \
+        "vectors-000003.faiss.lists" in left  # the killed write's orphans
+    reopened = Store(store.directory)
+    assert reopened.generation == before.generation and reopened.check() == [] and _ranking(reopened, query) == ranking
+    with reopened.writing():
+        pass
+    assert sorted(p.name for p in store.directory.glob("vectors-*")) == ["vectors-000001.faiss",
+                                                                           "vectors-000001.faiss.lists"]
+    assert not list(store.directory.glob(".shards-*"))
+    store.close()
+    reopened.close()
+
+
+def test_a_lists_file_cut_short_is_reported_and_repaired(tmp_path, basis):
+    """A truncated lists file would be mapped past its end (a crash at the first probe there):
+    opening it names the file and the reason, and ``repair`` builds it again from SQLite."""
+    from weighter.errors import StoreError
+
+    store = Store(tmp_path / "store", create=True)
+    store.map_from_bytes = 0
+    with store.writing():
+        store.apply([(make_set(tmp_path / f"a{i}.wav", [i % DIM], basis, seed=i), f"h{i}") for i in range(40)],
+                    index_type="IVF4,SQ8")
+    query = make_set(tmp_path / "q.wav", [2], basis, seed=9)
+    ranking = _ranking(store, query)
+    lists = store.directory / store.info().lists_file
+    store.close()
+    os.truncate(lists, lists.stat().st_size // 2)
+    broken = Store(store.directory)
+    broken.map_from_bytes = 0
+    with pytest.raises(StoreError, match="cut short"):
+        query_store(broken, query)
+    with broken.writing():
+        broken.repair()
+    assert _ranking(broken, query) == ranking and broken.check() == []
+    broken.close()

@@ -7,7 +7,10 @@ keeps the generations and metadata and calls these to make and use the index fil
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,12 @@ RETUNE_DRIFT = 1.25  # an index updated in place is tuned again once its size mo
 # index a writer builds must fit beside everything else, and a reader maps larger ones.
 INDEX_MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 SOURCE_CHUNK = 131_072  # active slots read at a time while a build streams them (128 MiB of float32 at E=256)
+# An IVF base whose codes and ids pass a given size keeps its inverted lists in a file beside
+# it (FAISS's OnDiskInvertedLists, ``<index file>.lists``), memory-mapped: built as shards of
+# this many vectors merged on disk (``merge_ondisk``), so neither writer nor reader holds them.
+LISTS_SUFFIX = ".lists"
+SHARD_VECTORS = 1 << 20
+SHARDS_PREFIX = ".shards-"  # the temporary folder of a build's shards, in the store directory
 
 
 class SlotSource:
@@ -110,10 +119,36 @@ def auto_factory(active: int, dim: int = 256, memory: int | None = None) -> str:
     return f"IVF{nlist},SQfp16"
 
 
-def build_index(factory: str, dim: int, source: SlotSource):
+def build_index(factory: str, dim: int, source: SlotSource, lists: Path | None = None,
+                lists_from_bytes: int | None = None):
     """A new FAISS index of ``dim``-dimensional inner products over the active slots of
     ``source``, made by the factory string ``factory``: trained on a sample, then filled a
-    chunk at a time."""
+    chunk at a time.
+
+    Parameters
+    ----------
+    factory : str
+    dim : int
+    source : SlotSource
+    lists : Path, optional
+        Where an IVF index keeps its inverted lists on disk when its codes and ids pass
+        ``lists_from_bytes`` (the index file's name plus ``LISTS_SUFFIX``: a reader finds them
+        beside it); None: in memory.
+    lists_from_bytes : int, optional
+        Size from which ``lists`` is used (default: always, when given).
+
+    Returns
+    -------
+    faiss.Index
+        With its lists on disk it keeps the trained empty index for ``empty_template``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> source = SlotSource.of(np.arange(3), np.eye(3, 8, dtype=np.float32))
+    >>> build_index("Flat", 8, source).ntotal
+    3
+    """
     import faiss
 
     ids = source.ids
@@ -138,10 +173,88 @@ def build_index(factory: str, dim: int, source: SlotSource):
             index.quantizer.add(centroids)
         index.train(sample)
         del sample
-    for start, vectors in source.chunks():
-        index.add_with_ids(vectors, ids[start:start + len(vectors)])
+    if lists is not None and lists_wanted(index, len(ids), lists_from_bytes or 0):
+        _fill_on_disk(index, source, lists)
+    else:
+        for start, vectors in source.chunks():
+            index.add_with_ids(vectors, ids[start:start + len(vectors)])
     _tune(index)
     return index
+
+
+def _fill_on_disk(index, source: SlotSource, lists: Path) -> None:
+    """Fill the trained, empty IVF ``index`` from ``source`` with its inverted lists in the
+    file ``lists``: shards of SHARD_VECTORS vectors written to a temporary folder beside it,
+    then FAISS's ``merge_ondisk`` (each list written once, at its final size). The trained
+    empty index is kept with it for ``empty_template`` (an index with lists on disk cannot be
+    cloned)."""
+    import faiss
+    from faiss.contrib.ondisk import merge_ondisk
+
+    template = faiss.clone_index(index)
+    with tempfile.TemporaryDirectory(dir=lists.parent, prefix=SHARDS_PREFIX) as folder:
+        names, shard = [], None
+        for start, vectors in source.chunks():
+            shard = faiss.clone_index(template) if shard is None else shard
+            shard.add_with_ids(vectors, source.ids[start:start + len(vectors)])
+            if shard.ntotal >= SHARD_VECTORS:
+                names.append(_write_shard(shard, Path(folder), len(names)))
+                shard = None
+        if shard is not None:
+            names.append(_write_shard(shard, Path(folder), len(names)))
+        lists.unlink(missing_ok=True)  # left by a write killed before its commit
+        with _quiet_stdout():  # FAISS prints each resize of the file on stdout
+            merge_ondisk(index, names, str(lists))
+    index.referenced_objects = [*getattr(index, "referenced_objects", []), _Template(template)]
+
+
+class _Template:
+    """The trained empty index an index with lists on disk was filled from (in its
+    ``referenced_objects``, where FAISS lets Python keep objects on an index)."""
+
+    def __init__(self, index):
+        self.index = index
+
+
+def _write_shard(shard, folder: Path, number: int) -> str:
+    import faiss
+
+    name = str(folder / f"{number:05d}.faiss")
+    faiss.write_index(shard, name)
+    return name
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """File descriptor 1 on /dev/null for the duration (FAISS's C++ prints there: a CLI's
+    ``--json`` output must stay clean). Process-wide: what another thread prints to stdout in
+    those milliseconds is lost too (the web app logs to stderr)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def lists_wanted(index, vectors: int, from_bytes: int) -> bool:
+    """Would an IVF ``index`` of ``vectors`` vectors pass ``from_bytes`` of codes and ids (and so
+    keep its lists on disk)? False for any other kind."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    return ivf is not None and vectors * (ivf.code_size + 8) > from_bytes
+
+
+def lists_on_disk(index) -> bool:
+    """Does this IVF index keep its inverted lists in a file (``OnDiskInvertedLists``)?"""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    return ivf is not None and isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists)
 
 
 def tune_nprobe(index, retune: bool, recorded: bool, tuned_at: int, active, exact: bool = True) -> int | None:
@@ -255,7 +368,9 @@ class LiveIndex:
     def materialised(self):
         """The base with the delta merged into it and the tombstones removed, changed in place
         (the writer's own copy, before it writes a new base); None where the index cannot (HNSW,
-        an id map over IVF): rebuild it from the store's slots instead."""
+        an id map over IVF, lists on disk): rebuild it from the store's slots instead."""
+        if lists_on_disk(self.index):
+            return None
         if not removes_in_place(self.index):
             return None if (self.delta is not None or len(self.dead)) else self.index
         if self.delta is not None and self.delta.ntotal:
@@ -278,6 +393,11 @@ def empty_template(index):
     added to (``LiveIndex``)."""
     import faiss
 
+    kept = [o.index for o in getattr(index, "referenced_objects", []) if isinstance(o, _Template)]
+    if kept:  # lists on disk: kept when it was built
+        template = faiss.clone_index(kept[0])
+        template.nprobe = faiss.extract_index_ivf(index).nprobe
+        return template
     template = faiss.clone_index(index)
     template.reset()
     return template
@@ -302,11 +422,22 @@ def read_index(path: Path, cli_hint: str, mapped: bool = False):
 
     if not path.exists():
         return None
+    on_disk = path.with_name(path.name + LISTS_SUFFIX).exists()  # lists beside it: never changed in place
     try:
-        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mapped else 0)
+        if on_disk:
+            with _quiet_stdout():  # FAISS prints where it found the lists
+                index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+        else:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mapped else 0)
     except RuntimeError as error:
         raise StoreError(f"{path}: corrupt FAISS index ({str(error).splitlines()[0][:120]}); "
                          "rebuild it from SQLite with Store.repair()", cli_hint=cli_hint) from None
+    if on_disk:  # a short lists file would be mapped past its end: a crash at the first probe there
+        lists = path.with_name(path.name + LISTS_SUFFIX)
+        wanted = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists).totsize
+        if lists.stat().st_size < wanted:
+            raise StoreError(f"{lists}: inverted lists file cut short ({lists.stat().st_size} of {wanted} bytes); "
+                             "rebuild it from SQLite with Store.repair()", cli_hint=cli_hint)
     _tune(index)
     return index
 

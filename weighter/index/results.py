@@ -45,6 +45,9 @@ class StoreInfo:
     deltas : int
         Writes kept as deltas beside the base index since it was written (``Store.optimize``
         folds them in).
+    lists_file : str or None
+        The base's inverted lists file (memory-mapped, FAISS's on-disk lists) where the base
+        keeps them on disk; None where they are inside ``faiss_file``.
 
     Examples
     --------
@@ -68,6 +71,7 @@ class StoreInfo:
     pair_prior: float | None = None
     pair_prior_fitted: bool = False
     deltas: int = 0
+    lists_file: str | None = None
 
     def to_dict(self) -> dict:
         """The fields as a JSON-ready dict."""

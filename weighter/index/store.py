@@ -36,6 +36,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -340,9 +341,14 @@ class Store:
                          index_type=self._meta("index_type"), nprobe=int(self._meta("nprobe") or 0) or None,
                          speech_gate=self.speech_gate, generation=self.generation,
                          faiss_file=self._faiss_name(self._base_generation()) if self.generation else None,
-                         deltas=len(json.loads(self._meta("deltas") or "[]")),
+                         deltas=len(json.loads(self._meta("deltas") or "[]")), lists_file=self._lists_file(),
                          scoring=self.scoring(), score_share=getattr(self.score_cohort(), "share", None),
                          **self._pair_prior())
+
+    def _lists_file(self) -> str | None:
+        """The base's on-disk inverted lists file's name, where it has one."""
+        name = self._faiss_name(self._base_generation()) + faiss_index.LISTS_SUFFIX
+        return name if self.generation and (self.directory / name).exists() else None
 
     def _pair_prior(self) -> dict:
         """``StoreInfo``'s pair_prior and pair_prior_fitted."""
@@ -527,14 +533,17 @@ class Store:
             except StoreError:  # a corrupt or missing FAISS or delta file: rebuild it from SQLite
                 live = None
             incremental = (not rebuild and index is not None and self._meta("index_type") == wanted and
-                           (not removed_ids or faiss_index.removes_in_place(index)))
+                           (not removed_ids or faiss_index.removes_in_place(index)) and
+                           not faiss_index.lists_wanted(index, total, self.map_from_bytes))
             if incremental:
                 if removed_ids:
                     index.remove_ids(np.array(removed_ids, dtype=np.int64))
                 if new_ids:
                     index.add_with_ids(np.stack(new_vectors).astype(np.float32), np.array(new_ids, dtype=np.int64))
-            else:
-                index = faiss_index.build_index(wanted, int(self._meta("embed_dim") or 256), active())
+            else:  # past map_from_bytes an IVF base keeps its lists in a file beside it
+                lists = self.directory / (self._faiss_name(self.generation + 1) + faiss_index.LISTS_SUFFIX)
+                index = faiss_index.build_index(wanted, int(self._meta("embed_dim") or 256), active(), lists,
+                                                self.map_from_bytes)
             self._tune_nprobe(index, retune=not incremental, active=active, factory=wanted)
             generation = self.generation + 1
             self._write_file(self._faiss_name(generation), functools.partial(faiss_index.write_index, index))
@@ -645,12 +654,14 @@ class Store:
         """Delete the index files the current generation does not use: those of a write that
         was killed before its commit, and, after a new base, the old base and its deltas."""
         base = self._base_generation()
-        keep = {self._faiss_name(base), self._stats_name(base), self._template_name(base),
-                *(self._delta_name(g) for g, _, _ in json.loads(self._meta("deltas") or "[]"))}
+        keep = {self._faiss_name(base), self._faiss_name(base) + faiss_index.LISTS_SUFFIX, self._stats_name(base),
+                self._template_name(base), *(self._delta_name(g) for g, _, _ in json.loads(self._meta("deltas") or "[]"))}
         for pattern in ("vectors-*.faiss*", "scores-*.npz*", "template-*.faiss*", "delta-*.npz*"):
             for path in self.directory.glob(pattern):
                 if path.name not in keep:
                     path.unlink(missing_ok=True)
+        for path in self.directory.glob(faiss_index.SHARDS_PREFIX + "*"):  # a build killed while merging
+            shutil.rmtree(path, ignore_errors=True)
 
     def _base_generation(self) -> int:
         """The generation of the base index files (a store from before deltas: the current one)."""
