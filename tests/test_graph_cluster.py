@@ -184,3 +184,37 @@ def test_a_fit_that_says_most_pairs_share_a_voice_is_not_believed(corpus_store, 
             fitted = pair_model.fit_store(store)
             assert fitted is not None and abs(fitted.prior - 0.05) < 0.01
             assert store.info().pair_prior_fitted is True
+
+
+def test_a_large_store_scores_a_seeded_sample_of_whole_files(tmp_path):
+    """Past ``max_slots`` active slots the base rate is fitted on a seeded draw of whole files
+    (asking SQLite only about the files drawn): at most ``max_slots`` slots, the same draw for
+    the same seed and store, another for another seed, each pair's best score as over all files."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_index import DIM, make_set
+    from weighter.index import Store
+    from weighter.index.pair_model import _sampled_files, file_pair_scores
+
+    basis = np.linalg.qr(np.random.default_rng(1).normal(size=(DIM, DIM)))[0].astype(np.float32)
+    rng = np.random.default_rng(3)
+    store = Store(tmp_path / "store", create=True)
+    with store.writing():
+        store.apply([(make_set(tmp_path / f"f{i}.wav", list(rng.choice(DIM, 1 + i % 3, replace=False)), basis, seed=i),
+                      f"h{i}") for i in range(80)])
+    with store.writing():
+        store.apply([], [tmp_path / f"f{i}.wav" for i in range(0, 80, 7)])  # gaps in the file ids
+    everyone = _sampled_files(store, 10_000, 0)
+    assert len(everyone) == 80 - len(range(0, 80, 7)) == store.info().files
+    sample = _sampled_files(store, 40, 0)
+    per_file = dict(store.db.execute("SELECT file_id, SUM(active) FROM slots GROUP BY file_id").fetchall())
+    assert 40 - 3 < sum(per_file[f] for f in sample) <= 40 and set(sample) <= set(everyone)
+    assert _sampled_files(store, 40, 0).tolist() == sample.tolist()
+    assert _sampled_files(store, 40, 1).tolist() != sample.tolist()
+    file_of, _, vectors = store.active_slots_of(sample.tolist())
+    cos = vectors @ vectors.T
+    truth = [cos[np.ix_(file_of == a, file_of == b)].max() for i, a in enumerate(sample) for b in sample[i + 1:]]
+    assert np.allclose(np.sort(file_pair_scores(store, max_slots=40)), np.sort(truth), atol=1e-5)
+    store.close()

@@ -477,7 +477,8 @@ class Store:
             gone = [str(Path(path).resolve()) for path in remove] + added_keys
             removed_ids = [r[0] for r in self._rows_in(
                 # files first (CROSS JOIN keeps the order): the planner otherwise walked every active slot
-                "SELECT s.id FROM files f CROSS JOIN slots s ON s.file_id = f.id WHERE f.path IN ({}) AND s.active = 1",
+                # and +active: without it SQLite took slots(active) for s, every active slot per file (0.8 s at 1M)
+                "SELECT s.id FROM files f CROSS JOIN slots s ON s.file_id = f.id WHERE f.path IN ({}) AND +s.active = 1",
                 gone)]
             self._rows_in("DELETE FROM files WHERE path IN ({})", gone)  # slots go too (ON DELETE CASCADE)
             new_vectors, new_ids, slot_rows = [], [], []
@@ -835,6 +836,17 @@ class Store:
             return np.frombuffer(b"".join(r[0] for r in rows), np.float32).reshape(-1, dim)
 
         return faiss_index.SlotSource(ids, read, dim, chunk or faiss_index.SOURCE_CHUNK)
+
+    def active_slot_count(self) -> int:
+        """Active slots, from meta where it holds the base's count and the deltas' (no table scan,
+        no index loaded); counted in SQLite otherwise.
+
+        Examples
+        --------
+        >>> Store("calls.store").active_slot_count()  # doctest: +SKIP
+        250000
+        """
+        return self._active_after(0, 0)
 
     def vector_count(self) -> int:
         """Active vectors in the FAISS index (cheap: no table scan)."""
