@@ -132,8 +132,8 @@ def build_index(factory: str, dim: int, source: SlotSource, lists: Path | None =
     source : SlotSource
     lists : Path, optional
         Where an IVF index keeps its inverted lists on disk when its codes and ids pass
-        ``lists_from_bytes`` (the index file's name plus ``LISTS_SUFFIX``: a reader finds them
-        beside it); None: in memory.
+        ``lists_from_bytes`` (``lists_path`` of the index file: a reader finds them beside
+        it); None: in memory.
     lists_from_bytes : int, optional
         Size from which ``lists`` is used (default: always, when given).
 
@@ -238,6 +238,11 @@ def _quiet_stdout():
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def lists_path(index_path: Path) -> Path:
+    """Where the index file ``index_path`` keeps its inverted lists when they are on disk."""
+    return index_path.with_name(index_path.name + LISTS_SUFFIX)
 
 
 def lists_wanted(index, vectors: int, from_bytes: int) -> bool:
@@ -422,7 +427,8 @@ def read_index(path: Path, cli_hint: str, mapped: bool = False):
 
     if not path.exists():
         return None
-    on_disk = path.with_name(path.name + LISTS_SUFFIX).exists()  # lists beside it: never changed in place
+    lists = lists_path(path)
+    on_disk = lists.exists()  # lists beside it: never changed in place
     try:
         if on_disk:
             with _quiet_stdout():  # FAISS prints where it found the lists
@@ -433,7 +439,6 @@ def read_index(path: Path, cli_hint: str, mapped: bool = False):
         raise StoreError(f"{path}: corrupt FAISS index ({str(error).splitlines()[0][:120]}); "
                          "rebuild it from SQLite with Store.repair()", cli_hint=cli_hint) from None
     if on_disk:  # a short lists file would be mapped past its end: a crash at the first probe there
-        lists = path.with_name(path.name + LISTS_SUFFIX)
         wanted = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists).totsize
         if lists.stat().st_size < wanted:
             raise StoreError(f"{lists}: inverted lists file cut short ({lists.stat().st_size} of {wanted} bytes); "
@@ -466,12 +471,11 @@ def check_index(live: LiveIndex, ids: np.ndarray, vectors: np.ndarray, recorded_
                 # compressed codes: near copies share a code, so a vector need not find itself
                 # first; its own code must still score it as itself (PQ32: 0.97 or more, another
                 # slot's about 0: a 1500-file test store)
-                if (own_code_scores(live, probe, expected) < OWN_CODE_SCORE).mean() > 0.05:
-                    problems.append("FAISS vectors differ from SQLite's embeddings")
+                wrong = own_code_scores(live, probe, expected) < OWN_CODE_SCORE
             else:
-                _, found = live.search(probe, 1)
-                if (found[:, 0] != expected).mean() > 0.05:
-                    problems.append("FAISS vectors differ from SQLite's embeddings")
+                wrong = live.search(probe, 1)[1][:, 0] != expected
+            if wrong.mean() > 0.05:
+                problems.append("FAISS vectors differ from SQLite's embeddings")
     return problems
 
 

@@ -204,13 +204,11 @@ def _sampled_files(store, max_slots: int, seed: int) -> np.ndarray:
         seen.update(draw)
         counts = dict(store._rows_in("SELECT file_id, COUNT(*) FROM slots WHERE +active = 1 AND file_id IN ({}) "
                                      "GROUP BY file_id", draw))
-        for file_id in draw:  # in the order drawn, so the sample does not depend on SQLite's order
-            if file_id in counts and total + counts[file_id] <= max_slots:
-                names.append(file_id)
-                total += counts[file_id]
-            elif file_id in counts:
-                total = max_slots  # the next file would pass max_slots: the sample is full
-                break
+        for file_id in (f for f in draw if f in counts):  # in the order drawn, not SQLite's
+            if total + counts[file_id] > max_slots:
+                return np.sort(np.array(names, np.int64))  # the next file would pass max_slots: full
+            names.append(file_id)
+            total += counts[file_id]
     return np.sort(np.array(names, np.int64))
 
 

@@ -347,7 +347,7 @@ class Store:
 
     def _lists_file(self) -> str | None:
         """The base's on-disk inverted lists file's name, where it has one."""
-        name = self._faiss_name(self._base_generation()) + faiss_index.LISTS_SUFFIX
+        name = self._lists_name(self._base_generation())
         return name if self.generation and (self.directory / name).exists() else None
 
     def _pair_prior(self) -> dict:
@@ -542,8 +542,8 @@ class Store:
                 if new_ids:
                     index.add_with_ids(np.stack(new_vectors).astype(np.float32), np.array(new_ids, dtype=np.int64))
             else:  # past map_from_bytes an IVF base keeps its lists in a file beside it
-                lists = self.directory / (self._faiss_name(self.generation + 1) + faiss_index.LISTS_SUFFIX)
-                index = faiss_index.build_index(wanted, int(self._meta("embed_dim") or 256), active(), lists,
+                index = faiss_index.build_index(wanted, int(self._meta("embed_dim") or 256), active(),
+                                                self.directory / self._lists_name(self.generation + 1),
                                                 self.map_from_bytes)
             self._tune_nprobe(index, retune=not incremental, active=active, factory=wanted)
             generation = self.generation + 1
@@ -655,7 +655,7 @@ class Store:
         """Delete the index files the current generation does not use: those of a write that
         was killed before its commit, and, after a new base, the old base and its deltas."""
         base = self._base_generation()
-        keep = {self._faiss_name(base), self._faiss_name(base) + faiss_index.LISTS_SUFFIX, self._stats_name(base),
+        keep = {self._faiss_name(base), self._lists_name(base), self._stats_name(base),
                 self._template_name(base), *(self._delta_name(g) for g, _, _ in json.loads(self._meta("deltas") or "[]"))}
         for pattern in ("vectors-*.faiss*", "scores-*.npz*", "template-*.faiss*", "delta-*.npz*"):
             for path in self.directory.glob(pattern):
@@ -671,6 +671,10 @@ class Store:
     @staticmethod
     def _faiss_name(generation: int) -> str:
         return f"vectors-{generation:06d}.faiss"
+
+    @classmethod
+    def _lists_name(cls, generation: int) -> str:  # a base's inverted lists where they are on disk
+        return faiss_index.lists_path(Path(cls._faiss_name(generation))).name
 
     @staticmethod
     def _stats_name(generation: int) -> str:
