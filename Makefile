@@ -17,7 +17,7 @@ system-deps:
 	@scripts/install-system-deps.sh
 
 # torch 2.14.1 + torchaudio 2.11.0: the pair that imports together on these machines.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml weighter/_ranking.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchaudio==2.11.0

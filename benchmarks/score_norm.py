@@ -34,8 +34,8 @@ MEAN_ONLY_SHARES = (0.05, 0.2)  # the cohort mean subtracted, no division by the
 @contextlib.contextmanager
 def mean_only(on: bool):
     """With ``on``, every spread is 1 (score = cos - the two sides' mean cohort cosine, averaged)."""
-    def stats(best):
-        mean, spread = top_stats(best)
+    def stats(cosines, top, compiled=True):
+        mean, spread = top_stats(cosines, top, compiled)
         return mean, np.ones_like(spread)
 
     top_stats = scoring.top_stats
@@ -59,7 +59,7 @@ def corpus_cohort_scores(items) -> tuple[np.ndarray, np.ndarray]:
     sims = v @ v.T
     other = np.where(owner[:, None] != owner[None, :], sims, -np.inf)
     top = max(2, int(round(0.1 * len(v))))
-    mean, spread = scoring.top_stats(-np.partition(-other, top - 1, axis=1)[:, :top])
+    mean, spread = scoring.top_stats(np.ascontiguousarray(other, np.float32), top)
     norm = scoring.normalised(sims, mean[:, None], spread[:, None], mean[None, :], spread[None, :])
     return best_per_file(norm, counts), shared_likes(items)
 

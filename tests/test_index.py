@@ -553,22 +553,37 @@ def test_errors_name_parameters_and_the_cli_adds_its_flags(store, tmp_path):
     assert f"on the command line: `weighter index info --store {store.directory} --check --repair`" in r.output
 
 
-def test_a_query_runs_its_products_and_search_on_one_thread(store, tmp_path, basis, monkeypatch):
+def test_a_query_runs_its_products_and_search_on_one_thread(tmp_path, basis, monkeypatch):
     # several BLAS / OpenMP threads wait on each other when another process holds a core:
     # index_speed.py --busy 1 measured a p99 ten times the quiet one; one thread per query avoids it
     from threadpoolctl import threadpool_info
 
-    seen = []
-    search = Store.search
+    import weighter.index.query as query_module
+    from weighter.scoring import Cohort
+
+    cohort = np.random.default_rng(4).normal(size=(100, DIM)).astype(np.float32)
+    store = Store(tmp_path / "store", create=True)
+    with store.writing():  # with a score cohort: the query slots' statistics are computed beside the search
+        store.apply([(make_set(tmp_path / f"{f}.wav", [f, f + 1], basis, seed=f), f"hash-{f}") for f in range(4)],
+                    score_cohort=Cohort(cohort / np.linalg.norm(cohort, axis=1, keepdims=True)))
+
+    seen, beside = [], []
+    search, stats = Store.search, query_module.cohort_stats
 
     def spy(self, vectors, k):
         seen.append({pool["internal_api"]: pool["num_threads"] for pool in threadpool_info()})
         return search(self, vectors, k)
 
+    def stats_spy(vectors, cohort):  # on the thread beside the search: its BLAS products
+        beside.append([pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"])
+        return stats(vectors, cohort)
+
     monkeypatch.setattr(Store, "search", spy)
+    monkeypatch.setattr(query_module, "cohort_stats", stats_spy)
     query = make_set(tmp_path / "q.flac", [0, 1], basis, seed=9)
     assert query_store(store, query, k=3)
     assert seen and all(threads == 1 for threads in seen[0].values())
+    assert beside and beside[0] and all(threads == 1 for threads in beside[0])
     assert any(pool["num_threads"] > 1 for pool in threadpool_info()) or os.cpu_count() == 1  # restored after
 
 

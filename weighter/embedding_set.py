@@ -8,9 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # the query's hot loops, compiled at install (weighter/_ranking.c); numpy runs them without
+    from weighter import _ranking
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _ranking = None
+
 
 def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float = 0.5,
-          min_seconds: float = 0.5) -> list[tuple[float, float]]:
+          min_seconds: float = 0.5, compiled: bool = True) -> list[tuple[float, float]]:
     """Where one slot is heard: the runs of its weighting at or above ``threshold``.
 
     Parameters
@@ -24,6 +29,8 @@ def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float 
     threshold : float, default 0.5
     min_seconds : float, default 0.5
         Shorter runs are left out.
+    compiled : bool, default True
+        Use weighter/_ranking.c where it was built; False: numpy (the reference).
 
     Returns
     -------
@@ -36,6 +43,9 @@ def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float 
     >>> spans(np.array([0, 0.9, 0.9, 0.9, 0.9, 0.9, 0, 0]), rate=2.0, duration=4.0) == [(0.5, 3.0)]
     True
     """
+    if compiled and _ranking is not None and isinstance(weighting, np.ndarray) and weighting.dtype == np.float32 \
+            and weighting.ndim == 1 and weighting.flags.c_contiguous:
+        return _ranking.spans(weighting, float(rate), float(duration), float(threshold), float(min_seconds))
     above = np.zeros(len(weighting) + 2, bool)  # (T + 2,): False before and after the timeline
     above[1:-1] = np.asarray(weighting) >= threshold
     edges = np.flatnonzero(above[1:] != above[:-1]).tolist()  # starts and ends of runs, alternating

@@ -23,6 +23,11 @@ from functools import cached_property
 
 import numpy as np
 
+try:  # the query's hot loops, compiled at install (weighter/_ranking.c); numpy runs them without
+    from weighter import _ranking
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _ranking = None
+
 COHORT_SIZE = 1000  # cohort slots a model file carries (a random sample of its training slots)
 TOP_SHARE = 0.2  # a slot's statistics: its best TOP_SHARE of cosines to the cohort (new model files)
 LEGACY_TOP_SHARE = 0.05  # the share of model files and stores from before the share was recorded
@@ -66,18 +71,43 @@ def cohort_stats(vectors: np.ndarray, cohort: Cohort | None, chunk: int = 4096) 
     (V,) float32 each; mean 0 and spread 1 (the raw cosine) without a cohort."""
     if cohort is None or len(cohort) < MIN_COHORT:
         return np.zeros(len(vectors), np.float32), np.ones(len(vectors), np.float32)
-    first = len(cohort) - cohort.top  # a row's best cosines sit at and after it once partitioned
-    parts = [top_stats(np.partition(np.asarray(vectors[start:start + chunk], np.float32) @ cohort.columns,
-                                    first, axis=1)[:, first:])  # (c, C) cosines -> their best
-             for start in range(0, len(vectors), chunk)]
+    parts = [top_stats(np.asarray(vectors[start:start + chunk], np.float32) @ cohort.columns, cohort.top)
+             for start in range(0, len(vectors), chunk)]  # (c, C) cosines -> their best's statistics
     if len(parts) == 1:  # a query's few slots: no copies
         return parts[0]
     return (np.concatenate([m for m, _ in parts]) if parts else np.zeros(0, np.float32),
             np.concatenate([s for _, s in parts]) if parts else np.ones(0, np.float32))
 
 
-def top_stats(best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and spread of each row of best cosines (R, top)."""
+def top_stats(cosines: np.ndarray, top: int, compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread (at least MIN_SPREAD) of each row's ``top`` largest values.
+
+    Parameters
+    ----------
+    cosines : ndarray of shape (R, C), float32
+        Reordered in place by the compiled path.
+    top : int
+        1 to C.
+    compiled : bool, default True
+        Use weighter/_ranking.c where it was built; False: numpy (the reference).
+
+    Returns
+    -------
+    mean, spread : ndarray of shape (R,), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mean, spread = top_stats(np.array([[0.1, 0.9, 0.5, 0.7]], np.float32), 2)
+    >>> [round(float(mean[0]), 3), round(float(spread[0]), 3)]
+    [0.8, 0.1]
+    """
+    if compiled and _ranking is not None and cosines.dtype == np.float32 and cosines.flags.c_contiguous:
+        mean, spread = np.empty(len(cosines), np.float32), np.empty(len(cosines), np.float32)
+        _ranking.top_stats(cosines, top, MIN_SPREAD, mean, spread)
+        return mean, spread
+    first = cosines.shape[1] - top  # a row's best values sit at and after it once partitioned
+    best = np.partition(cosines, first, axis=1)[:, first:]
     return best.mean(1).astype(np.float32), np.maximum(best.std(1), MIN_SPREAD).astype(np.float32)
 
 

@@ -14,7 +14,10 @@ and their weightings give the time spans where the like is heard in both files.
 
 from __future__ import annotations
 
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,7 +25,7 @@ import numpy as np
 from weighter.embedding_set import EmbeddingSet, spans
 from weighter.index.pair_model import store_calibration
 from weighter.index.store import SLOT_BITS, Store
-from weighter.scoring import normalised
+from weighter.scoring import _ranking, cohort_stats, normalised
 
 
 # Compressed codes: the RESCORE_FILES * k best files by code are re-scored from SQLite (each
@@ -161,8 +164,45 @@ def _one_thread():
 
     modules = len(sys.modules)  # an import since the last scan may have loaded another BLAS or OpenMP
     if _POOLS is None or _POOLS[0] != modules:
-        _POOLS = (modules, ThreadpoolController())
-    return _POOLS[1].limit(limits=1)
+        _POOLS = (modules, ThreadpoolController().lib_controllers)
+    return _limited(_POOLS[1])
+
+
+@contextmanager
+def _limited(pools: list):
+    """Each of threadpoolctl's ``pools`` on one thread inside the block, as it was after it
+    (what ``ThreadpoolController.limit`` does, without its report of every library: 6 against
+    14 us a query)."""
+    before = [pool.num_threads for pool in pools]
+    for pool, threads in zip(pools, before):
+        if threads != 1:
+            pool.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for pool, threads in zip(pools, before):
+            if threads != 1:
+                pool.set_num_threads(threads)
+
+
+_BESIDE = None  # (process id, the thread that computes a query's cohort statistics)
+
+
+def _beside() -> ThreadPoolExecutor:
+    """One thread that works beside a query's FAISS search, which releases the GIL: the query
+    slots' cohort statistics (a product with 1000 cohort slots read from memory after the search
+    evicted them from the caches, 0.1-0.2 ms) cost nothing in wall time on a second core. One
+    per process: a forked child makes its own."""
+    global _BESIDE
+    if _BESIDE is None or _BESIDE[0] != os.getpid():
+        _BESIDE = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="weighter-cohort"))
+    return _BESIDE[1]
+
+
+def _stats_beside(vectors: np.ndarray, cohort) -> tuple[np.ndarray, np.ndarray]:
+    """``cohort_stats`` on the thread beside the search, its BLAS and OpenMP on one thread too."""
+    with _one_thread():
+        return cohort_stats(vectors, cohort)
 
 
 def _search_slots(query: EmbeddingSet, slot: int | None) -> np.ndarray:
@@ -184,8 +224,10 @@ def _query(store: Store, queries: list[EmbeddingSet], k: int, slot_choice: list[
     if store.vector_count() == 0:
         return [[] for _ in queries]
     vectors = np.concatenate([q.embeddings[s] for q, s in zip(queries, slots)])  # (sum Q, E)
-    stats = store.query_stats(vectors)  # None: raw cosines
+    cohort = store.score_cohort()  # None: raw cosines
+    stats = None if cohort is None else _beside().submit(_stats_beside, vectors, cohort)  # while FAISS searches
     cosines, ids = store.search(vectors, search_depth(store, k, exclude_self))  # (sum Q, K) each
+    stats = None if stats is None else stats.result()
     calibration = store_calibration(store)  # score -> p at the store's base rate; None: no p
     bounds = np.cumsum([0] + [len(s) for s in slots])
     rankings = []
@@ -201,33 +243,19 @@ def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndar
     """One query's files from its slots' FAISS hits (``cosines``, ``ids``: (Q, K)), best first."""
     from weighter.index import speakers  # it searches through this module
 
-    keep = ids >= 0  # (Q, K): FAISS pads with -1 where it found fewer
     own = store.file_id(query.path) if exclude_self else None
-    if own is not None:
-        keep &= ids >> SLOT_BITS != own
-    rows = np.nonzero(keep)[0]  # (H,) each hit's query slot row
-    hit_ids, cosines = ids[keep], cosines[keep]
-    files, stored_slots = store.owners(hit_ids)  # vector ids encode them
-    scores = _scores(store, cosines, query_stats, rows, hit_ids)
-    order = np.lexsort((-scores, files))  # by file, then best first: one sort
-    ordered = files[order]
-    pick = order[np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]  # each file's best hit but the first file's
-    pick = np.concatenate([order[:1], pick])  # files in ascending id order
     if store.exact_scores():
-        pick = pick[np.argsort(-scores[pick], kind="stable")[:k]]
-        top = list(zip(files[pick].tolist(), zip(scores[pick].tolist(), cosines[pick].tolist(), rows[pick].tolist(),
-                                                stored_slots[pick].tolist())))
+        top = file_hits(store, cosines, ids, query_stats, own, k)
     else:  # compressed vectors (PQ, 8-bit): re-score the best candidate files by code exactly
-        pick = pick[np.argsort(-scores[pick], kind="stable")[:RESCORE_FILES * k]]
-        best = _rescore(store, vectors, query_stats, files[pick].tolist())
-        top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+        candidates = file_hits(store, cosines, ids, query_stats, own, RESCORE_FILES * k)
+        top = _rescore(store, vectors, query_stats, [hit[0] for hit in candidates])[:k]
     run = store.run_id()
     names = speakers.group_names(store, run) if run is not None else {}
-    details = store.slot_timelines([store.slot_id(f, s_slot) for f, (_, _, _, s_slot) in top], run)
-    query_spans = {q: query.spans(int(slots[q])) for q in {q for _, (_, _, q, _) in top}}
-    probs = None if calibration is None else calibration.probability([score for _, (score, _, _, _) in top])
+    details = store.slot_timelines([store.slot_id(f, s_slot) for f, _, _, _, s_slot in top], run)
+    query_spans = {q: query.spans(int(slots[q])) for q in {q for _, _, _, q, _ in top}}
+    probs = None if calibration is None else calibration.probability([score for _, score, _, _, _ in top])
     matches = []
-    for i, (file_id, (score, cosine, q, s_slot)) in enumerate(top):
+    for i, (file_id, score, cosine, q, s_slot) in enumerate(top):
         path, duration, weighting, rate, *group = details[store.slot_id(file_id, s_slot)]
         group = group[0] if group else None
         prob = None if probs is None else round(float(probs[i]), 4)
@@ -253,9 +281,62 @@ def _scores(store: Store, cosines: np.ndarray, query_stats, rows: np.ndarray, ve
     return normalised(cosines, query_stats[0][rows], query_stats[1][rows], mean, spread)
 
 
-def _rescore(store: Store, vectors: np.ndarray, query_stats, file_ids: list[int]) -> dict:
+def file_hits(store: Store, cosines: np.ndarray, ids: np.ndarray, query_stats, exclude: int | None, want: int,
+              compiled: bool = True) -> list[tuple[int, float, float, int, int]]:
+    """Each stored file's best hit among one query's FAISS hits, the best ``want`` files.
+
+    Parameters
+    ----------
+    store : Store
+        Whose slot statistics normalise the hits' cosines.
+    cosines, ids : ndarray of shape (Q, K)
+        The query slots' FAISS hits (``Store.search``): cosines (float32) and vector ids (int64,
+        -1 where FAISS found fewer).
+    query_stats : (ndarray, ndarray) or None
+        The query slots' (mean, spread) against the score cohort, (Q,) each; None: raw cosines.
+    exclude : int or None
+        A file id left out (the query's own).
+    want : int
+        At most this many files.
+    compiled : bool, default True
+        Use weighter/_ranking.c where it was built; False: numpy (the reference).
+
+    Returns
+    -------
+    list of (file id, score, cosine, query slot row, stored slot)
+        By descending score, then ascending file id.
+
+    Examples
+    --------
+    >>> cosines, ids = store.search(query.embeddings, 88)  # doctest: +SKIP
+    >>> file_hits(store, cosines, ids, store.query_stats(query.embeddings), None, 3)  # doctest: +SKIP
+    [(12, 6.1, 0.83, 0, 1), (40, 2.3, 0.61, 2, 0), (7, 0.4, 0.42, 1, 3)]
+    """
+    table = None if query_stats is None else store.stats_table()
+    if compiled and _ranking is not None and (query_stats is None or table is not None):
+        stats = (None, None) if query_stats is None else tuple(np.ascontiguousarray(a, np.float32) for a in query_stats)
+        return _ranking.best_files(np.ascontiguousarray(cosines, np.float32), np.ascontiguousarray(ids, np.int64),
+                                   *stats, table, -1 if exclude is None else int(exclude),
+                                   int(want), SLOT_BITS)
+    keep = ids >= 0  # (Q, K): FAISS pads with -1 where it found fewer
+    if exclude is not None:
+        keep &= ids >> SLOT_BITS != exclude
+    rows = np.nonzero(keep)[0]  # (H,) each hit's query slot row
+    hit_ids, cosines = ids[keep], cosines[keep]
+    files, stored_slots = store.owners(hit_ids)  # vector ids encode them
+    scores = _scores(store, cosines, query_stats, rows, hit_ids)
+    order = np.lexsort((-scores, files))  # by file, then best first: one sort
+    ordered = files[order]
+    pick = order[np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]  # each file's best hit but the first file's
+    pick = np.concatenate([order[:1], pick])  # files in ascending id order
+    pick = pick[np.argsort(-scores[pick], kind="stable")[:want]]
+    return list(zip(files[pick].tolist(), scores[pick].tolist(), cosines[pick].tolist(), rows[pick].tolist(),
+                    stored_slots[pick].tolist()))
+
+
+def _rescore(store: Store, vectors: np.ndarray, query_stats, file_ids: list[int]) -> list[tuple]:
     """Exact best pair score over (query slot, stored active slot) pairs for every candidate
-    file: file id -> (score, cosine, query slot row, stored slot)."""
+    file: (file id, score, cosine, query slot row, stored slot), by descending score."""
     file_of, slot_of, emb = store.active_slots_of(file_ids)
     sims = vectors @ emb.T  # (Q, S)
     q_rows, cols = np.indices(sims.shape).reshape(2, -1)
@@ -267,7 +348,7 @@ def _rescore(store: Store, vectors: np.ndarray, query_stats, file_ids: list[int]
         f = int(file_of[col])
         if f not in out or scores[q, col] > out[f][0]:
             out[f] = (float(scores[q, col]), float(sims[q, col]), q, int(slot_of[col]))
-    return out
+    return sorted(((f, *best) for f, best in out.items()), key=lambda hit: -hit[1])
 
 
 def matches_json(query: EmbeddingSet, matches: list[Match]) -> dict:

@@ -90,13 +90,13 @@ def slot_stats(stats: dict, vector_ids: np.ndarray, owners) -> tuple[np.ndarray,
     vector_ids = np.asarray(vector_ids, np.int64)
     table = stats_table(stats, owners)
     if table is not None:  # by file id and slot number (a query's scoring at 1M vectors: 0.66 -> 0.19 ms)
-        mean, spread = table
         files, slots = owners(vector_ids)
-        if len(files) and files.max() < mean.shape[0] and slots.max() < mean.shape[1] and files.min() >= 0:
-            return mean[files, slots], spread[files, slots]  # the usual case: every id in the table
-        inside = (files < mean.shape[0]) & (slots < mean.shape[1])
-        files, slots = np.where(inside, files, 0), np.where(inside, slots, 0)
-        return np.where(inside, mean[files, slots], 0.0), np.where(inside, spread[files, slots], 1.0)
+        if len(files) and files.max() < table.shape[0] and slots.max() < table.shape[1] and files.min() >= 0:
+            cells = table[files, slots]  # the usual case: every id in the table
+            return cells[:, 0], cells[:, 1]
+        inside = (files < table.shape[0]) & (slots < table.shape[1])
+        cells = table[np.where(inside, files, 0), np.where(inside, slots, 0)]
+        return np.where(inside, cells[:, 0], 0.0), np.where(inside, cells[:, 1], 1.0)
     order = np.argsort(vector_ids)  # sorted keys search faster
     pos = np.empty(len(vector_ids), np.int64)
     pos[order] = np.searchsorted(stats["ids"], vector_ids[order])
@@ -106,16 +106,19 @@ def slot_stats(stats: dict, vector_ids: np.ndarray, owners) -> tuple[np.ndarray,
             np.where(found, stats["spread"][pos], 1.0).astype(np.float32))
 
 
-def stats_table(stats: dict, owners) -> tuple[np.ndarray, np.ndarray] | None:
-    """The scores' mean and spread as (file id, slot number) tables (mean 0 and spread 1 where
-    a slot has no statistics), made on first use and kept in ``stats``; None where ids are so
-    sparse (files removed and added many times) that the tables would take over DENSE_LIMIT
-    cells per slot: lookups then search the sorted ids."""
+def stats_table(stats: dict, owners) -> np.ndarray | None:
+    """The scores' mean and spread by (file id, slot number): (F, S, 2) float32, mean 0 and
+    spread 1 where a slot has no statistics (a slot's two values side by side: one memory read
+    for both), made on first use and kept in ``stats``; None where ids are so sparse (files
+    removed and added many times) that the table would take over DENSE_LIMIT cells per slot:
+    lookups then search the sorted ids."""
     if "table" not in stats:
         files, slots = owners(stats["ids"])
         shape = (int(files.max()) + 1, int(slots.max()) + 1) if len(files) else (0, 0)
         stats["table"] = None
         if len(files) and shape[0] * shape[1] <= DENSE_LIMIT * len(files):
-            stats["table"] = (np.zeros(shape, np.float32), np.ones(shape, np.float32))
-            stats["table"][0][files, slots], stats["table"][1][files, slots] = stats["mean"], stats["spread"]
+            table = np.zeros((*shape, 2), np.float32)
+            table[..., 1] = 1.0
+            table[files, slots, 0], table[files, slots, 1] = stats["mean"], stats["spread"]
+            stats["table"] = table
     return stats["table"]

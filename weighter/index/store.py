@@ -782,16 +782,36 @@ class Store:
     def slot_stats(self, vector_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Stored slots' normalisation statistics (mean, spread), or None where queries score
         raw cosines (no score cohort). Raises StoreError for a corrupt or missing scores file."""
+        stats = self._scoring_stats()
+        return None if stats is None else score_stats.slot_stats(stats, vector_ids, self.owners)
+
+    def stats_table(self) -> np.ndarray | None:
+        """Stored slots' normalisation statistics by (file id, slot number): (F, S, 2) float32,
+        mean and spread (0 and 1 where a slot has none); None where queries score raw cosines or
+        the ids are too sparse for a table (``slot_stats`` then searches them). Raises
+        StoreError for a corrupt or missing scores file.
+
+        Examples
+        --------
+        >>> mean, spread = store.stats_table()[file_id, 0]  # doctest: +SKIP
+        >>> round(float(mean), 2), round(float(spread), 2)  # doctest: +SKIP
+        (0.31, 0.05)
+        """
+        stats = self._scoring_stats()
+        return None if stats is None else self._stats_table(stats)
+
+    def _scoring_stats(self) -> dict | None:
+        """The score statistics queries need, or None where they score raw cosines (no cohort)."""
         if self.score_cohort() is None:
             return None
         stats = self._load_stats()
         if stats is None:
             raise StoreError(f"{self.directory}: scores file {self._stats_name(self.generation)} is missing; "
                              "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint)
-        return score_stats.slot_stats(stats, vector_ids, self.owners)
+        return stats
 
-    def _stats_table(self, stats: dict) -> tuple[np.ndarray, np.ndarray] | None:
-        """The scores' (file id, slot number) tables, or None (``score_stats.stats_table``)."""
+    def _stats_table(self, stats: dict) -> np.ndarray | None:
+        """The scores' (file id, slot number) table, or None (``score_stats.stats_table``)."""
         return score_stats.stats_table(stats, self.owners)
 
     def query_stats(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

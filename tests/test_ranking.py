@@ -1,0 +1,112 @@
+"""The query's compiled hot loops (weighter/_ranking.c) give what their numpy references give."""
+
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from weighter import scoring
+from weighter.embedding_set import spans
+from weighter.index import Store, query_store
+from weighter.index.query import file_hits
+from weighter.index.store import SLOT_BITS
+from weighter.scoring import Cohort, top_stats
+
+from test_scoring import one_set, unit
+
+DIM = 32
+
+
+def test_the_extension_is_built():
+    # `make test` installs with a C compiler: a missing module would mean slower queries unseen
+    assert scoring._ranking is not None
+
+
+@pytest.mark.parametrize("rows, columns, top", [(8, 1000, 200), (3, 50, 1), (5, 40, 40), (1, 7, 3)])
+def test_top_stats_equal_numpys(rows, columns, top):
+    rng = np.random.default_rng(columns)
+    cosines = rng.uniform(-1, 1, (rows, columns)).astype(np.float32)
+    cosines[0, : columns // 2] = 0.25  # ties across the cut
+    mean, spread = top_stats(cosines.copy(), top)
+    want_mean, want_spread = top_stats(cosines.copy(), top, compiled=False)
+    assert np.allclose(mean, want_mean, atol=1e-6) and np.allclose(spread, want_spread, atol=1e-6)
+    assert spread.min() >= scoring.MIN_SPREAD
+
+
+def test_top_stats_floor_a_constant_row():
+    mean, spread = top_stats(np.full((2, 30), 0.5, np.float32), 6)
+    assert mean.tolist() == [0.5, 0.5] and spread.tolist() == pytest.approx([scoring.MIN_SPREAD] * 2)
+
+
+def small_store(tmp_path, cohort: bool, files: int = 40, slots: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    voices = unit(rng.normal(size=(12, DIM)))
+    sets = []
+    for f in range(files):  # each file: a few of the 12 voices, heard afresh
+        rows = unit(voices[rng.choice(12, slots, replace=False)] + 0.4 * unit(rng.normal(size=(slots, DIM))))
+        sets.append((one_set(tmp_path / f"f{f:03d}.wav", rows), f"hash-{f}"))
+    store = Store(tmp_path / "store", create=True)
+    with store.writing():
+        store.apply(sets, score_cohort=Cohort(unit(rng.normal(size=(100, DIM)))) if cohort else None)
+    return store, voices
+
+
+@pytest.mark.parametrize("cohort", [True, False])
+def test_file_hits_equal_numpys(tmp_path, cohort):
+    store, voices = small_store(tmp_path, cohort)
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        query = unit(voices[rng.choice(12, 4, replace=False)] + 0.4 * unit(rng.normal(size=(4, DIM))))
+        cosines, ids = store.search(query, 30)
+        if trial % 3 == 0:  # FAISS's padding where it found fewer
+            cosines[:, -5:], ids[:, -5:] = -3.4e38, -1
+        if trial % 4 == 1:  # an id past the statistics table: mean 0, spread 1
+            ids[0, 0] = Store.slot_id(10_000, 1)
+        stats = store.query_stats(query)
+        exclude = int(ids[1, 0] >> SLOT_BITS) if trial % 2 else None
+        for want in (1, 5, 200):
+            got = file_hits(store, cosines, ids, stats, exclude, want)
+            assert got == file_hits(store, cosines, ids, stats, exclude, want, compiled=False)
+        assert exclude not in [hit[0] for hit in got] and len({hit[0] for hit in got}) == len(got)
+
+
+def test_file_hits_break_ties_as_numpy_does(tmp_path):
+    store, _ = small_store(tmp_path, cohort=False)
+    ids = np.array([[Store.slot_id(7, 0), Store.slot_id(3, 1), Store.slot_id(3, 2), Store.slot_id(9, 0)]])
+    cosines = np.array([[0.5, 0.5, 0.5, 0.9]], np.float32)
+    got = file_hits(store, cosines, ids, None, None, 10)
+    assert got == file_hits(store, cosines, ids, None, None, 10, compiled=False)
+    assert [(f, s) for f, _, _, _, s in got] == [(9, 0), (3, 1), (7, 0)]  # equal scores: lower file id first
+
+
+def test_spans_equal_numpys():
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        weighting = rng.uniform(0, 1, rng.integers(0, 60)).astype(np.float32)
+        if trial % 5 == 0:
+            weighting[:] = 0.9  # one run over the whole timeline
+        rate, duration = float(rng.choice([1.0, 3.0, 10.0, 12.5])), float(rng.uniform(0.5, 8))
+        threshold, least = float(rng.choice([0.3, 0.5, 0.7])), float(rng.choice([0.0, 0.2, 0.5]))
+        assert spans(weighting, rate, duration, threshold, least) == \
+            spans(weighting, rate, duration, threshold, least, compiled=False)
+
+
+def _query_in_child(directory, path, out):
+    with Store(directory, read_only=True) as store:
+        query = store.embedding_set(store.file_id(path))
+        out.put([m.file for m in query_store(store, query, k=5)])
+
+
+def test_a_forked_process_queries_after_its_parent(tmp_path):
+    # queries compute cohort statistics on a thread beside FAISS: a forked child needs its own
+    store, _ = small_store(tmp_path, cohort=True)
+    query = store.embedding_set(store.file_id(tmp_path / "f000.wav"))
+    parent = [m.file for m in query_store(store, query, k=5)]
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_query_in_child, args=(store.directory, str(tmp_path / "f000.wav"), out), daemon=True)
+    child.start()
+    child.join(60)
+    if child.is_alive():  # hung: its thread pool thought the parent's thread was its own
+        child.kill()
+    assert child.exitcode == 0 and out.get(timeout=5) == parent
