@@ -110,3 +110,26 @@ def test_a_forked_process_queries_after_its_parent(tmp_path):
     if child.is_alive():  # hung: its thread pool thought the parent's thread was its own
         child.kill()
     assert child.exitcode == 0 and out.get(timeout=5) == parent
+
+
+def test_a_query_never_waits_for_the_thread_beside_its_search(tmp_path, monkeypatch):
+    # another process may hold the core of the thread that computes the query's cohort
+    # statistics: a query whose search ends first computes them itself
+    import threading
+
+    import weighter.index.query as query_module
+
+    store, _ = small_store(tmp_path, cohort=True)
+    query = store.embedding_set(store.file_id(tmp_path / "f000.wav"))
+    expected = query_store(store, query, k=5)
+    release, waited, real = threading.Event(), [], query_module._stats_beside
+
+    def held(vectors, cohort):
+        waited.append(not release.wait(20))  # True: nobody released it, so the query waited 20 s
+        return real(vectors, cohort)
+
+    monkeypatch.setattr(query_module, "_stats_beside", held)
+    got = query_store(store, query, k=5)
+    waited_then = list(waited)
+    release.set()
+    assert waited_then == [] and got == expected
