@@ -64,7 +64,7 @@ def test_file_hits_equal_numpys(tmp_path, cohort):
             ids[0, 0] = Store.slot_id(10_000, 1)
         stats = store.query_stats(query)
         exclude = int(ids[1, 0] >> SLOT_BITS) if trial % 2 else None
-        for want in (1, 5, 200):
+        for want in (1, 5, 200, 10**12):  # a huge k allocates nothing more
             got = file_hits(store, cosines, ids, stats, exclude, want)
             assert got == file_hits(store, cosines, ids, stats, exclude, want, compiled=False)
         assert exclude not in [hit[0] for hit in got] and len({hit[0] for hit in got}) == len(got)

@@ -141,6 +141,8 @@ static PyObject *best_files(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_ssize_t hits = rows * depth, bits = 4;
+    if (want > hits)  /* never more files than hits: a huge k allocates nothing more */
+        want = hits;
     while (((Py_ssize_t)1 << bits) < 2 * hits)
         bits++;
     Py_ssize_t capacity = (Py_ssize_t)1 << bits;  /* open addressing, at most half full */
