@@ -133,3 +133,19 @@ def test_a_query_never_waits_for_the_thread_beside_its_search(tmp_path, monkeypa
     waited_then = list(waited)
     release.set()
     assert waited_then == [] and got == expected
+
+
+def test_file_hits_without_a_statistics_table_equal_those_with_one(tmp_path, monkeypatch):
+    # ids too sparse for a (file, slot) table (files removed and added many times): the
+    # statistics come from a search of the sorted ids and the ranking is numpy's
+    import weighter.index.score_stats as score_stats
+
+    store, voices = small_store(tmp_path, cohort=True)
+    query = unit(voices[:3] + 0.4 * unit(np.random.default_rng(8).normal(size=(3, DIM))))
+    cosines, ids = store.search(query, 30)
+    stats = store.query_stats(query)
+    with_table = file_hits(store, cosines, ids, stats, None, 10)
+    monkeypatch.setattr(score_stats, "DENSE_LIMIT", 0)
+    store._load_stats().pop("table")  # made by the first ranking: make it again, now refused
+    assert store.stats_table() is None
+    assert file_hits(store, cosines, ids, stats, None, 10) == with_table
