@@ -335,7 +335,8 @@ class Store:
         5
         """
         files, seconds = self.db.execute("SELECT COUNT(*), COALESCE(SUM(duration), 0) FROM files").fetchone()
-        slots, active = self.db.execute("SELECT COUNT(*), COALESCE(SUM(active), 0) FROM slots").fetchone()
+        slots = self.db.execute("SELECT COUNT(*) FROM slots").fetchone()[0]  # SQLite counts a b-tree's entries fast
+        active = self.active_slot_count()  # from meta: summing the active flags walks every slot (0.05 s at 1M)
         return StoreInfo(store=str(self.directory), model_id=self.model_id, files=files,
                          audio_seconds=round(seconds, 2), slots=slots, active_slots=active,
                          index_type=self._meta("index_type"), nprobe=int(self._meta("nprobe") or 0) or None,
