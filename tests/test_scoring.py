@@ -204,3 +204,22 @@ def test_stores_and_model_files_from_before_the_share_was_recorded_keep_theirs(t
     q_mean, _ = legacy.query_stats(query.embeddings)
     expected, _ = cohort_stats(query.embeddings, Cohort(cohort.vectors, LEGACY_TOP_SHARE))
     assert q_mean == pytest.approx(expected, abs=1e-5)
+
+
+def test_info_says_how_queries_score_without_loading_the_faiss_index(tmp_path, monkeypatch):
+    # `weighter index info` on a large store read the whole FAISS index to say "s-norm"
+    import weighter.index.faiss_index as faiss_index
+
+    files, cohort = hub_corpus()
+    store = store_of(tmp_path, files, cohort)
+    path = store.directory / store._stats_name(store.generation)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the FAISS index was read")
+
+    monkeypatch.setattr(faiss_index, "read_index", refused)
+    assert Store(store.directory, read_only=True).info().scoring == "s-norm"
+    path.write_bytes(b"garbage")
+    assert Store(store.directory, read_only=True).info().scoring == "cosine (corrupt scores file: repair)"
+    path.unlink()
+    assert Store(store.directory, read_only=True).info().scoring == "cosine (scores file missing: repair)"

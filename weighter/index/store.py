@@ -772,13 +772,23 @@ class Store:
         return self._live_pair()[1]
 
     def scoring(self) -> str:
-        """How queries score slot pairs: "s-norm" (against the model's score cohort) or "cosine"."""
+        """How queries score slot pairs: "s-norm" (against the model's score cohort) or "cosine".
+        Asks the statistics this thread holds, else reads the base's scores file alone (not the
+        FAISS index: 0.39 of `weighter index info`'s 0.8 s at 1M slots)."""
         if self.score_cohort() is None:
             return "cosine"
+        missing = "cosine (scores file missing: repair)"
+        live = self._view().get("live") if self.generation else None
+        if live is not None:
+            return "s-norm" if live[1] is not None else missing
+        path = self.directory / self._stats_name(self._base_generation())
+        if not self.generation or not path.exists():
+            return missing
         try:
-            return "s-norm" if self._load_stats() is not None else "cosine (scores file missing: repair)"
+            score_stats.read_stats(path, self._repair_hint)
         except StoreError:
             return "cosine (corrupt scores file: repair)"
+        return "s-norm"
 
     def slot_stats(self, vector_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Stored slots' normalisation statistics (mean, spread), or None where queries score
