@@ -8,10 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # the query's hot loops, compiled at install (weighter/_ranking.c); numpy runs them without
-    from weighter import _ranking
-except ImportError:  # pragma: no cover - an install without a C compiler
-    _ranking = None
+from weighter.scoring import _ranking  # the compiled loops, or None: numpy runs them
 
 
 def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float = 0.5,

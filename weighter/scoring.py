@@ -71,12 +71,14 @@ def cohort_stats(vectors: np.ndarray, cohort: Cohort | None, chunk: int = 4096) 
     (V,) float32 each; mean 0 and spread 1 (the raw cosine) without a cohort."""
     if cohort is None or len(cohort) < MIN_COHORT:
         return np.zeros(len(vectors), np.float32), np.ones(len(vectors), np.float32)
-    parts = [top_stats(np.asarray(vectors[start:start + chunk], np.float32) @ cohort.columns, cohort.top)
-             for start in range(0, len(vectors), chunk)]  # (c, C) cosines -> their best's statistics
-    if len(parts) == 1:  # a query's few slots: no copies
-        return parts[0]
-    return (np.concatenate([m for m, _ in parts]) if parts else np.zeros(0, np.float32),
-            np.concatenate([s for _, s in parts]) if parts else np.ones(0, np.float32))
+    if len(vectors) <= chunk:  # a query's few slots: one product, no copies
+        return top_stats(np.asarray(vectors, np.float32) @ cohort.columns, cohort.top)
+    mean = np.zeros(len(vectors), np.float32)
+    spread = np.ones(len(vectors), np.float32)
+    for start in range(0, len(vectors), chunk):  # (c, C) cosines -> their best's statistics
+        sims = np.asarray(vectors[start:start + chunk], np.float32) @ cohort.columns
+        mean[start:start + chunk], spread[start:start + chunk] = top_stats(sims, cohort.top)
+    return mean, spread
 
 
 def top_stats(cosines: np.ndarray, top: int, compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -743,9 +743,7 @@ class Store:
             template_path = self.directory / self._template_name(base)
             template = faiss_index.read_index(template_path, self._repair_hint) if template_path.exists() else None
             live, done = faiss_index.LiveIndex(index, template), 0
-            stats = None
-            if self.score_cohort() is not None and (self.directory / self._stats_name(base)).exists():
-                stats = score_stats.read_stats(self.directory / self._stats_name(base), self._repair_hint)
+            stats = self._read_base_stats(base)
         for g in deltas[done:]:
             delta = score_stats.read_arrays(self.directory / self._delta_name(g), "delta file", self._repair_hint)
             live = live.extended(delta["ids"], delta["vectors"], delta["removed"], g)
@@ -777,18 +775,23 @@ class Store:
         FAISS index: 0.39 of `weighter index info`'s 0.8 s at 1M slots)."""
         if self.score_cohort() is None:
             return "cosine"
-        missing = "cosine (scores file missing: repair)"
         live = self._view().get("live") if self.generation else None
-        if live is not None:
-            return "s-norm" if live[1] is not None else missing
-        path = self.directory / self._stats_name(self._base_generation())
-        if not self.generation or not path.exists():
-            return missing
         try:
-            score_stats.read_stats(path, self._repair_hint)
+            if live is not None:
+                stats = live[1]
+            else:
+                stats = self._read_base_stats(self._base_generation()) if self.generation else None
         except StoreError:
             return "cosine (corrupt scores file: repair)"
-        return "s-norm"
+        return "s-norm" if stats is not None else "cosine (scores file missing: repair)"
+
+    def _read_base_stats(self, base: int) -> dict | None:
+        """The score statistics of base generation ``base`` from its scores file (its deltas'
+        not included); None without a cohort or a file. StoreError for a corrupt file."""
+        path = self.directory / self._stats_name(base)
+        if self.score_cohort() is None or not path.exists():
+            return None
+        return score_stats.read_stats(path, self._repair_hint)
 
     def slot_stats(self, vector_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Stored slots' normalisation statistics (mean, spread), or None where queries score
@@ -817,7 +820,7 @@ class Store:
             return None
         stats = self._load_stats()
         if stats is None:
-            raise StoreError(f"{self.directory}: scores file {self._stats_name(self.generation)} is missing; "
+            raise StoreError(f"{self.directory}: scores file {self._stats_name(self._base_generation())} is missing; "
                              "rebuild it from SQLite with Store.repair()", cli_hint=self._repair_hint)
         return stats
 
