@@ -91,6 +91,28 @@ def test_spans_equal_numpys():
             spans(weighting, rate, duration, threshold, least, compiled=False)
 
 
+def test_spans_of_float16_weightings_equal_numpys():
+    every_half = np.arange(1 << 16, dtype=np.uint16).view(np.float16)  # zeros, subnormals, normals, inf, NaN
+    for threshold in (0.5, 0.3, -2.0, 3e-8, 1e-5, 70000.0):  # 0.3 is no float16; 3e-8 sits among the subnormals
+        assert spans(every_half, 1.0, 1e5, threshold, 0.0) == spans(every_half, 1.0, 1e5, threshold, 0.0, compiled=False)
+    rng = np.random.default_rng(2)
+    for trial in range(100):
+        weighting = rng.uniform(0, 1, rng.integers(0, 400)).astype(np.float16)
+        threshold = float(rng.choice([0.3, 0.5, 0.7]))
+        assert spans(weighting, 10.0, 40.0, threshold, 0.5) == spans(weighting, 10.0, 40.0, threshold, 0.5, compiled=False)
+        assert spans(weighting, 10.0, 40.0, threshold, 0.5) == \
+            spans(weighting.astype(np.float32), 10.0, 40.0, threshold, 0.5)  # the same runs as float32
+
+
+def test_span_ends_round_as_python_does():
+    # rates 8 and 40 put starts and ends on exact ties (0.125 s, 0.025 s); 0.001 Hz past 186 hours
+    rng = np.random.default_rng(3)
+    for rate in (8.0, 40.0, 3.0, 7.3, 12.5, 0.001, 1e-5):
+        weighting = (rng.uniform(0, 1, 3000) > 0.5).astype(np.float32)
+        duration = 3000 / rate
+        assert spans(weighting, rate, duration, 0.5, 0.0) == spans(weighting, rate, duration, 0.5, 0.0, compiled=False)
+
+
 def _query_in_child(directory, path, out):
     with Store(directory, read_only=True) as store:
         query = store.embedding_set(store.file_id(path))

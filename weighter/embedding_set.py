@@ -18,7 +18,8 @@ def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float 
     Parameters
     ----------
     weighting : ndarray of shape (T,)
-        One slot's weighting over time, in [0, 1].
+        One slot's weighting over time, in [0, 1] (float32, or float16 as a store keeps it;
+        compared with the threshold as float32).
     rate : float
         Hz of the weighting.
     duration : float
@@ -40,11 +41,12 @@ def spans(weighting: np.ndarray, rate: float, duration: float, threshold: float 
     >>> spans(np.array([0, 0.9, 0.9, 0.9, 0.9, 0.9, 0, 0]), rate=2.0, duration=4.0) == [(0.5, 3.0)]
     True
     """
-    if compiled and _ranking is not None and isinstance(weighting, np.ndarray) and weighting.dtype == np.float32 \
-            and weighting.ndim == 1 and weighting.flags.c_contiguous:
+    if compiled and _ranking is not None and isinstance(weighting, np.ndarray) and weighting.ndim == 1 \
+            and weighting.dtype in (np.float32, np.float16) and weighting.flags.c_contiguous:
         return _ranking.spans(weighting, float(rate), float(duration), float(threshold), float(min_seconds))
     above = np.zeros(len(weighting) + 2, bool)  # (T + 2,): False before and after the timeline
-    above[1:-1] = np.asarray(weighting) >= threshold
+    weighting = np.asarray(weighting)
+    above[1:-1] = (weighting.astype(np.float32) if weighting.dtype == np.float16 else weighting) >= threshold
     edges = np.flatnonzero(above[1:] != above[:-1]).tolist()  # starts and ends of runs, alternating
     return [(round(a / rate, 2), round(min(b / rate, duration), 2))
             for a, b in zip(edges[::2], edges[1::2]) if (b - a) / rate >= min_seconds]

@@ -340,7 +340,7 @@ def name_group(store: Store, group: int, name: str, run: int | None = None) -> S
         raise WeighterError(f"group {group} of run {run} is already named {carried!r}; rename that speaker instead",
                             cli_hint=f"`weighter speaker rename {carried!r} NEW --store {store.directory}`")
     refs = [(f"run {run} group {group}", int(i), emb,
-             round(sum(b - a for a, b in spans(np.frombuffer(w, np.float16).astype(np.float32), rate, dur)), 2))
+             round(sum(b - a for a, b in spans(np.frombuffer(w, np.float16), rate, dur)), 2))
             for i, emb, w, rate, dur in rows]
     return _write(store, name, refs, must_be_new=True)[0]
 

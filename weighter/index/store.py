@@ -924,7 +924,8 @@ class Store:
     def slot_timelines(self, slot_ids: list[int], run: int | None = None) -> dict[int, tuple]:
         """Slot id -> (file path, duration, weightings (T,), timeline rate); given a clustering
         ``run``, a fifth value from the same statement: the slot's group in it (-1: an outlier;
-        None: the run does not hold the slot).
+        None: the run does not hold the slot). The weightings are float16 as stored (read-only
+        views: an hour's 36,000 values are not copied; ``spans`` reads them as they are).
 
         Examples
         --------
@@ -937,8 +938,7 @@ class Store:
             rows = self._rows_in("SELECT s.id, f.path, f.duration, s.weightings, s.timeline_rate, m.group_id "
                                  "FROM slots s JOIN files f ON f.id = s.file_id LEFT JOIN cluster_members m "
                                  f"ON m.run_id = {int(run)} AND m.slot_id = s.id WHERE s.id IN ({{}})", slot_ids)
-        return {r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16).astype(np.float32), float(r[4]), *r[5:])
-                for r in rows}
+        return {r[0]: (r[1], float(r[2]), np.frombuffer(r[3], np.float16), float(r[4]), *r[5:]) for r in rows}
 
     def run_id(self, run: int | None = None) -> int | None:
         """The id of the store's latest clustering run (``weighter cluster``), or ``run`` where
