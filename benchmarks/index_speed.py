@@ -7,7 +7,8 @@ rows, FAISS index with its nprobe tuned on the store's own slots, every slot's s
 against a score cohort of 1000 vectors; past 1M the store grows by deltas and new bases). Query = ``query_store`` for one file of 8
 active slots (the query slots' statistics, FAISS search, normalised scores, grouping by file,
 spans of the 10 best), timed whole and its FAISS search alone, with recall@10 of that search
-against exact (brute-force) search: first for query files of speakers the corpus holds (new
+against exact (brute-force) search (with compressed codes, ``rescore_agreement``: the share of
+queries whose 10 results stay the same when 4x as many candidate files are re-scored): first for query files of speakers the corpus holds (new
 draws around its centres), then, under "unseen_speakers", of speakers it never heard (new
 centres: their 10 nearest stored slots share no like with them and scatter over the index);
 under "reader", the first kind again through a read-only store opened afresh (as ``weighter
@@ -112,6 +113,25 @@ def timed_queries(store: Store, ids: np.ndarray, exact, qs: np.ndarray, queries:
             "p99_vs_p50": round(float(np.percentile(latencies, 99)) / p50, 2), "recall@10": round(recall, 4)}
 
 
+def rescore_agreement(store: Store, qs: np.ndarray, queries: int) -> float | None:
+    """For compressed codes (8-bit, PQ): the share of query files whose 10 results (files and
+    scores) are the same when 4x as many candidate files are re-scored exactly
+    (``weighter.index.query.RESCORE_FILES``); None where the index scores exactly."""
+    from weighter.index import query
+
+    if store.exact_scores():
+        return None
+    sets = [file_set("/bench/query.flac", qs[q * SLOTS:(q + 1) * SLOTS]) for q in range(queries)]
+    shipped = query.RESCORE_FILES
+    try:
+        ranked = [[(m.file, m.score) for m in query_store(store, s)] for s in sets]
+        query.RESCORE_FILES = 4 * shipped
+        wider = [[(m.file, m.score) for m in query_store(store, s)] for s in sets]
+    finally:
+        query.RESCORE_FILES = shipped
+    return round(float(np.mean([a == b for a, b in zip(ranked, wider)])), 4)
+
+
 def exact_index(vectors: np.ndarray):
     import faiss
 
@@ -194,6 +214,8 @@ def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0
                 for q in range(20):  # its first queries load the index and the statistics
                     query_store(reader, file_set("/bench/query.flac", unseen_q[q * SLOTS:(q + 1) * SLOTS]))
                 fresh = timed_queries(reader, ids, exact, known_q, queries)
+        known["rescore_agreement"] = rescore_agreement(store, known_q, queries)
+        unseen["rescore_agreement"] = rescore_agreement(store, unseen_q, queries)
         started = time.perf_counter()
         with store.writing():
             store.apply([], ["/bench/f00000000.flac"])

@@ -8,7 +8,7 @@ import pytest
 from weighter import scoring
 from weighter.embedding_set import spans
 from weighter.index import Store, query_store
-from weighter.index.query import file_hits
+from weighter.index.query import best_pairs, file_hits
 from weighter.index.store import SLOT_BITS
 from weighter.scoring import Cohort, top_stats
 
@@ -111,6 +111,30 @@ def test_span_ends_round_as_python_does():
         weighting = (rng.uniform(0, 1, 3000) > 0.5).astype(np.float32)
         duration = 3000 / rate
         assert spans(weighting, rate, duration, 0.5, 0.0) == spans(weighting, rate, duration, 0.5, 0.0, compiled=False)
+
+
+def _best_pairs_loop(file_of, slot_of, scores, sims):
+    """The re-scoring's first form, one column at a time: what best_pairs must return."""
+    out = {}
+    for col in range(len(file_of)):
+        q = int(np.argmax(scores[:, col]))
+        f = int(file_of[col])
+        if f not in out or scores[q, col] > out[f][0]:
+            out[f] = (float(scores[q, col]), float(sims[q, col]), q, int(slot_of[col]))
+    return sorted(((f, *best) for f, best in out.items()), key=lambda hit: -hit[1])
+
+
+def test_best_pairs_equal_the_column_loop():
+    rng = np.random.default_rng(4)
+    for trial in range(200):
+        columns, rows = int(rng.integers(0, 40)), int(rng.integers(1, 9))
+        file_of = rng.integers(1, 12, columns)
+        slot_of = rng.integers(0, 8, columns)
+        scores = rng.normal(size=(rows, columns)).astype(np.float32)
+        if trial % 2:  # coarse values: ties within a column, within a file and between files
+            scores = np.round(scores * 2) / 2
+        sims = rng.uniform(-1, 1, (rows, columns)).astype(np.float32)
+        assert best_pairs(file_of, slot_of, scores, sims) == _best_pairs_loop(file_of, slot_of, scores, sims)
 
 
 def _query_in_child(directory, path, out):

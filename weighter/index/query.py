@@ -29,8 +29,10 @@ from weighter.scoring import _ranking, cohort_stats, normalised
 
 
 # Compressed codes: the RESCORE_FILES * k best files by code are re-scored from SQLite (each
-# all its active slots): every candidate file, about 700 at 1M slots, took 0.5 s a query.
-RESCORE_FILES = 4
+# all its active slots): every candidate file, about 700 at 1M slots, took 0.5 s a query. With
+# 8-bit codes at 1M slots, 2 gave the same 10 results as 8 for 399 of 400 query files (1: 220),
+# each file more about 0.2 ms (benchmarks/index_speed.py's rescore_agreement).
+RESCORE_FILES = 2
 
 
 @dataclass
@@ -350,13 +352,41 @@ def _rescore(store: Store, vectors: np.ndarray, query_stats, file_ids: list[int]
     q_rows, cols = np.indices(sims.shape).reshape(2, -1)
     vector_ids = store.slot_ids(file_of[cols], slot_of[cols])
     scores = _scores(store, sims.ravel(), query_stats, q_rows, vector_ids).reshape(sims.shape)
-    out: dict[int, tuple[float, float, int, int]] = {}
-    for col in range(len(file_of)):
-        q = int(np.argmax(scores[:, col]))
-        f = int(file_of[col])
-        if f not in out or scores[q, col] > out[f][0]:
-            out[f] = (float(scores[q, col]), float(sims[q, col]), q, int(slot_of[col]))
-    return sorted(((f, *best) for f, best in out.items()), key=lambda hit: -hit[1])
+    return best_pairs(file_of, slot_of, scores, sims)
+
+
+def best_pairs(file_of: np.ndarray, slot_of: np.ndarray, scores: np.ndarray, sims: np.ndarray) -> list[tuple]:
+    """Each file's best (query slot, stored slot) pair from a full score matrix.
+
+    Parameters
+    ----------
+    file_of, slot_of : ndarray of shape (S,)
+        The file and slot number of each stored slot (column).
+    scores, sims : ndarray of shape (Q, S)
+        Each pair's score and cosine.
+
+    Returns
+    -------
+    list of (file id, score, cosine, query slot row, stored slot)
+        One per file, by descending score; on a tie the file seen first among the columns
+        comes first, and within a file the first column and, in it, the first query row.
+
+    Examples
+    --------
+    >>> best_pairs(np.array([5, 5, 2]), np.array([0, 1, 0]), np.array([[0.1, 0.7, 0.3]]), np.array([[0.1, 0.7, 0.3]]))
+    [(5, 0.7, 0.7, 0, 1), (2, 0.3, 0.3, 0, 0)]
+    """
+    if not len(file_of):
+        return []
+    cols = np.arange(len(file_of))
+    rows = np.argmax(scores, axis=0)  # (S,) each column's best query row, the first of equals
+    score, cosine = scores[rows, cols], sims[rows, cols]
+    order = np.lexsort((cols, -score, file_of))  # by file, then best first, then column
+    ordered = file_of[order]
+    best = order[np.concatenate([[True], ordered[1:] != ordered[:-1]])]  # (F,) each file's best column
+    best = best[np.argsort(np.unique(file_of, return_index=True)[1], kind="stable")]  # files as first seen
+    best = best[np.argsort(-score[best], kind="stable")]
+    return [(int(file_of[c]), float(score[c]), float(cosine[c]), int(rows[c]), int(slot_of[c])) for c in best]
 
 
 def matches_json(query: EmbeddingSet, matches: list[Match]) -> dict:

@@ -1010,11 +1010,27 @@ class Store:
         return self.cached("exact_scores", lambda: faiss_index.exact_scores(self._meta("index_type") or "Flat"))
 
     def active_slots_of(self, file_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Active slots of these files: file ids (S,), slot numbers (S,), embeddings (S, E)."""
-        rows = self._rows_in("SELECT file_id, slot, embedding FROM slots WHERE +active = 1 AND file_id IN ({})", file_ids)
+        """Active slots of these files, by file id then slot: file ids (S,), slot numbers (S,),
+        embeddings (S, E).
+
+        A file's slots are one range of row ids (``slot_id``), read straight from the table:
+        through the slots' (file, slot) index first, 40 files' 320 slots took 0.45-0.48 ms
+        warm against 0.37-0.41 (a 1M-slot store)."""
+        ids, rows = sorted({int(f) for f in file_ids}), []
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start:start + _CHUNK]
+            rows += self.db.execute(
+                f"WITH f(id) AS (VALUES {','.join(['(?)'] * len(part))}) SELECT s.file_id, s.slot, s.embedding "
+                f"FROM f CROSS JOIN slots s ON s.id BETWEEN f.id << {SLOT_BITS} AND (f.id << {SLOT_BITS}) + "
+                f"{MAX_SLOTS - 1} WHERE +s.active = 1", part).fetchall()
         dim = int(self._meta("embed_dim") or 256)
         emb = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
-        return np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), emb
+        file_of, slot_of = np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+        ids = self.slot_ids(file_of, slot_of)
+        if np.all(ids[1:] > ids[:-1]):  # SQLite's order, as it reads them
+            return file_of, slot_of, emb
+        order = np.argsort(ids, kind="stable")
+        return file_of[order], slot_of[order], emb[order]
 
     def embedding_set(self, file_id: int) -> EmbeddingSet:
         """A stored file's embedding set, as the embedder made it.
