@@ -1026,10 +1026,10 @@ class Store:
         dim = int(self._meta("embed_dim") or 256)
         emb = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
         file_of, slot_of = np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
-        ids = self.slot_ids(file_of, slot_of)
-        if np.all(ids[1:] > ids[:-1]):  # SQLite's order, as it reads them
+        vector_ids = self.slot_ids(file_of, slot_of)
+        if np.all(vector_ids[1:] > vector_ids[:-1]):  # SQLite's order, as it reads them
             return file_of, slot_of, emb
-        order = np.argsort(ids, kind="stable")
+        order = np.argsort(vector_ids, kind="stable")
         return file_of[order], slot_of[order], emb[order]
 
     def embedding_set(self, file_id: int) -> EmbeddingSet:
