@@ -234,6 +234,35 @@ def test_export_says_who_speaks_when_in_rttm_that_pyannote_reads(store_copy, tmp
                    sum(b - a for a, b, _ in ours[uri])) < 1e-2
 
 
+def test_export_streams_a_file_at_a_time_from_one_snapshot(store_copy):
+    """Chunks that end inside a file give the same turns, each file's together and by start;
+    a file removed by another connection while an export runs is still in that export."""
+    from itertools import groupby
+
+    from weighter.index import Store
+    from weighter.index.build import remove_files
+    from weighter.index.speakers import iter_speaker_turns, speaker_turns
+
+    store_dir, _, _ = store_copy
+    with Store(store_dir, read_only=True) as store:
+        whole = speaker_turns(store)
+        assert any(t.speaker.startswith("group_") for t in whole) and len({t.speaker for t in whole}) > 2
+        for chunk in (1, 3, 5):  # files hold several active slots: most chunks end inside one
+            streamed = list(iter_speaker_turns(store, chunk=chunk))
+            assert sorted(streamed, key=lambda t: (t.file, t.start, t.speaker)) == whole
+            runs = [(path, [t.start for t in turns]) for path, turns in groupby(streamed, key=lambda t: t.file)]
+            assert len(runs) == len({t.file for t in whole})  # each file's turns in one run
+            assert all(starts == sorted(starts) for _, starts in runs)
+        files = [path for path, _ in runs]
+        stream = iter_speaker_turns(store, chunk=3)
+        assert next(stream).file == files[0]
+        with Store(store_dir) as writer:
+            remove_files(writer, [files[-1]])
+        rest = list(stream)
+        assert rest[-1].file == files[-1]  # read from the snapshot the export began in
+        assert files[-1] not in {t.file for t in iter_speaker_turns(store)}
+
+
 def test_an_open_reader_sees_a_name_given_by_another_connection_at_its_next_query(store_copy):
     """Readers keep what they read from SQLite while the database is unchanged (one look per
     query); a writer's commit from another connection shows at the reader's next query, and

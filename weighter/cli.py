@@ -975,7 +975,8 @@ def speaker_remove(name, store_dir, as_json):
               help="Write file, speaker, start, end, p as CSV.")
 @click.option("--run", "run_id", type=int, default=None, help="Label with this clustering run's groups (default: the latest).")
 @click.option("--json", "as_json", is_flag=True, help='Print {"turns": [...]} on stdout.')
-def export(store_dir, rttm_path, csv_path, run_id, as_json):
+@click.pass_obj
+def export(obj, store_dir, rttm_path, csv_path, run_id, as_json):
     """Who speaks when in every stored file: each active slot's spans, named where a named
     speaker is known (its group carries the name, or the slot is at least 0.5 likely to be
     them), group_G for a group of the run, unknown_S elsewhere.
@@ -986,22 +987,20 @@ def export(store_dir, rttm_path, csv_path, run_id, as_json):
     from dataclasses import asdict
 
     from weighter.index import Store
-    from weighter.index.speakers import clustering_run, speaker_turns, write_csv, write_rttm
+    from weighter.index.speakers import clustering_run, iter_speaker_turns, write_turns
 
     if not (rttm_path or csv_path or as_json):
         raise click.UsageError("give --rttm OUT, --csv OUT or --json")
     store = Store(store_dir)
     run = clustering_run(store, run_id) if run_id is not None else store.run_id()
-    turns = speaker_turns(store, run)
-    if rttm_path:
-        write_rttm(turns, rttm_path)
-    if csv_path:
-        write_csv(turns, csv_path)
+    turns = iter_speaker_turns(store, run, progress=obj["progress"])  # a file at a time: any store size
+    if as_json:
+        turns = list(turns)
+    written = write_turns(turns, rttm_path, csv_path) if rttm_path or csv_path else None
     if as_json:
         click.echo(json.dumps({"run": run, "turns": [asdict(t) for t in turns]}))
         return
-    named = len({t.speaker for t in turns if not t.speaker.startswith(("group_", "unknown_"))})
-    click.echo(f"{len(turns)} turns in {len({t.file for t in turns})} files, {named} named speaker(s)"
+    click.echo(f"{written['turns']} turns in {written['files']} files, {written['named']} named speaker(s)"
                f"{'' if run is None else f', groups of run {run}'}")
     for label, path in (("rttm", rttm_path), ("csv", csv_path)):
         if path:

@@ -20,6 +20,7 @@ import csv
 import re
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import numpy as np
 from weighter.embedding_set import EmbeddingSet, spans
 from weighter.errors import AudioError, StoreError, WeighterError
 from weighter.index.query import Match, query_store
-from weighter.index.store import Store
+from weighter.index.store import SLOT_BITS, Store
 from weighter.scoring import normalised
 
 ANCHOR_P = 0.5  # a clip-enrolled speaker's anchors: stored slots its search finds at least this likely
@@ -478,7 +479,11 @@ def slot_probabilities(store: Store, name: str, slot_ids: np.ndarray, vectors: n
     """P(slot is this speaker) for stored slots (``slot_ids`` (S,), their ``vectors`` (S, E)):
     the best over the speaker's query slots of the pair's calibrated p, scored as a query
     scores it; the clipped cosine for a model without calibration."""
-    query = speaker_set(store, name)
+    return _slot_probabilities(store, speaker_set(store, name), slot_ids, vectors)
+
+
+def _slot_probabilities(store: Store, query: EmbeddingSet, slot_ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``slot_probabilities`` for a speaker's query set (``speaker_set``) read once."""
     cosines = query.embeddings @ vectors.T  # (Q, S)
     qstats, sstats = store.query_stats(query.embeddings), store.slot_stats(slot_ids)
     scores = cosines if qstats is None else normalised(cosines, qstats[0][:, None], qstats[1][:, None],
@@ -615,7 +620,8 @@ def speaker_turns(store: Store, run: int | None = None) -> list[Turn]:
 
     A slot of a group that carries a name takes that name; any other slot takes the named
     speaker it is at least ``LABEL_P`` likely to be (the most likely); else its group in the
-    run (``group_G``); else ``unknown_S``.
+    run (``group_G``); else ``unknown_S``. ``iter_speaker_turns`` gives the same turns one
+    file at a time, in memory that does not grow with the store.
 
     Parameters
     ----------
@@ -634,60 +640,145 @@ def speaker_turns(store: Store, run: int | None = None) -> list[Turn]:
     >>> [(t.speaker, t.start, t.end) for t in speaker_turns(store)][:2]  # doctest: +SKIP
     [('Alice', 0.0, 4.2), ('group_3', 4.2, 9.0)]
     """
-    ids, vectors = store.active_vectors()
-    run_id, groups = store.slot_groups(ids.tolist(), run) if len(ids) else (None, {})
-    named = group_names(store, run_id)
-    speakers = list_speakers(store)
-    prob = np.stack([slot_probabilities(store, s.name, ids, vectors) for s in speakers]) if speakers and len(ids) \
-        else np.zeros((0, len(ids)))
-    index = {s.name: k for k, s in enumerate(speakers)}
-    membership = dict(store.db.execute("SELECT slot_id, probability FROM cluster_members WHERE run_id = ?",
-                                       (run_id,)).fetchall()) if run_id is not None else {}
-    timelines = store.slot_timelines(ids.tolist())
-    turns = []
-    for col, slot_id in enumerate(ids.tolist()):
-        group = groups.get(slot_id, -1)
-        if group in named:
-            label, p = named[group], float(prob[index[named[group]], col])
-        elif len(prob) and prob[:, col].max() >= LABEL_P:
-            best = int(prob[:, col].argmax())
-            label, p = speakers[best].name, float(prob[best, col])
-        elif group >= 0:
-            label, p = f"group_{group}", float(membership.get(slot_id, 0.0))
-        else:
-            label, p = f"unknown_{slot_id}", None
-        path, duration, weighting, rate = timelines[slot_id]
-        turns += [Turn(path, label, a, b, None if p is None else round(p, 4)) for a, b in spans(weighting, rate, duration)]
-    return sorted(turns, key=lambda t: (t.file, t.start, t.speaker))
+    return sorted(iter_speaker_turns(store, run), key=lambda t: (t.file, t.start, t.speaker))
 
 
-def write_rttm(turns: list[Turn], path: str | Path) -> None:
-    """Write turns as RTTM ``SPEAKER`` lines: the file id is the file's stem, names with
-    whitespace get ``_`` (RTTM fields are split on whitespace).
+# Active slots labelled at a time: their vectors (8 MB) and timelines (48 MB of 5-minute
+# files, 590 MB of hour-long ones).
+EXPORT_CHUNK = 8192
+
+
+def iter_speaker_turns(store: Store, run: int | None = None, chunk: int = EXPORT_CHUNK, progress: bool = False):
+    """``speaker_turns`` one file at a time: files in the order they were stored, each file's
+    turns by start. Reads ``chunk`` active slots at a time inside one read transaction, so a
+    store of any size is exported in the same memory and a writer's commit meanwhile is not
+    seen.
+
+    Parameters
+    ----------
+    store : Store
+    run : int or None
+        As ``speaker_turns``.
+    chunk : int, default EXPORT_CHUNK
+        Active slots read and labelled at a time.
+    progress : bool, default False
+        A progress bar of slots on stderr.
+
+    Yields
+    ------
+    Turn
+
+    Examples
+    --------
+    >>> for turn in iter_speaker_turns(store):  # doctest: +SKIP
+    ...     print(turn.file, turn.speaker, turn.start, turn.end)
+    calls/a.flac Alice 0.0 4.2
+    """
+    from tqdm import tqdm
+
+    db = store.db
+    opened = not db.in_transaction
+    if opened:
+        db.execute("BEGIN")  # one snapshot of the store for every chunk
+    try:
+        run_id = store.run_id() if run is None else run
+        named = group_names(store, run_id)
+        speakers = list_speakers(store)
+        queries = [speaker_set(store, s.name) for s in speakers]
+        index = {s.name: k for k, s in enumerate(speakers)}
+        source = store.slot_source(chunk)
+        file_turns, current = [], None  # the turns of the file being read, which a chunk may end inside
+        with tqdm(total=len(source), desc="export", unit="slot", disable=not progress) as bar:
+            for first, vectors in source.chunks():
+                ids = source.ids[first:first + len(vectors)]
+                members = {} if run_id is None else {int(a): (int(b), float(c)) for a, b, c in db.execute(
+                    "SELECT slot_id, group_id, probability FROM cluster_members WHERE run_id = ? AND slot_id "
+                    "BETWEEN ? AND ?", (int(run_id), int(ids[0]), int(ids[-1])))}
+                prob = np.stack([_slot_probabilities(store, query, ids, vectors) for query in queries]) if queries \
+                    else np.zeros((0, len(ids)))
+                timelines = store.slot_timelines(ids.tolist())
+                for col, slot_id in enumerate(ids.tolist()):
+                    file_id = slot_id >> SLOT_BITS
+                    if file_id != current:
+                        yield from sorted(file_turns, key=lambda t: (t.start, t.speaker))
+                        file_turns, current = [], file_id
+                    group, membership = members.get(slot_id, (-1, 0.0))
+                    if group in named:
+                        label, p = named[group], float(prob[index[named[group]], col])
+                    elif len(prob) and prob[:, col].max() >= LABEL_P:
+                        best = int(prob[:, col].argmax())
+                        label, p = speakers[best].name, float(prob[best, col])
+                    elif group >= 0:
+                        label, p = f"group_{group}", membership
+                    else:
+                        label, p = f"unknown_{slot_id}", None
+                    path, duration, weighting, rate = timelines[slot_id]
+                    p = None if p is None else round(p, 4)
+                    file_turns += [Turn(path, label, a, b, p) for a, b in spans(weighting, rate, duration)]
+                bar.update(len(ids))
+        yield from sorted(file_turns, key=lambda t: (t.start, t.speaker))
+    finally:
+        if opened and db.in_transaction:
+            db.execute("COMMIT")
+
+
+def write_turns(turns, rttm: str | Path | None = None, csv_path: str | Path | None = None) -> dict:
+    """Write turns (any iterable, read once) as RTTM ``SPEAKER`` lines and/or CSV rows (file,
+    speaker, start, end, p; p empty where unknown), in one pass.
+
+    RTTM's file id is the file's stem, and names with whitespace get ``_`` (RTTM fields are
+    split on whitespace).
+
+    Returns
+    -------
+    dict
+        ``{"turns": n, "files": files with a turn, "named": names among the speakers}``; files
+        are counted where the file changes from one turn to the next, as
+        ``iter_speaker_turns`` gives them.
+
+    Examples
+    --------
+    >>> write_turns(iter_speaker_turns(store), rttm="who.rttm", csv_path="who.csv")  # doctest: +SKIP
+    {'turns': 1840, 'files': 120, 'named': 2}
+    """
+    count, files, named, last = 0, 0, set(), None
+    with open(rttm, "w") if rttm else nullcontext() as rttm_out, \
+            open(csv_path, "w", newline="") if csv_path else nullcontext() as csv_out:
+        table = csv.writer(csv_out, lineterminator="\n") if csv_path else None
+        if table:
+            table.writerow(["file", "speaker", "start", "end", "p"])
+        for t in turns:
+            count += 1
+            if t.file != last:
+                files, last = files + 1, t.file
+            if not t.speaker.startswith(("group_", "unknown_")):
+                named.add(t.speaker)
+            if rttm:
+                uri, who = re.sub(r"\s", "_", Path(t.file).stem), re.sub(r"\s", "_", t.speaker)
+                rttm_out.write(f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {who} <NA> <NA>\n")
+            if table:
+                table.writerow([t.file, t.speaker, t.start, t.end, "" if t.probability is None else t.probability])
+    return {"turns": count, "files": files, "named": len(named)}
+
+
+def write_rttm(turns, path: str | Path) -> None:
+    """Write turns as RTTM ``SPEAKER`` lines (``write_turns``).
 
     Examples
     --------
     >>> write_rttm(speaker_turns(store), "corpus.rttm")  # doctest: +SKIP
     """
-    with open(path, "w") as out:
-        for t in turns:
-            uri = re.sub(r"\s", "_", Path(t.file).stem)
-            who = re.sub(r"\s", "_", t.speaker)
-            out.write(f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {who} <NA> <NA>\n")
+    write_turns(turns, rttm=path)
 
 
-def write_csv(turns: list[Turn], path: str | Path) -> None:
-    """Write turns as CSV: file, speaker, start, end, p (empty where unknown).
+def write_csv(turns, path: str | Path) -> None:
+    """Write turns as CSV: file, speaker, start, end, p (empty where unknown; ``write_turns``).
 
     Examples
     --------
     >>> write_csv(speaker_turns(store), "corpus.csv")  # doctest: +SKIP
     """
-    with open(path, "w", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["file", "speaker", "start", "end", "p"])
-        for t in turns:
-            writer.writerow([t.file, t.speaker, t.start, t.end, "" if t.probability is None else t.probability])
+    write_turns(turns, csv_path=path)
 
 
 # -- helpers ---------------------------------------------------------------------------

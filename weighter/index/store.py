@@ -870,7 +870,8 @@ class Store:
             rows = self.db.execute("SELECT embedding FROM slots WHERE id BETWEEN ? AND ? AND +active = 1 ORDER BY id",
                                    (int(ids[lo]), int(ids[hi - 1]))).fetchall()
             if len(rows) != hi - lo:
-                raise StoreError(f"{self.directory}: the active slots changed while an index was built from them")
+                raise StoreError(f"{self.directory}: the active slots changed while they were read a chunk at a time "
+                                 "(read them inside one transaction)")
             return np.frombuffer(b"".join(r[0] for r in rows), np.float32).reshape(-1, dim)
 
         return faiss_index.SlotSource(ids, read, dim, chunk or faiss_index.SOURCE_CHUNK)
