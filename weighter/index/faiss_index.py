@@ -447,11 +447,12 @@ def read_index(path: Path, cli_hint: str, mapped: bool = False):
     return index
 
 
-def check_index(live: LiveIndex, ids: np.ndarray, vectors: np.ndarray, recorded_nprobe: int,
+def check_index(live: LiveIndex, ids: np.ndarray, probe_ids: np.ndarray, probes: np.ndarray, recorded_nprobe: int,
                 factory: str = "Flat") -> list[str]:
     """Problems of the ``live`` index (base, delta, tombstones) of kind ``factory`` against the
-    store's active slots (``ids``, ``vectors``) and the nprobe its meta records (0: none): one
-    line each, empty when it holds exactly them."""
+    store's active slots (``ids``, ascending; ``probes`` (P, E): the embeddings of a sample
+    ``probe_ids`` of them, each of which the index must find as itself) and the nprobe its meta
+    records (0: none): one line each, empty when it holds exactly them."""
     import faiss
 
     problems = []
@@ -462,11 +463,10 @@ def check_index(live: LiveIndex, ids: np.ndarray, vectors: np.ndarray, recorded_
         problems.append(f"FAISS holds {live.ntotal} vectors, SQLite {len(ids)} active slots")
     else:
         stored = live.stored_ids()
-        if stored is not None and set(stored.tolist()) != set(ids.tolist()):
+        if stored is not None and not np.array_equal(np.sort(stored), ids):
             problems.append("FAISS vector ids differ from SQLite's active slots")
         elif len(ids):
-            probe = vectors[:: max(1, len(ids) // 50)]
-            expected = ids[:: max(1, len(ids) // 50)]
+            probe, expected = np.ascontiguousarray(probes, np.float32), probe_ids
             if ivf is not None and not exact_scores(factory):
                 # compressed codes: near copies share a code, so a vector need not find itself
                 # first; its own code must still score it as itself (PQ32: 0.97 or more, another
