@@ -105,6 +105,21 @@ def test_a_set_with_more_slots_than_a_store_holds_is_refused(store, tmp_path, ba
     assert store.info().files == 5 and store.check() == []
 
 
+def test_max_slots_is_kept_in_meta_and_counted_once_for_an_older_store(store, tmp_path, basis):
+    assert store.max_slots() == 3 and store.meta("max_slots") == "3"  # a.wav: two speakers and an inactive slot
+    with store.writing():
+        store.apply([(make_set(tmp_path / "f.wav", [0, 1, 2, 3], basis), "hash-f")])
+    assert store.max_slots() == 5
+    with store.writing():
+        store.apply([], [tmp_path / "f.wav"])
+    assert store.max_slots() == 5  # kept: a search a little deeper, never too shallow
+    store.db.execute("DELETE FROM meta WHERE key = 'max_slots'")  # as a store made before it was kept
+    assert store.max_slots() == 3  # counted
+    with store.writing():
+        store.apply([(make_set(tmp_path / "g.wav", [2], basis), "hash-g")])
+    assert store.meta("max_slots") == "3"
+
+
 def test_spans_are_runs_above_threshold_long_enough():
     from weighter.embedding_set import spans
 

@@ -155,6 +155,27 @@ def test_slot_statistics_by_table_equal_those_by_search(tmp_path, monkeypatch):
     assert store._stats_table(empty) is None  # no slots: no table to index
 
 
+def test_a_table_carried_over_a_delta_equals_one_made_again():
+    rng = np.random.default_rng(5)
+
+    def part(files, slots):
+        ids = Store.slot_ids(np.repeat(files, slots), np.tile(np.arange(slots), len(files)))
+        return ids, rng.normal(size=len(ids)).astype(np.float32), rng.uniform(0.5, 2, len(ids)).astype(np.float32)
+
+    ids, mean, spread = part(np.arange(1, 40), 4)
+    stats = {"ids": ids, "mean": mean, "spread": spread}
+    score_stats.stats_table(stats, Store.owners)  # made and kept, as a query does
+    deltas = [part(np.arange(40, 45), 4), part(np.arange(45, 47), 6), part(np.arange(0), 4), part(np.array([60]), 2)]
+    for delta in deltas:  # new files; more slots than before; a delta of removals only; a gap of file ids
+        stats = score_stats.extended(stats, *delta, Store.owners)
+        carried = stats["table"]
+        again = score_stats.stats_table({key: stats[key] for key in ("ids", "mean", "spread")}, Store.owners)
+        assert carried.shape == again.shape and np.array_equal(carried, again)
+    sparse = score_stats.extended(stats, *part(np.array([5000]), 1), Store.owners)
+    assert sparse["table"] is None  # too sparse for a table: as stats_table decides
+    assert score_stats.stats_table({key: sparse[key] for key in ("ids", "mean", "spread")}, Store.owners) is None
+
+
 def test_a_store_without_a_cohort_scores_cosines_until_a_model_with_one_adds(tmp_path):
     files, cohort = hub_corpus()
     store = store_of(tmp_path, files[:-1], None)

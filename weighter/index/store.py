@@ -506,6 +506,11 @@ class Store:
                 if len(slot_rows) >= 65_536:  # in batches: all of 1M slots' rows at once would hold ~1 GB
                     insert_slots(slot_rows)
             insert_slots(slot_rows)
+            most, recorded = max([len(s.confidence) for s, _ in add], default=0), self._meta("max_slots")
+            if recorded is None:  # a store from before it was kept: counted once
+                self.set_meta("max_slots", str(max(most, self._count_max_slots())))
+            elif most > int(recorded):
+                self.set_meta("max_slots", str(most))
             new_cohort = score_cohort is not None and self.score_cohort() is None and len(score_cohort) >= MIN_COHORT
             if new_cohort:
                 db.executemany("INSERT INTO score_cohort (id, embedding) VALUES (?, ?)",
@@ -748,7 +753,7 @@ class Store:
             delta = score_stats.read_arrays(self.directory / self._delta_name(g), "delta file", self._repair_hint)
             live = live.extended(delta["ids"], delta["vectors"], delta["removed"], g)
             if stats is not None and "mean" in delta:
-                stats = score_stats.extended(stats, delta["ids"], delta["mean"], delta["spread"])
+                stats = score_stats.extended(stats, delta["ids"], delta["mean"], delta["spread"], self.owners)
         self._live, self._stats, self._live_state = live, stats, (generation, base, tuple(deltas))
 
     def score_cohort(self) -> Cohort | None:
@@ -1001,9 +1006,14 @@ class Store:
         return None if calibration is None else calibration.probability(scores)
 
     def max_slots(self) -> int:
-        """Most slots any stored file has (the embedder's N for one-window files)."""
-        return self.cached("max_slots", lambda: int(self.db.execute(
-            "SELECT COALESCE(MAX(slot), 0) + 1 FROM slots").fetchone()[0]))
+        """Most slots any stored file has had (the embedder's N for one-window files): kept in
+        meta by every write, so it may stay above the most a file has now after removals (a
+        search a little deeper, never too shallow); counted in SQLite for a store whose meta
+        does not hold it yet (the (file, slot) index walked: 0.05-0.07 s at 1M slots)."""
+        return self.cached("max_slots", lambda: int(self._meta("max_slots") or self._count_max_slots()))
+
+    def _count_max_slots(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(slot), 0) + 1 FROM slots").fetchone()[0])
 
     def exact_scores(self) -> bool:
         """Does the FAISS index return exact inner products? Uncompressed vectors do, and so, to
