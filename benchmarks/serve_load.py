@@ -11,7 +11,8 @@ query as the client sees it (p50, p99), requests per second and errors.
     python benchmarks/serve_load.py --slots 5000 --seconds 5       # a quick check
     python benchmarks/serve_load.py --store demo/store --screenshots docs/img --seconds 0
 
---screenshots DIR also saves each page of the served store (search with a played span,
+--pages also times what each page asks the API for, once each (a store with a clustering run:
+`python benchmarks/serve_load.py --store S --seconds 0 --pages`). --screenshots DIR also saves each page of the served store (search with a played span,
 groups, one group, one file) as PNGs from headless Chromium (weighter.serve.browser); give it
 a store of real audio with a clustering run (the demo's).
 """
@@ -154,6 +155,32 @@ def screenshots(base: str, store_dir: Path, out: Path) -> list[str]:
     return written
 
 
+def pages(base: str) -> dict:
+    """Seconds and bytes of what each page asks the API for, once each (the groups listing twice:
+    made, then kept), over the server's own HTTP."""
+    import httpx
+
+    out = {}
+    with httpx.Client(base_url=base, timeout=600, headers=AUTH) as http:
+        def timed(name: str, url: str):
+            started = time.perf_counter()
+            response = http.get(url)
+            response.raise_for_status()
+            out[name] = {"seconds": round(time.perf_counter() - started, 2), "kb": round(len(response.content) / 1024)}
+            return response
+
+        timed("info", "/api/info")
+        listing = timed("groups_first", "/api/groups?members=false").json()
+        timed("groups_again", "/api/groups?members=false")
+        if listing["groups"]:
+            timed("largest_group", f"/api/groups/{listing['groups'][0]['id']}")
+        timed("map", "/api/groups/map.png")
+        files = timed("files", "/api/files?limit=50").json()
+        if files["files"]:
+            timed("file", f"/api/files/{files['files'][0]['id']}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=None, help="Serve this store instead of building one.")
@@ -162,6 +189,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="Length of the load (0: none).")
     parser.add_argument("-k", type=int, default=10, help="Files per query.")
     parser.add_argument("--screenshots", type=Path, default=None, help="Save each page as a PNG in this folder.")
+    parser.add_argument("--pages", action="store_true",
+                        help="Also time what each page asks for, once each (a store with a clustering run).")
     parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
     args = parser.parse_args()
 
@@ -184,6 +213,8 @@ def main() -> None:
             result["single_client_p50_ms"] = warm["p50_ms"]
             if args.seconds > 0:
                 result |= load(base, file_ids, args.clients, args.seconds, args.k)
+            if args.pages:
+                result["pages"] = pages(base)
             if args.screenshots:
                 result["screenshots"] = screenshots(base, store_dir, args.screenshots)
         finally:

@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -348,6 +349,27 @@ def test_store_run_persists_groups_that_match_speakers(store, tmp_path):
     members = {r[0] for r in s.db.execute("SELECT slot_id FROM cluster_members WHERE run_id = ?", (run,))}
     new_ids = {r[0] for r in s.db.execute("SELECT id FROM slots WHERE file_id = ?", (s.file_id(tmp_path / "late.wav"),))}
     assert not gone & members and not gone & new_ids
+
+
+def test_run_summary_is_the_run_result_without_members(store, tmp_path, monkeypatch):
+    from weighter.cluster import draw_map, run_summary
+    from weighter.cluster import runs
+
+    s, _, _ = store
+    run = cluster_store(s, SlotClusterer())
+    full, summary = run_result(s, run, with_spans=False), run_summary(s, run)
+    assert summary["run"] == full["run"] and summary["names"] == full["names"]
+    assert summary["outliers"] == len(full["outliers"])
+    assert [{k: v for k, v in g.items() if k != "examples"} for g in summary["groups"]] == \
+        [{k: v for k, v in g.items() if k != "members"} for g in full["groups"]]
+    for listed, group in zip(summary["groups"], full["groups"]):
+        best = max(group["members"], key=lambda m: m["probability"])
+        names = [os.path.basename(m["file"]) for m in group["members"]]
+        assert 1 <= len(listed["examples"]) <= 4 and len(set(listed["examples"])) == len(listed["examples"])
+        assert set(listed["examples"]) <= set(names) and os.path.basename(best["file"]) == listed["examples"][0]
+    monkeypatch.setattr(runs, "MAP_POINTS", 30)  # a drawn sample of the run's slots
+    draw_map(s, run, tmp_path / "sampled.png")
+    assert (tmp_path / "sampled.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_summary_json_csv_map_and_assign(store, tmp_path):

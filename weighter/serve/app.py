@@ -56,7 +56,8 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
       ``weighter query --json`` for a stored file (its stored set, no embedding) or an upload
       (embedded, never stored).
     - ``GET /api/groups?run=&members=``: ``weighter cluster --json`` of the latest (or that)
-      run, without spans; ``members=false`` leaves the members out.
+      run, without spans; ``members=false`` leaves the members out (``run_summary``: each group's
+      size, files and example files).
     - ``GET /api/groups/{id}?run=``: one group, each member with its spans.
     - ``GET /api/groups/map.png?run=``: the run's 2-D map.
     - ``POST /api/groups/{id}/name`` (form: ``name``, ``run``): ``weighter speaker name``.
@@ -159,13 +160,8 @@ def create_app(store_dir: str | Path, root: str | Path | None = None, model: str
     @app.get("/api/groups")
     def groups(run: int | None = None, members: bool = True):
         store = state.store
-        result = _run_summary(state, _run_id(store, run))
-        if members:
-            return result
-        return result | {"groups": [{key: value for key, value in g.items() if key != "members"}
-                                    | {"examples": sorted({Path(m["file"]).name for m in g["members"]})[:4]}
-                                    for g in result["groups"]],
-                         "outliers": len(result["outliers"])}
+        run_id = _run_id(store, run)
+        return _run_members(state, run_id) if members else _run_summary(state, run_id)
 
     @app.get("/api/groups/map.png")
     def group_map(run: int | None = None):
@@ -283,21 +279,35 @@ def _members_count(store: Store, run: int) -> int:
     return store.db.execute("SELECT COUNT(*) FROM cluster_members WHERE run_id = ?", (run,)).fetchone()[0]
 
 
-def _run_summary(state: _State, run: int) -> dict:
-    """``run_result`` without spans, each member with its file id; cached until the run changes
-    (``weighter cluster --assign`` adds members)."""
-    from weighter.cluster import run_result
-
+def _run_key(state: _State, run: int) -> tuple:
+    """What a run's listing depends on: ``weighter cluster --assign`` adds members, a name
+    changes a group's."""
     from weighter.index.speakers import state_token
 
-    key = (run, _members_count(state.store, run), state_token(state.store))  # a new name changes it too
+    return run, _members_count(state.store, run), state_token(state.store)
+
+
+def _run_summary(state: _State, run: int) -> dict:
+    """``run_summary``: the run's groups without members, cached until the run changes."""
+    from weighter.cluster import run_summary
+
+    key = _run_key(state, run)
     if key not in state.runs:
-        result = run_result(state.store, run, with_spans=False)
-        ids = dict(state.store.db.execute("SELECT path, id FROM files").fetchall())
-        for m in [m for g in result["groups"] for m in g["members"]] + result["outliers"]:
-            m["file_id"] = ids.get(m["file"])
-        state.runs = {key: result}  # the latest one only
+        state.runs = {key: run_summary(state.store, run)}  # the latest one only
     return state.runs[key]
+
+
+def _run_members(state: _State, run: int) -> dict:
+    """``run_result`` without spans, each member with its file id (every member of the run: made
+    for each request that asks for them, never kept)."""
+    from weighter.cluster import run_result
+
+    result = run_result(state.store, run, with_spans=False)
+    members = [m for g in result["groups"] for m in g["members"]] + result["outliers"]
+    ids = dict(state.store.db.execute("SELECT path, id FROM files").fetchall())  # the run names most files anyway
+    for m in members:
+        m["file_id"] = ids.get(m["file"])
+    return result
 
 
 def _members_with_spans(store: Store, run: int, group: int) -> list[dict]:
