@@ -770,7 +770,8 @@ def cluster(obj, store_dir, on, neighbours, link_p, min_cluster_size, min_sample
     time, groups below 0.05 70%. When no group reaches 0.1 the run warns: HDBSCAN finds groups
     even where nobody speaks in two files.
     """
-    from weighter.cluster import SlotClusterer, assign_set, cluster_store, draw_map, export_csv, latest_run, run_result
+    from weighter.cluster import (SlotClusterer, assign_set, cluster_store, draw_map, export_csv, latest_run, run_result,
+                                  run_summary)
     from weighter.cluster.clusterer import LOW_PERSISTENCE
     from weighter.cluster.graph import GraphClusterer
     from weighter.index import Store
@@ -803,7 +804,8 @@ def cluster(obj, store_dir, on, neighbours, link_p, min_cluster_size, min_sample
         run = cluster_store(store, clusterer, assign_outliers, pairs=pairs)
     else:
         run = latest_run(store, run_id)
-    result = run_result(store, run)
+    # every member with its spans only where they are written (18 s at 1M slots); the summary else
+    result = run_result(store, run) if as_json or csv_path else None
     if csv_path:
         export_csv(result, csv_path)
     if map_path:
@@ -811,6 +813,7 @@ def cluster(obj, store_dir, on, neighbours, link_p, min_cluster_size, min_sample
     if as_json:
         click.echo(json.dumps(result))
         return
+    result = run_summary(store, run)
     r = result["run"]
     if r["params"].get("method") == "graph":
         how = (f"evidence graph: {r['params']['neighbours']} neighbours, {r['params']['edges']} pairs with p >= "
@@ -827,7 +830,7 @@ def cluster(obj, store_dir, on, neighbours, link_p, min_cluster_size, min_sample
                    f"{r['params']['pair_cosine']:.2f}; persistence 0)")
     click.echo(f"{'group':>6} {'slots':>6} {'files':>6} {'persistence':>11}  example files")
     for g in result["groups"]:
-        examples = ", ".join(sorted({Path(m['file']).name for m in g["members"]})[:4])
+        examples = ", ".join(g["examples"])
         persistence = f"{g['persistence']:.2f}" if "persistence" in g else "-"
         name = f"[{g['name']}] " if g.get("name") else ""
         click.echo(f"{g['id']:>6} {g['size']:>6} {g['files']:>6} {persistence:>11}  {name}{examples}")
