@@ -238,8 +238,6 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
         group's ``name`` is the named speaker it carries (None: none), ``names`` where each named
         speaker stands in the run (``weighter.index.speakers.NameInRun``).
     """
-    meta = store.db.execute("SELECT id, created, model_id, params, slots, groups, outlier_share FROM cluster_runs "
-                            "WHERE id = ?", (run,)).fetchone()
     rows = store.db.execute(
         "SELECT m.slot_id, m.group_id, m.probability, m.how, f.path, s.slot, f.id FROM cluster_members m "
         "JOIN slots s ON s.id = m.slot_id JOIN files f ON f.id = s.file_id WHERE m.run_id = ? "
@@ -255,22 +253,29 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
             spans = sets[file_id].spans(slot)
         member = {"file": path, "slot": slot, "probability": round(prob, 4), "how": how, "spans": spans}
         (outliers if group < 0 else groups.setdefault(group, [])).append(member)
-    total = len(rows)
-    names = run_names(store, run)
-    carried = {n.group: n.name for n in names if n.status == "named"}
-    persistence = group_persistence(store, run)
-    strongest = float(persistence.max()) if persistence is not None and len(persistence) else None
-    return {"run": {"id": meta[0], "created": meta[1], "model_id": meta[2], "params": json.loads(meta[3]),
-                    "slots": total, "groups": len(groups),
-                    "outlier_share": round(len(outliers) / total, 4) if total else 0.0,
-                    "strongest_persistence": None if strongest is None else round(strongest, 4),
-                    # no group stands clearly apart: HDBSCAN makes groups even where nobody recurs
-                    "groups_may_be_chance": strongest is not None and strongest < LOW_PERSISTENCE},
+    head, names, carried, persistence = _run_head(store, run, len(rows), len(groups), len(outliers))
+    return {"run": head,
             "groups": [{"id": g, "name": carried.get(g), "size": len(m), "files": len({x["file"] for x in m})}
                        | ({} if persistence is None else {"persistence": round(float(persistence[g]), 4)})
                        | {"members": m}
                        for g, m in sorted(groups.items(), key=lambda kv: -len(kv[1]))],
             "outliers": outliers, "names": [n.to_dict() for n in names]}
+
+
+def _run_head(store: Store, run: int, slots: int, groups: int, outliers: int) -> tuple:
+    """``run_result``'s ``run`` entry for a run of ``slots`` members in ``groups`` groups, and what
+    its groups take from the store: (run, names in it, group -> name carried, persistence)."""
+    meta = store.db.execute("SELECT id, created, model_id, params FROM cluster_runs WHERE id = ?", (run,)).fetchone()
+    names = run_names(store, run)
+    carried = {n.group: n.name for n in names if n.status == "named"}
+    persistence = group_persistence(store, run)
+    strongest = float(persistence.max()) if persistence is not None and len(persistence) else None
+    head = {"id": meta[0], "created": meta[1], "model_id": meta[2], "params": json.loads(meta[3]),
+            "slots": slots, "groups": groups, "outlier_share": round(outliers / slots, 4) if slots else 0.0,
+            "strongest_persistence": None if strongest is None else round(strongest, 4),
+            # no group stands clearly apart: HDBSCAN makes groups even where nobody recurs
+            "groups_may_be_chance": strongest is not None and strongest < LOW_PERSISTENCE}
+    return head, names, carried, persistence
 
 
 def run_summary(store: Store, run: int, examples: int = 4) -> dict:
@@ -296,8 +301,6 @@ def run_summary(store: Store, run: int, examples: int = 4) -> dict:
     >>> [(g["id"], g["size"], g["examples"]) for g in run_summary(store, 1)["groups"]][:1]  # doctest: +SKIP
     [(0, 12, ['a.flac', 'b.flac', 'd.flac', 'e.flac'])]
     """
-    meta = store.db.execute("SELECT id, created, model_id, params, slots, groups, outlier_share FROM cluster_runs "
-                            "WHERE id = ?", (run,)).fetchone()
     rows = np.fromiter(store.db.execute("SELECT slot_id, group_id, probability FROM cluster_members WHERE run_id = ?",
                                         (run,)), dtype=[("slot", np.int64), ("group", np.int64), ("p", np.float64)])
     files = store.owners(rows["slot"])[0]
@@ -312,16 +315,9 @@ def run_summary(store: Store, run: int, examples: int = 4) -> dict:
         shown = list(dict.fromkeys(file_of[lo:hi].tolist()))  # distinct files, most likely member first
         groups.append((int(group_of[lo]), hi - lo, len(np.unique(file_of[lo:hi])), shown[:examples]))
     paths = dict(store._rows_in("SELECT id, path FROM files WHERE id IN ({})", sorted({f for *_, e in groups for f in e})))
-    total, outliers = len(rows), int((~inside).sum())
-    names = run_names(store, run)
-    carried = {n.group: n.name for n in names if n.status == "named"}
-    persistence = group_persistence(store, run)
-    strongest = float(persistence.max()) if persistence is not None and len(persistence) else None
-    return {"run": {"id": meta[0], "created": meta[1], "model_id": meta[2], "params": json.loads(meta[3]),
-                    "slots": total, "groups": len(groups),
-                    "outlier_share": round(outliers / total, 4) if total else 0.0,
-                    "strongest_persistence": None if strongest is None else round(strongest, 4),
-                    "groups_may_be_chance": strongest is not None and strongest < LOW_PERSISTENCE},
+    outliers = int((~inside).sum())
+    head, names, carried, persistence = _run_head(store, run, len(rows), len(groups), outliers)
+    return {"run": head,
             "groups": [{"id": g, "name": carried.get(g), "size": int(size), "files": int(count)}
                        | ({} if persistence is None else {"persistence": round(float(persistence[g]), 4)})
                        | {"examples": [Path(paths[f]).name for f in shown]}
