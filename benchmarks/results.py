@@ -45,6 +45,7 @@ RUNS = {
     "index 1M, 8-bit codes": [f"{PY} benchmarks/index_speed.py --vectors 1000000 --index-type IVF4096,SQ8"],
     "query by file length": [f"{PY} benchmarks/query_timelines.py"],
     "export of 100k slots of 30-minute files": [f"{PY} benchmarks/export_scale.py --tmp /tmp"],
+    "serve pages, 1M clustered slots": [f"{PY} benchmarks/serve_load.py --slots 1000000 --cluster --seconds 0 --pages --json"],
     "writer deltas": [f"{PY} benchmarks/ray_scaling.py --skip-embed --writer-slots 100000 1000000 --build-slots 1000000"],
     "writer deltas 10M": [f"{PY} benchmarks/ray_scaling.py --skip-embed --writer-slots 100000 10000000 --build-slots "
                           "--tmp /tmp/bench10m"],

@@ -11,8 +11,9 @@ query as the client sees it (p50, p99), requests per second and errors.
     python benchmarks/serve_load.py --slots 5000 --seconds 5       # a quick check
     python benchmarks/serve_load.py --store demo/store --screenshots docs/img --seconds 0
 
---pages also times what each page asks the API for, once each (a store with a clustering run:
-`python benchmarks/serve_load.py --store S --seconds 0 --pages`). --screenshots DIR also saves each page of the served store (search with a played span,
+--pages also times what each page asks the API for, once each, on a store with a clustering run
+(--cluster runs `weighter cluster` on it first: `python benchmarks/serve_load.py --slots 1000000
+--cluster --seconds 0 --pages`). --screenshots DIR also saves each page of the served store (search with a played span,
 groups, one group, one file) as PNGs from headless Chromium (weighter.serve.browser); give it
 a store of real audio with a clustering run (the demo's).
 """
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--screenshots", type=Path, default=None, help="Save each page as a PNG in this folder.")
     parser.add_argument("--pages", action="store_true",
                         help="Also time what each page asks for, once each (a store with a clustering run).")
+    parser.add_argument("--cluster", action="store_true", help="Run `weighter cluster` on the store first (timed).")
     parser.add_argument("--json", action="store_true", help="One JSON object on stdout.")
     args = parser.parse_args()
 
@@ -200,6 +202,11 @@ def main() -> None:
         if store_dir is None:
             store_dir = Path(tmp) / "store"
             result["build_seconds"] = round(build_store(store_dir, args.slots), 1)
+        if args.cluster:
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "weighter.cli", "-q", "cluster", "--store", str(store_dir)],
+                           check=True, stdout=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+            result["cluster_seconds"] = round(time.perf_counter() - started, 1)
         with Store(store_dir, read_only=True) as store:
             info = store.info().to_dict()
             file_ids = np.array([r[0] for r in store.db.execute("SELECT id FROM files")])
