@@ -13,7 +13,8 @@ draws around its centres), then, under "unseen_speakers", of speakers it never h
 centres: their 10 nearest stored slots share no like with them and scatter over the index);
 under "reader", the first kind again through a read-only store opened afresh (as ``weighter
 query`` and ``weighter serve`` read), after 20 queries that load it. Then the removal of one file (an atomic ``apply``: SQLite rows, FAISS update, the FAISS file
-written again), and, under "new_base", a new base index written from SQLite by a fresh process
+written again); under "after_a_commit", a reader's first query after a one-file commit by the
+writer, and its next (medians of 5); and, under "new_base", a new base index written from SQLite by a fresh process
 (the writer's own peak memory for it).
 
     python benchmarks/index_speed.py --vectors 100000 1000000
@@ -132,6 +133,28 @@ def rescore_agreement(store: Store, qs: np.ndarray, queries: int) -> float | Non
     return round(float(np.mean([a == b for a, b in zip(ranked, wider)])), 4)
 
 
+def after_commits(store: Store, qs: np.ndarray, commits: int = 5) -> dict:
+    """A reader's query after each of ``commits`` one-file commits by the writer (it catches up:
+    the new delta, the statistics, what it keeps per generation), and its next query; medians in
+    ms. The files are removed again after."""
+    first, then = [], []
+    query = file_set("/bench/query.flac", qs[:SLOTS])
+    with Store(store.directory, read_only=True) as reader:
+        for _ in range(3):  # loaded
+            query_store(reader, query)
+        for c in range(commits):
+            with store.writing():
+                store.apply([(file_set(f"/bench/after{c}.flac", make_vectors(SLOTS, np.random.default_rng(500 + c))[0]),
+                              f"after{c}")])
+            for times in (first, then):
+                started = time.perf_counter()
+                query_store(reader, query)
+                times.append((time.perf_counter() - started) * 1000)
+    with store.writing():
+        store.apply([], [f"/bench/after{c}.flac" for c in range(commits)])
+    return {"first_query_ms": round(float(np.median(first)), 2), "next_query_ms": round(float(np.median(then)), 2)}
+
+
 def exact_index(vectors: np.ndarray):
     import faiss
 
@@ -220,11 +243,13 @@ def run(n: int, queries: int = 200, index_type: str | None = None, busy: int = 0
         with store.writing():
             store.apply([], ["/bench/f00000000.flac"])
         remove = time.perf_counter() - started
+        after = after_commits(store, known_q)
         new_base = rebuilt(store.directory, lists_on_disk)
     return {"vectors": n, "active_slots": int(len(ids)),
             "index_type": info.index_type, "nprobe": info.nprobe, "build_s": round(build, 1),
             "applies": -(-n // CHUNK_SLOTS), "deltas": info.deltas,
-            "remove_one_file_s": round(remove, 1), "lists_file": info.lists_file, "new_base": new_base,
+            "remove_one_file_s": round(remove, 1), "after_a_commit": after, "lists_file": info.lists_file,
+            "new_base": new_base,
             "build_peak_rss_gb": round(build_rss, 2), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             **known, "unseen_speakers": unseen, "reader": fresh, "query_slots": SLOTS, "scoring": info.scoring, "busy": busy}
 
