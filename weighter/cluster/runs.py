@@ -500,8 +500,7 @@ def draw_map(store: Store, run: int, path: str | Path) -> None:
     total = len(members)
     if total > MAP_POINTS:
         members = members[np.sort(np.random.default_rng(0).choice(total, MAP_POINTS, replace=False))]
-    rows = dict(store._rows_in("SELECT id, embedding FROM slots WHERE id IN ({})", members["slot"].tolist()))
-    emb = np.stack([np.frombuffer(rows[i], np.float32) for i in members["slot"].tolist()])
+    emb = store.slot_embeddings(members["slot"])
     state = _run_state(store, run, ("kind",))
     if not ("kind" in state and str(state["kind"]) == "graph"):  # an embedding run: its own space
         emb = load_clusterer(store, run).transform(emb)

@@ -68,8 +68,7 @@ def _grown(table: np.ndarray, ids: np.ndarray, mean: np.ndarray, spread: np.ndar
     if shape[0] * shape[1] > DENSE_LIMIT * count:
         return None
     grown = np.zeros((*shape, 2), np.float32)
-    grown[table.shape[0]:, :, 1] = 1.0  # new files' cells: spread 1 where a slot has no statistics
-    grown[:table.shape[0], table.shape[1]:, 1] = 1.0
+    grown[..., 1] = 1.0  # spread 1 where a slot has no statistics, as stats_table leaves it
     grown[:table.shape[0], :table.shape[1]] = table
     grown[files, slots, 0], grown[files, slots, 1] = mean, spread
     return grown

@@ -850,11 +850,27 @@ class Store:
             Their embeddings.
         """
         rows = self.db.execute("SELECT id, embedding FROM slots WHERE active = 1 ORDER BY id").fetchall()
-        dim = int(self._meta("embed_dim") or 256)
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, dim) if rows else \
-            np.zeros((0, dim), np.float32)
-        return ids, np.ascontiguousarray(vectors)
+        return np.array([r[0] for r in rows], dtype=np.int64), self._embeddings(r[1] for r in rows)
+
+    def _embeddings(self, blobs) -> np.ndarray:
+        """Stored embedding BLOBs, in order -> (n, E) float32."""
+        return np.frombuffer(b"".join(blobs), np.float32).reshape(-1, int(self._meta("embed_dim") or 256))
+
+    def slot_embeddings(self, slot_ids: np.ndarray) -> np.ndarray:
+        """The stored embeddings (n, E) float32 of these slots (vector ids), in their order.
+
+        Examples
+        --------
+        >>> store.slot_embeddings(np.array([4096, 4097])).shape  # doctest: +SKIP
+        (2, 256)
+        """
+        slot_ids = [int(i) for i in slot_ids]
+        rows = dict(self._rows_in("SELECT id, embedding FROM slots WHERE id IN ({})", slot_ids))
+        return self._embeddings(rows[i] for i in slot_ids)
+
+    def _active_ids(self) -> np.ndarray:
+        """Every active slot's id, ascending."""
+        return np.fromiter((r[0] for r in self.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")), np.int64)
 
     def slot_source(self, chunk: int | None = None) -> faiss_index.SlotSource:
         """Every active slot as a build reads them: the ids now, the embeddings a chunk of
@@ -868,8 +884,7 @@ class Store:
         >>> sum(len(v) for _, v in source.chunks()) == len(source.ids)  # doctest: +SKIP
         True
         """
-        ids = np.array([r[0] for r in self.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")], np.int64)
-        dim = int(self._meta("embed_dim") or 256)
+        ids, dim = self._active_ids(), int(self._meta("embed_dim") or 256)
 
         def read(lo: int, hi: int) -> np.ndarray:
             rows = self.db.execute("SELECT embedding FROM slots WHERE id BETWEEN ? AND ? AND +active = 1 ORDER BY id",
@@ -877,7 +892,7 @@ class Store:
             if len(rows) != hi - lo:
                 raise StoreError(f"{self.directory}: the active slots changed while they were read a chunk at a time "
                                  "(read them inside one transaction)")
-            return np.frombuffer(b"".join(r[0] for r in rows), np.float32).reshape(-1, dim)
+            return self._embeddings(r[0] for r in rows)
 
         return faiss_index.SlotSource(ids, read, dim, chunk or faiss_index.SOURCE_CHUNK)
 
@@ -1034,8 +1049,7 @@ class Store:
                 f"WITH f(id) AS (VALUES {','.join(['(?)'] * len(part))}) SELECT s.file_id, s.slot, s.embedding "
                 f"FROM f CROSS JOIN slots s ON s.id BETWEEN f.id << {SLOT_BITS} AND (f.id << {SLOT_BITS}) + "
                 f"{MAX_SLOTS - 1} WHERE +s.active = 1", part).fetchall()
-        dim = int(self._meta("embed_dim") or 256)
-        emb = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
+        emb = self._embeddings(r[2] for r in rows)
         file_of, slot_of = np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
         vector_ids = self.slot_ids(file_of, slot_of)
         if np.all(vector_ids[1:] > vector_ids[:-1]):  # SQLite's order, as it reads them
@@ -1092,9 +1106,7 @@ class Store:
         result = self.db.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             problems.append(f"sqlite integrity: {result}")
-        # every active slot's id, but only the probes' embeddings: all of them are 10 GB at 10M slots
-        ids = np.fromiter((r[0] for r in self.db.execute("SELECT id FROM slots WHERE active = 1 ORDER BY id")),
-                          np.int64)
+        ids = self._active_ids()  # and only the probes' embeddings below: all of them are 10 GB at 10M slots
         if not self.generation:
             if len(ids):
                 problems.append("active slots exist but no FAISS index")
@@ -1114,10 +1126,8 @@ class Store:
                 elif not np.array_equal(np.sort(stats["ids"][~np.isin(stats["ids"], live.dead)]), ids):
                     problems.append("the scores file's slots differ from SQLite's active slots")
         probe_ids = ids[:: max(1, len(ids) // 50)]
-        rows = dict(self._rows_in("SELECT id, embedding FROM slots WHERE id IN ({})", probe_ids.tolist()))
-        dim = int(self._meta("embed_dim") or 256)
-        probes = np.frombuffer(b"".join(rows[i] for i in probe_ids.tolist()), np.float32).reshape(-1, dim)
-        return problems + faiss_index.check_index(live, ids, probe_ids, probes, int(self._meta("nprobe") or 0),
+        return problems + faiss_index.check_index(live, ids, probe_ids, self.slot_embeddings(probe_ids),
+                                                  int(self._meta("nprobe") or 0),
                                                   self._meta("index_type") or "Flat")
 
     def optimize(self) -> ApplyResult:
