@@ -261,12 +261,13 @@ def _rank(store: Store, query: EmbeddingSet, slots: np.ndarray, vectors: np.ndar
         top = _rescore(store, vectors, query_stats, [hit[0] for hit in candidates])[:k]
     run = store.run_id()
     names = speakers.group_names(store, run) if run is not None else {}
-    details = store.slot_timelines([store.slot_id(f, s_slot) for f, _, _, _, s_slot in top], run)
+    slot_ids = [store.slot_id(f, s_slot) for f, _, _, _, s_slot in top]
+    details = store.slot_timelines(slot_ids, run)
     query_spans = {q: query.spans(int(slots[q])) for q in {q for _, _, _, q, _ in top}}
     probs = None if calibration is None else calibration.probability([score for _, score, _, _, _ in top])
     matches = []
-    for i, (file_id, score, cosine, q, s_slot) in enumerate(top):
-        path, duration, weighting, rate, *group = details[store.slot_id(file_id, s_slot)]
+    for i, ((_, score, cosine, q, s_slot), slot_id) in enumerate(zip(top, slot_ids)):
+        path, duration, weighting, rate, *group = details[slot_id]
         group = group[0] if group else None
         prob = None if probs is None else round(float(probs[i]), 4)
         matches.append(Match(path, round(score, 4), round(cosine, 4), prob, int(slots[q]), int(s_slot),
@@ -335,13 +336,18 @@ def file_hits(store: Store, cosines: np.ndarray, ids: np.ndarray, query_stats, e
     hit_ids, cosines = ids[keep], cosines[keep]
     files, stored_slots = store.owners(hit_ids)  # vector ids encode them
     scores = _scores(store, cosines, query_stats, rows, hit_ids)
-    order = np.lexsort((-scores, files))  # by file, then best first: one sort
-    ordered = files[order]
-    pick = order[np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]  # each file's best hit but the first file's
-    pick = np.concatenate([order[:1], pick])  # files in ascending id order
+    pick = _each_files_best(files, scores)
     pick = pick[np.argsort(-scores[pick], kind="stable")[:want]]
     return list(zip(files[pick].tolist(), scores[pick].tolist(), cosines[pick].tolist(), rows[pick].tolist(),
                     stored_slots[pick].tolist()))
+
+
+def _each_files_best(files: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The index of each file's best score (the first of equals), files in ascending id order:
+    one stable sort by file, then best first."""
+    order = np.lexsort((-scores, files))
+    ordered = files[order]
+    return np.concatenate([order[:1], order[np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]])
 
 
 def _rescore(store: Store, vectors: np.ndarray, query_stats, file_ids: list[int]) -> list[tuple]:
@@ -381,9 +387,7 @@ def best_pairs(file_of: np.ndarray, slot_of: np.ndarray, scores: np.ndarray, sim
     cols = np.arange(len(file_of))
     rows = np.argmax(scores, axis=0)  # (S,) each column's best query row, the first of equals
     score, cosine = scores[rows, cols], sims[rows, cols]
-    order = np.lexsort((cols, -score, file_of))  # by file, then best first, then column
-    ordered = file_of[order]
-    best = order[np.concatenate([[True], ordered[1:] != ordered[:-1]])]  # (F,) each file's best column
+    best = _each_files_best(file_of, score)  # (F,) each file's best column
     best = best[np.argsort(np.unique(file_of, return_index=True)[1], kind="stable")]  # files as first seen
     best = best[np.argsort(-score[best], kind="stable")]
     return [(int(file_of[c]), float(score[c]), float(cosine[c]), int(rows[c]), int(slot_of[c])) for c in best]

@@ -29,7 +29,7 @@ import numpy as np
 from weighter.embedding_set import EmbeddingSet, spans
 from weighter.errors import AudioError, StoreError, WeighterError
 from weighter.index.query import Match, query_store
-from weighter.index.store import SLOT_BITS, Store
+from weighter.index.store import Store
 from weighter.scoring import normalised
 
 ANCHOR_P = 0.5  # a clip-enrolled speaker's anchors: stored slots its search finds at least this likely
@@ -688,6 +688,7 @@ def iter_speaker_turns(store: Store, run: int | None = None, chunk: int = EXPORT
         index = {s.name: k for k, s in enumerate(speakers)}
         source = store.slot_source(chunk)
         file_turns, current = [], None  # the turns of the file being read, which a chunk may end inside
+        by_start = lambda t: (t.start, t.speaker)  # noqa: E731
         with tqdm(total=len(source), desc="export", unit="slot", disable=not progress) as bar:
             for first, vectors in source.chunks():
                 ids = source.ids[first:first + len(vectors)]
@@ -698,10 +699,10 @@ def iter_speaker_turns(store: Store, run: int | None = None, chunk: int = EXPORT
                     else np.zeros((0, len(ids)))
                 timelines = store.slot_timelines(ids.tolist())
                 for col, slot_id in enumerate(ids.tolist()):
-                    file_id = slot_id >> SLOT_BITS
-                    if file_id != current:
-                        yield from sorted(file_turns, key=lambda t: (t.start, t.speaker))
-                        file_turns, current = [], file_id
+                    path, duration, weighting, rate = timelines[slot_id]
+                    if path != current:  # a file's slots are consecutive ids
+                        yield from sorted(file_turns, key=by_start)
+                        file_turns, current = [], path
                     group, membership = members.get(slot_id, (-1, 0.0))
                     if group in named:
                         label, p = named[group], float(prob[index[named[group]], col])
@@ -712,11 +713,10 @@ def iter_speaker_turns(store: Store, run: int | None = None, chunk: int = EXPORT
                         label, p = f"group_{group}", membership
                     else:
                         label, p = f"unknown_{slot_id}", None
-                    path, duration, weighting, rate = timelines[slot_id]
                     p = None if p is None else round(p, 4)
                     file_turns += [Turn(path, label, a, b, p) for a, b in spans(weighting, rate, duration)]
                 bar.update(len(ids))
-        yield from sorted(file_turns, key=lambda t: (t.start, t.speaker))
+        yield from sorted(file_turns, key=by_start)
     finally:
         if opened and db.in_transaction:
             db.execute("COMMIT")
