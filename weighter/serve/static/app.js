@@ -94,9 +94,12 @@ function searchPage(fileId) {
   const list = el("div", {class: "files", id: "file-list"});
   const upload = el("input", {id: "upload", type: "file", accept: "audio/*,.flac,.wav,.mp3,.ogg"});
   const results = el("div", {id: "results"});
+  let asked = 0;  // each keystroke asks again; answers may come back out of order
   const find = async () => {
+    const mine = ++asked;
     try {
       const found = await api(`/api/files?limit=30&q=${encodeURIComponent(input.value)}`);
+      if (mine !== asked) return;  // a later keystroke's answer is the one to show
       list.replaceChildren(...found.files.map((f) =>
         el("button", {class: "file", "data-id": f.id, onclick: () => { location.hash = `#/search/${f.id}`; }},
           `${f.name} (${fmt(f.duration, 0)} s)`)),
