@@ -189,7 +189,8 @@ def test_a_fit_that_says_most_pairs_share_a_voice_is_not_believed(corpus_store, 
 def test_a_large_store_scores_a_seeded_sample_of_whole_files(tmp_path):
     """Past ``max_slots`` active slots the base rate is fitted on a seeded draw of whole files
     (asking SQLite only about the files drawn): at most ``max_slots`` slots, the same draw for
-    the same seed and store, another for another seed, each pair's best score as over all files."""
+    the same seed and store, another for another seed, each pair's best score as over all files;
+    a grown store's draw keeps the earlier one's files but those that the new files push out."""
     import sys
     from pathlib import Path
 
@@ -217,4 +218,10 @@ def test_a_large_store_scores_a_seeded_sample_of_whole_files(tmp_path):
     cos = vectors @ vectors.T
     truth = [cos[np.ix_(file_of == a, file_of == b)].max() for i, a in enumerate(sample) for b in sample[i + 1:]]
     assert np.allclose(np.sort(file_pair_scores(store, max_slots=40)), np.sort(truth), atol=1e-5)
+    with store.writing():  # a store that grows keeps its draw but for the new files ranked inside it
+        store.apply([(make_set(tmp_path / f"g{i}.wav", [i % DIM], basis, seed=100 + i), f"g{i}") for i in range(40)])
+    grown = _sampled_files(store, 40, 0)
+    kept = set(grown) & set(everyone)
+    new = set(grown) - kept
+    assert kept <= set(sample) and new and len(set(sample) - kept) <= len(new) + 2  # out: about as many as in
     store.close()

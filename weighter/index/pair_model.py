@@ -191,28 +191,61 @@ def file_pair_scores(store, max_slots: int = MAX_SLOTS, seed: int = 0) -> np.nda
 
 def _sampled_files(store, max_slots: int, seed: int) -> np.ndarray:
     """Ids of the stored files whose pairs are scored, ascending: every file with an active slot
-    while the store holds at most ``max_slots`` active slots; past that a seeded draw of whole
-    files, up to ``max_slots`` active slots. The draw asks SQLite only about the files it draws
-    (ids drawn between the smallest and largest file id, gaps of removed files skipped), so a
-    commit into a large store walks no table: at 10M slots counting every file's active slots
-    took seconds a commit."""
+    while the store holds at most ``max_slots`` active slots; past that the files whose seeded
+    hash of their id is smallest, up to ``max_slots`` active slots. The hash ranks a file the
+    same however the store grows, so a commit changes the sample only by the new files that
+    rank inside it (and those they push out): p moves with the corpus, not with a new draw.
+    SQLite is asked only about the files taken, in hash order (ids of removed files skipped),
+    so a commit into a large store walks no table: at 10M slots counting every file's active
+    slots took seconds a commit."""
     db = store.db
     if store.active_slot_count() <= max_slots:
         rows = db.execute("SELECT file_id FROM slots WHERE +active = 1 GROUP BY file_id ORDER BY file_id").fetchall()
         return np.array([r[0] for r in rows], np.int64)
     low, high = db.execute("SELECT MIN(id), MAX(id) FROM files").fetchone()
-    rng, seen, names, total = np.random.default_rng(seed), set(), [], 0
-    while total < max_slots and len(seen) < high - low + 1:
-        draw = [i for i in dict.fromkeys(rng.integers(low, high + 1, 512).tolist()) if i not in seen]
-        seen.update(draw)
-        counts = dict(store._rows_in("SELECT file_id, COUNT(*) FROM slots WHERE +active = 1 AND file_id IN ({}) "
-                                     "GROUP BY file_id", draw))
-        for file_id in (f for f in draw if f in counts):  # in the order drawn, not SQLite's
-            if total + counts[file_id] > max_slots:
-                return np.sort(np.array(names, np.int64))  # the next file would pass max_slots: full
-            names.append(file_id)
-            total += counts[file_id]
+    names, total, taken = [], 0, 0
+    for ids in _by_hash(low, high, seed):
+        for at in range(0, len(ids), 512):
+            draw = ids[at:at + 512].tolist()
+            counts = dict(store._rows_in("SELECT file_id, COUNT(*) FROM slots WHERE +active = 1 AND file_id IN ({}) "
+                                         "GROUP BY file_id", draw))
+            for file_id in (f for f in draw if f in counts):  # in hash order, not SQLite's
+                if total + counts[file_id] > max_slots:
+                    return np.sort(np.array(names, np.int64))  # the next file would pass max_slots: full
+                names.append(file_id)
+                total += counts[file_id]
     return np.sort(np.array(names, np.int64))
+
+
+def _by_hash(low: int, high: int, seed: int, first: int = 4096, block: int = 1 << 20):
+    """The ids ``low..high`` in the order of ``_id_hash``, as arrays: those whose hash falls in
+    the lowest slice of the hash range that holds about ``first`` of them (the hashes are
+    uniform), then in the next slice four times as wide, and so on. Each slice is found a
+    ``block`` of ids at a time by a comparison, with no sort of all ids: 7 ms per million ids."""
+    top = 1 << 64
+    start, width = 0, max(1, top * first // (high - low + 1))
+    while start < top:
+        end = min(start + width, top)
+        found_i, found_h = [], []
+        for at in range(low, high + 1, block):
+            ids = np.arange(at, min(at + block, high + 1), dtype=np.int64)
+            h = _id_hash(ids, seed)
+            inside = np.flatnonzero((h >= np.uint64(start)) & (h <= np.uint64(end - 1)))
+            found_i.append(ids[inside])
+            found_h.append(h[inside])
+        found_i, found_h = np.concatenate(found_i), np.concatenate(found_h)
+        yield found_i[np.argsort(found_h, kind="stable")]
+        start, width = end, width * 4
+
+
+def _id_hash(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed pseudo-random rank (uint64) of each file id (SplitMix64's finaliser over the id
+    and the seed): a file's rank never depends on which other files are stored."""
+    with np.errstate(over="ignore"):
+        z = ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def store_calibration(store) -> PairPrior | None:
