@@ -69,7 +69,7 @@ def main():
     parser.add_argument("--no-classic", action="store_true", help="skip the classic pipeline")
     args = parser.parse_args()
     bank = HeldBack(RecordingBank(checked_voices(args)), args.split)
-    embedder = Embedder.load(args.model)
+    embedder = Embedder.load(args.model, precision=args.precision)
     windows = None
     if not args.no_classic:
         from weighter.baselines import resemblyzer_windows

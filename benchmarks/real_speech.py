@@ -62,7 +62,7 @@ SUMMARISED = ("count_accuracy", "over", "under", "map", "recall@1", "slot_eer", 
 
 def corpus_arguments(description: str) -> argparse.ArgumentParser:
     """The options of a benchmark over real-speech corpora (this one's and enrolment.py's):
-    model, voices, split, files, seeds, conditions, JSON output."""
+    model, voices, split, files, seeds, conditions, JSON output, the encoder's precision."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--voices", type=Path, default=VOICES, help="folder of SPEAKER/*.flac recordings")
@@ -72,6 +72,8 @@ def corpus_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
                         help="which conditions to mix (default: all three)")
     parser.add_argument("--json", dest="json_out", default=None)
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="the speaker encoder's number format (Embedder's precision)")
     return parser
 
 
@@ -88,7 +90,7 @@ def main():
                         help="classic-resemblyzer and/or classic-weighter (none: skip)")
     args = parser.parse_args()
     bank = RecordingBank(checked_voices(args))
-    embedder = Embedder.load(args.model)
+    embedder = Embedder.load(args.model, precision=args.precision)
     results, summaries = [], []
     for condition in args.conditions:
         rows = []
@@ -97,7 +99,8 @@ def main():
                                                           CONDITIONS[condition]))
             print(json.dumps(rows[-1]), flush=True)
         summary = {"condition": condition, "split": args.split, "speakers": len(bank.identities(args.split)),
-                   "seeds": args.seeds, "files_each": args.files, "model_id": embedder.model_id} | stats(rows)
+                   "seeds": args.seeds, "files_each": args.files, "model_id": embedder.model_id,
+                   "precision": embedder.precision} | stats(rows)
         for name in args.baselines:
             summary[name] = stats([r[name] for r in rows])
         print(json.dumps(summary), flush=True)

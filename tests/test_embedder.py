@@ -664,3 +664,26 @@ def test_an_input_level_makes_log_mel_features_independent_of_the_recording_leve
     assert (levelled(wave) - levelled(quiet)).abs().max() < 1e-3
     assert "input_level_dbfs" not in WeighterConfig().to_dict()
     assert WeighterConfig.from_dict(WeighterConfig(input_level_dbfs=-21.0).to_dict()).input_level_dbfs == -21.0
+
+
+def test_bfloat16_encoder_windows_embed_as_float32_ones_do(tiny_bank):
+    """The shipped model with its encoder's windows in bfloat16 (CPU autocast) gives a file the
+    slots that float32 gives (each confidence within 0.02, each embedding within a cosine of
+    0.99), computed otherwise; "auto" is bfloat16 only on a CPU that computes it natively, and
+    bad precisions are refused by name."""
+    from weighter.embedder.device import cpu_has_bfloat16, pick_precision
+
+    ids = tiny_bank.identities("train")
+    audio = np.concatenate([c.astype(np.float32) / 32768 for i in (0, 3) for c in tiny_bank.clips(ids[i])[:2]])
+    e32, e16 = (Embedder.load(device="cpu", precision=p) for p in ("float32", "bfloat16"))
+    assert (e32.precision, e16.precision) == ("float32", "bfloat16")
+    s32, s16 = e32.embed_audio(audio), e16.embed_audio(audio)
+    assert np.abs(s32.confidence - s16.confidence).max() < 0.02
+    cos = (s32.embeddings * s16.embeddings).sum(1)
+    assert cos.min() > 0.99 and not np.array_equal(s32.embeddings, s16.embeddings)  # it did run in bfloat16
+    assert Embedder.load(device="cpu").precision == ("bfloat16" if cpu_has_bfloat16() else "float32")
+    assert pick_precision("auto", torch.device("cuda")) == "float32"
+    with pytest.raises(WeighterError, match="CPU only"):
+        pick_precision("bfloat16", torch.device("cuda"))
+    with pytest.raises(WeighterError, match="precision 'half': one of auto, float32, bfloat16"):
+        Embedder.load(device="cpu", precision="half")

@@ -40,3 +40,54 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise WeighterError(f"device {name!r}: no CUDA device is available")
     return torch.device(name)
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """The number format the speaker encoder's windows run in on ``device``.
+
+    bfloat16 (torch's CPU autocast) runs the encoder's LSTM about twice as fast on CPUs with
+    native bfloat16 instructions (AVX512-BF16 or AMX) and keeps each window's embedding within
+    a cosine of 0.99 of float32's (median 0.9998); elsewhere it would be emulated and slower.
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"`` (bfloat16 on a CPU with native bfloat16, else float32), ``"float32"`` or
+        ``"bfloat16"`` (the CPU only).
+    device : torch.device
+
+    Returns
+    -------
+    str
+        ``"float32"`` or ``"bfloat16"``.
+
+    Raises
+    ------
+    WeighterError
+        An unknown name, or bfloat16 asked for on a device other than the CPU.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from weighter.embedder.device import pick_precision
+    >>> pick_precision("float32", torch.device("cpu"))
+    'float32'
+    """
+    if name not in PRECISIONS:
+        raise WeighterError(f"precision {name!r}: one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "bfloat16" if device.type == "cpu" and cpu_has_bfloat16() else "float32"
+    if name == "bfloat16" and device.type != "cpu":
+        raise WeighterError(f"precision bfloat16 runs on the CPU only, not on {device}: use float32 or auto")
+    return name
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN's own check; False where torch lacks it)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -170,8 +170,8 @@ class RayEmbedder:
     options : RayOptions or None
         Cluster address, actors, CPUs / GPUs per actor, files per batch; None: the defaults.
     **embed_kw
-        ``window_seconds``, ``batch_seconds``, ``merge_cosine``, ``speech_gate``, as for
-        ``Embedder``.
+        ``window_seconds``, ``batch_seconds``, ``merge_cosine``, ``speech_gate``, ``precision``,
+        as for ``Embedder`` (each actor resolves ``precision`` on its own node).
 
     Raises
     ------

@@ -388,6 +388,7 @@ class ResemblyzerFrontend:
                                                         norm="slaney", mel_scale="slaney", center=False)
         self.hop = c.hop
         self.partial_hop = c.partial_hop
+        self.precision = "float32"  # "bfloat16": the windows run under CPU autocast (set by Embedder)
 
     def mel_frames(self, wave: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """wave (B, S) at 16 kHz, frame mask (B, T) -> the encoder's input, power mel (B, T, 40),
@@ -399,9 +400,12 @@ class ResemblyzerFrontend:
 
     def embed_windows(self, windows: torch.Tensor, lengths: torch.Tensor, batch: int = 512) -> torch.Tensor:
         """Speaker embeddings of mel windows (W, L, 40), each valid for its first ``lengths`` (W,)
-        frames: the LSTM's output at a window's last valid frame, linear, ReLU, L2 norm -> (W, 256)."""
-        out = [self.encoder(windows[i:i + batch], lengths[i:i + batch])  # bounded memory: (batch, 160, 256)
-               for i in range(0, len(windows), batch)]
+        frames: the LSTM's output at a window's last valid frame, linear, ReLU, L2 norm -> (W, 256),
+        float32 (computed in bfloat16 when ``precision`` says so and the windows are on the CPU)."""
+        fast = self.precision == "bfloat16" and windows.device.type == "cpu"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            out = [self.encoder(windows[i:i + batch], lengths[i:i + batch]).float()  # bounded: (batch, 160, 256)
+                   for i in range(0, len(windows), batch)]
         return torch.cat(out) if out else windows.new_zeros(0, 256)
 
     def window_grid(self, length: int) -> tuple[torch.Tensor, int]:
