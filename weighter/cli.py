@@ -1289,6 +1289,9 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
               help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), **_library(_TRAIN + "precision"),
+              help="--partials: the frozen encoder's number format while caching frames (auto: bfloat16 on a CPU "
+                   "that computes it natively, as the embedder then runs it).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Processes making training batches (mixing, noise, rooms, codecs) while the model trains "
                    "[default: on a GPU all cores but one, at most 12; on the CPU a quarter of the cores, so "
@@ -1303,7 +1306,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
 def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_supervision, balance_activity, separation,
           margin, input_level, combine, loss, lr, eval_every, val_files, patience, slots, frontend, encoder_file,
           ssl_bundle, ssl_layer, max_speakers, voices_dir, voices_share, partial_hop, cached_files, augment, reverb, distort, related, empty, sounds,
-          pretrain_steps, seed, device, workers, resume, init, **bank_args):
+          pretrain_steps, seed, device, precision, workers, resume, init, **bank_args):
     """Train an embedder from file-level likes, validating each --eval-every steps.
 
     \b
@@ -1334,7 +1337,7 @@ def train(obj, manifest, synthetic, out, steps, batch_size, seconds, frame_super
                       balance_activity=balance_activity, separation=separation, margin=margin, input_level=input_level, lr=lr,
                       eval_every=eval_every, val_files=val_files, patience=patience, seed=seed, device=device, max_speakers=max_speakers, reverb=reverb,
                       distort=distort, related=related, empty=empty, sounds=sounds, pretrain_steps=pretrain_steps,
-                      workers=workers, augment=augment)
+                      workers=workers, augment=augment, precision=precision)
     init = DEFAULT_MODEL if init == "default" else init
     if not obj["quiet"] and not obj["progress"]:  # no bar (stderr is no terminal): one line per validation
         for name in ("weighter.training.train", "weighter.training.data"):  # the loop's and its batch makers'
@@ -1395,10 +1398,13 @@ _DISTILL = "weighter.training.distill:DistillConfig."
                    "spectrum stays).")
 @click.option("--eval-every", type=click.IntRange(min=1), **_library(_DISTILL + "eval_every"))
 @click.option("--seed", type=int, **_library(_DISTILL + "seed"))
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), **_library(_DISTILL + "precision"),
+              help="The encoders' number format: auto runs teacher and student in bfloat16 (CPU autocast) on a CPU "
+                   "that computes it natively, float32 elsewhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's result (validation figures, history) as JSON.")
 @click.pass_obj
 def distill(obj, out, voices_dir, synthetic, material, speech_dirs, clips, clip_seconds, variants, real_share, steps,
-            batch_size, lr, centroid, input_norm, eval_every, seed, as_json, **bank_args):
+            batch_size, lr, centroid, input_norm, eval_every, seed, precision, as_json, **bank_args):
     """Distil a speaker encoder that holds across channels from Resemblyzer's frozen one.
 
     The student starts as Resemblyzer's encoder and learns to give, for speech heard through a
@@ -1434,7 +1440,7 @@ def distill(obj, out, voices_dir, synthetic, material, speech_dirs, clips, clip_
         logging.getLogger("weighter.training.distill").setLevel(logging.INFO)
     cfg = DistillConfig(clips=clips, clip_seconds=clip_seconds, variants=variants, real_share=real_share, steps=steps,
                         batch_size=batch_size, lr=lr, centroid=centroid, input_norm=input_norm, eval_every=eval_every,
-                        seed=seed)
+                        seed=seed, precision=precision)
     result = run_distill(out, cfg, train_sources, val_sources, progress=obj["progress"], material=material)
     click.echo(json.dumps(result.to_dict()) if as_json else
                f"kept step {result.best_step} of {result.steps}: validation mAP degraded "

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from weighter.corpus.mixer import MixerConfig
 from weighter.embedder.checkpoint import save_model
+from weighter.embedder.device import pick_precision
 from weighter.embedder.model import SpeakerEncoder, WeighterConfig, WeighterModel
 from weighter.embedder.slots import output_row, row_slots
 from weighter.training.augment import ChannelMixer
@@ -233,6 +234,8 @@ def train_cached(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, t
         if encoder is None:
             raise WeighterError("frontend 'distilled' needs its speaker encoder (weighter distill's file)")
         model.encoder.load_state_dict(encoder.state_dict())
+    if hasattr(getattr(model, "frozen", None), "precision"):  # frames made as the embedder makes them here
+        model.frozen.precision = pick_precision(cfg.precision, torch.device("cpu"))
     if cfg.augment and augmenter is None:
         augmenter = default_augmenter(train_sources, cfg.seed)
     block = max(1, model_cfg.partial_hop)

@@ -57,6 +57,8 @@ class TrainConfig:
     #                       coloured noise and telephone band; validation conversations alike
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # cached training: the frozen encoder's number format while caching frames
+    #                          (weighter.embedder.device.pick_precision: bfloat16 on a CPU that has it)
     pretrain_steps: int = 0  # synthetic only: first steps on single-speaker clips (speaker ID of the frames)
     pretrain_batch: int = 64
     pretrain_seconds: float = 3.0

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from weighter.embedder.checkpoint import save_encoder
+from weighter.embedder.device import pick_precision
 from weighter.embedder.model import SpeakerEncoder
 from weighter.errors import WeighterError
 from weighter.evaluation import mean_average_precision
@@ -71,6 +72,8 @@ class DistillConfig:
     centroid: float = 0.0  # weight of the clip's mean teacher embedding in the target (0: the window's own)
     input_norm: str = "none"  # the student's SpeakerEncoder input_norm: "none", "cmn" (per-window band means)
     #                           or "smooth" (their smooth part across the bands)
+    precision: str = "auto"  # the encoders' number format (pick_precision): bfloat16 under CPU autocast
+    #                          where the CPU has it, for the teacher's targets, the student's steps and validation
     eval_every: int = 200
     val_draws: int = 4  # channels per validation half
     seed: int = 0
@@ -197,17 +200,22 @@ def embed_windows(encoder: SpeakerEncoder, mel: torch.Tensor, hop: int, batch: i
     starts = torch.from_numpy(window_starts(mel.shape[1], hop))
     index = starts[:, None] + torch.arange(WINDOW)  # (K, 160)
     windows = mel[:, index].reshape(-1, WINDOW, 40)  # (B * K, 160, 40)
-    out = torch.cat([encoder(windows[i:i + batch]) for i in range(0, len(windows), batch)])
+    out = torch.cat([encoder(windows[i:i + batch]).float() for i in range(0, len(windows), batch)])
     return out.reshape(mel.shape[0], len(starts), -1)
+
+
+def autocast(precision: str):
+    """The context that runs an encoder in ``precision`` ("float32" or "bfloat16") on the CPU."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 class DistillData:
     """The inputs of a run, made once: per clip the teacher's window embeddings of its clean
-    speech (C, K, 256), and the log-mel of each of its ``variants`` channels (C, V, T, 40) as
-    float16 (the student's input is its exp, the power mel)."""
+    speech (C, K, 256; the teacher run in ``precision``), and the log-mel of each of its
+    ``variants`` channels (C, V, T, 40) as float16 (the student's input is its exp, the power mel)."""
 
     def __init__(self, teacher: SpeakerEncoder, sources: list[SpeechSource], augmenter: ChannelAugmenter,
-                 cfg: DistillConfig, progress: bool = True, batch: int = 32):
+                 cfg: DistillConfig, progress: bool = True, precision: str = "float32", batch: int = 32):
         rng = np.random.default_rng([cfg.seed, 1])
         samples = int(cfg.clip_seconds * SAMPLE_RATE)
         picks = _pick_sources(sources, cfg.clips, cfg.real_share, rng)
@@ -216,7 +224,8 @@ class DistillData:
         for i in range(0, cfg.clips, batch):
             clean = np.stack([draw_clip(sources[k], rng, samples) for k in picks[i:i + batch]])  # (b, S)
             clean_mel = encoder_mel(torch.from_numpy(clean))
-            targets.append(embed_windows(teacher, clean_mel, cfg.hop).half())
+            with torch.no_grad(), autocast(precision):
+                targets.append(embed_windows(teacher, clean_mel, cfg.hop).half())
             levels.append(torch.log(clean_mel + 1e-8).mean(1))  # (b, 40)
             noisy = np.stack([augmenter(x, rng)[0] for x in clean for _ in range(cfg.variants)])  # (b * V, S)
             mel = torch.log(encoder_mel(torch.from_numpy(noisy)) + 1e-10).half()
@@ -339,8 +348,9 @@ def distill(out: str | Path, cfg: DistillConfig, sources: list[SpeechSource], va
         picks = _pick_sources(sources, 200, cfg.real_share, rng)
         babble = [draw_clip(sources[k], rng, 5 * SAMPLE_RATE) for k in picks]
         augmenter = ChannelAugmenter(material, babble=babble, seed=cfg.seed)
+    precision = pick_precision(cfg.precision, torch.device("cpu"))
     started = time.perf_counter()
-    data = DistillData(teacher, sources, augmenter, cfg, progress)
+    data = DistillData(teacher, sources, augmenter, cfg, progress, precision)
     validation = HalvesValidation(val_sources, augmenter, cfg.val_draws, cfg.hop, cfg.seed)
     made = time.perf_counter() - started
     student = SpeakerEncoder(cfg.input_norm)
@@ -351,7 +361,8 @@ def distill(out: str | Path, cfg: DistillConfig, sources: list[SpeechSource], va
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / cfg.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(k, cfg.steps) / cfg.steps)))
-    teacher_figures = validation(teacher)
+    with torch.no_grad(), autocast(precision):
+        teacher_figures = validation(teacher)
     history = [{"step": 0, "loss": None} | teacher_figures]
     log.info("teacher: %s", teacher_figures)
     best_step, best, best_state = 0, teacher_figures, None
@@ -362,7 +373,9 @@ def distill(out: str | Path, cfg: DistillConfig, sources: list[SpeechSource], va
     for step in range(1, cfg.steps + 1):
         student.train()
         windows, target = data.batch(rng, cfg.batch_size, cfg.centroid)
-        loss = (1 - (student(windows) * target).sum(-1)).mean()
+        with autocast(precision):
+            embedded = student(windows).float()
+        loss = (1 - (embedded * target).sum(-1)).mean()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -371,7 +384,8 @@ def distill(out: str | Path, cfg: DistillConfig, sources: list[SpeechSource], va
         losses.append(loss.item())
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            figures = validation(student)
+            with torch.no_grad(), autocast(precision):
+                figures = validation(student)
             history.append({"step": step, "loss": round(float(np.mean(losses)), 5)} | figures)
             losses.clear()
             log.info("step %d: %s", step, history[-1])
