@@ -1,4 +1,4 @@
-"""Choosing the torch device that a model runs on (inference and training alike).
+"""The torch device a model runs on, and its number format (inference and training alike).
 
 Kept apart from training so that inference imports nothing of it: ``weighter.training.train``
 pulls in the corpus generator (TTS bank, mixer).
@@ -91,3 +91,17 @@ def cpu_has_bfloat16() -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def autocast(precision: str):
+    """The context in which CPU tensors compute in ``precision`` ("float32" or "bfloat16").
+
+    Examples
+    --------
+    >>> import torch
+    >>> from weighter.embedder.device import autocast
+    >>> with autocast("bfloat16"):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.bfloat16
+    """
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")

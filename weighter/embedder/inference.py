@@ -93,8 +93,7 @@ class Embedder:
         self.speech = SpeechDetector() if speech_gate is not None else None
         self.model = model.to(device).eval()
         self.precision = pick_precision(precision, device)
-        if getattr(model, "frozen", None) is not None and hasattr(model.frozen, "precision"):
-            model.frozen.precision = self.precision  # a speaker-encoder frontend's windows
+        model.set_precision(self.precision)
         self.metadata = metadata
         self.device = device
         self.window_seconds = window_seconds

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weighter.embedder.device import autocast
 from weighter.errors import WeighterError
 
 
@@ -402,8 +403,7 @@ class ResemblyzerFrontend:
         """Speaker embeddings of mel windows (W, L, 40), each valid for its first ``lengths`` (W,)
         frames: the LSTM's output at a window's last valid frame, linear, ReLU, L2 norm -> (W, 256),
         float32 (computed in bfloat16 when ``precision`` says so and the windows are on the CPU)."""
-        fast = self.precision == "bfloat16" and windows.device.type == "cpu"
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+        with autocast(self.precision if windows.device.type == "cpu" else "float32"):
             out = [self.encoder(windows[i:i + batch], lengths[i:i + batch]).float()  # bounded: (batch, 160, 256)
                    for i in range(0, len(windows), batch)]
         return torch.cat(out) if out else windows.new_zeros(0, 256)
@@ -596,6 +596,12 @@ class WeighterModel(nn.Module):
         frame_lengths = self.frame_count(lengths)
         t = int(self.frame_count(torch.tensor(s)))
         return frame_lengths, torch.arange(t, device=wave.device)[None] < frame_lengths[:, None]
+
+    def set_precision(self, precision: str) -> None:
+        """Run a frozen speaker encoder's windows in ``precision`` ("float32" or "bfloat16", as
+        ``weighter.embedder.device.pick_precision`` resolves it); other frontends ignore it."""
+        if hasattr(getattr(self, "frozen", None), "precision"):
+            self.frozen.precision = precision
 
     def frame_count(self, samples: torch.Tensor) -> torch.Tensor:
         """Frames (at 100 Hz) that ``samples`` samples give."""

@@ -203,7 +203,7 @@ def _sampled_files(store, max_slots: int, seed: int) -> np.ndarray:
         rows = db.execute("SELECT file_id FROM slots WHERE +active = 1 GROUP BY file_id ORDER BY file_id").fetchall()
         return np.array([r[0] for r in rows], np.int64)
     low, high = db.execute("SELECT MIN(id), MAX(id) FROM files").fetchone()
-    names, total, taken = [], 0, 0
+    names, total = [], 0
     for ids in _by_hash(low, high, seed):
         for at in range(0, len(ids), 512):
             draw = ids[at:at + 512].tolist()

@@ -234,8 +234,7 @@ def train_cached(out: str | Path, cfg: TrainConfig, model_cfg: WeighterConfig, t
         if encoder is None:
             raise WeighterError("frontend 'distilled' needs its speaker encoder (weighter distill's file)")
         model.encoder.load_state_dict(encoder.state_dict())
-    if hasattr(getattr(model, "frozen", None), "precision"):  # frames made as the embedder makes them here
-        model.frozen.precision = pick_precision(cfg.precision, torch.device("cpu"))
+    model.set_precision(pick_precision(cfg.precision, torch.device("cpu")))  # frames as the embedder makes them
     if cfg.augment and augmenter is None:
         augmenter = default_augmenter(train_sources, cfg.seed)
     block = max(1, model_cfg.partial_hop)

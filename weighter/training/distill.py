@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from weighter.embedder.checkpoint import save_encoder
-from weighter.embedder.device import pick_precision
+from weighter.embedder.device import autocast, pick_precision
 from weighter.embedder.model import SpeakerEncoder
 from weighter.errors import WeighterError
 from weighter.evaluation import mean_average_precision
@@ -202,11 +202,6 @@ def embed_windows(encoder: SpeakerEncoder, mel: torch.Tensor, hop: int, batch: i
     windows = mel[:, index].reshape(-1, WINDOW, 40)  # (B * K, 160, 40)
     out = torch.cat([encoder(windows[i:i + batch]).float() for i in range(0, len(windows), batch)])
     return out.reshape(mel.shape[0], len(starts), -1)
-
-
-def autocast(precision: str):
-    """The context that runs an encoder in ``precision`` ("float32" or "bfloat16") on the CPU."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 class DistillData:
