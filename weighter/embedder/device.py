@@ -86,9 +86,14 @@ def pick_precision(name: str, device: torch.device) -> str:
 
 
 def cpu_has_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (oneDNN's own check; False where torch lacks it)."""
+    """Whether this CPU computes bfloat16 natively: AVX512-BF16 or AMX instructions, for oneDNN
+    (whose own check also passes on plain AVX512, where bfloat16 is emulated). False where torch
+    cannot tell."""
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        import torch.cpu
+
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(native and torch.backends.mkldnn.is_available())
     except (AttributeError, RuntimeError):
         return False
 
