@@ -671,7 +671,10 @@ def test_bfloat16_encoder_windows_embed_as_float32_ones_do(tiny_bank):
     slots that float32 gives (each confidence within 0.02, each embedding within a cosine of
     0.99), computed otherwise; "auto" is bfloat16 only on a CPU that computes it natively, and
     bad precisions are refused by name."""
-    from weighter.embedder.device import cpu_has_bfloat16, pick_precision
+    from weighter.cli import _PRECISIONS
+    from weighter.embedder.device import PRECISIONS, cpu_has_bfloat16, pick_precision
+
+    assert tuple(_PRECISIONS.choices) == PRECISIONS  # the CLI offers what the library takes
 
     ids = tiny_bank.identities("train")
     audio = np.concatenate([c.astype(np.float32) / 32768 for i in (0, 3) for c in tiny_bank.clips(ids[i])[:2]])

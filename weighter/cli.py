@@ -382,8 +382,9 @@ _SPEECH_GATE = click.option(
          "detector (Silero VAD, pip install 'weighter[vad]'; alone: 0.2). Files of music, tones, hum or noise then "
          "get no speaker, and weightings (spans) keep to speech and 1 s either side of it; it costs embedding "
          "speed (docs/model.md, the speech gate).")
+_PRECISIONS = click.Choice(["auto", "float32", "bfloat16"])  # weighter.embedder.device.PRECISIONS, without torch
 _PRECISION = click.option(
-    "--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
+    "--precision", type=_PRECISIONS, default="auto", show_default=True,
     help="Number format of the speaker encoder: auto runs it in bfloat16 on a CPU that computes bfloat16 natively "
          "(AVX512-BF16 or AMX; about 1.6x the embedding speed, each window's embedding within a cosine of 0.99 of "
          "float32's), float32 elsewhere (float32: the format the model was trained in).")
@@ -1289,7 +1290,7 @@ def evaluate(store_dir, manifest, rttm, run_id, as_json):
               help="Synthetic: first steps on single-speaker clips (teaches the frames speaker identity).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), **_library(_TRAIN + "precision"),
+@click.option("--precision", type=_PRECISIONS, **_library(_TRAIN + "precision"),
               help="--partials: the frozen encoder's number format while caching frames (auto: bfloat16 on a CPU "
                    "that computes it natively, as the embedder then runs it).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
@@ -1398,7 +1399,7 @@ _DISTILL = "weighter.training.distill:DistillConfig."
                    "spectrum stays).")
 @click.option("--eval-every", type=click.IntRange(min=1), **_library(_DISTILL + "eval_every"))
 @click.option("--seed", type=int, **_library(_DISTILL + "seed"))
-@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), **_library(_DISTILL + "precision"),
+@click.option("--precision", type=_PRECISIONS, **_library(_DISTILL + "precision"),
               help="The encoders' number format: auto runs teacher and student in bfloat16 (CPU autocast) on a CPU "
                    "that computes it natively, float32 elsewhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's result (validation figures, history) as JSON.")

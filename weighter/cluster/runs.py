@@ -240,7 +240,7 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
         speaker stands in the run (``weighter.index.speakers.NameInRun``).
     """
     rows = store.db.execute(
-        "SELECT m.slot_id, m.group_id, m.probability, m.how, f.path, s.slot, f.id FROM cluster_members m "
+        "SELECT m.slot_id, m.group_id, m.probability, m.how, f.path, s.slot FROM cluster_members m "
         "JOIN slots s ON s.id = m.slot_id JOIN files f ON f.id = s.file_id WHERE m.run_id = ? "
         "ORDER BY m.group_id, f.path, s.slot", (run,)).fetchall()
     groups: dict[int, list] = {}
@@ -248,7 +248,7 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
     for start in range(0, len(rows), SPAN_ROWS):  # members' timelines a block at a time, not every file's set
         part = rows[start:start + SPAN_ROWS]
         timelines = store.slot_timelines([r[0] for r in part]) if with_spans else {}
-        for slot_id, group, prob, how, path, slot, _ in part:
+        for slot_id, group, prob, how, path, slot in part:
             heard = []
             if with_spans:
                 _, duration, weighting, rate = timelines[slot_id]
@@ -257,11 +257,16 @@ def run_result(store: Store, run: int, with_spans: bool = True) -> dict:
             (outliers if group < 0 else groups.setdefault(group, [])).append(member)
     head, names, carried, persistence = _run_head(store, run, len(rows), len(groups), len(outliers))
     return {"run": head,
-            "groups": [{"id": g, "name": carried.get(g), "size": len(m), "files": len({x["file"] for x in m})}
-                       | ({} if persistence is None else {"persistence": round(float(persistence[g]), 4)})
-                       | {"members": m}
+            "groups": [_group_entry(g, len(m), len({x["file"] for x in m}), carried, persistence) | {"members": m}
                        for g, m in sorted(groups.items(), key=lambda kv: -len(kv[1]))],
             "outliers": outliers, "names": [n.to_dict() for n in names]}
+
+
+def _group_entry(group: int, size: int, files: int, carried: dict, persistence) -> dict:
+    """A group's head in ``run_result`` and ``run_summary``: id, carried name, size, files and
+    (where the run keeps it) persistence."""
+    entry = {"id": group, "name": carried.get(group), "size": int(size), "files": int(files)}
+    return entry if persistence is None else entry | {"persistence": round(float(persistence[group]), 4)}
 
 
 def _run_head(store: Store, run: int, slots: int, groups: int, outliers: int) -> tuple:
@@ -320,8 +325,7 @@ def run_summary(store: Store, run: int, examples: int = 4) -> dict:
     outliers = int((~inside).sum())
     head, names, carried, persistence = _run_head(store, run, len(rows), len(groups), outliers)
     return {"run": head,
-            "groups": [{"id": g, "name": carried.get(g), "size": int(size), "files": int(count)}
-                       | ({} if persistence is None else {"persistence": round(float(persistence[g]), 4)})
+            "groups": [_group_entry(g, size, count, carried, persistence)
                        | {"examples": [Path(paths[f]).name for f in shown]}
                        for g, size, count, shown in sorted(groups, key=lambda group: -group[1])],
             "outliers": outliers, "names": [n.to_dict() for n in names]}
